@@ -1,0 +1,59 @@
+"""The `skillscale` command line.
+
+    skillscale run configs/quickstart.yaml        # a whole study (local Ray by default)
+    skillscale status STUDY_DIR                   # where a study stands
+    skillscale fit RUNS.parquet --bootstrap 500   # fit scaling laws to a table of runs
+    skillscale train --params 1e6 --tokens 2e6    # one training run
+    skillscale report STUDY_DIR                   # plots and an HTML page
+    skillscale bench scheduler                    # adaptive vs isoFLOP grid on simulated truths
+
+Bad input is one line on stderr and exit status 2; nothing else exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from fitting.errors import InputError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="skillscale", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    from fitting.cli import add_fit_parser
+
+    add_fit_parser(sub)
+    try:
+        from trainers.cli import add_train_parser
+    except ImportError:  # trainer not built yet
+        pass
+    else:
+        add_train_parser(sub)
+    try:
+        from scheduler.commands import add_study_parsers
+    except ImportError:
+        pass
+    else:
+        add_study_parsers(sub)
+    return parser
+
+
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)  # argparse itself exits 2 with one usage line on bad flags
+    try:
+        return int(args.func(args) or 0)
+    except InputError as exc:
+        print(f"skillscale {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"skillscale {args.command}: interrupted; state on disk is consistent, rerun to resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
