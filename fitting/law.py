@@ -1,0 +1,171 @@
+"""Scaling-law forms: one parametric law and a bootstrap ensemble of them.
+
+The Chinchilla "Approach 3" form (Hoffmann et al. 2022, eq. 2) with mixture-aware effective data:
+
+    L(N, D, m) = E + A * N**-alpha + B * D_eff**-beta,     D_eff = D * T(m),  T(m) = sum_j t_j m_j
+
+N is the parameter count (see fitting/conventions.py), D the training tokens, m the training mix
+(weights over domains summing to 1) and t the transfer vector of this skill: t_own = 1, t_j >= 0 says
+how many tokens of the skill's own domain one token of domain j is worth. Without a transfer vector
+the law is the plain Chinchilla law (D_eff = D).
+
+Compute-optimal allocation under C = 6 N D (Hoffmann et al. 2022, eq. 4 and Appendix D.2, eq. 10):
+
+    N*(C) = G * (C/6)**(beta/(alpha+beta)),   D*(C) = G**-1 * (C/6)**(alpha/(alpha+beta)),
+    G = (alpha*A / (beta*B'))**(1/(alpha+beta)),   B' = B * T(m)**-beta.
+
+The exponent a = beta/(alpha+beta) of N* ~ C^a is independent of C for this form.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from fitting.conventions import FLOPS_PER_PARAM_TOKEN
+
+
+def mix_matrix(mix, domains: Sequence[str], n_rows: int | None = None) -> np.ndarray | None:
+    """Normalise a mix argument to an (M, n_domains) float array (or None).
+
+    `mix` may be None, a dict {domain: weight} (one mix), a 1-D array (one mix), or an (M, n_domains) array
+    whose columns follow `domains`. A single mix is broadcast to `n_rows` rows when given.
+    """
+    if mix is None:
+        return None
+    if isinstance(mix, Mapping):
+        unknown = set(mix) - set(domains)
+        if unknown:
+            raise ValueError(f"mix names unknown domains {sorted(unknown)}; known: {list(domains)}")
+        mix = np.array([float(mix.get(d, 0.0)) for d in domains])
+    arr = np.asarray(mix, dtype=float)
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if domains and arr.shape[1] != len(domains):
+        raise ValueError(f"mix has {arr.shape[1]} columns, expected {len(domains)} ({list(domains)})")
+    if n_rows is not None and arr.shape[0] == 1 and n_rows > 1:
+        arr = np.repeat(arr, n_rows, axis=0)
+    return arr
+
+
+@dataclass(frozen=True)
+class ParametricLaw:
+    """L(N, D) = E + A*N**-alpha + B*D_eff**-beta for one skill (see module docstring)."""
+
+    E: float
+    A: float
+    B: float
+    alpha: float
+    beta: float
+    transfer: dict[str, float] | None = None  # None: plain law, D_eff = D
+
+    @property
+    def domains(self) -> tuple[str, ...]:
+        return tuple(self.transfer) if self.transfer else ()
+
+    def _transfer_factor(self, mix, n_rows: int) -> np.ndarray:
+        """T(m) per query row, shape (M,); ones for the plain law or when no mix is given."""
+        if self.transfer is None or mix is None:
+            return np.ones(n_rows)
+        m = mix_matrix(mix, self.domains, n_rows)  # (M, n_domains)
+        t = np.array([self.transfer[d] for d in self.domains])
+        return m @ t
+
+    def loss(self, n_params, n_tokens, mix=None) -> np.ndarray:
+        """Predicted loss at each (N, D[, mix]) query point (broadcast), shape (M,)."""
+        n, d = np.broadcast_arrays(np.atleast_1d(np.asarray(n_params, float)),
+                                   np.atleast_1d(np.asarray(n_tokens, float)))
+        d_eff = d * self._transfer_factor(mix, n.shape[0])
+        return self.E + self.A * n ** -self.alpha + self.B * d_eff ** -self.beta
+
+    def optimum(self, flops, mix=None) -> tuple[np.ndarray, np.ndarray]:
+        """(N*, D*) at compute `flops` under C = 6 N D, closed form (Hoffmann et al. 2022, eq. 10)."""
+        c = np.atleast_1d(np.asarray(flops, float))
+        b_eff = self.B * self._transfer_factor(mix, 1)[0] ** -self.beta
+        g = (self.alpha * self.A / (self.beta * b_eff)) ** (1.0 / (self.alpha + self.beta))
+        n_opt = g * (c / FLOPS_PER_PARAM_TOKEN) ** (self.beta / (self.alpha + self.beta))
+        return n_opt, c / (FLOPS_PER_PARAM_TOKEN * n_opt)
+
+    @property
+    def exponent_a(self) -> float:
+        """a in N* ~ C^a: beta / (alpha + beta)."""
+        return self.beta / (self.alpha + self.beta)
+
+    def to_dict(self) -> dict:
+        out = {"E": self.E, "A": self.A, "B": self.B, "alpha": self.alpha, "beta": self.beta}
+        if self.transfer is not None:
+            out["transfer"] = dict(self.transfer)
+        return out
+
+
+@dataclass(frozen=True)
+class LawEnsemble:
+    """K members of one skill's law (bootstrap refits); every parameter is an array of shape (K,).
+
+    Member k of ensembles of different skills built by `bootstrap_skills` used the same resample of
+    runs, so a quantity combining skills (a composition optimum) can be computed member by member.
+    """
+
+    E: np.ndarray
+    A: np.ndarray
+    B: np.ndarray
+    alpha: np.ndarray
+    beta: np.ndarray
+    transfer: np.ndarray | None = None  # (K, n_domains), transfer[:, own_domain] == 1
+    domains: tuple[str, ...] = ()
+
+    @property
+    def size(self) -> int:
+        return int(np.asarray(self.E).shape[0])
+
+    def with_params(self, **arrays) -> LawEnsemble:
+        return dataclasses.replace(self, **arrays)
+
+    def member(self, k) -> ParametricLaw:
+        transfer = None
+        if self.transfer is not None:
+            transfer = {d: float(t) for d, t in zip(self.domains, self.transfer[k], strict=True)}
+        return ParametricLaw(float(self.E[k]), float(self.A[k]), float(self.B[k]),
+                             float(self.alpha[k]), float(self.beta[k]), transfer)
+
+    def _transfer_factor(self, mix, n_rows: int) -> np.ndarray:
+        """T_k(m_i), shape (K, M); ones without a transfer vector or mix."""
+        if self.transfer is None or mix is None:
+            return np.ones((self.size, n_rows))
+        m = mix_matrix(mix, self.domains, n_rows)  # (M, n_domains)
+        return self.transfer @ m.T  # (K, n_domains) @ (n_domains, M) -> (K, M)
+
+    def loss(self, n_params, n_tokens, mix=None) -> np.ndarray:
+        """Predicted loss of every member at M query points, shape (K, M)."""
+        n, d = np.broadcast_arrays(np.atleast_1d(np.asarray(n_params, float)),
+                                   np.atleast_1d(np.asarray(n_tokens, float)))
+        d_eff = d[None, :] * self._transfer_factor(mix, n.shape[0])  # (K, M)
+        col = lambda x: np.asarray(x, float)[:, None]  # (K,) -> (K, 1)
+        return col(self.E) + col(self.A) * n[None, :] ** -col(self.alpha) + col(self.B) * d_eff ** -col(self.beta)
+
+    def optimum(self, flops, mix=None) -> tuple[np.ndarray, np.ndarray]:
+        """Per-member (N*, D*) at a scalar compute `flops`, each shape (K,) (closed form, eq. 10)."""
+        c = float(flops)
+        alpha, beta = np.asarray(self.alpha, float), np.asarray(self.beta, float)
+        b_eff = np.asarray(self.B, float) * self._transfer_factor(mix, 1)[:, 0] ** -beta
+        g = (alpha * np.asarray(self.A, float) / (beta * b_eff)) ** (1.0 / (alpha + beta))
+        n_opt = g * (c / FLOPS_PER_PARAM_TOKEN) ** (beta / (alpha + beta))
+        return n_opt, c / (FLOPS_PER_PARAM_TOKEN * n_opt)
+
+    @property
+    def exponent_a(self) -> np.ndarray:
+        """Per-member a = beta/(alpha+beta), shape (K,)."""
+        return np.asarray(self.beta, float) / (np.asarray(self.alpha, float) + np.asarray(self.beta, float))
+
+    def params(self) -> dict[str, np.ndarray]:
+        return {"E": np.asarray(self.E), "A": np.asarray(self.A), "B": np.asarray(self.B),
+                "alpha": np.asarray(self.alpha), "beta": np.asarray(self.beta)}
+
+
+def interval(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Equal-tailed percentile interval of 1-D `samples` (NaNs ignored)."""
+    lo, hi = np.nanquantile(np.asarray(samples, float), [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)

@@ -1,0 +1,249 @@
+"""Parametric scaling-law fits (Chinchilla Approach 3) and their bootstrap.
+
+Point fit (Hoffmann et al. 2022, §D.2; Besiroglu et al. 2024): minimise the Huber loss (delta = 1e-3) of
+log-residuals log L_obs - log L_pred with the log-sum-exp parametrisation
+
+    log L_pred(N, D) = LSE(e, a - alpha*log N, b - beta*log D_eff),   E, A, B = exp(e), exp(a), exp(b),
+
+from a grid of starting points: every grid start is scored, the best 24 are refined with a batched
+Levenberg-Marquardt/IRLS solver (fitting/_solver.py) and the best result is polished with scipy's L-BFGS-B.
+
+Uncertainty (`bootstrap_parametric`). The law's parameters are nearly degenerate (E, A, alpha trade off
+along a long valley), so how each resample is refit decides whether intervals are honest under
+extrapolation. What we do, and why:
+
+1. Every resample is refit from several starts (the point estimate, the distinct local minima found by
+   the point fit's grid, and the point estimate with alpha/beta moved by x0.6 and x1.6 along the valley),
+   each solved to convergence; the lowest objective wins. Refits that all start at the point estimate
+   and stop early stay in its valley and give intervals far too narrow (DESIGN.md: ~1/3 coverage).
+2. The default resampling is a *pairs* bootstrap (runs drawn with replacement, as bootstrap counts =
+   weights) so several skills can share one resample of runs (`resamples=`). `method="residual"` instead
+   draws new data around the fit, log L* = log L_fit + residual_std * z with z ~ N(0, 1) (a parametric
+   bootstrap with the noise re-estimated robustly).
+3. Coverage was checked by simulation under extrapolation (tests/fitting/test_coverage.py: a 5 budgets x
+   7 sizes isoFLOP design, 0.5-2% log-normal noise, C_target 100x beyond the largest budget, 100 data sets):
+   see that test and the report in the module `fitting.coverage` for the measured rate.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import minimize
+
+from fitting._solver import ALPHA_BOUNDS, E_MIN, TAU_BOUNDS, Design, _forward, huber, objective, solve
+from fitting.errors import InputError
+from fitting.law import LawEnsemble, ParametricLaw
+
+MAD_TO_STD = 1.4826  # std of a normal / its median absolute deviation
+N_REFINED_STARTS = 24  # grid starts refined to convergence in the point fit
+
+
+@dataclass(frozen=True)
+class ParametricFit:
+    """A point estimate of one skill's law."""
+
+    law: ParametricLaw  # point estimate
+    residual_std: float  # robust std (1.4826*MAD, dof-corrected) of log-residuals: the noise sigma
+    n_points: int  # points used in the fit
+    excluded: tuple[int, ...]  # indices dropped by exclude_top
+    theta: tuple[float, ...] = ()  # (e, a, b, alpha, beta, tau...) at the optimum
+    local_minima: tuple[tuple[float, ...], ...] = ()  # other distinct minima the grid found (bootstrap starts)
+    objective: float = float("nan")
+
+
+# ----------------------------------------------------------------------------------------- inputs
+
+
+def _prepare(n_params, n_tokens, loss, mix, domains, own_domain, exclude_top):
+    """Validate inputs and build the Design of the kept points; returns (design, y, kept, excluded)."""
+    n = np.asarray(n_params, float).ravel()
+    d = np.asarray(n_tokens, float).ravel()
+    loss = np.asarray(loss, float).ravel()
+    if not (n.shape == d.shape == loss.shape):
+        raise InputError(f"n_params, n_tokens, loss have different lengths {n.size}, {d.size}, {loss.size}")
+    for name, x in (("n_params", n), ("n_tokens", d), ("loss", loss)):
+        if not np.all(np.isfinite(x)):
+            raise InputError(f"{name} contains NaN or inf")
+        if np.any(x <= 0):
+            raise InputError(f"{name} must be positive (found {x.min():g})")
+    order = np.argsort(-loss, kind="stable")
+    excluded = tuple(sorted(int(i) for i in order[:exclude_top]))
+    kept = np.setdiff1d(np.arange(loss.size), excluded)
+    mix_arr, own = None, None
+    if mix is not None:
+        mix_arr = np.asarray(mix, float)
+        if mix_arr.shape != (loss.size, len(domains)):
+            raise InputError(f"mix must have shape ({loss.size}, {len(domains)}), got {mix_arr.shape}")
+        own = list(domains).index(own_domain) if own_domain is not None else 0
+        mix_arr = mix_arr[kept]
+    design = Design(np.log(n[kept]), np.log(d[kept]), mix_arr, own)
+    if kept.size <= design.n_params:
+        raise InputError(f"{kept.size} points to fit {design.n_params} parameters; need more runs than parameters")
+    return design, np.log(loss[kept]), kept, excluded
+
+
+def _law_from_theta(theta: np.ndarray, design: Design, domains) -> ParametricLaw:
+    transfer = None
+    if design.mix is not None:
+        t = np.ones(design.mix.shape[1])
+        t[design.free_domains] = np.exp(theta[5:])
+        transfer = {dom: float(x) for dom, x in zip(domains, t, strict=True)}
+    e, a, b, alpha, beta = (float(x) for x in theta[:5])
+    return ParametricLaw(np.exp(e), np.exp(a), np.exp(b), alpha, beta, transfer)
+
+
+def _ensemble_from_thetas(thetas: np.ndarray, design: Design, domains) -> LawEnsemble:
+    transfer = None
+    if design.mix is not None:
+        transfer = np.ones((thetas.shape[0], design.mix.shape[1]))
+        transfer[:, design.free_domains] = np.exp(thetas[:, 5:])
+    return LawEnsemble(np.exp(thetas[:, 0]), np.exp(thetas[:, 1]), np.exp(thetas[:, 2]),
+                       thetas[:, 3].copy(), thetas[:, 4].copy(), transfer, tuple(domains))
+
+
+def robust_std(residuals: np.ndarray, n_fitted: int = 0) -> float:
+    """1.4826 * MAD of residuals, inflated by sqrt(n/(n-p)) for the p fitted parameters."""
+    r = np.asarray(residuals, float)
+    mad = np.median(np.abs(r - np.median(r)))
+    dof = max(r.size - n_fitted, 1)
+    return float(MAD_TO_STD * mad * np.sqrt(r.size / dof))
+
+
+# ----------------------------------------------------------------------------------------- point fit
+
+
+def _grid_starts(design: Design, y: np.ndarray) -> np.ndarray:
+    """A Hoffmann-style grid of starts (e, a, b, alpha, beta, tau=0), shape (S, P)."""
+    e_grid = np.log(np.exp(y.min()) * np.array([0.2, 0.5, 0.75, 0.9]))
+    a_grid = np.array([0.0, 4.0, 8.0, 12.0, 16.0, 20.0])
+    exp_grid = np.array([0.1, 0.25, 0.4, 0.6, 1.0])
+    rows = list(itertools.product(e_grid, a_grid, a_grid, exp_grid, exp_grid))
+    starts = np.array(rows)
+    n_tau = design.n_params - 5
+    if n_tau:
+        starts = np.hstack([starts, np.zeros((starts.shape[0], n_tau))])
+    return starts
+
+
+def _lbfgs_polish(theta: np.ndarray, design: Design, y: np.ndarray, delta: float) -> np.ndarray:
+    """Polish one solution with scipy L-BFGS-B on the exact Huber objective and gradient."""
+    bounds = [(E_MIN, None), (None, None), (None, None), ALPHA_BOUNDS, ALPHA_BOUNDS]
+    bounds += [TAU_BOUNDS] * (theta.size - 5)
+    ones = np.ones_like(y)
+
+    def fun(x):
+        lse, jac = _forward(x[None, :], design, with_jac=True)
+        r = y - lse[0]
+        return float(huber(r, delta).sum()), -(np.clip(r, -delta, delta) @ jac[0])
+
+    res = minimize(fun, theta, jac=True, method="L-BFGS-B", bounds=bounds,
+                   options={"maxiter": 2000, "ftol": 1e-15, "gtol": 1e-12})
+    better = res.fun <= objective(theta[None, :], design, y, ones, delta)[0]
+    return res.x if better else theta
+
+
+def fit_parametric(n_params, n_tokens, loss, *, mix=None, domains=(), own_domain=None,
+                   exclude_top=0, huber_delta=1e-3, seed=0) -> ParametricFit:
+    """Fit L = E + A N^-alpha + B D_eff^-beta by Huber loss on log-residuals from a grid of starts.
+
+    `mix` (n, n_domains) with `domains` and `own_domain` fits the mixture-aware law (transfer t_j >= 0,
+    t_own = 1). `exclude_top=k` drops the k highest-loss points (often the smallest, least law-like runs).
+    `seed` is accepted for API symmetry; the point fit is deterministic.
+    """
+    design, y, _, excluded = _prepare(n_params, n_tokens, loss, mix, domains, own_domain, exclude_top)
+    ones = np.ones_like(y)
+    starts = _grid_starts(design, y)
+    f0 = objective(starts, design, y, ones, huber_delta)
+    best = starts[np.argsort(f0)[:N_REFINED_STARTS]]
+    thetas, fs = solve(best, design, y, ones, huber_delta)
+    order = np.argsort(fs)
+    theta = _lbfgs_polish(thetas[order[0]], design, y, huber_delta)
+    f_best = float(objective(theta[None, :], design, y, ones, huber_delta)[0])
+    # distinct local minima (different exponents), kept as extra starts for the bootstrap refits
+    minima: list[np.ndarray] = []
+    for i in order[1:]:
+        if all(np.abs(thetas[i][3:5] - m[3:5]).max() > 0.02 for m in [theta, *minima]):
+            minima.append(thetas[i])
+        if len(minima) >= 3:
+            break
+    lse, _ = _forward(theta[None, :], design, with_jac=False)
+    sigma = robust_std(y - lse[0], design.n_params)
+    return ParametricFit(_law_from_theta(theta, design, domains), sigma, int(y.size), excluded,
+                         tuple(float(x) for x in theta), tuple(tuple(float(x) for x in m) for m in minima),
+                         f_best)
+
+
+# ----------------------------------------------------------------------------------------- bootstrap
+
+
+def bootstrap_starts(fit: ParametricFit) -> np.ndarray:
+    """Starting points for each resample's refit, shape (S, P): see the module docstring, point 1."""
+    theta = np.array(fit.theta)
+    starts = [theta, *[np.array(m) for m in fit.local_minima]]
+    for scale in (0.6, 1.6):  # move along the E-A-alpha / E-B-beta valleys
+        moved = theta.copy()
+        moved[3:5] = np.clip(theta[3:5] * scale, *ALPHA_BOUNDS)
+        starts.append(moved)
+    return np.array(starts)
+
+
+def resample_counts(n_points: int, n_boot: int, seed: int) -> np.ndarray:
+    """Pairs-bootstrap counts (n_boot, n_points): how often each point is drawn in each resample."""
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n_points, size=(n_boot, n_points))
+    return counts_from_indices(idx, n_points)
+
+
+def counts_from_indices(resamples: np.ndarray, n_points: int) -> np.ndarray:
+    resamples = np.asarray(resamples, dtype=int)
+    counts = np.zeros((resamples.shape[0], n_points))
+    np.add.at(counts, (np.arange(resamples.shape[0])[:, None], resamples), 1.0)
+    return counts
+
+
+def refit_batch(fit: ParametricFit, design: Design, y: np.ndarray, w: np.ndarray, huber_delta: float,
+                starts: np.ndarray | None = None) -> np.ndarray:
+    """Refit K problems (targets y (K, n) or (n,), weights w (K, n)) from every start; best thetas (K, P)."""
+    starts = bootstrap_starts(fit) if starts is None else starts
+    n_boot, n_starts = w.shape[0], starts.shape[0]
+    y = np.broadcast_to(y, w.shape)
+    theta0 = np.tile(starts, (n_boot, 1))  # (K*S, P), problem k*S + s
+    thetas, fs = solve(theta0, design, np.repeat(y, n_starts, axis=0), np.repeat(w, n_starts, axis=0),
+                       huber_delta)
+    fs = np.where(np.isfinite(fs), fs, np.inf).reshape(n_boot, n_starts)
+    best = np.argmin(fs, axis=1)
+    return thetas.reshape(n_boot, n_starts, -1)[np.arange(n_boot), best]
+
+
+def bootstrap_parametric(n_params, n_tokens, loss, *, n_boot=500, mix=None, domains=(), own_domain=None,
+                         exclude_top=0, huber_delta=1e-3, seed=0, resamples=None, method="pairs",
+                         fit: ParametricFit | None = None) -> LawEnsemble:
+    """K = n_boot bootstrap refits of the law, as a LawEnsemble (see module docstring for the method).
+
+    `resamples`: optional (n_boot, n_points) int index array over *all* input points (before
+    exclude_top), so several skills can share the same resamples of runs. `method`: "pairs" (default)
+    or "residual" (parametric bootstrap: new noise of the fitted residual_std around the fit).
+    """
+    design, y, kept, _ = _prepare(n_params, n_tokens, loss, mix, domains, own_domain, exclude_top)
+    if fit is None:
+        fit = fit_parametric(n_params, n_tokens, loss, mix=mix, domains=domains, own_domain=own_domain,
+                             exclude_top=exclude_top, huber_delta=huber_delta)
+    n_all = np.asarray(loss).size
+    if method == "pairs":
+        if resamples is None:
+            w = resample_counts(n_all, n_boot, seed)[:, kept]
+        else:
+            w = counts_from_indices(resamples, n_all)[:, kept]
+        targets = y
+    elif method == "residual":
+        rng = np.random.default_rng(seed)
+        lse, _ = _forward(np.array(fit.theta)[None, :], design, with_jac=False)
+        targets = lse + fit.residual_std * rng.standard_normal((n_boot, y.size))
+        w = np.ones((n_boot, y.size))
+    else:
+        raise ValueError(f"method must be 'pairs' or 'residual', got {method!r}")
+    thetas = refit_batch(fit, design, targets, w, huber_delta)
+    return _ensemble_from_thetas(thetas, design, domains)
