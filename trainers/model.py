@@ -1,0 +1,129 @@
+"""A Llama-style decoder in one file: RMSNorm, RoPE (half-split), SwiGLU, no biases, SDPA causal
+attention, untied input embedding and output head.
+
+The fused ops come from `kernels.get_ops(use_triton)` once, at construction: on CPU/CI the pure-torch
+references, on CUDA the Triton kernels (same signatures). The loss goes through
+`ops.linear_cross_entropy(hidden (M, C), head.weight (V, C), targets (M,))` so a fused kernel never has
+to materialise the (M, V) logits.
+
+Shapes: B batch, T sequence, C = d_model, H heads, Dh = head_dim, F = ffn_hidden, V = vocab.
+What N counts is in trainers/shapes.py; `matmul_weights()` lists exactly those tensors.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from kernels import Ops, get_ops
+from trainers.shapes import ModelConfig
+
+IGNORE_INDEX = -100  # targets with this value contribute no loss
+
+
+def rope_tables(seq_len: int, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin tables of shape (T, Dh/2) for the half-split RoPE layout (Su et al. 2021)."""
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)  # (Dh/2,)
+    angles = torch.arange(seq_len, dtype=torch.float64)[:, None] * inv_freq[None, :]  # (T, Dh/2)
+    return angles.cos().float(), angles.sin().float()
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig, ops: Ops):
+        super().__init__()
+        self.cfg, self.ops = cfg, ops
+        self.wqkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)  # fused q, k, v projections
+        self.wo = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        H, Dh = self.cfg.n_heads, self.cfg.head_dim
+        q, k, v = self.wqkv(x).view(B, T, 3, H, Dh).permute(2, 0, 3, 1, 4)  # each (B, H, T, Dh)
+        q, k = self.ops.rope(q, cos, sin), self.ops.rope(k, cos, sin)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, Dh)
+        return self.wo(y.transpose(1, 2).reshape(B, T, C))  # (B, T, C)
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig, ops: Ops):
+        super().__init__()
+        self.ops = ops
+        self.w_gate_up = nn.Linear(cfg.d_model, 2 * cfg.ffn_hidden, bias=False)  # fused gate and up
+        self.w_down = nn.Linear(cfg.ffn_hidden, cfg.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.w_gate_up(x).chunk(2, dim=-1)  # each (B, T, F)
+        return self.w_down(self.ops.swiglu(gate, up))  # (B, T, C)
+
+
+class Block(nn.Module):
+    """Pre-norm block. The residual add of one sub-layer is fused with the norm of the next."""
+
+    def __init__(self, cfg: ModelConfig, ops: Ops):
+        super().__init__()
+        self.attn_norm = nn.Parameter(torch.ones(cfg.d_model))
+        self.attn = Attention(cfg, ops)
+        self.mlp_norm = nn.Parameter(torch.ones(cfg.d_model))
+        self.mlp = MLP(cfg, ops)
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: ModelConfig, use_triton: bool = False):
+        super().__init__()
+        self.cfg = cfg
+        self.ops = get_ops(use_triton)
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.blocks = nn.ModuleList(Block(cfg, self.ops) for _ in range(cfg.n_layers))
+        self.final_norm = nn.Parameter(torch.ones(cfg.d_model))
+        self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)  # untied from the embedding
+        cos, sin = rope_tables(cfg.seq_len, cfg.head_dim, cfg.rope_theta)
+        self.register_buffer("rope_cos", cos, persistent=False)  # (T, Dh/2)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self, std: float = 0.02) -> None:
+        """GPT-2 init: N(0, std) everywhere, residual-output projections scaled by 1/sqrt(2L); gains 1.
+
+        Called again (after seeding) when a cached model is reused for a new run."""
+        for block in self.blocks:
+            block.attn_norm.fill_(1.0)
+            block.mlp_norm.fill_(1.0)
+            nn.init.normal_(block.attn.wqkv.weight, std=std)
+            nn.init.normal_(block.mlp.w_gate_up.weight, std=std)
+            nn.init.normal_(block.attn.wo.weight, std=std / math.sqrt(2 * self.cfg.n_layers))
+            nn.init.normal_(block.mlp.w_down.weight, std=std / math.sqrt(2 * self.cfg.n_layers))
+        nn.init.normal_(self.embed.weight, std=std)
+        nn.init.normal_(self.head.weight, std=std)
+        self.final_norm.fill_(1.0)
+
+    def matmul_weights(self) -> list[torch.Tensor]:
+        """The tensors N counts: every block projection and the output head (not the embedding)."""
+        return [m.weight for m in self.modules() if isinstance(m, nn.Linear)]
+
+    def hidden(self, idx: torch.Tensor) -> torch.Tensor:
+        """Final normalised hidden states (B, T, C) for token ids idx (B, T)."""
+        T = idx.shape[1]
+        cos, sin = self.rope_cos[:T], self.rope_sin[:T]
+        residual = self.embed(idx)  # (B, T, C)
+        x = self.ops.rms_norm(residual, self.blocks[0].attn_norm, self.cfg.norm_eps)
+        for i, block in enumerate(self.blocks):
+            next_norm = self.blocks[i + 1].attn_norm if i + 1 < len(self.blocks) else self.final_norm
+            x, residual = self.ops.add_rms_norm(block.attn(x, cos, sin), residual, block.mlp_norm,
+                                                self.cfg.norm_eps)
+            x, residual = self.ops.add_rms_norm(block.mlp(x), residual, next_norm, self.cfg.norm_eps)
+        return x  # (B, T, C), already passed through final_norm
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        """Cross-entropy of next-token predictions, nats. idx, targets: (B, T); IGNORE_INDEX skips a target.
+
+        reduction "mean": scalar mean over kept targets; "none": (B, T) per-token losses (0 where ignored).
+        """
+        B, T = idx.shape
+        x = self.hidden(idx).reshape(B * T, -1)  # (M, C), M = B*T
+        loss = self.ops.linear_cross_entropy(x, self.head.weight, targets.reshape(B * T),
+                                             ignore_index=IGNORE_INDEX, reduction=reduction)
+        return loss if reduction == "mean" else loss.view(B, T)
