@@ -144,7 +144,8 @@ class LawEnsemble:
                                    np.atleast_1d(np.asarray(n_tokens, float)))
         d_eff = d[None, :] * self._transfer_factor(mix, n.shape[0])  # (K, M)
         col = lambda x: np.asarray(x, float)[:, None]  # (K,) -> (K, 1)
-        return col(self.E) + col(self.A) * n[None, :] ** -col(self.alpha) + col(self.B) * d_eff ** -col(self.beta)
+        return (col(self.E) + col(self.A) * n[None, :] ** -col(self.alpha)
+                + col(self.B) * d_eff ** -col(self.beta))
 
     def optimum(self, flops, mix=None) -> tuple[np.ndarray, np.ndarray]:
         """Per-member (N*, D*) at a scalar compute `flops`, each shape (K,) (closed form, eq. 10)."""

@@ -50,7 +50,7 @@ class ParametricFit:
     n_points: int  # points used in the fit
     excluded: tuple[int, ...]  # indices dropped by exclude_top
     theta: tuple[float, ...] = ()  # (e, a, b, alpha, beta, tau...) at the optimum
-    local_minima: tuple[tuple[float, ...], ...] = ()  # other distinct minima the grid found (bootstrap starts)
+    local_minima: tuple[tuple[float, ...], ...] = ()  # other distinct minima of the grid: bootstrap starts
     objective: float = float("nan")
 
 
@@ -81,7 +81,8 @@ def _prepare(n_params, n_tokens, loss, mix, domains, own_domain, exclude_top):
         mix_arr = mix_arr[kept]
     design = Design(np.log(n[kept]), np.log(d[kept]), mix_arr, own)
     if kept.size <= design.n_params:
-        raise InputError(f"{kept.size} points to fit {design.n_params} parameters; need more runs than parameters")
+        raise InputError(f"{kept.size} points to fit {design.n_params} parameters; "
+                         "need more runs than parameters")
     return design, np.log(loss[kept]), kept, excluded
 
 
@@ -220,11 +221,12 @@ def refit_batch(fit: ParametricFit, design: Design, y: np.ndarray, w: np.ndarray
 
 def bootstrap_parametric(n_params, n_tokens, loss, *, n_boot=500, mix=None, domains=(), own_domain=None,
                          exclude_top=0, huber_delta=1e-3, seed=0, resamples=None, method="pairs",
-                         fit: ParametricFit | None = None) -> LawEnsemble:
+                         counts=None, fit: ParametricFit | None = None) -> LawEnsemble:
     """K = n_boot bootstrap refits of the law, as a LawEnsemble (see module docstring for the method).
 
     `resamples`: optional (n_boot, n_points) int index array over *all* input points (before
-    exclude_top), so several skills can share the same resamples of runs. `method`: "pairs" (default)
+    exclude_top), so several skills can share the same resamples of runs; `counts` (n_boot, n_points)
+    is the same as draw counts. `fit`: the point fit, if already computed. `method`: "pairs" (default)
     or "residual" (parametric bootstrap: new noise of the fitted residual_std around the fit).
     """
     design, y, kept, _ = _prepare(n_params, n_tokens, loss, mix, domains, own_domain, exclude_top)
@@ -233,7 +235,9 @@ def bootstrap_parametric(n_params, n_tokens, loss, *, n_boot=500, mix=None, doma
                              exclude_top=exclude_top, huber_delta=huber_delta)
     n_all = np.asarray(loss).size
     if method == "pairs":
-        if resamples is None:
+        if counts is not None:
+            w = np.asarray(counts, float)[:, kept]
+        elif resamples is None:
             w = resample_counts(n_all, n_boot, seed)[:, kept]
         else:
             w = counts_from_indices(resamples, n_all)[:, kept]

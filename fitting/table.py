@@ -1,0 +1,178 @@
+"""A table of finished runs, read from CSV or parquet, validated, and fitted per skill.
+
+Columns (one row per run and skill, "long" format):
+
+    n_params   parameters N (fitting/conventions.py says which ones count)      required, > 0
+    n_tokens   training tokens D                                                 required, > 0
+    loss       validation loss of `skill` in nats per token                      required, > 0
+    skill      which skill the loss is for                                       optional, default "all"
+    flops      training compute C                                                optional, default 6 N D
+    run_id     identity of the run (rows of one run share it)                    optional, default (N, D, mix)
+    mix/<dom>  training-mix weight of domain <dom>                               optional
+
+Every problem a user can fix raises fitting.errors.InputError("<file>: <what is wrong>"), which the CLI
+prints as one line with exit status 2.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from fitting.conventions import FLOPS_PER_PARAM_TOKEN
+from fitting.errors import InputError
+from fitting.law import LawEnsemble
+from fitting.parametric import (
+    ParametricFit,
+    bootstrap_parametric,
+    counts_from_indices,
+    fit_parametric,
+)
+
+REQUIRED = ("n_params", "n_tokens", "loss")
+MIX_PREFIX = "mix/"
+N_LAW_PARAMS = 5
+
+
+@dataclass(frozen=True)
+class RunsTable:
+    """Validated runs; every array has one entry per row."""
+
+    path: str
+    n_params: np.ndarray
+    n_tokens: np.ndarray
+    flops: np.ndarray
+    loss: np.ndarray
+    skill: np.ndarray  # (rows,) str
+    run_index: np.ndarray  # (rows,) int in [0, n_runs): rows of one run share it
+    mix: np.ndarray | None = None  # (rows, n_domains)
+    domains: tuple[str, ...] = ()
+
+    @property
+    def skills(self) -> list[str]:
+        return list(dict.fromkeys(self.skill.tolist()))
+
+    @property
+    def n_runs(self) -> int:
+        return int(self.run_index.max()) + 1
+
+    def rows(self, skill: str) -> np.ndarray:
+        return np.flatnonzero(self.skill == skill)
+
+    def own_domain(self, skill: str) -> str | None:
+        """The mix domain a skill's transfer vector is anchored to (t_own = 1); None: plain law."""
+        return skill if self.mix is not None and skill in self.domains else None
+
+    def skill_arrays(self, skill: str) -> dict:
+        """Keyword arguments for fit_parametric / bootstrap_parametric for one skill."""
+        r = self.rows(skill)
+        own = self.own_domain(skill)
+        out = {"n_params": self.n_params[r], "n_tokens": self.n_tokens[r], "loss": self.loss[r]}
+        if own is not None:
+            out.update(mix=self.mix[r], domains=self.domains, own_domain=own)
+        return out
+
+
+def _read(path: str):
+    import pyarrow as pa
+
+    if not os.path.exists(path):
+        raise InputError(f"{path}: no such file")
+    try:
+        if path.endswith((".parquet", ".pq")):
+            import pyarrow.parquet as pq
+
+            return pq.read_table(path)
+        import pyarrow.csv as pcsv
+
+        return pcsv.read_csv(path)
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path}: cannot read as {'parquet' if path.endswith('.parquet') else 'CSV'} "
+                         f"({first})") from None
+
+
+def _numeric(table, name: str, path: str) -> np.ndarray:
+    col = table.column(name)
+    try:
+        values = np.asarray(col.to_numpy(zero_copy_only=False), dtype=float)
+    except (TypeError, ValueError):
+        raise InputError(f"{path}: column {name!r} must be numeric (got {col.type})") from None
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        raise InputError(f"{path}: column {name!r} has NaN/inf/empty values (first at row {bad[0] + 1})")
+    return values
+
+
+def load_runs(path) -> RunsTable:
+    """Read and validate a runs table (CSV, or parquet by extension .parquet/.pq)."""
+    path = os.fspath(path)
+    table = _read(path)
+    missing = [c for c in REQUIRED if c not in table.column_names]
+    if missing:
+        raise InputError(f"{path}: missing column(s) {', '.join(missing)}; need {', '.join(REQUIRED)}")
+    if table.num_rows == 0:
+        raise InputError(f"{path}: no rows")
+    values = {c: _numeric(table, c, path) for c in REQUIRED}
+    for c in REQUIRED:
+        bad = np.flatnonzero(values[c] <= 0)
+        if bad.size:
+            raise InputError(f"{path}: column {c!r} must be positive; "
+                             f"row {bad[0] + 1} has {values[c][bad[0]]:g}")
+    flops = (_numeric(table, "flops", path) if "flops" in table.column_names
+             else FLOPS_PER_PARAM_TOKEN * values["n_params"] * values["n_tokens"])
+    if np.any(flops <= 0):
+        raise InputError(f"{path}: column 'flops' must be positive")
+    skill = (np.array([str(s) for s in table.column("skill").to_pylist()]) if "skill" in table.column_names
+             else np.full(table.num_rows, "all"))
+    domains = tuple(c[len(MIX_PREFIX):] for c in table.column_names if c.startswith(MIX_PREFIX))
+    mix = None
+    if domains:
+        mix = np.stack([_numeric(table, MIX_PREFIX + d, path) for d in domains], axis=1)
+        if np.any(mix < 0) or np.any(np.abs(mix.sum(1) - 1) > 1e-3):
+            raise InputError(f"{path}: mix/* columns must be non-negative and sum to 1 in every row")
+    if "run_id" in table.column_names:
+        keys = [str(k) for k in table.column("run_id").to_pylist()]
+    else:
+        parts = [values["n_params"], values["n_tokens"]] + ([mix[:, j] for j in range(mix.shape[1])]
+                                                            if mix is not None else [])
+        keys = list(zip(*[p.tolist() for p in parts], strict=True))
+    run_ids = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+    run_index = np.array([run_ids[k] for k in keys])
+    runs = RunsTable(path, values["n_params"], values["n_tokens"], flops, values["loss"], skill, run_index,
+                     mix, domains)
+    for s in runs.skills:
+        n_par = N_LAW_PARAMS + (len(domains) - 1 if runs.own_domain(s) else 0)
+        if runs.rows(s).size <= n_par:
+            raise InputError(f"{path}: skill {s!r} has {runs.rows(s).size} runs, fewer than needed to fit "
+                             f"{n_par} law parameters (need at least {n_par + 1})")
+    return runs
+
+
+def fit_skills(table: RunsTable, *, exclude_top: int = 0,
+               huber_delta: float = 1e-3) -> dict[str, ParametricFit]:
+    """Point estimate of every skill's law."""
+    return {s: fit_parametric(**table.skill_arrays(s), exclude_top=exclude_top, huber_delta=huber_delta)
+            for s in table.skills}
+
+
+def bootstrap_skills(table: RunsTable, n_boot: int, seed: int, *, exclude_top: int = 0,
+                     huber_delta: float = 1e-3, fits: dict[str, ParametricFit] | None = None
+                     ) -> dict[str, LawEnsemble]:
+    """One ensemble per skill; member k of every skill is refit on the SAME resample k of runs.
+
+    Runs (not rows) are drawn with replacement, so a run's losses on all skills enter or leave a resample
+    together and a composition of skills can be evaluated member by member.
+    """
+    rng = np.random.default_rng(seed)
+    run_draws = rng.integers(0, table.n_runs, size=(n_boot, table.n_runs))
+    run_counts = counts_from_indices(run_draws, table.n_runs)  # (K, n_runs)
+    fits = fits or fit_skills(table, exclude_top=exclude_top, huber_delta=huber_delta)
+    out = {}
+    for s in table.skills:
+        counts = run_counts[:, table.run_index[table.rows(s)]]  # (K, rows of s)
+        out[s] = bootstrap_parametric(**table.skill_arrays(s), n_boot=n_boot, exclude_top=exclude_top,
+                                      huber_delta=huber_delta, counts=counts, fit=fits[s])
+    return out
