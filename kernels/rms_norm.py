@@ -1,0 +1,231 @@
+"""RMSNorm and fused residual-add + RMSNorm as Triton kernels.
+
+Three tiers per op: the private `@triton.jit` kernels, the launchers `rms_norm_fwd` / `add_rms_norm_fwd` /
+`rms_norm_bwd` (registered as `torch.library` custom ops so torch.compile treats them as opaque calls),
+and the autograd Functions `RMSNormFunction` / `AddRMSNormFunction`. The model calls `rms_norm` and
+`add_rms_norm` at the bottom of this file; `kernels.reference` defines the math they must match.
+
+Rows are the flattened leading dims of x: x (..., C) -> (M, C). One program normalises one or more whole rows
+(C <= 64K fits in registers as one block), statistics in fp32.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+_MAX_FUSED_BYTES = 65536  # one row must fit in one block
+
+
+@triton.jit
+def _rms_norm_fwd_kernel(
+    X, R, S, Y, W, RSTD,
+    stride_x, stride_r, stride_s, stride_y,
+    n_cols, eps,
+    HAS_RESIDUAL: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """One row per program.
+
+    s = x (+ r if HAS_RESIDUAL, and s is stored);  rstd = 1 / sqrt(mean(s^2) + eps);  y = s * rstd * w.
+    Everything is computed in fp32; y and s are stored in their buffers' dtypes; rstd (fp32) is kept for
+    the backward pass.
+    """
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.arange(0, BLOCK)
+    mask = cols < n_cols
+    s = tl.load(X + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
+    if HAS_RESIDUAL:
+        r = tl.load(R + row * stride_r + cols, mask=mask, other=0.0).to(tl.float32)
+        s = s + r
+        s = s.to(S.dtype.element_ty)  # the sum is rounded to its dtype, as in the reference
+        tl.store(S + row * stride_s + cols, s, mask=mask)
+        s = s.to(tl.float32)
+    w = tl.load(W + cols, mask=mask, other=0.0).to(tl.float32)
+    rstd = 1.0 / tl.sqrt(tl.sum(s * s, axis=0) / n_cols + eps)
+    tl.store(RSTD + row, rstd)
+    tl.store(Y + row * stride_y + cols, (s * rstd * w).to(Y.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _rms_norm_bwd_kernel(
+    DY, DS, X, W, RSTD, DX, DW_PARTIAL,
+    stride_dy, stride_ds, stride_x, stride_dx,
+    n_rows, n_cols, rows_per_program,
+    HAS_DS: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """Each program walks `rows_per_program` consecutive rows.
+
+    With x_hat = x * rstd and g = dy * w:
+        dx = rstd * (g - x_hat * mean(g * x_hat))      (+ ds, the gradient reaching the residual sum directly)
+        dw = sum over rows of dy * x_hat               (per-program partial sums in fp32, reduced by the caller)
+    """
+    pid = tl.program_id(0)
+    cols = tl.arange(0, BLOCK)
+    mask = cols < n_cols
+    w = tl.load(W + cols, mask=mask, other=0.0).to(tl.float32)
+    dw_acc = tl.zeros([BLOCK], dtype=tl.float32)
+    row_start = pid * rows_per_program
+    for i in range(0, rows_per_program):
+        row = row_start + i
+        if row < n_rows:
+            row64 = row.to(tl.int64)
+            dy = tl.load(DY + row64 * stride_dy + cols, mask=mask, other=0.0).to(tl.float32)
+            x = tl.load(X + row64 * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
+            rstd = tl.load(RSTD + row64)
+            x_hat = x * rstd
+            g = dy * w
+            dx = rstd * (g - x_hat * (tl.sum(g * x_hat, axis=0) / n_cols))
+            if HAS_DS:
+                dx += tl.load(DS + row64 * stride_ds + cols, mask=mask, other=0.0).to(tl.float32)
+            tl.store(DX + row64 * stride_dx + cols, dx.to(DX.dtype.element_ty), mask=mask)
+            dw_acc += dy * x_hat
+    tl.store(DW_PARTIAL + pid * n_cols + cols, dw_acc, mask=mask)
+
+
+def _block_and_warps(n_cols: int, element_size: int) -> tuple[int, int]:
+    block = triton.next_power_of_2(n_cols)
+    if block * element_size > _MAX_FUSED_BYTES:
+        raise ValueError(f"rms_norm: hidden size {n_cols} is too large for one block (max {_MAX_FUSED_BYTES} bytes)")
+    num_warps = min(max(block // 256, 1), 16)
+    return block, num_warps
+
+
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    x2 = x.reshape(-1, x.shape[-1])
+    return x2 if x2.stride(-1) == 1 else x2.contiguous()
+
+
+# ---- launchers (custom ops: opaque to torch.compile) ------------------------------------------------
+
+
+@torch.library.custom_op("skillscale::rms_norm_fwd", mutates_args=())
+def rms_norm_fwd(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """y = rms_norm(x, weight, eps) in x.dtype, and rstd (M,) in fp32 for the backward pass."""
+    x2 = _rows(x)
+    n_rows, n_cols = x2.shape
+    y = torch.empty_like(x2)
+    rstd = torch.empty(n_rows, dtype=torch.float32, device=x.device)
+    block, num_warps = _block_and_warps(n_cols, x2.element_size())
+    if n_rows > 0:
+        _rms_norm_fwd_kernel[(n_rows,)](
+            x2, x2, x2, y, weight.contiguous(), rstd,
+            x2.stride(0), 0, 0, y.stride(0), n_cols, eps,
+            HAS_RESIDUAL=False, BLOCK=block, num_warps=num_warps,
+        )
+    return y.view(x.shape), rstd
+
+
+@rms_norm_fwd.register_fake
+def _(x, weight, eps):
+    n_rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
+    return torch.empty_like(x), x.new_empty((n_rows,), dtype=torch.float32)
+
+
+@torch.library.custom_op("skillscale::add_rms_norm_fwd", mutates_args=())
+def add_rms_norm_fwd(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor,
+                     eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """s = x + residual (same shapes); returns (rms_norm(s) in s.dtype, s, rstd (M,) fp32)."""
+    if x.shape != residual.shape:
+        raise ValueError(f"add_rms_norm: x {tuple(x.shape)} and residual {tuple(residual.shape)} must match")
+    out_dtype = torch.promote_types(x.dtype, residual.dtype)
+    x2, r2 = _rows(x), _rows(residual)
+    n_rows, n_cols = x2.shape
+    s = torch.empty((n_rows, n_cols), dtype=out_dtype, device=x.device)
+    y = torch.empty_like(s)
+    rstd = torch.empty(n_rows, dtype=torch.float32, device=x.device)
+    block, num_warps = _block_and_warps(n_cols, max(x2.element_size(), s.element_size()))
+    if n_rows > 0:
+        _rms_norm_fwd_kernel[(n_rows,)](
+            x2, r2, s, y, weight.contiguous(), rstd,
+            x2.stride(0), r2.stride(0), s.stride(0), y.stride(0), n_cols, eps,
+            HAS_RESIDUAL=True, BLOCK=block, num_warps=num_warps,
+        )
+    return y.view(x.shape), s.view(x.shape), rstd
+
+
+@add_rms_norm_fwd.register_fake
+def _(x, residual, weight, eps):
+    out_dtype = torch.promote_types(x.dtype, residual.dtype)
+    n_rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
+    s = x.new_empty(x.shape, dtype=out_dtype)
+    return torch.empty_like(s), torch.empty_like(s), x.new_empty((n_rows,), dtype=torch.float32)
+
+
+@torch.library.custom_op("skillscale::rms_norm_bwd", mutates_args=())
+def rms_norm_bwd(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, rstd: torch.Tensor,
+                 ds: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients (dx in x.dtype, dweight in weight.dtype) of y = rms_norm(x); `ds` is added to dx if given."""
+    dy2, x2 = _rows(dy), _rows(x)
+    n_rows, n_cols = x2.shape
+    dx = torch.empty_like(x2)
+    block, num_warps = _block_and_warps(n_cols, x2.element_size())
+    if x.is_cuda:
+        n_programs = torch.cuda.get_device_properties(x.device).multi_processor_count * 4
+    else:
+        n_programs = 4
+    n_programs = max(1, min(n_programs, n_rows))
+    rows_per_program = triton.cdiv(n_rows, n_programs) if n_rows else 0
+    dw_partial = torch.zeros((n_programs, n_cols), dtype=torch.float32, device=x.device)
+    ds2 = _rows(ds) if ds is not None else dy2
+    if n_rows > 0:
+        _rms_norm_bwd_kernel[(n_programs,)](
+            dy2, ds2, x2, weight.contiguous(), rstd, dx, dw_partial,
+            dy2.stride(0), ds2.stride(0), x2.stride(0), dx.stride(0),
+            n_rows, n_cols, rows_per_program,
+            HAS_DS=ds is not None, BLOCK=block, num_warps=num_warps,
+        )
+    return dx.view(x.shape), dw_partial.sum(0).to(weight.dtype)
+
+
+@rms_norm_bwd.register_fake
+def _(dy, x, weight, rstd, ds=None):
+    return torch.empty_like(x), torch.empty_like(weight)
+
+
+# ---- autograd ------------------------------------------------------------------------------------
+
+
+class RMSNormFunction(torch.autograd.Function):
+    """y = x / sqrt(mean(x^2) + eps) * weight, with the Triton kernels forward and backward."""
+
+    @staticmethod
+    def forward(ctx, x, weight, eps):
+        y, rstd = rms_norm_fwd(x, weight, eps)
+        ctx.save_for_backward(x, weight, rstd)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, weight, rstd = ctx.saved_tensors
+        dx, dw = rms_norm_bwd(dy, x, weight, rstd, None)
+        return dx, dw, None
+
+
+class AddRMSNormFunction(torch.autograd.Function):
+    """(rms_norm(x + residual), x + residual): the residual add fused into the norm, forward and backward."""
+
+    @staticmethod
+    def forward(ctx, x, residual, weight, eps):
+        y, s, rstd = add_rms_norm_fwd(x, residual, weight, eps)
+        ctx.save_for_backward(s, weight, rstd)
+        ctx.x_dtype, ctx.residual_dtype = x.dtype, residual.dtype
+        return y, s
+
+    @staticmethod
+    def backward(ctx, dy, ds):
+        s, weight, rstd = ctx.saved_tensors
+        if dy is None:
+            dy = torch.zeros_like(s)
+        dsum, dw = rms_norm_bwd(dy, s, weight, rstd, ds)
+        return dsum.to(ctx.x_dtype), dsum.to(ctx.residual_dtype), dw, None
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Triton RMSNorm; same signature and math as `kernels.reference.rms_norm`."""
+    return RMSNormFunction.apply(x, weight, eps)
+
+
+def add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6):
+    """Triton fused residual add + RMSNorm; returns (normed, sum) like `kernels.reference.add_rms_norm`."""
+    return AddRMSNormFunction.apply(x, residual, weight, eps)

@@ -1,0 +1,61 @@
+"""Fused linear cross-entropy vs `kernels.reference.linear_cross_entropy`: loss, dhidden, dweight."""
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+import kernels.linear_cross_entropy as lce  # noqa: E402
+from kernels import reference  # noqa: E402
+from tests.kernels.conftest import DEVICE, HAS_CUDA, assert_close  # noqa: E402
+
+CASES = [pytest.param(torch.float32, 1e-5, 1e-4, id="fp32")]
+if HAS_CUDA:  # bf16 logits vs the reference's fp32 logits: a few bf16 ulps of a logit
+    CASES.append(pytest.param(torch.bfloat16, 3e-2, 3e-2, id="bf16"))
+
+
+def _run(fn, hidden, weight, targets, reduction, grad):
+    h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+    loss = fn(h, w, targets, -100, reduction)
+    loss.backward(grad)
+    return loss, h.grad, w.grad
+
+
+@pytest.mark.parametrize("dtype, atol, rtol", CASES)
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+@pytest.mark.parametrize("n_rows, hidden_size, vocab, small_chunks", [
+    (67, 96, 1000, True),          # several chunks, the last one short
+    (13, 200, 32768 + 3, False),   # vocab not a multiple of the block
+])
+def test_linear_cross_entropy_matches_reference(n_rows, hidden_size, vocab, small_chunks, reduction,
+                                                dtype, atol, rtol, monkeypatch):
+    if small_chunks:
+        monkeypatch.setattr(lce, "_CHUNK_ELEMENTS", 20 * vocab)  # -> chunks of 64 rows
+    torch.manual_seed(0)
+    hidden = torch.randn(n_rows, hidden_size, device=DEVICE, dtype=dtype)
+    weight = (torch.randn(vocab, hidden_size, device=DEVICE) / hidden_size**0.5).to(dtype)
+    targets = torch.randint(0, vocab, (n_rows,), device=DEVICE)
+    targets[::4] = -100  # some ignored rows
+    grad = torch.tensor(1.7, device=DEVICE) if reduction == "mean" else torch.randn(n_rows, device=DEVICE)
+    loss, dh, dw = _run(lce.linear_cross_entropy, hidden, weight, targets, reduction, grad)
+    loss_ref, dh_ref, dw_ref = _run(reference.linear_cross_entropy, hidden, weight, targets, reduction, grad)
+    assert loss.shape == loss_ref.shape and dh.dtype == dtype and dw.dtype == dtype
+    assert_close(loss, loss_ref, atol, rtol, "loss")
+    assert_close(dh, dh_ref, atol, rtol, "dhidden")
+    assert_close(dw, dw_ref, atol, rtol, "dweight")
+
+
+def test_linear_cross_entropy_fp32_weight_with_autocast_hidden():
+    """Under autocast the head weight stays an fp32 parameter; its gradient comes back in fp32."""
+    hidden = torch.randn(20, 96, device=DEVICE, requires_grad=True)
+    weight = torch.randn(1000, 96, device=DEVICE, requires_grad=True)
+    targets = torch.randint(0, 1000, (20,), device=DEVICE)
+    lce.linear_cross_entropy(hidden, weight, targets).backward()
+    assert weight.grad.dtype == torch.float32 and hidden.grad.dtype == torch.float32
+    assert torch.isfinite(weight.grad).all()
+
+
+def test_linear_cross_entropy_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="targets"):
+        lce.linear_cross_entropy(torch.randn(4, 8, device=DEVICE), torch.randn(10, 8, device=DEVICE),
+                                 torch.zeros(5, dtype=torch.long, device=DEVICE))

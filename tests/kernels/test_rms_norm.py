@@ -1,0 +1,64 @@
+"""RMSNorm and fused add + RMSNorm kernels vs `kernels.reference`, forward and gradients."""
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+from kernels import reference  # noqa: E402
+from kernels.rms_norm import add_rms_norm, rms_norm  # noqa: E402
+from tests.kernels.conftest import DEVICE, ELEMENTWISE_CASES, assert_close  # noqa: E402
+
+SHAPES = [(3, 37, 96), (67, 200), (5, 256)]  # rows not a multiple of anything, odd hidden sizes
+
+
+@pytest.mark.parametrize("dtype, atol, rtol", ELEMENTWISE_CASES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_rms_norm_matches_reference(shape, dtype, atol, rtol):
+    torch.manual_seed(0)
+    x = torch.randn(shape, device=DEVICE, dtype=dtype)
+    weight = torch.randn(shape[-1], device=DEVICE)  # fp32 parameter, as under autocast
+    grad = torch.randn(shape, device=DEVICE, dtype=dtype)
+    results = []
+    for fn in (rms_norm, reference.rms_norm):
+        xi, wi = x.clone().requires_grad_(), weight.clone().requires_grad_()
+        y = fn(xi, wi, 1e-6)
+        y.backward(grad)
+        results.append((y, xi.grad, wi.grad))
+    (y, dx, dw), (y_ref, dx_ref, dw_ref) = results
+    assert y.dtype == y_ref.dtype and dw.dtype == dw_ref.dtype
+    assert_close(y, y_ref, atol, rtol, "y")
+    assert_close(dx, dx_ref, atol, rtol, "dx")
+    assert_close(dw, dw_ref, atol * 10, rtol, "dweight")  # a sum over rows
+
+
+@pytest.mark.parametrize("dtype, atol, rtol", ELEMENTWISE_CASES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_add_rms_norm_matches_reference(shape, dtype, atol, rtol):
+    torch.manual_seed(1)
+    x = torch.randn(shape, device=DEVICE, dtype=dtype)
+    residual = torch.randn(shape, device=DEVICE, dtype=dtype)
+    weight = torch.randn(shape[-1], device=DEVICE)
+    grad_y = torch.randn(shape, device=DEVICE, dtype=dtype)
+    grad_s = torch.randn(shape, device=DEVICE, dtype=dtype)
+    results = []
+    for fn in (add_rms_norm, reference.add_rms_norm):
+        xi, ri, wi = (t.clone().requires_grad_() for t in (x, residual, weight))
+        y, s = fn(xi, ri, wi, 1e-6)
+        torch.autograd.backward([y, s], [grad_y, grad_s])  # both outputs carry gradient, as in a block
+        results.append((y, s, xi.grad, ri.grad, wi.grad))
+    for name, a, b in zip(("y", "sum", "dx", "dresidual", "dweight"), *results):
+        assert a.dtype == b.dtype, name
+        assert_close(a, b, atol * (10 if name == "dweight" else 1), rtol, name)
+
+
+def test_add_rms_norm_only_normed_output_used():
+    x = torch.randn(9, 96, device=DEVICE, requires_grad=True)
+    residual = torch.randn(9, 96, device=DEVICE, requires_grad=True)
+    weight = torch.ones(96, device=DEVICE, requires_grad=True)
+    y, _ = add_rms_norm(x, residual, weight)
+    y.sum().backward()
+    xr, rr = x.detach().clone().requires_grad_(), residual.detach().clone().requires_grad_()
+    reference.add_rms_norm(xr, rr, weight.detach())[0].sum().backward()
+    assert_close(x.grad, xr.grad, 1e-5, 1e-5, "dx")
+    assert_close(residual.grad, rr.grad, 1e-5, 1e-5, "dresidual")
