@@ -234,20 +234,31 @@ def bootstrap_parametric(n_params, n_tokens, loss, *, n_boot=500, mix=None, doma
         fit = fit_parametric(n_params, n_tokens, loss, mix=mix, domains=domains, own_domain=own_domain,
                              exclude_top=exclude_top, huber_delta=huber_delta)
     n_all = np.asarray(loss).size
+    rng = np.random.default_rng(seed)
+    if resamples is None and counts is None:
+        resamples = rng.integers(0, n_all, size=(n_boot, n_all))
     if method == "pairs":
-        if counts is not None:
-            w = np.asarray(counts, float)[:, kept]
-        elif resamples is None:
-            w = resample_counts(n_all, n_boot, seed)[:, kept]
-        else:
-            w = counts_from_indices(resamples, n_all)[:, kept]
+        w = np.asarray(counts, float) if counts is not None else counts_from_indices(resamples, n_all)
+        w = w[:, kept]
         targets = y
     elif method == "residual":
-        rng = np.random.default_rng(seed)
-        lse, _ = _forward(np.array(fit.theta)[None, :], design, with_jac=False)
-        targets = lse + fit.residual_std * rng.standard_normal((n_boot, y.size))
-        w = np.ones((n_boot, y.size))
+        if resamples is None:
+            raise ValueError("method='residual' needs resamples (indices), not counts")
+        fitted = _forward(np.array(fit.theta)[None, :], design, with_jac=False)[0][0]  # (n_kept,)
+        inflate = np.sqrt(y.size / (y.size - design.n_params))  # fitted residuals are too small by this
+        residuals = inflate * (y - fitted)
+        residuals -= np.median(residuals)
+        position = np.arange(n_all)  # all-points index -> kept position; an excluded source: itself
+        position[kept] = np.arange(kept.size)
+        src = np.asarray(resamples, int)[:, kept]
+        src = np.where(np.isin(src, kept), position[src], np.arange(kept.size)[None, :])
+        targets = fitted[None, :] + residuals[src]
+        w = np.ones_like(targets)
+    elif method == "parametric":
+        fitted = _forward(np.array(fit.theta)[None, :], design, with_jac=False)[0][0]
+        targets = fitted[None, :] + fit.residual_std * rng.standard_normal((n_boot, y.size))
+        w = np.ones_like(targets)
     else:
-        raise ValueError(f"method must be 'pairs' or 'residual', got {method!r}")
+        raise ValueError(f"method must be 'pairs', 'residual' or 'parametric', got {method!r}")
     thetas = refit_batch(fit, design, targets, w, huber_delta)
     return _ensemble_from_thetas(thetas, design, domains)

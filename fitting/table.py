@@ -27,7 +27,6 @@ from fitting.law import LawEnsemble
 from fitting.parametric import (
     ParametricFit,
     bootstrap_parametric,
-    counts_from_indices,
     fit_parametric,
 )
 
@@ -159,20 +158,25 @@ def fit_skills(table: RunsTable, *, exclude_top: int = 0,
 
 
 def bootstrap_skills(table: RunsTable, n_boot: int, seed: int, *, exclude_top: int = 0,
-                     huber_delta: float = 1e-3, fits: dict[str, ParametricFit] | None = None
-                     ) -> dict[str, LawEnsemble]:
+                     huber_delta: float = 1e-3, method: str = "pairs",
+                     fits: dict[str, ParametricFit] | None = None) -> dict[str, LawEnsemble]:
     """One ensemble per skill; member k of every skill is refit on the SAME resample k of runs.
 
     Runs (not rows) are drawn with replacement, so a run's losses on all skills enter or leave a resample
-    together and a composition of skills can be evaluated member by member.
+    together (pairs) or lend their residuals together (residual), and a composition of skills can be
+    evaluated member by member. A skill without a row for a drawn run keeps its own row in that slot.
     """
     rng = np.random.default_rng(seed)
-    run_draws = rng.integers(0, table.n_runs, size=(n_boot, table.n_runs))
-    run_counts = counts_from_indices(run_draws, table.n_runs)  # (K, n_runs)
+    run_draws = rng.integers(0, table.n_runs, size=(n_boot, table.n_runs))  # (K, n_runs)
     fits = fits or fit_skills(table, exclude_top=exclude_top, huber_delta=huber_delta)
     out = {}
     for s in table.skills:
-        counts = run_counts[:, table.run_index[table.rows(s)]]  # (K, rows of s)
+        rows = table.rows(s)
+        row_of_run = np.full(table.n_runs, -1)  # run -> position among this skill's rows
+        row_of_run[table.run_index[rows]] = np.arange(rows.size)
+        resamples = row_of_run[run_draws[:, table.run_index[rows]]]  # (K, rows of s)
+        resamples = np.where(resamples >= 0, resamples, np.arange(rows.size)[None, :])
         out[s] = bootstrap_parametric(**table.skill_arrays(s), n_boot=n_boot, exclude_top=exclude_top,
-                                      huber_delta=huber_delta, counts=counts, fit=fits[s])
+                                      huber_delta=huber_delta, resamples=resamples, method=method,
+                                      fit=fits[s])
     return out
