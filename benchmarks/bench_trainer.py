@@ -1,0 +1,227 @@
+"""Whole-trainer speed: skillscale's model (Triton ops + torch.compile) vs a plain compiled PyTorch decoder.
+
+    PYTHONPATH=. python3 benchmarks/bench_trainer.py [--sizes 256x4,1024x16] [--steps 20]
+    PYTHONPATH=. python3 benchmarks/bench_trainer.py --parity [--parity-steps 200]
+
+Speed mode: for each (d_model x n_layers), vocab 32768, seq 1024, bf16 autocast, fused AdamW, both models are
+built with the same shape, compiled, warmed up (compilation happens there) and timed over `--steps` steps
+side by side; tokens/s and MFU (6N + attention FLOPs per token, trainers.shapes.flops_per_token, against
+H100_BF16_PEAK) are printed with the ratio ours/baseline and appended to `--out` as JSON lines.
+
+  (a) baseline: `BaselineDecoder` below, a nanoGPT-style Llama-ish decoder with the same shapes
+      (F.rms_norm, RoPE in torch, SDPA, SwiGLU in torch), loss F.cross_entropy on the full (M, V) logits;
+  (b) skillscale: trainers.model.Transformer(use_triton=True), i.e. kernels.TRITON_OPS.
+
+Parity mode: trains skillscale's model twice from the same seed on the same batches, with the Triton ops
+and with the torch reference ops, and reports how far the two loss curves drift apart in bf16.
+Needs CUDA.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from trainers.model import Transformer  # noqa: E402
+from trainers.shapes import ModelConfig, flops_per_token  # noqa: E402
+
+H100_BF16_PEAK = 989e12  # dense FLOP/s, H100 SXM
+VOCAB, SEQ = 32768, 1024
+DEFAULT_SIZES = "256x4,384x6,512x8,768x12,1024x16"
+BATCH = {256: 32, 384: 32, 512: 16, 768: 16, 1024: 16}  # sequences per step, same for both models
+
+
+# ---- (a) the baseline: a minimal compiled Llama-ish decoder --------------------------------------------
+
+
+class BaselineBlock(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d, f = cfg.d_model, cfg.ffn_hidden
+        self.cfg = cfg
+        self.norm1, self.norm2 = nn.Parameter(torch.ones(d)), nn.Parameter(torch.ones(d))
+        self.wqkv, self.wo = nn.Linear(d, 3 * d, bias=False), nn.Linear(d, d, bias=False)
+        self.w_gate_up, self.w_down = nn.Linear(d, 2 * f, bias=False), nn.Linear(f, d, bias=False)
+
+    def forward(self, x, cos, sin):
+        B, T, C = x.shape
+        H, Dh = self.cfg.n_heads, self.cfg.head_dim
+        h = F.rms_norm(x, (C,), self.norm1, self.cfg.norm_eps)
+        q, k, v = self.wqkv(h).view(B, T, 3, H, Dh).permute(2, 0, 3, 1, 4)  # each (B, H, T, Dh)
+
+        def rope(t):
+            t1, t2 = t.chunk(2, dim=-1)
+            return torch.cat([t1 * cos - t2 * sin, t2 * cos + t1 * sin], dim=-1).to(t.dtype)
+
+        y = F.scaled_dot_product_attention(rope(q), rope(k), v, is_causal=True)
+        x = x + self.wo(y.transpose(1, 2).reshape(B, T, C))
+        gate, up = self.w_gate_up(F.rms_norm(x, (C,), self.norm2, self.cfg.norm_eps)).chunk(2, dim=-1)
+        return x + self.w_down(F.silu(gate) * up)
+
+
+class BaselineDecoder(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.blocks = nn.ModuleList(BaselineBlock(cfg) for _ in range(cfg.n_layers))
+        self.final_norm = nn.Parameter(torch.ones(cfg.d_model))
+        self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        inv_freq = 1.0 / cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2).float() / cfg.head_dim)
+        angles = torch.outer(torch.arange(cfg.seq_len).float(), inv_freq)  # (T, Dh/2)
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+        for p in self.parameters():
+            if p.dim() == 2:
+                nn.init.normal_(p, std=0.02)
+
+    def forward(self, idx, targets):
+        x = self.embed(idx)  # (B, T, C)
+        for block in self.blocks:
+            x = block(x, self.cos, self.sin)
+        x = F.rms_norm(x, (x.shape[-1],), self.final_norm, self.cfg.norm_eps)
+        logits = self.head(x)  # (B, T, V): the full logits
+        return F.cross_entropy(logits.view(-1, logits.shape[-1]).float(), targets.view(-1), ignore_index=-100)
+
+
+# ---- timing ----------------------------------------------------------------------------------------------
+
+
+def env_info() -> dict:
+    import triton
+    return {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+
+
+def make_step(model, lr=3e-4):
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.1, fused=True)
+    compiled = torch.compile(model)
+
+    def step(idx, targets):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = compiled(idx, targets)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss
+    return step
+
+
+def time_model(model, batch: int, steps: int, warmup: int = 3) -> dict:
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    data = torch.randint(0, VOCAB, (4, batch, SEQ + 1), device="cuda", generator=gen)
+    step = make_step(model)
+    t0 = time.perf_counter()
+    for i in range(warmup):
+        step(data[i % 4, :, :-1], data[i % 4, :, 1:])
+    torch.cuda.synchronize()
+    compile_s = time.perf_counter() - t0
+    torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    for i in range(steps):
+        loss = step(data[i % 4, :, :-1], data[i % 4, :, 1:])
+    torch.cuda.synchronize()
+    dt = time.perf_counter() - t0
+    return {"tok_s": batch * SEQ * steps / dt, "step_ms": 1e3 * dt / steps, "warmup_s": compile_s,
+            "peak_gib": torch.cuda.max_memory_allocated() / 2**30, "loss": float(loss)}
+
+
+def speed(args, info):
+    rows = []
+    for size in args.sizes.split(","):
+        d, n_layers = (int(v) for v in size.split("x"))
+        cfg = ModelConfig(d_model=d, n_layers=n_layers, n_heads=d // 64, vocab_size=VOCAB, seq_len=SEQ)
+        batch = args.batch or BATCH.get(d, 16)
+        fpt = flops_per_token(cfg)
+        result = {}
+        for name, build in (("baseline", lambda: BaselineDecoder(cfg)),
+                            ("skillscale", lambda: Transformer(cfg, use_triton=True))):
+            torch.manual_seed(0)
+            model = build().cuda()
+            r = time_model(model, batch, args.steps)
+            r["mfu"] = r["tok_s"] * fpt / H100_BF16_PEAK
+            result[name] = r
+            del model
+            torch._dynamo.reset()
+            torch.cuda.empty_cache()
+        ratio = result["skillscale"]["tok_s"] / result["baseline"]["tok_s"]
+        n_params = sum(p.numel() for p in Transformer(cfg).matmul_weights())
+        for name, r in result.items():
+            row = {"mode": "speed", "model": name, "d_model": d, "n_layers": n_layers, "n_params": n_params,
+                   "batch": batch, "seq": SEQ, "vocab": VOCAB, **{k: round(v, 4) for k, v in r.items()},
+                   "ratio_vs_baseline": round(r["tok_s"] / result["baseline"]["tok_s"], 3), **info}
+            rows.append(row)
+            print(f"{d:5d}x{n_layers:<3d} {n_params / 1e6:6.0f}M {name:10s} {r['tok_s'] / 1e6:6.3f}M tok/s  "
+                  f"MFU {100 * r['mfu']:5.1f}%  step {r['step_ms']:7.1f} ms  peak {r['peak_gib']:5.1f} GiB  "
+                  f"warmup {r['warmup_s']:5.1f} s  loss {r['loss']:.3f}", flush=True)
+        print(f"          ratio skillscale/baseline: {ratio:.3f}", flush=True)
+        append(args.out, rows[-2:])
+    return rows
+
+
+def parity(args, info):
+    """Same seed, same batches: Triton ops vs reference ops, both compiled, bf16 autocast."""
+    d, n_layers = (int(v) for v in args.parity_size.split("x"))
+    cfg = ModelConfig(d_model=d, n_layers=n_layers, n_heads=d // 64, vocab_size=VOCAB, seq_len=SEQ)
+    gen = torch.Generator(device="cuda").manual_seed(1)
+    # a small repeating set of batches, so that the loss falls far (memorisation) and drift would show
+    data = torch.randint(0, 512, (8, 8, SEQ + 1), device="cuda", generator=gen)
+    curves = {}
+    for use_triton in (True, False):
+        torch.manual_seed(0)
+        model = Transformer(cfg, use_triton=use_triton).cuda()
+        step = make_step(model, lr=1e-3)
+        losses = [float(step(data[i % 8, :, :-1], data[i % 8, :, 1:])) for i in range(args.parity_steps)]
+        curves["triton" if use_triton else "reference"] = losses
+        torch._dynamo.reset()
+    diff = [abs(a - b) for a, b in zip(curves["triton"], curves["reference"], strict=True)]
+    tail = diff[-50:]
+    row = {"mode": "parity", "d_model": d, "n_layers": n_layers, "steps": args.parity_steps,
+           "first_loss": curves["reference"][0], "final_loss_triton": curves["triton"][-1],
+           "final_loss_reference": curves["reference"][-1], "max_abs_diff": max(diff),
+           "mean_abs_diff_last50": sum(tail) / len(tail),
+           "mean_rel_diff_last50": sum(t / r for t, r in zip(tail, curves["reference"][-50:], strict=True)) / 50,
+           "curve_triton": curves["triton"][::10], "curve_reference": curves["reference"][::10], **info}
+    print(json.dumps({k: v for k, v in row.items() if not k.startswith("curve")}), flush=True)
+    append(args.out, [row])
+    return row
+
+
+def append(path, rows):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "a") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default=DEFAULT_SIZES, help="comma-separated d_modelxn_layers")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per model (after 3 warmup steps)")
+    parser.add_argument("--batch", type=int, default=0, help="sequences per step (0: per-size default)")
+    parser.add_argument("--parity", action="store_true", help="loss-curve parity instead of speed")
+    parser.add_argument("--parity-size", default="256x4")
+    parser.add_argument("--parity-steps", type=int, default=200)
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
+                                                      "kernels_trainer.jsonl"))
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("bench_trainer: needs CUDA (no GPU found)")
+    torch.backends.cuda.matmul.allow_tf32 = True
+    info = env_info()
+    print(f"# {info}", flush=True)
+    parity(args, info) if args.parity else speed(args, info)
+
+
+if __name__ == "__main__":
+    main()
