@@ -1,0 +1,60 @@
+import numpy as np
+import pytest
+
+from fitting.errors import InputError
+from fitting.parametric import bootstrap_parametric, fit_parametric
+
+from ._data import BESIROGLU, C_TARGET, CHINCHILLA, DATA_HUNGRY, isoflop_design, noisy_loss
+
+
+@pytest.mark.parametrize("law", [CHINCHILLA, BESIROGLU, DATA_HUNGRY])
+def test_noiseless_fit_recovers_the_law(law):
+    n, d = isoflop_design(law)
+    fit = fit_parametric(n, d, law.loss(n, d))
+    got = fit.law
+    assert got.alpha == pytest.approx(law.alpha, rel=1e-3)
+    assert got.beta == pytest.approx(law.beta, rel=1e-3)
+    assert got.E == pytest.approx(law.E, rel=1e-3)
+    assert got.optimum(C_TARGET)[0][0] == pytest.approx(law.optimum(C_TARGET)[0][0], rel=1e-2)
+    assert fit.residual_std < 1e-4
+
+
+@pytest.mark.parametrize("law,sigma,seed", [(CHINCHILLA, 0.005, 1), (BESIROGLU, 0.01, 2),
+                                            (DATA_HUNGRY, 0.02, 3), (CHINCHILLA, 0.02, 4)])
+def test_noisy_fit_truth_inside_intervals(law, sigma, seed):
+    n, d = isoflop_design(law)
+    loss = noisy_loss(law, n, d, sigma, seed)
+    fit = fit_parametric(n, d, loss)
+    ens = bootstrap_parametric(n, d, loss, n_boot=200, seed=seed, fit=fit)
+    for name in ("alpha", "beta", "E"):
+        lo, hi = np.quantile(getattr(ens, name), [0.025, 0.975])
+        assert lo <= getattr(law, name) <= hi, name
+    lo, hi = np.quantile(ens.optimum(C_TARGET)[0], [0.025, 0.975])
+    assert lo <= law.optimum(C_TARGET)[0][0] <= hi
+    assert fit.residual_std == pytest.approx(sigma, rel=0.5)  # the noise estimate is in the right range
+
+
+def test_exclude_top_drops_the_outliers():
+    n, d = isoflop_design(CHINCHILLA)
+    loss = CHINCHILLA.loss(n, d)
+    loss[[3, 10]] *= 1.5  # two broken runs with much higher loss
+    fit = fit_parametric(n, d, loss, exclude_top=2)
+    assert fit.excluded == (3, 10)
+    assert fit.n_points == n.size - 2
+    assert fit.law.alpha == pytest.approx(CHINCHILLA.alpha, rel=1e-3)
+
+
+def test_shared_resamples_are_used():
+    n, d = isoflop_design(CHINCHILLA)
+    loss = noisy_loss(CHINCHILLA, n, d, 0.01, 0)
+    idx = np.random.default_rng(5).integers(0, n.size, size=(20, n.size))
+    a = bootstrap_parametric(n, d, loss, n_boot=20, resamples=idx)
+    b = bootstrap_parametric(n, d, loss, n_boot=20, resamples=idx, seed=99)
+    c = bootstrap_parametric(n, d, loss, n_boot=20, seed=99)
+    np.testing.assert_allclose(a.alpha, b.alpha)
+    assert not np.allclose(a.alpha, c.alpha)
+
+
+def test_too_few_points_is_an_input_error():
+    with pytest.raises(InputError, match="5 points to fit 5 parameters"):
+        fit_parametric([1e7, 2e7, 3e7, 4e7, 5e7], [1e9] * 5, [3.0, 2.9, 2.8, 2.7, 2.6])
