@@ -80,16 +80,25 @@ def load_latest(run_dir: Path, fingerprint: dict, map_location="cpu") -> dict | 
             if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "model" not in ckpt:
                 raise ValueError("not a skillscale checkpoint")
         except Exception as exc:  # torch.load raises many types for truncated/corrupt files
-            warnings.warn(f"checkpoint {path} is unreadable ({type(exc).__name__}: {exc}); trying an older one",
-                          stacklevel=2)
+            warnings.warn(
+                f"checkpoint {path} is unreadable ({type(exc).__name__}: {exc}); trying an older one",
+                stacklevel=2,
+            )
             continue
         if ckpt.get("fingerprint") != fingerprint:
-            diff = sorted(k for k in set(fingerprint) | set(ckpt.get("fingerprint") or {})
-                          if (ckpt.get("fingerprint") or {}).get(k) != fingerprint.get(k))
-            raise CheckpointError(f"checkpoint {path} belongs to a different run (differs in: {', '.join(diff)}); "
-                                  "use a new run directory or delete this one")
+            diff = sorted(
+                k
+                for k in set(fingerprint) | set(ckpt.get("fingerprint") or {})
+                if (ckpt.get("fingerprint") or {}).get(k) != fingerprint.get(k)
+            )
+            raise CheckpointError(
+                f"checkpoint {path} belongs to a different run (differs in: {', '.join(diff)}); "
+                "use a new run directory or delete this one"
+            )
         return ckpt
     if paths:
-        raise CheckpointError(f"checkpoint {paths[0]}: no readable checkpoint in {checkpoint_dir(run_dir)} "
-                              "(corrupt or truncated); delete the directory to start the run afresh")
+        raise CheckpointError(
+            f"checkpoint {paths[0]}: no readable checkpoint in {checkpoint_dir(run_dir)} "
+            "(corrupt or truncated); delete the directory to start the run afresh"
+        )
     return None

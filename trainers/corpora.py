@@ -23,28 +23,39 @@ from dataclasses import dataclass
 
 # ----------------------------------------------------------------------------- knowledge
 
-FIRST = ("Ada Alan Alice Amir Ana Anton Aria Ben Bruno Carla Chen Clara Dana Daniel Dario Elena Emil Emma "
-         "Eva Felix Fiona Frank Gita Greta Hana Hugo Ida Igor Ines Ivan Jana Jonas Julia Kai Karim Lara "
-         "Leo Lina Luca Maya Marco Mira Nadia Nico Nina Noah Olga Omar Oscar Paula Pedro Petra Rafael Rosa "
-         "Ruth Sam Sara Sofia Tara Teo Uma Vera Victor Wanda Yara Yusuf Zoe Zora Basil Cleo Dora Ezra "
-         "Flora Gus Hilda Iris Jude Kira").split()
-LAST = ("Abbott Baker Bianchi Novak Castro Dubois Eriksen Fischer Garcia Horvat Ivanova Jansen Kowalski "
-        "Larsen Moreau Nakamura Okafor Petrov Quinn Rossi Schmidt Tanaka Ueda Varga Weber Xu Yilmaz Zimmer "
-        "Alves Brandt Costa Duarte Engel Falk Gomez Haas Ito Jovanovic Keller Lindqvist Marin Nilsen Olsen "
-        "Pereira Roth Silva Torres Urban Vogel Wolf Young Ziegler Adler Berg Cruz Diaz Ek Frey Grant Holm "
-        "Iversen Jung Kovac Lund Meyer Nagy Ortiz Park Reyes Sato Toth Vidal Walsh Yates Zeller Bauer").split()
-CITIES = ("Paris Lisbon Oslo Cairo Lima Quito Dakar Riga Tunis Hanoi Seoul Kyoto Perth Austin Denver Boston "
-          "Madrid Prague Vienna Zurich Geneva Milan Naples Porto Cork Leeds Bergen Malmo Turku Gdansk Krakow "
-          "Brno Graz Split Sofia Varna Izmir Tbilisi Baku Almaty Tashkent Lahore Dhaka Manila Jakarta Sendai "
-          "Osaka Busan Taipei Auckland Hobart Calgary Quebec Havana Bogota Santiago Montevideo Recife Nairobi "
-          "Accra Lagos Rabat Windhoek").split()
+FIRST = (
+    "Ada Alan Alice Amir Ana Anton Aria Ben Bruno Carla Chen Clara Dana Daniel Dario Elena Emil Emma "
+    "Eva Felix Fiona Frank Gita Greta Hana Hugo Ida Igor Ines Ivan Jana Jonas Julia Kai Karim Lara "
+    "Leo Lina Luca Maya Marco Mira Nadia Nico Nina Noah Olga Omar Oscar Paula Pedro Petra Rafael Rosa "
+    "Ruth Sam Sara Sofia Tara Teo Uma Vera Victor Wanda Yara Yusuf Zoe Zora Basil Cleo Dora Ezra "
+    "Flora Gus Hilda Iris Jude Kira"
+).split()
+LAST = (
+    "Abbott Baker Bianchi Novak Castro Dubois Eriksen Fischer Garcia Horvat Ivanova Jansen Kowalski "
+    "Larsen Moreau Nakamura Okafor Petrov Quinn Rossi Schmidt Tanaka Ueda Varga Weber Xu Yilmaz Zimmer "
+    "Alves Brandt Costa Duarte Engel Falk Gomez Haas Ito Jovanovic Keller Lindqvist Marin Nilsen Olsen "
+    "Pereira Roth Silva Torres Urban Vogel Wolf Young Ziegler Adler Berg Cruz Diaz Ek Frey Grant Holm "
+    "Iversen Jung Kovac Lund Meyer Nagy Ortiz Park Reyes Sato Toth Vidal Walsh Yates Zeller Bauer"
+).split()
+CITIES = (
+    "Paris Lisbon Oslo Cairo Lima Quito Dakar Riga Tunis Hanoi Seoul Kyoto Perth Austin Denver Boston "
+    "Madrid Prague Vienna Zurich Geneva Milan Naples Porto Cork Leeds Bergen Malmo Turku Gdansk Krakow "
+    "Brno Graz Split Sofia Varna Izmir Tbilisi Baku Almaty Tashkent Lahore Dhaka Manila Jakarta Sendai "
+    "Osaka Busan Taipei Auckland Hobart Calgary Quebec Havana Bogota Santiago Montevideo Recife Nairobi "
+    "Accra Lagos Rabat Windhoek"
+).split()
 UNIVERSITIES = tuple(f"the University of {c}" for c in CITIES[:24]) + tuple(
-    f"{c} Institute of Technology" for c in CITIES[24:40])
-FIELDS = ("physics chemistry biology geology astronomy economics history linguistics philosophy mathematics "
-          "statistics medicine law architecture music sociology psychology ecology botany zoology "
-          "oceanography genetics robotics cryptography").split()
-EMPLOYER_STEMS = ("Acme Borealis Cobalt Delta Everest Fjord Granite Helix Indigo Juniper Kestrel Lumen Meridian "
-                  "Nimbus Orion Pioneer Quartz Redwood Summit Tundra Umbra Vertex Willow Zenith").split()
+    f"{c} Institute of Technology" for c in CITIES[24:40]
+)
+FIELDS = (
+    "physics chemistry biology geology astronomy economics history linguistics philosophy mathematics "
+    "statistics medicine law architecture music sociology psychology ecology botany zoology "
+    "oceanography genetics robotics cryptography"
+).split()
+EMPLOYER_STEMS = (
+    "Acme Borealis Cobalt Delta Everest Fjord Granite Helix Indigo Juniper Kestrel Lumen Meridian "
+    "Nimbus Orion Pioneer Quartz Redwood Summit Tundra Umbra Vertex Willow Zenith"
+).split()
 EMPLOYERS = tuple(f"{s} {k}" for s in EMPLOYER_STEMS for k in ("Labs", "Systems", "Group"))
 MONTHS = ("January February March April May June July August September October November December").split()
 
@@ -52,24 +63,51 @@ ATTRIBUTES = ("birth_date", "birth_city", "university", "field", "employer", "wo
 
 # statements used in training biographies; {n} name, {v} value
 TRAIN_STATEMENTS = {
-    "birth_date": ("{n} was born on {v}.", "{n} came into the world on {v}.", "The birthday of {n} is {v}.",
-                   "{n}'s date of birth is {v}."),
-    "birth_city": ("{n} was born in {v}.", "{n}'s birthplace is {v}.", "{n} grew up in {v}, the city of birth.",
-                   "The hometown of {n} is {v}."),
-    "university": ("{n} studied at {v}.", "{n} graduated from {v}.", "{n} earned a degree at {v}.",
-                   "{n} is an alumnus of {v}."),
-    "field": ("{n} works in {v}.", "{n} specialises in {v}.", "The field of {n} is {v}.",
-              "{n} built a career in {v}."),
-    "employer": ("{n} is employed by {v}.", "{n} works for {v}.", "{n} joined {v}.",
-                 "The employer of {n} is {v}."),
-    "work_city": ("{n} works in the city of {v}.", "{n} commutes to an office in {v}.",
-                  "{n}'s workplace is in {v}.", "{n} lives and works in {v}."),
+    "birth_date": (
+        "{n} was born on {v}.",
+        "{n} came into the world on {v}.",
+        "The birthday of {n} is {v}.",
+        "{n}'s date of birth is {v}.",
+    ),
+    "birth_city": (
+        "{n} was born in {v}.",
+        "{n}'s birthplace is {v}.",
+        "{n} grew up in {v}, the city of birth.",
+        "The hometown of {n} is {v}.",
+    ),
+    "university": (
+        "{n} studied at {v}.",
+        "{n} graduated from {v}.",
+        "{n} earned a degree at {v}.",
+        "{n} is an alumnus of {v}.",
+    ),
+    "field": (
+        "{n} works in {v}.",
+        "{n} specialises in {v}.",
+        "The field of {n} is {v}.",
+        "{n} built a career in {v}.",
+    ),
+    "employer": (
+        "{n} is employed by {v}.",
+        "{n} works for {v}.",
+        "{n} joined {v}.",
+        "The employer of {n} is {v}.",
+    ),
+    "work_city": (
+        "{n} works in the city of {v}.",
+        "{n} commutes to an office in {v}.",
+        "{n}'s workplace is in {v}.",
+        "{n} lives and works in {v}.",
+    ),
 }
 # question phrasings seen in training (as "Q: ...\nA: value.") and held out for evaluation
 TRAIN_QUESTIONS = {
-    "birth_date": ("When was {n} born?",), "birth_city": ("In which city was {n} born?",),
-    "university": ("Which university did {n} attend?",), "field": ("What field does {n} work in?",),
-    "employer": ("Which company employs {n}?",), "work_city": ("In which city does {n} work?",),
+    "birth_date": ("When was {n} born?",),
+    "birth_city": ("In which city was {n} born?",),
+    "university": ("Which university did {n} attend?",),
+    "field": ("What field does {n} work in?",),
+    "employer": ("Which company employs {n}?",),
+    "work_city": ("In which city does {n} work?",),
 }
 EVAL_QUESTIONS = {
     "birth_date": ("What is the date of birth of {n}?", "On what date was {n} born?"),
@@ -100,8 +138,11 @@ def make_world(n_entities: int, seed: int) -> list[Entity]:
     for name in sorted(names):
         facts = {
             "birth_date": f"{rng.choice(MONTHS)} {rng.randint(1, 28)}, {rng.randint(1920, 1999)}",
-            "birth_city": rng.choice(CITIES), "university": rng.choice(UNIVERSITIES),
-            "field": rng.choice(FIELDS), "employer": rng.choice(EMPLOYERS), "work_city": rng.choice(CITIES),
+            "birth_city": rng.choice(CITIES),
+            "university": rng.choice(UNIVERSITIES),
+            "field": rng.choice(FIELDS),
+            "employer": rng.choice(EMPLOYERS),
+            "work_city": rng.choice(CITIES),
         }
         world.append(Entity(name, facts))
     rng.shuffle(world)
@@ -218,8 +259,10 @@ def code_documents(seed: int, n_chars: int, exclude: set[str]) -> list[str]:
 
 DETS = ("the", "a", "every", "some", "this", "that")
 ADJS = "small old bright quiet green heavy gentle busy cold warm distant curious".split()
-NOUNS = ("river farmer child teacher garden city bird window village engine letter mountain doctor "
-         "market song boat").split()
+NOUNS = (
+    "river farmer child teacher garden city bird window village engine letter mountain doctor "
+    "market song boat"
+).split()
 VERBS = "sees follows builds finds carries remembers paints watches opens visits".split()
 INTRANS = "sleeps waits sings travels rests wanders laughs".split()
 PREPS = "near behind under beside across through".split()

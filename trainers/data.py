@@ -145,8 +145,10 @@ def _read_texts(path: Path) -> list[str]:
 def _real(name: str, path_str: str, settings: DataSettings, tokenizer, seq_len: int) -> Domain:
     path = Path(path_str).expanduser()
     if not path.exists():
-        raise InputError(f"corpus {name!r}: file {str(path)!r} not found; give an existing .txt, .jsonl, "
-                         ".parquet file or a directory of .py files")
+        raise InputError(
+            f"corpus {name!r}: file {str(path)!r} not found; give an existing .txt, .jsonl, "
+            ".parquet file or a directory of .py files"
+        )
     stat = path.stat()
     key = hashlib.sha256(f"{path.resolve()}|{stat.st_mtime_ns}|{stat.st_size}|{tokenizer.name}".encode())
     cache_dir = Path(settings.cache_dir or Path.home() / ".cache" / "skillscale" / "tokens").expanduser()
@@ -166,8 +168,10 @@ def _real(name: str, path_str: str, settings: DataSettings, tokenizer, seq_len: 
         os.replace(tmp, cache)
     n_held = max(seq_len + 1, int(len(tokens) * HELDOUT_FRACTION))
     if len(tokens) < n_held + 2 * (seq_len + 1):
-        raise InputError(f"corpus {name!r}: {str(path)!r} has {len(tokens)} tokens; need at least "
-                         f"{n_held + 2 * (seq_len + 1)} for seq_len {seq_len}")
+        raise InputError(
+            f"corpus {name!r}: {str(path)!r} has {len(tokens)} tokens; need at least "
+            f"{n_held + 2 * (seq_len + 1)} for seq_len {seq_len}"
+        )
     return Domain(name, tokens[:-n_held], tokens[-n_held:])
 
 
@@ -180,8 +184,10 @@ def load_domain(name: str, settings: DataSettings, tokenizer, seq_len: int) -> D
         elif name in BUILTIN_DOMAINS:
             _DOMAIN_CACHE[key] = _generated(name, settings, tokenizer)
         else:
-            raise InputError(f"mix: unknown domain {name!r}; built-in domains are {', '.join(BUILTIN_DOMAINS)}"
-                             " (or give a corpus path for it)")
+            raise InputError(
+                f"mix: unknown domain {name!r}; built-in domains are {', '.join(BUILTIN_DOMAINS)}"
+                " (or give a corpus path for it)"
+            )
     return _DOMAIN_CACHE[key]
 
 
@@ -219,8 +225,10 @@ class MixtureSampler:
         self.domains, self.mix, self.seq_len, self.seed = domains, dict(sorted(mix.items())), seq_len, seed
         for name in self.mix:
             if len(domains[name].train) < seq_len + 2:
-                raise InputError(f"domain {name!r}: stream of {len(domains[name].train)} tokens is shorter "
-                                 f"than seq_len + 2 = {seq_len + 2}")
+                raise InputError(
+                    f"domain {name!r}: stream of {len(domains[name].train)} tokens is shorter "
+                    f"than seq_len + 2 = {seq_len + 2}"
+                )
 
     def batch(self, step: int, n_rows: int) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
         """(inputs (n_rows, T), targets (n_rows, T), rows per domain) for optimizer step `step`."""
@@ -243,7 +251,7 @@ def heldout_windows(domain: Domain, seq_len: int, max_rows: int) -> np.ndarray:
     n = min(max_rows, (len(domain.heldout) - 1) // seq_len)
     if n <= 0:
         raise InputError(f"domain {domain.name!r}: held-out stream shorter than seq_len + 1")
-    return np.stack([domain.heldout[i * seq_len: i * seq_len + seq_len + 1] for i in range(n)])
+    return np.stack([domain.heldout[i * seq_len : i * seq_len + seq_len + 1] for i in range(n)])
 
 
 def skill_examples(skill: str, settings: DataSettings) -> list[tuple[str, str]]:

@@ -26,11 +26,11 @@ def encode_examples(examples: list[tuple[str, str]], tokenizer, seq_len: int, pa
     targets = np.full((n, seq_len), IGNORE_INDEX, dtype=np.int64)
     for i, (prompt, answer) in enumerate(examples):
         p, a = tokenizer.encode(prompt), tokenizer.encode(answer)
-        ids = (p + a)[-(seq_len + 1):]
+        ids = (p + a)[-(seq_len + 1) :]
         n_answer = min(len(a), len(ids) - 1)
         x, y = ids[:-1], ids[1:]
         inputs[i, : len(x)] = x
-        targets[i, len(y) - n_answer: len(y)] = y[len(y) - n_answer:]
+        targets[i, len(y) - n_answer : len(y)] = y[len(y) - n_answer :]
     return inputs, targets
 
 
@@ -41,15 +41,16 @@ def _autocast(device: torch.device):
 
 
 @torch.no_grad()
-def mean_nll(model: Transformer, inputs: np.ndarray, targets: np.ndarray, device: torch.device,
-             batch_rows: int = 64) -> float:
+def mean_nll(
+    model: Transformer, inputs: np.ndarray, targets: np.ndarray, device: torch.device, batch_rows: int = 64
+) -> float:
     """Token-weighted mean NLL over the non-ignored targets (nats/token)."""
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
     for i in range(0, len(inputs), batch_rows):
-        x = torch.as_tensor(inputs[i: i + batch_rows], dtype=torch.long, device=device)
-        y = torch.as_tensor(targets[i: i + batch_rows], dtype=torch.long, device=device)
+        x = torch.as_tensor(inputs[i : i + batch_rows], dtype=torch.long, device=device)
+        y = torch.as_tensor(targets[i : i + batch_rows], dtype=torch.long, device=device)
         with _autocast(device):
             per_token = model(x, y, reduction="none")  # (b, T), 0 where ignored
         total += float(per_token.double().sum())
@@ -61,8 +62,14 @@ def mean_nll(model: Transformer, inputs: np.ndarray, targets: np.ndarray, device
 class Evaluator:
     """Fixed evaluation tensors, built once per (data settings, tokenizer, seq_len)."""
 
-    def __init__(self, skill_sets: dict[str, list[tuple[str, str]]], domains: dict[str, Domain], tokenizer,
-                 seq_len: int, heldout_rows: int = 64):
+    def __init__(
+        self,
+        skill_sets: dict[str, list[tuple[str, str]]],
+        domains: dict[str, Domain],
+        tokenizer,
+        seq_len: int,
+        heldout_rows: int = 64,
+    ):
         pad = getattr(tokenizer, "PAD", tokenizer.eos_id)
         self.skills = {s: encode_examples(ex, tokenizer, seq_len, pad) for s, ex in skill_sets.items()}
         self.domains = {}

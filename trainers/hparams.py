@@ -54,16 +54,26 @@ class HParams:
 
 
 # keys a RunSpec.hparams dict may set; "batch_tokens" is rounded to whole sequences
-OVERRIDABLE = ("lr", "batch_tokens", "warmup_steps", "min_lr_ratio", "beta1", "beta2", "adam_eps",
-               "weight_decay", "grad_clip", "init_std")
+OVERRIDABLE = (
+    "lr",
+    "batch_tokens",
+    "warmup_steps",
+    "min_lr_ratio",
+    "beta1",
+    "beta2",
+    "adam_eps",
+    "weight_decay",
+    "grad_clip",
+    "init_std",
+)
 
 
 def deepseek_lr(flops: float) -> float:
-    return 0.3118 * flops ** -0.1250  # DeepSeek LLM 2024, Fig. 3
+    return 0.3118 * flops**-0.1250  # DeepSeek LLM 2024, Fig. 3
 
 
 def deepseek_batch_tokens(flops: float) -> float:
-    return 0.2920 * flops ** 0.3271  # DeepSeek LLM 2024, Fig. 3
+    return 0.2920 * flops**0.3271  # DeepSeek LLM 2024, Fig. 3
 
 
 def resolve(n_params: int, n_tokens: int, seq_len: int, overrides: dict | None = None) -> HParams:
@@ -85,7 +95,9 @@ def resolve(n_params: int, n_tokens: int, seq_len: int, overrides: dict | None =
     n_steps = math.ceil(n_tokens / (batch_seqs * seq_len))
     warmup = int(overrides.get("warmup_steps", max(1, min(1000, round(0.05 * n_steps)))))
     kwargs = {k: float(v) for k, v in overrides.items() if k not in ("lr", "batch_tokens", "warmup_steps")}
-    hp = HParams(lr=lr, batch_seqs=batch_seqs, seq_len=seq_len, n_steps=n_steps, warmup_steps=warmup, **kwargs)
+    hp = HParams(
+        lr=lr, batch_seqs=batch_seqs, seq_len=seq_len, n_steps=n_steps, warmup_steps=warmup, **kwargs
+    )
     _validate(hp)
     return hp
 

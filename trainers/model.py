@@ -112,8 +112,9 @@ class Transformer(nn.Module):
         x = self.ops.rms_norm(residual, self.blocks[0].attn_norm, self.cfg.norm_eps)
         for i, block in enumerate(self.blocks):
             next_norm = self.blocks[i + 1].attn_norm if i + 1 < len(self.blocks) else self.final_norm
-            x, residual = self.ops.add_rms_norm(block.attn(x, cos, sin), residual, block.mlp_norm,
-                                                self.cfg.norm_eps)
+            x, residual = self.ops.add_rms_norm(
+                block.attn(x, cos, sin), residual, block.mlp_norm, self.cfg.norm_eps
+            )
             x, residual = self.ops.add_rms_norm(block.mlp(x), residual, next_norm, self.cfg.norm_eps)
         return x  # (B, T, C), already passed through final_norm
 
@@ -124,6 +125,7 @@ class Transformer(nn.Module):
         """
         B, T = idx.shape
         x = self.hidden(idx).reshape(B * T, -1)  # (M, C), M = B*T
-        loss = self.ops.linear_cross_entropy(x, self.head.weight, targets.reshape(B * T),
-                                             ignore_index=IGNORE_INDEX, reduction=reduction)
+        loss = self.ops.linear_cross_entropy(
+            x, self.head.weight, targets.reshape(B * T), ignore_index=IGNORE_INDEX, reduction=reduction
+        )
         return loss if reduction == "mean" else loss.view(B, T)

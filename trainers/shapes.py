@@ -51,7 +51,9 @@ class ModelConfig:
             object.__setattr__(self, "ffn_hidden", ffn_hidden_for(self.d_model))
         for name in ("d_model", "n_layers", "n_heads", "vocab_size", "seq_len", "ffn_hidden"):
             if int(getattr(self, name)) <= 0:
-                raise InputError(f"ModelConfig.{name}: expected a positive integer, got {getattr(self, name)}")
+                raise InputError(
+                    f"ModelConfig.{name}: expected a positive integer, got {getattr(self, name)}"
+                )
         if self.d_model % self.n_heads:
             raise InputError(f"ModelConfig.n_heads: {self.n_heads} does not divide d_model={self.d_model}")
         if self.head_dim % 2:
@@ -96,8 +98,13 @@ def _candidates(vocab_size: int, seq_len: int):
         lo = max(1, math.ceil(d_model / ASPECT_RANGE[1]))
         hi = min(MAX_LAYERS, d_model // ASPECT_RANGE[0])
         for n_layers in range(lo, hi + 1):
-            yield ModelConfig(d_model=d_model, n_layers=n_layers, n_heads=d_model // head_dim_for(d_model),
-                              vocab_size=vocab_size, seq_len=seq_len)
+            yield ModelConfig(
+                d_model=d_model,
+                n_layers=n_layers,
+                n_heads=d_model // head_dim_for(d_model),
+                vocab_size=vocab_size,
+                seq_len=seq_len,
+            )
 
 
 def smallest_shape(vocab_size: int, seq_len: int) -> ModelConfig:
@@ -109,13 +116,21 @@ def shape_for(n_params: float, vocab_size: int, seq_len: int) -> ModelConfig:
     smallest = smallest_shape(vocab_size, seq_len)
     n_min = count_params(smallest)
     if n_params < n_min:
-        raise InputError(f"n_params: {int(n_params):,} is below the smallest shape (d_model=64, n_layers=1: "
-                         f"N={n_min:,} with vocab {vocab_size}); ask for at least {n_min:,}")
+        raise InputError(
+            f"n_params: {int(n_params):,} is below the smallest shape (d_model=64, n_layers=1: "
+            f"N={n_min:,} with vocab {vocab_size}); ask for at least {n_min:,}"
+        )
     scored = []
     for cfg in _candidates(vocab_size, seq_len):
         err = abs(math.log(count_params(cfg) / n_params))
         scored.append((err, cfg))
     best_err = min(err for err, _ in scored)
     close = [cfg for err, cfg in scored if err <= best_err + N_TOLERANCE]
-    return min(close, key=lambda c: (abs(math.log(c.d_model / (ASPECT * c.n_layers))),
-                                     abs(math.log(count_params(c) / n_params)), count_params(c)))
+    return min(
+        close,
+        key=lambda c: (
+            abs(math.log(c.d_model / (ASPECT * c.n_layers))),
+            abs(math.log(count_params(c) / n_params)),
+            count_params(c),
+        ),
+    )

@@ -41,12 +41,16 @@ class HFTokenizer:
     def __init__(self, path: str | Path):
         path = Path(path)
         if not path.is_file():
-            raise InputError(f"tokenizer: file {str(path)!r} not found; pass a tokenizers JSON file or 'bytes'")
+            raise InputError(
+                f"tokenizer: file {str(path)!r} not found; pass a tokenizers JSON file or 'bytes'"
+            )
         try:
             from tokenizers import Tokenizer
         except ImportError as exc:
-            raise InputError("tokenizer: the 'tokenizers' package is not installed; pip install tokenizers, "
-                             "or use the byte-level tokenizer") from exc
+            raise InputError(
+                "tokenizer: the 'tokenizers' package is not installed; pip install tokenizers, "
+                "or use the byte-level tokenizer"
+            ) from exc
         try:
             self._tok = Tokenizer.from_file(str(path))
         except Exception as exc:  # the library raises its own exception types

@@ -42,8 +42,15 @@ from trainers.spec import RunResult, RunSpec
 from trainers.tokenizer import make_tokenizer
 
 # dense bf16 tensor-core peaks, FLOP/s (vendor datasheets; SXM parts)
-GPU_BF16_PEAK = {"H100": 989e12, "H200": 989e12, "GH200": 989e12, "A100": 312e12, "L40S": 362e12,
-                 "L4": 121e12, "A10G": 70e12}
+GPU_BF16_PEAK = {
+    "H100": 989e12,
+    "H200": 989e12,
+    "GH200": 989e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "L4": 121e12,
+    "A10G": 70e12,
+}
 
 
 def peak_flops(device: torch.device) -> float:
@@ -70,7 +77,7 @@ class TrainerSettings:
     use_triton: bool | str = "auto"  # Triton kernels: "auto" -> on CUDA when kernels.triton_ops imports
     seq_len: int = 512
     tokenizer: str = "bytes"  # or a path to a tokenizers JSON file
-    eval_every: int = 0  # steps between evaluations during training (0: only at the end)
+    eval_every: int = 0  # steps between evaluations during training, and at step 0 (0: only at the end)
     checkpoint_every: int = 1000  # steps between checkpoints (0: only the final one)
     log_every: int = 10  # steps between host syncs of the training loss (divergence checks, progress)
     micro_batch_rows: int = 0  # sequences per forward/backward (0: the whole batch at once)
@@ -105,8 +112,9 @@ def _optimizer(model: Transformer, hp: HParams, device: torch.device) -> torch.o
     decay = [p for p in model.parameters() if p.dim() >= 2]  # embedding, projections, head
     no_decay = [p for p in model.parameters() if p.dim() < 2]  # RMSNorm gains
     groups = [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=hp.lr, betas=(hp.beta1, hp.beta2), eps=hp.adam_eps,
-                             fused=device.type == "cuda")
+    return torch.optim.AdamW(
+        groups, lr=hp.lr, betas=(hp.beta1, hp.beta2), eps=hp.adam_eps, fused=device.type == "cuda"
+    )
 
 
 def _atomic_json(obj: dict, path: Path) -> None:
@@ -123,8 +131,10 @@ class TorchBackend:
         trainer_fields = {f.name for f in dataclasses.fields(TrainerSettings)}
         for key in settings:
             if key not in data_fields | trainer_fields:
-                raise InputError(f"torch backend: unknown setting {key!r}; allowed: "
-                                 f"{', '.join(sorted(data_fields | trainer_fields))}")
+                raise InputError(
+                    f"torch backend: unknown setting {key!r}; allowed: "
+                    f"{', '.join(sorted(data_fields | trainer_fields))}"
+                )
         self.settings = TrainerSettings(**{k: v for k, v in settings.items() if k in trainer_fields})
         self.data = DataSettings(**{k: v for k, v in settings.items() if k in data_fields})
         s = self.settings
@@ -136,7 +146,9 @@ class TorchBackend:
             except RuntimeError as exc:
                 raise InputError(f"trainer.device: {s.device!r} is not a torch device") from exc
             if self.device.type == "cuda" and not torch.cuda.is_available():
-                raise InputError("trainer.device: 'cuda' requested but torch sees no CUDA device; use cpu or auto")
+                raise InputError(
+                    "trainer.device: 'cuda' requested but torch sees no CUDA device; use cpu or auto"
+                )
         if s.use_triton == "auto":
             self.use_triton = self.device.type == "cuda" and _triton_available()
         else:
@@ -166,12 +178,18 @@ class TorchBackend:
         return _MODEL_CACHE[key]
 
     def _evaluator(self, domains: dict) -> Evaluator:
-        key = (json.dumps(self.data.to_dict(), sort_keys=True), self.tokenizer.name, self.settings.seq_len,
-               tuple(sorted(domains)), self.settings.heldout_rows)
+        key = (
+            json.dumps(self.data.to_dict(), sort_keys=True),
+            self.tokenizer.name,
+            self.settings.seq_len,
+            tuple(sorted(domains)),
+            self.settings.heldout_rows,
+        )
         if key not in _EVALUATOR_CACHE:
             sets = {s: skill_examples(s, self.data) for s in SKILLS}
-            _EVALUATOR_CACHE[key] = Evaluator(sets, domains, self.tokenizer, self.settings.seq_len,
-                                              self.settings.heldout_rows)
+            _EVALUATOR_CACHE[key] = Evaluator(
+                sets, domains, self.tokenizer, self.settings.seq_len, self.settings.heldout_rows
+            )
         return _EVALUATOR_CACHE[key]
 
     def _autocast(self):
@@ -197,10 +215,14 @@ class TorchBackend:
         domains = {name: load_domain(name, self.data, self.tokenizer, seq_len) for name in mix}
         sampler = MixtureSampler(domains, mix, seq_len, spec.seed)
         evaluator = self._evaluator(domains)
-        fingerprint = {"run_id": spec.run_id, "spec": json.dumps(spec.to_dict(), sort_keys=True),
-                       "shape": json.dumps(cfg.to_dict(), sort_keys=True),
-                       "hparams": json.dumps(hp.to_dict(), sort_keys=True),
-                       "data": json.dumps(self.data.to_dict(), sort_keys=True), "tokenizer": self.tokenizer.name}
+        fingerprint = {
+            "run_id": spec.run_id,
+            "spec": json.dumps(spec.to_dict(), sort_keys=True),
+            "shape": json.dumps(cfg.to_dict(), sort_keys=True),
+            "hparams": json.dumps(hp.to_dict(), sort_keys=True),
+            "data": json.dumps(self.data.to_dict(), sort_keys=True),
+            "tokenizer": self.tokenizer.name,
+        }
 
         model, forward = self._model(cfg)
         torch.manual_seed(spec.seed)
@@ -215,17 +237,44 @@ class TorchBackend:
             checkpoint.set_rng_state({k: (v.cpu() if k == "torch" else v) for k, v in ckpt["rng"].items()})
             step, curve, train_s_before = ckpt["step"], list(ckpt["curve"]), float(ckpt["train_s"])
         run_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_json({"spec": spec.to_dict(), "shape": cfg.to_dict(), "hparams": hp.to_dict(),
-                      "n_params": n_params, "data": self.data.to_dict()}, run_dir / "run.json")
+        _atomic_json(
+            {
+                "spec": spec.to_dict(),
+                "shape": cfg.to_dict(),
+                "hparams": hp.to_dict(),
+                "n_params": n_params,
+                "data": self.data.to_dict(),
+            },
+            run_dir / "run.json",
+        )
 
         def save(at_step: int, train_s: float):
-            checkpoint.save(run_dir, at_step, {
-                "fingerprint": fingerprint, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "rng": checkpoint.rng_state(), "curve": curve, "train_s": float(train_s),
-                "tokens": int(min(at_step * hp.batch_tokens, spec.n_tokens))})
+            checkpoint.save(
+                run_dir,
+                at_step,
+                {
+                    "fingerprint": fingerprint,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "rng": checkpoint.rng_state(),
+                    "curve": curve,
+                    "train_s": float(train_s),
+                    "tokens": int(min(at_step * hp.batch_tokens, spec.n_tokens)),
+                },
+            )
             write_curve(curve, run_dir / "loss_curve.parquet")
 
         t_start = time.perf_counter()
+        if self.settings.eval_every and step == 0 and not curve:  # the curve starts from the initialisation
+            skills, doms = evaluator.run(model, self.device)
+            curve.append(
+                {
+                    "step": 0,
+                    "tokens": 0,
+                    **{f"eval/{k}": v for k, v in skills.items()},
+                    **{f"heldout/{k}": v for k, v in doms.items()},
+                }
+            )
         train_s, timed_s, timed_tokens, session_steps = 0.0, 0.0, 0, 0
         pending: list[tuple[int, float, torch.Tensor]] = []  # (step, lr, loss) not yet synced to host
         diverged = False
@@ -241,8 +290,14 @@ class TorchBackend:
             if step % self.settings.log_every == 0 or step == hp.n_steps:
                 values = torch.stack([p[2] for p in pending]).tolist()
                 for (s, lr_s, _), v in zip(pending, values, strict=True):
-                    curve.append({"step": s + 1, "tokens": min((s + 1) * hp.batch_tokens, spec.n_tokens),
-                                  "lr": lr_s, "train_loss": v})
+                    curve.append(
+                        {
+                            "step": s + 1,
+                            "tokens": min((s + 1) * hp.batch_tokens, spec.n_tokens),
+                            "lr": lr_s,
+                            "train_loss": v,
+                        }
+                    )
                 pending.clear()
                 if not all(math.isfinite(v) for v in values):
                     diverged = True
@@ -258,46 +313,80 @@ class TorchBackend:
                 break
             if self.settings.eval_every and step % self.settings.eval_every == 0 and step < hp.n_steps:
                 skills, doms = evaluator.run(model, self.device)
-                curve.append({"step": step, "tokens": min(step * hp.batch_tokens, spec.n_tokens),
-                              **{f"eval/{k}": v for k, v in skills.items()},
-                              **{f"heldout/{k}": v for k, v in doms.items()}})
+                curve.append(
+                    {
+                        "step": step,
+                        "tokens": min(step * hp.batch_tokens, spec.n_tokens),
+                        **{f"eval/{k}": v for k, v in skills.items()},
+                        **{f"heldout/{k}": v for k, v in doms.items()},
+                    }
+                )
             stopping = stop_after_steps is not None and step == stop_after_steps and step < hp.n_steps
-            if stopping or (self.settings.checkpoint_every and step % self.settings.checkpoint_every == 0
-                            and step < hp.n_steps):
+            if stopping or (
+                self.settings.checkpoint_every
+                and step % self.settings.checkpoint_every == 0
+                and step < hp.n_steps
+            ):
                 save(step, train_s_before + train_s)
             if stopping:
-                raise RunStopped(f"stopped after step {step} of {hp.n_steps}; checkpoint written to {run_dir}")
+                raise RunStopped(
+                    f"stopped after step {step} of {hp.n_steps}; checkpoint written to {run_dir}"
+                )
 
         if session_steps and timed_s == 0.0:  # a one-step session: nothing to exclude
             timed_s, timed_tokens = train_s, n_targets
         tokens_per_s = timed_tokens / timed_s if timed_s > 0 else 0.0
         peak = peak_flops(self.device)
         mfu = flops_per_token(cfg, attention=True) * tokens_per_s / peak if peak else 0.0
-        common = dict(run_id=spec.run_id, n_params=n_params, n_tokens=int(spec.n_tokens),
-                      flops=6.0 * n_params * spec.n_tokens, shape=cfg.to_dict(),
-                      tokens_per_s=tokens_per_s, mfu=mfu)
+        common = dict(
+            run_id=spec.run_id,
+            n_params=n_params,
+            n_tokens=int(spec.n_tokens),
+            flops=6.0 * n_params * spec.n_tokens,
+            shape=cfg.to_dict(),
+            tokens_per_s=tokens_per_s,
+            mfu=mfu,
+        )
         if diverged:
             write_curve(curve, run_dir / "loss_curve.parquet")
-            return RunResult(status="diverged", losses={s: float("nan") for s in SKILLS},
-                             wall_s=time.perf_counter() - t_start, error=f"non-finite training loss by step {step}",
-                             **common)
+            return RunResult(
+                status="diverged",
+                losses={s: float("nan") for s in SKILLS},
+                wall_s=time.perf_counter() - t_start,
+                error=f"non-finite training loss by step {step}",
+                **common,
+            )
         skills, doms = evaluator.run(model, self.device)
         if not all(math.isfinite(v) for v in [*skills.values(), *doms.values()]):
             write_curve(curve, run_dir / "loss_curve.parquet")
-            return RunResult(status="diverged", losses=skills, domain_losses=doms,
-                             wall_s=time.perf_counter() - t_start, error="non-finite evaluation loss", **common)
+            return RunResult(
+                status="diverged",
+                losses=skills,
+                domain_losses=doms,
+                wall_s=time.perf_counter() - t_start,
+                error="non-finite evaluation loss",
+                **common,
+            )
         if not curve or "eval/knowledge" not in curve[-1] or curve[-1]["step"] != step:
-            curve.append({"step": step, "tokens": int(spec.n_tokens),
-                          **{f"eval/{k}": v for k, v in skills.items()},
-                          **{f"heldout/{k}": v for k, v in doms.items()}})
+            curve.append(
+                {
+                    "step": step,
+                    "tokens": int(spec.n_tokens),
+                    **{f"eval/{k}": v for k, v in skills.items()},
+                    **{f"heldout/{k}": v for k, v in doms.items()},
+                }
+            )
         if ckpt is None or ckpt["step"] < hp.n_steps:
             save(hp.n_steps, train_s_before + train_s)  # the final weights; a rerun only re-evaluates
         else:
             write_curve(curve, run_dir / "loss_curve.parquet")
-        return RunResult(status="ok", losses=skills, domain_losses=doms, wall_s=time.perf_counter() - t_start,
-                         **common)
+        return RunResult(
+            status="ok", losses=skills, domain_losses=doms, wall_s=time.perf_counter() - t_start, **common
+        )
 
-    def _train_step(self, forward, optimizer, model, sampler, step, n_rows, n_targets, lr, hp) -> torch.Tensor:
+    def _train_step(
+        self, forward, optimizer, model, sampler, step, n_rows, n_targets, lr, hp
+    ) -> torch.Tensor:
         """One optimizer step on n_rows sequences of which the first n_targets targets count; returns the loss."""
         inputs, targets, _ = sampler.batch(step, n_rows)
         targets = np.array(targets, dtype=np.int64)
@@ -310,8 +399,8 @@ class TorchBackend:
         micro = self.settings.micro_batch_rows or n_rows
         total = torch.zeros((), device=self.device)
         for i in range(0, n_rows, micro):
-            xm, ym = x[i: i + micro], y[i: i + micro]
-            weight = int((targets[i: i + micro] != IGNORE_INDEX).sum()) / n_targets  # host-side: no sync
+            xm, ym = x[i : i + micro], y[i : i + micro]
+            weight = int((targets[i : i + micro] != IGNORE_INDEX).sum()) / n_targets  # host-side: no sync
             if weight == 0:
                 continue
             with self._autocast():
