@@ -113,7 +113,7 @@ def fit_report(table: RunsTable, law: str = "parametric", n_boot: int = 200,
         target_flops = [float(table.flops.max()), 100.0 * float(table.flops.max())]
     if law == "parametric":
         skills = _parametric_report(table, n_boot, target_flops, exclude_top, seed, keep)
-        method = "pairs bootstrap over runs (shared across skills), multi-start refits"
+        method = "residual bootstrap (run draws shared across skills), multi-start refits"
     else:
         skills = _isoflop_report(table, n_boot, target_flops, seed)
         method = "pairs bootstrap of runs within each budget"

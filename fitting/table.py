@@ -158,7 +158,7 @@ def fit_skills(table: RunsTable, *, exclude_top: int = 0,
 
 
 def bootstrap_skills(table: RunsTable, n_boot: int, seed: int, *, exclude_top: int = 0,
-                     huber_delta: float = 1e-3, method: str = "pairs",
+                     huber_delta: float = 1e-3, method: str = "residual",
                      fits: dict[str, ParametricFit] | None = None) -> dict[str, LawEnsemble]:
     """One ensemble per skill; member k of every skill is refit on the SAME resample k of runs.
 
