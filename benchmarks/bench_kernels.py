@@ -20,7 +20,7 @@ import sys
 import torch
 import torch.nn.functional as F
 import triton
-from triton.testing import do_bench
+from triton.testing import do_bench, do_bench_cudagraph
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
@@ -53,18 +53,23 @@ def fwd_bwd(fn, inputs, grad_out):
     return step
 
 
-def measure(step) -> tuple[float, float]:
-    """(median ms, peak MiB above what was allocated before)."""
+def measure(step) -> tuple[float, float, float]:
+    """(median ms as launched from Python, median ms replayed in a CUDA graph (GPU time alone; nan if the
+    step cannot be captured), peak MiB above what was allocated before)."""
     step()
     torch.cuda.synchronize()
     ms = do_bench(step, warmup=10, rep=50)
+    try:
+        gpu_ms = do_bench_cudagraph(step, rep=50)
+    except Exception:
+        gpu_ms = float("nan")
     torch.cuda.synchronize()
     torch.cuda.empty_cache()
     base = torch.cuda.memory_allocated()
     torch.cuda.reset_peak_memory_stats()
     step()
     torch.cuda.synchronize()
-    return ms, (torch.cuda.max_memory_allocated() - base) / 2**20
+    return ms, gpu_ms, (torch.cuda.max_memory_allocated() - base) / 2**20
 
 
 # ---- plain-torch formulations (what a model would write without fused kernels) ----------------------
@@ -153,14 +158,19 @@ def main() -> None:
             except Exception as exc:  # report and go on: one failing impl must not hide the others
                 print(f"  {name} {impl}: failed: {type(exc).__name__}: {str(exc)[:200]}")
             torch._dynamo.reset() if impl == "compile" else None
-        ref_ms, ref_mb = results.get("compile", (float("nan"), float("nan")))
-        for impl, (ms, mb) in results.items():
-            row = {"op": name, "impl": impl, "ms": round(ms, 4), "peak_mib": round(mb, 1),
-                   "speedup_vs_compile": round(ref_ms / ms, 3), "memory_vs_compile": round(mb / ref_mb, 3)
-                   if ref_mb > 0 else None, **info}
+        nan3 = (float("nan"),) * 3
+        ref_ms, ref_gpu, ref_mb = results.get("compile", nan3)
+        eager_mb = results.get("eager", nan3)[2]
+        for impl, (ms, gpu_ms, mb) in results.items():
+            row = {"op": name, "impl": impl, "ms": round(ms, 4), "gpu_ms": round(gpu_ms, 4),
+                   "peak_mib": round(mb, 1), "speedup_vs_compile": round(ref_ms / ms, 3),
+                   "gpu_speedup_vs_compile": round(ref_gpu / gpu_ms, 3),
+                   "memory_vs_compile": round(mb / ref_mb, 3) if ref_mb > 0 else None,
+                   "memory_vs_eager": round(mb / eager_mb, 3) if eager_mb > 0 else None, **info}
             rows.append(row)
-            print(f"{name:46s} {impl:8s} {ms:9.3f} ms  {mb:10.1f} MiB  x{ref_ms / ms:5.2f} speed  "
-                  f"{(mb / ref_mb if ref_mb > 0 else float('nan')):5.2f} mem  (vs compile)", flush=True)
+            print(f"{name:46s} {impl:8s} {ms:8.3f} ms {gpu_ms:8.3f} gpu-ms {mb:9.1f} MiB | vs compile: "
+                  f"x{ref_ms / ms:5.2f} x{ref_gpu / gpu_ms:5.2f} gpu  mem {row['memory_vs_compile']}  "
+                  f"| mem vs eager {row['memory_vs_eager']}", flush=True)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "a") as f:
         for row in rows:

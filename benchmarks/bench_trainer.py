@@ -91,7 +91,8 @@ class BaselineDecoder(nn.Module):
             x = block(x, self.cos, self.sin)
         x = F.rms_norm(x, (x.shape[-1],), self.final_norm, self.cfg.norm_eps)
         logits = self.head(x)  # (B, T, V): the full logits
-        return F.cross_entropy(logits.view(-1, logits.shape[-1]).float(), targets.view(-1), ignore_index=-100)
+        return F.cross_entropy(logits.view(-1, logits.shape[-1]).float(), targets.reshape(-1),
+                               ignore_index=-100)
 
 
 # ---- timing ----------------------------------------------------------------------------------------------

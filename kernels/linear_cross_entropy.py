@@ -19,7 +19,12 @@ import torch
 import triton
 import triton.language as tl
 
-_CHUNK_ELEMENTS = 1 << 26  # logits per chunk: 64M elements = 128 MiB in bf16
+# Rows per chunk: M / _N_CHUNKS (so one chunk's logits are 1/8 of the full (M, V) logits), but at least
+# _MIN_CHUNK_ROWS: each chunk reads and writes the fp32 dweight (8*V*C bytes), which needs about 3000 rows
+# of matmul work (6*m*V*C FLOPs) to hide on an H100; and at most _MAX_CHUNK_ELEMENTS logits (1 GiB in bf16).
+_N_CHUNKS = 8
+_MIN_CHUNK_ROWS = 1024
+_MAX_CHUNK_ELEMENTS = 1 << 29
 _BLOCK_V = 4096  # vocabulary entries per inner step of the kernel
 
 
@@ -75,10 +80,10 @@ def _cross_entropy_kernel(
 
 
 def _chunk_rows(n_rows: int, vocab: int) -> int:
-    """Rows per chunk: about _CHUNK_ELEMENTS logits, split evenly, a multiple of 64 rows where possible."""
-    n_chunks = max(1, triton.cdiv(n_rows * vocab, _CHUNK_ELEMENTS))
-    rows = triton.cdiv(n_rows, n_chunks)
-    return min(n_rows, triton.cdiv(rows, 64) * 64) if n_rows else 1
+    """Rows per chunk (see _N_CHUNKS), a multiple of 64 where possible."""
+    rows = max(triton.cdiv(n_rows, _N_CHUNKS), _MIN_CHUNK_ROWS)
+    rows = min(rows, max(1, _MAX_CHUNK_ELEMENTS // vocab))
+    return max(1, min(n_rows, triton.cdiv(rows, 64) * 64))
 
 
 def _accumulate_dweight(dweight: torch.Tensor, dlogits: torch.Tensor, hidden: torch.Tensor) -> None:
@@ -197,7 +202,7 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
         compute_grad = needs_grad and reduction == "mean"
         loss, loss_rows, dhidden, dweight = linear_cross_entropy_fwd(hidden, weight, targets, ignore_index,
                                                                      compute_grad)
-        ctx.reduction, ctx.ignore_index = reduction, ignore_index
+        ctx.reduction, ctx.ignore_index, ctx.used = reduction, ignore_index, False
         ctx.hidden_dtype, ctx.weight_dtype = hidden.dtype, weight.dtype
         if reduction == "mean":
             ctx.save_for_backward(dhidden, dweight)
@@ -208,9 +213,13 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         if ctx.reduction == "mean":
+            if ctx.used:
+                raise RuntimeError("linear_cross_entropy: backward through the same graph twice is not supported "
+                                   "(its gradients are precomputed and scaled in place)")
+            ctx.used = True
             dhidden, dweight = ctx.saved_tensors
-            dhidden = dhidden * grad_output.to(dhidden.dtype)
-            dweight = dweight * grad_output
+            dhidden.mul_(grad_output.to(dhidden.dtype))  # in place: no second (V, C) fp32 buffer at the peak
+            dweight.mul_(grad_output)
         else:
             hidden, weight, targets = ctx.saved_tensors
             dhidden, dweight = linear_cross_entropy_bwd_rows(hidden, weight, targets, grad_output,

@@ -1,7 +1,7 @@
 """RMSNorm and fused residual-add + RMSNorm as Triton kernels.
 
 Three tiers per op: the private `@triton.jit` kernels, the launchers `rms_norm_fwd` / `add_rms_norm_fwd` /
-`rms_norm_bwd` (registered as `torch.library` custom ops so torch.compile treats them as opaque calls),
+`rms_norm_bwd` (torch ops, see kernels._op, so that torch.compile composes with them),
 and the autograd Functions `RMSNormFunction` / `AddRMSNormFunction`. The model calls `rms_norm` and
 `add_rms_norm` at the bottom of this file; `kernels.reference` defines the math they must match.
 
@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
+from kernels._op import kernel_op, launch
 
 _MAX_FUSED_BYTES = 65536  # one row must fit in one block
 
@@ -99,7 +101,12 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
 # ---- launchers (custom ops: opaque to torch.compile) ------------------------------------------------
 
 
-@torch.library.custom_op("skillscale::rms_norm_fwd", mutates_args=())
+def _rms_norm_fwd_fake(x, weight, eps):
+    n_rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
+    return torch.empty_like(x), x.new_empty((n_rows,), dtype=torch.float32)
+
+
+@kernel_op("rms_norm_fwd", _rms_norm_fwd_fake)
 def rms_norm_fwd(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     """y = rms_norm(x, weight, eps) in x.dtype, and rstd (M,) in fp32 for the backward pass."""
     x2 = _rows(x)
@@ -108,21 +115,23 @@ def rms_norm_fwd(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[tor
     rstd = torch.empty(n_rows, dtype=torch.float32, device=x.device)
     block, num_warps = _block_and_warps(n_cols, x2.element_size())
     if n_rows > 0:
-        _rms_norm_fwd_kernel[(n_rows,)](
-            x2, x2, x2, y, weight.contiguous(), rstd,
+        launch(_rms_norm_fwd_kernel)[(n_rows,)](
+            x2, y, y, y, weight.contiguous(), rstd,  # R, S unused: an output stands in (never an input)
             x2.stride(0), 0, 0, y.stride(0), n_cols, eps,
             HAS_RESIDUAL=False, BLOCK=block, num_warps=num_warps,
         )
     return y.view(x.shape), rstd
 
 
-@rms_norm_fwd.register_fake
-def _(x, weight, eps):
+
+def _add_rms_norm_fwd_fake(x, residual, weight, eps):
+    out_dtype = torch.promote_types(x.dtype, residual.dtype)
     n_rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
-    return torch.empty_like(x), x.new_empty((n_rows,), dtype=torch.float32)
+    s = x.new_empty(x.shape, dtype=out_dtype)
+    return torch.empty_like(s), torch.empty_like(s), x.new_empty((n_rows,), dtype=torch.float32)
 
 
-@torch.library.custom_op("skillscale::add_rms_norm_fwd", mutates_args=())
+@kernel_op("add_rms_norm_fwd", _add_rms_norm_fwd_fake)
 def add_rms_norm_fwd(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor,
                      eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """s = x + residual (same shapes); returns (rms_norm(s) in s.dtype, s, rstd (M,) fp32)."""
@@ -136,7 +145,7 @@ def add_rms_norm_fwd(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tens
     rstd = torch.empty(n_rows, dtype=torch.float32, device=x.device)
     block, num_warps = _block_and_warps(n_cols, max(x2.element_size(), s.element_size()))
     if n_rows > 0:
-        _rms_norm_fwd_kernel[(n_rows,)](
+        launch(_rms_norm_fwd_kernel)[(n_rows,)](
             x2, r2, s, y, weight.contiguous(), rstd,
             x2.stride(0), r2.stride(0), s.stride(0), y.stride(0), n_cols, eps,
             HAS_RESIDUAL=True, BLOCK=block, num_warps=num_warps,
@@ -144,15 +153,12 @@ def add_rms_norm_fwd(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tens
     return y.view(x.shape), s.view(x.shape), rstd
 
 
-@add_rms_norm_fwd.register_fake
-def _(x, residual, weight, eps):
-    out_dtype = torch.promote_types(x.dtype, residual.dtype)
-    n_rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
-    s = x.new_empty(x.shape, dtype=out_dtype)
-    return torch.empty_like(s), torch.empty_like(s), x.new_empty((n_rows,), dtype=torch.float32)
+
+def _rms_norm_bwd_fake(dy, x, weight, rstd, ds=None):
+    return torch.empty_like(x), torch.empty_like(weight)
 
 
-@torch.library.custom_op("skillscale::rms_norm_bwd", mutates_args=())
+@kernel_op("rms_norm_bwd", _rms_norm_bwd_fake)
 def rms_norm_bwd(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, rstd: torch.Tensor,
                  ds: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradients (dx in x.dtype, dweight in weight.dtype) of y = rms_norm(x); `ds` is added to dx if given."""
@@ -169,7 +175,7 @@ def rms_norm_bwd(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, rstd: 
     dw_partial = torch.zeros((n_programs, n_cols), dtype=torch.float32, device=x.device)
     ds2 = _rows(ds) if ds is not None else dy2
     if n_rows > 0:
-        _rms_norm_bwd_kernel[(n_programs,)](
+        launch(_rms_norm_bwd_kernel)[(n_programs,)](
             dy2, ds2, x2, weight.contiguous(), rstd, dx, dw_partial,
             dy2.stride(0), ds2.stride(0), x2.stride(0), dx.stride(0),
             n_rows, n_cols, rows_per_program,
@@ -177,10 +183,6 @@ def rms_norm_bwd(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, rstd: 
         )
     return dx.view(x.shape), dw_partial.sum(0).to(weight.dtype)
 
-
-@rms_norm_bwd.register_fake
-def _(dy, x, weight, rstd, ds=None):
-    return torch.empty_like(x), torch.empty_like(weight)
 
 
 # ---- autograd ------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Rotary position embedding (half-split / Llama layout) as a Triton kernel.
 
 Tiers: `_rope_kernel` (forward and, with the sine negated, backward) -> launcher `rope_fwd(x, cos, sin)` /
-`rope_bwd(dy, cos, sin)` (torch.library custom ops, opaque to torch.compile) -> `RoPEFunction` -> `rope`.
+`rope_bwd(dy, cos, sin)` (torch ops, see kernels._op) -> `RoPEFunction` -> `rope`.
 x: (B, H, T, Dh), any strides with a contiguous last dim (e.g. a view of a fused qkv projection);
 cos, sin: (T, Dh/2). The output is contiguous (B, H, T, Dh) in x.dtype.
 """
@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
+from kernels._op import kernel_op, launch
 
 
 @triton.jit
@@ -50,6 +52,10 @@ def _rope_kernel(
     tl.store(y_base + y_off + half, y2.to(Y.dtype.element_ty), mask=mask)
 
 
+def _rope_fake(x, cos, sin):
+    return x.new_empty(x.shape)
+
+
 def _launch(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, backward: bool) -> torch.Tensor:
     if x.dim() != 4:
         raise ValueError(f"rope: expected x of shape (B, H, T, Dh), got {tuple(x.shape)}")
@@ -68,7 +74,7 @@ def _launch(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, backward: boo
     block_d = triton.next_power_of_2(half)
     block_t = max(1, min(triton.next_power_of_2(seq_len), 2048 // block_d))
     grid = (batch * n_heads, triton.cdiv(seq_len, block_t))
-    _rope_kernel[grid](
+    launch(_rope_kernel)[grid](
         x, cos, sin, y,
         x.stride(0), x.stride(1), x.stride(2), cos.stride(0), sin.stride(0),
         n_heads, seq_len, half,
@@ -77,26 +83,18 @@ def _launch(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, backward: boo
     return y
 
 
-@torch.library.custom_op("skillscale::rope_fwd", mutates_args=())
+@kernel_op("rope_fwd", _rope_fake)
 def rope_fwd(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate x (B, H, T, Dh) by the angles whose cos/sin are (T, Dh/2); contiguous output in x.dtype."""
     return _launch(x, cos, sin, backward=False)
 
 
-@rope_fwd.register_fake
-def _(x, cos, sin):
-    return x.new_empty(x.shape)
 
-
-@torch.library.custom_op("skillscale::rope_bwd", mutates_args=())
+@kernel_op("rope_bwd", _rope_fake)
 def rope_bwd(dy: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Gradient of `rope_fwd` with respect to x: the inverse rotation applied to dy."""
     return _launch(dy, cos, sin, backward=True)
 
-
-@rope_bwd.register_fake
-def _(dy, cos, sin):
-    return dy.new_empty(dy.shape)
 
 
 class RoPEFunction(torch.autograd.Function):

@@ -1,7 +1,7 @@
 """SwiGLU activation, silu(gate) * up (Shazeer 2020), as Triton kernels.
 
 Tiers: `_swiglu_fwd_kernel` / `_swiglu_bwd_kernel` -> launchers `swiglu_fwd(gate, up)` /
-`swiglu_bwd(dy, gate, up)` (torch.library custom ops, opaque to torch.compile) -> `SwiGLUFunction` -> `swiglu`.
+`swiglu_bwd(dy, gate, up)` (torch ops, see kernels._op) -> `SwiGLUFunction` -> `swiglu`.
 gate and up are (..., N) of one shape; they may be strided views along rows (e.g. the two halves of a fused
 gate/up projection), as long as the last dim is contiguous.
 """
@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
+from kernels._op import kernel_op, launch
 
 _BLOCK = 1024  # columns per program
 
@@ -62,7 +64,11 @@ def _check(gate: torch.Tensor, up: torch.Tensor) -> None:
         raise ValueError(f"swiglu: gate {tuple(gate.shape)} and up {tuple(up.shape)} must have one shape")
 
 
-@torch.library.custom_op("skillscale::swiglu_fwd", mutates_args=())
+def _swiglu_fwd_fake(gate, up):
+    return gate.new_empty(gate.shape)
+
+
+@kernel_op("swiglu_fwd", _swiglu_fwd_fake)
 def swiglu_fwd(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     """silu(gate) * up in gate.dtype, contiguous, same shape."""
     _check(gate, up)
@@ -71,17 +77,17 @@ def swiglu_fwd(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     y = torch.empty((n_rows, n_cols), dtype=gate.dtype, device=gate.device)
     if y.numel():
         grid = (n_rows, triton.cdiv(n_cols, _BLOCK))
-        _swiglu_fwd_kernel[grid](g2, u2, y, g2.stride(0), u2.stride(0), y.stride(0), n_cols,
+        launch(_swiglu_fwd_kernel)[grid](g2, u2, y, g2.stride(0), u2.stride(0), y.stride(0), n_cols,
                                  BLOCK=_BLOCK, num_warps=4)
     return y.view(gate.shape)
 
 
-@swiglu_fwd.register_fake
-def _(gate, up):
-    return gate.new_empty(gate.shape)
+
+def _swiglu_bwd_fake(dy, gate, up):
+    return gate.new_empty(gate.shape), up.new_empty(up.shape)
 
 
-@torch.library.custom_op("skillscale::swiglu_bwd", mutates_args=())
+@kernel_op("swiglu_bwd", _swiglu_bwd_fake)
 def swiglu_bwd(dy: torch.Tensor, gate: torch.Tensor, up: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(dgate in gate.dtype, dup in up.dtype) of y = silu(gate) * up."""
     _check(gate, up)
@@ -91,14 +97,10 @@ def swiglu_bwd(dy: torch.Tensor, gate: torch.Tensor, up: torch.Tensor) -> tuple[
     du = torch.empty((n_rows, n_cols), dtype=up.dtype, device=up.device)
     if dg.numel():
         grid = (n_rows, triton.cdiv(n_cols, _BLOCK))
-        _swiglu_bwd_kernel[grid](dy2, g2, u2, dg, du, dy2.stride(0), g2.stride(0), u2.stride(0), n_cols,
+        launch(_swiglu_bwd_kernel)[grid](dy2, g2, u2, dg, du, dy2.stride(0), g2.stride(0), u2.stride(0), n_cols,
                                  BLOCK=_BLOCK, num_warps=4)
     return dg.view(gate.shape), du.view(up.shape)
 
-
-@swiglu_bwd.register_fake
-def _(dy, gate, up):
-    return gate.new_empty(gate.shape), up.new_empty(up.shape)
 
 
 class SwiGLUFunction(torch.autograd.Function):

@@ -30,7 +30,8 @@ def _run(fn, hidden, weight, targets, reduction, grad):
 def test_linear_cross_entropy_matches_reference(n_rows, hidden_size, vocab, small_chunks, reduction,
                                                 dtype, atol, rtol, monkeypatch):
     if small_chunks:
-        monkeypatch.setattr(lce, "_CHUNK_ELEMENTS", 20 * vocab)  # -> chunks of 64 rows
+        monkeypatch.setattr(lce, "_MIN_CHUNK_ROWS", 16)  # -> chunks of 64 rows
+        monkeypatch.setattr(lce, "_N_CHUNKS", 4)
     torch.manual_seed(0)
     hidden = torch.randn(n_rows, hidden_size, device=DEVICE, dtype=dtype)
     weight = (torch.randn(vocab, hidden_size, device=DEVICE) / hidden_size**0.5).to(dtype)
