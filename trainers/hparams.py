@@ -118,7 +118,7 @@ def _validate(hp: HParams) -> None:
 
 
 def lr_at(step: int, hp: HParams) -> float:
-    """Learning rate of optimizer step `step` (0-based): warmup, then cosine to min_lr_ratio*lr at the last step."""
+    """LR of optimizer step `step` (0-based): warmup, then cosine to min_lr_ratio*lr at the last step."""
     if step < hp.warmup_steps:
         return hp.lr * (step + 1) / hp.warmup_steps
     decay_steps = hp.n_steps - 1 - hp.warmup_steps

@@ -65,7 +65,7 @@ def peak_flops(device: torch.device) -> float:
 
 
 class RunStopped(Exception):
-    """Raised by run(..., stop_after_steps=k) after writing the checkpoint of step k (a simulated preemption)."""
+    """Raised by run(..., stop_after_steps=k) after checkpointing step k (a simulated preemption)."""
 
 
 @dataclass(frozen=True)
@@ -387,7 +387,7 @@ class TorchBackend:
     def _train_step(
         self, forward, optimizer, model, sampler, step, n_rows, n_targets, lr, hp
     ) -> torch.Tensor:
-        """One optimizer step on n_rows sequences of which the first n_targets targets count; returns the loss."""
+        """One optimizer step on n_rows sequences, of which the first n_targets targets count; the loss."""
         inputs, targets, _ = sampler.batch(step, n_rows)
         targets = np.array(targets, dtype=np.int64)
         if n_targets < targets.size:  # last step: keep exactly the targets that complete D tokens

@@ -1,0 +1,146 @@
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from fitting.errors import InputError
+from trainers import corpora
+from trainers.data import (
+    DataSettings,
+    MixtureSampler,
+    load_domain,
+    rows_per_domain,
+    skill_examples,
+    validate_mix,
+)
+from trainers.tokenizer import ByteTokenizer, make_tokenizer
+
+SETTINGS = DataSettings(knowledge_entities=50, domain_tokens=20_000, heldout_tokens=4_000, eval_samples=16)
+TOK = ByteTokenizer()
+
+
+def sampler(mix, seed=0, seq_len=32, settings=SETTINGS):
+    domains = {n: load_domain(n, settings, TOK, seq_len) for n in mix}
+    return MixtureSampler(domains, mix, seq_len, seed)
+
+
+@pytest.mark.parametrize(
+    "mix,n_rows",
+    [
+        ({"knowledge": 0.5, "code": 0.3, "general": 0.2}, 40),
+        ({"knowledge": 1 / 3, "code": 1 / 3, "general": 1 / 3}, 17),
+        ({"knowledge": 0.9, "general": 0.1}, 7),
+    ],
+)
+def test_realised_mix_matches_requested(mix, n_rows):
+    s = sampler(mix)
+    stream_of = {}
+    for name in mix:  # identify each row's domain by looking it up in the domain's stream
+        stream_of[name] = s.domains[name].train.tobytes()
+    for step in range(5):
+        x, y, counts = s.batch(step, n_rows)
+        assert x.shape == (n_rows, 32) and y.shape == (n_rows, 32)
+        assert np.array_equal(x[:, 1:], y[:, :-1])
+        assert sum(counts.values()) == n_rows
+        for name, weight in mix.items():
+            assert abs(counts[name] - weight * n_rows) < 1  # largest remainder: within one row
+        realised = {}
+        for row in np.concatenate([x, y[:, -1:]], axis=1):
+            owners = [n for n in mix if row.astype(np.int32).tobytes() in stream_of[n]]
+            assert len(owners) >= 1
+            realised[owners[0]] = realised.get(owners[0], 0) + 1
+        assert realised == {n: c for n, c in counts.items() if c}
+
+
+def test_rows_per_domain_exact_cases():
+    assert rows_per_domain({"a": 0.5, "b": 0.3, "c": 0.2}, 10) == {"a": 5, "b": 3, "c": 2}
+    assert rows_per_domain({"a": 0.5, "b": 0.5}, 3) == {"a": 2, "b": 1}  # tie -> first name
+    assert rows_per_domain({"a": 0.05, "b": 0.95}, 4) == {"a": 0, "b": 4}
+
+
+def test_same_seed_and_step_same_batch():
+    mix = {"knowledge": 0.5, "code": 0.5}
+    a, b = sampler(mix, seed=3), sampler(mix, seed=3)
+    for step in (0, 7, 1000):
+        assert np.array_equal(a.batch(step, 9)[0], b.batch(step, 9)[0])
+    assert not np.array_equal(a.batch(1, 9)[0], a.batch(2, 9)[0])
+    assert not np.array_equal(a.batch(1, 9)[0], sampler(mix, seed=4).batch(1, 9)[0])
+
+
+def test_mix_validation():
+    with pytest.raises(InputError, match="'poetry'"):
+        validate_mix({"poetry": 1.0}, SETTINGS)
+    with pytest.raises(InputError, match="sum to 1"):
+        validate_mix({"knowledge": 0.5, "code": 0.3}, SETTINGS)
+    with pytest.raises(InputError, match="empty"):
+        validate_mix({}, SETTINGS)
+
+
+def test_knowledge_eval_asks_heldout_phrasings_of_trained_facts():
+    world = corpora.make_world(50, 0)
+    docs = "\n".join(corpora.knowledge_documents(world, 0, 20_000))
+    questions = skill_examples("knowledge", SETTINGS)
+    assert len(questions) == 16
+    for prompt, answer in questions:
+        question = prompt.removeprefix("Q: ").removesuffix("\nA:")
+        assert question not in docs  # the phrasing is held out ...
+        name = next(e.name for e in world if e.name in prompt)
+        assert f"{name}" in docs and answer.strip(" .") in docs  # ... the fact is not
+
+
+def test_code_eval_programs_are_held_out_and_outputs_correct():
+    programs = skill_examples("code", SETTINGS)
+    train = corpora.code_documents(0, 50_000, {p for p, _ in programs})
+    train_prompts = {d[: d.index("# output:\n") + len("# output:\n")] for d in train}
+    assert not train_prompts & {p for p, _ in programs}
+    for prompt, answer in programs[:10]:  # the generator's own bookkeeping agrees with Python
+        source = prompt.replace("# output:\n", "")
+        printed = []
+        exec(
+            compile(source, "<generated>", "exec"),
+            {"print": lambda *a, out=printed: out.append(" ".join(map(str, a)))},
+        )
+        assert "\n".join(printed) + "\n" == answer
+
+
+def test_real_corpora_load_cache_and_errors(tmp_path):
+    text = "def f(x):\n    return x + 1\n" * 200
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.py").write_text(text)
+    (tmp_path / "c.jsonl").write_text(
+        "\n".join(json.dumps({"text": text[i : i + 90]}) for i in range(0, 5000, 90))
+    )
+    pq.write_table(pa.table({"text": [text] * 3}), tmp_path / "d.parquet")
+    pq.write_table(pa.table({"body": [text]}), tmp_path / "bad.parquet")
+    (tmp_path / "e.txt").write_text(text)
+    cache = tmp_path / "cache"
+    corpora_ = {
+        "py": str(tmp_path / "src"),
+        "jl": str(tmp_path / "c.jsonl"),
+        "pq": str(tmp_path / "d.parquet"),
+        "txt": str(tmp_path / "e.txt"),
+    }
+    settings = DataSettings(corpora=corpora_, cache_dir=str(cache))
+    for name in corpora_:
+        dom = load_domain(name, settings, TOK, 32)
+        assert len(dom.train) > len(dom.heldout) > 32
+        assert TOK.decode(dom.train[:12]) == text[:12]
+    assert len(list(cache.glob("*.npy"))) == 4 and not list(cache.glob(".*tmp"))
+    assert validate_mix({"py": 0.5, "knowledge": 0.5}, settings)
+    missing = DataSettings(corpora={"web": str(tmp_path / "nope.parquet")}, cache_dir=str(cache))
+    with pytest.raises(InputError, match="nope.parquet"):
+        load_domain("web", missing, TOK, 32)
+    with pytest.raises(InputError, match="'text' column"):
+        load_domain(
+            "bad", DataSettings(corpora={"bad": str(tmp_path / "bad.parquet")}, cache_dir=str(cache)), TOK, 32
+        )
+
+
+def test_tokenizers():
+    tok = make_tokenizer("bytes")
+    assert tok.vocab_size == 260 and tok.decode(tok.encode("héllo")) == "héllo"
+    assert tok.encode("ab") + tok.encode("c") == tok.encode("abc")
+    with pytest.raises(InputError, match="missing.json"):
+        make_tokenizer("/nonexistent/missing.json")

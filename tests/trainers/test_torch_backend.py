@@ -1,0 +1,123 @@
+"""The torch backend end to end on CPU: learning, exact resumption, checkpoint refusal, divergence."""
+
+import math
+import warnings
+
+import pyarrow.parquet as pq
+import pytest
+
+from fitting.errors import InputError
+from tests.trainers.conftest import MIX
+from trainers import checkpoint
+from trainers.backend import make_backend
+from trainers.checkpoint import CheckpointError
+from trainers.spec import RunSpec
+from trainers.torch_backend import RunStopped, TorchBackend
+
+TINY = RunSpec(n_params=70_000, n_tokens=6_000, mix=MIX, seed=1, hparams={"batch_tokens": 512})
+
+
+def test_one_million_param_run_lowers_every_skill_loss(tmp_path):
+    backend = TorchBackend(
+        device="cpu",
+        seq_len=64,
+        knowledge_entities=100,
+        domain_tokens=200_000,
+        heldout_tokens=8_000,
+        eval_samples=48,
+        heldout_rows=8,
+        checkpoint_every=0,
+        eval_every=1_000_000,
+    )  # eval_every > steps: evaluate at step 0 and the end only
+    spec = RunSpec(n_params=1_000_000, n_tokens=40_000, mix=MIX, seed=0)
+    result = backend.run(spec, tmp_path)
+    assert result.status == "ok" and result.finite
+    assert 0.9e6 < result.n_params < 1.1e6 and result.flops == 6 * result.n_params * 40_000
+    curve = pq.read_table(tmp_path / "loss_curve.parquet").to_pylist()
+    initial, final = curve[0], curve[-1]
+    assert initial["step"] == 0 and final["tokens"] == 40_000
+    for skill in ("knowledge", "code"):
+        assert initial[f"eval/{skill}"] > 5.0  # ~ln(260) at initialisation
+        assert result.losses[skill] == final[f"eval/{skill}"]
+        assert result.losses[skill] < initial[f"eval/{skill}"] - 1.5, skill
+    for domain in MIX:
+        assert result.domain_losses[domain] < initial[f"heldout/{domain}"] - 1.5, domain
+    assert result.tokens_per_s > 0 and result.mfu == 0.0
+    print(
+        f"\n1M run: initial {[(k, round(initial[f'eval/{k}'], 3)) for k in ('knowledge', 'code')]}, "
+        f"final {result.losses}, {result.tokens_per_s:.0f} tok/s"
+    )
+
+
+def test_stop_and_resume_is_bit_identical(tmp_path, tiny_settings):
+    backend = TorchBackend(**tiny_settings)
+    full = backend.run(TINY, tmp_path / "full")
+    with pytest.raises(RunStopped):
+        backend.run(TINY, tmp_path / "resumed", stop_after_steps=5)
+    assert [p.name for p in checkpoint.list_checkpoints(tmp_path / "resumed")] == ["step_00000005.pt"]
+    resumed = TorchBackend(**tiny_settings).run(
+        TINY, tmp_path / "resumed"
+    )  # a fresh backend, as after a crash
+    assert resumed.losses == full.losses and resumed.domain_losses == full.domain_losses
+    curve_full = pq.read_table(tmp_path / "full" / "loss_curve.parquet").column("train_loss").to_pylist()
+    curve_resumed = (
+        pq.read_table(tmp_path / "resumed" / "loss_curve.parquet").column("train_loss").to_pylist()
+    )
+    assert (
+        curve_full == curve_resumed and len(curve_full) == 13
+    )  # ceil(6000 / 512) steps + the final eval row
+    # a finished run re-evaluates its final checkpoint instead of training again
+    again = backend.run(TINY, tmp_path / "full")
+    assert again.losses == full.losses
+
+
+def test_checkpoint_mismatch_is_refused(tmp_path, tiny_settings):
+    backend = TorchBackend(**tiny_settings)
+    with pytest.raises(RunStopped):
+        backend.run(TINY, tmp_path, stop_after_steps=2)
+    other = RunSpec(
+        n_params=TINY.n_params, n_tokens=TINY.n_tokens, mix=TINY.mix, seed=2, hparams=TINY.hparams
+    )
+    with pytest.raises(CheckpointError, match="different run"):
+        backend.run(other, tmp_path)
+    with pytest.raises(CheckpointError, match="hparams"):  # same spec, different settings -> different run
+        TorchBackend(**{**tiny_settings, "seq_len": 64}).run(TINY, tmp_path)
+
+
+def test_corrupt_checkpoint_falls_back_then_is_refused(tmp_path, tiny_settings):
+    backend = TorchBackend(**{**tiny_settings, "checkpoint_every": 2})
+    with pytest.raises(RunStopped):
+        backend.run(TINY, tmp_path, stop_after_steps=4)
+    newest, older = checkpoint.list_checkpoints(tmp_path)
+    assert (newest.name, older.name) == ("step_00000004.pt", "step_00000002.pt")
+    newest.write_bytes(newest.read_bytes()[:1000])  # truncated
+    with pytest.warns(UserWarning, match="step_00000004.pt is unreadable"):
+        result = backend.run(TINY, tmp_path)  # resumes from step 2
+    assert result.status == "ok"
+    reference = backend.run(TINY, tmp_path / "clean")
+    assert result.losses == reference.losses
+    for path in checkpoint.list_checkpoints(tmp_path):
+        path.write_bytes(b"not a checkpoint")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(CheckpointError, match="no readable checkpoint"):
+            backend.run(TINY, tmp_path)
+
+
+def test_divergence_is_a_status_not_an_exception(tmp_path, tiny_settings):
+    spec = RunSpec(
+        n_params=70_000, n_tokens=6_000, mix=MIX, hparams={"lr": 1e8, "grad_clip": 1e30, "batch_tokens": 512}
+    )
+    result = TorchBackend(**tiny_settings).run(spec, tmp_path)
+    assert result.status == "diverged" and not result.finite
+    assert all(math.isnan(v) for v in result.losses.values())
+
+
+def test_backend_factory_and_bad_settings(tiny_settings):
+    assert isinstance(make_backend("torch", tiny_settings), TorchBackend)
+    with pytest.raises(InputError, match="'sequence_length'"):
+        TorchBackend(sequence_length=3)
+    with pytest.raises(InputError, match="'poetry'"):
+        TorchBackend(**tiny_settings).plan(RunSpec(n_params=1e6, n_tokens=1e6, mix={"poetry": 1.0}))
+    with pytest.raises(InputError, match="n_params"):
+        TorchBackend(**tiny_settings).plan(RunSpec(n_params=1000, n_tokens=1e6, mix=MIX))
