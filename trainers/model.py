@@ -125,7 +125,13 @@ class Transformer(nn.Module):
         """
         B, T = idx.shape
         x = self.hidden(idx).reshape(B * T, -1)  # (M, C), M = B*T
+        w = self.head.weight  # (V, C)
+        if torch.is_autocast_enabled(
+            x.device.type
+        ):  # the head matmul runs in the autocast dtype, like nn.Linear
+            dtype = torch.get_autocast_dtype(x.device.type)
+            x, w = x.to(dtype), w.to(dtype)
         loss = self.ops.linear_cross_entropy(
-            x, self.head.weight, targets.reshape(B * T), ignore_index=IGNORE_INDEX, reduction=reduction
+            x, w, targets.reshape(B * T), ignore_index=IGNORE_INDEX, reduction=reduction
         )
         return loss if reduction == "mean" else loss.view(B, T)
