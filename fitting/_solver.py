@@ -98,7 +98,7 @@ def _project(theta: np.ndarray) -> np.ndarray:
 
 
 def solve(theta0: np.ndarray, design: Design, y: np.ndarray, w: np.ndarray, delta: float,
-          max_iter: int = 200, rtol: float = 1e-12) -> tuple[np.ndarray, np.ndarray]:
+          max_iter: int = 200, rtol: float = 1e-11) -> tuple[np.ndarray, np.ndarray]:
     """Minimise f_b from theta0 (B, P) for targets y (B, n) or (n,) and weights w (B, n) or (n,).
 
     Returns the fitted parameters (B, P) and final objectives (B,).
@@ -120,8 +120,8 @@ def solve(theta0: np.ndarray, design: Design, y: np.ndarray, w: np.ndarray, delt
         r = yy - lse  # (b, n)
         psi = np.clip(r, -delta, delta)
         omega = ww * np.minimum(1.0, delta / np.maximum(np.abs(r), 1e-300))  # IRLS weights
-        grad = -np.einsum("bn,bnp->bp", ww * psi, jac)  # exact gradient of f
-        hess = np.einsum("bn,bnp,bnq->bpq", omega, jac, jac)  # Gauss-Newton matrix
+        grad = -(jac.transpose(0, 2, 1) @ (ww * psi)[..., None])[..., 0]  # exact gradient of f, (b, P)
+        hess = jac.transpose(0, 2, 1) @ (omega[..., None] * jac)  # Gauss-Newton matrix, (b, P, P)
         diag = np.einsum("bpp->bp", hess) + 1e-12
         damped = hess + lam[idx, None, None] * diag[:, :, None] * eye
         try:
@@ -129,13 +129,17 @@ def solve(theta0: np.ndarray, design: Design, y: np.ndarray, w: np.ndarray, delt
         except np.linalg.LinAlgError:
             step = -grad / diag
         cand = _project(th + step)
+        step = cand - th
+        predicted = -(grad * step).sum(1)  # first-order decrease of f along the (projected) step
         f_new = objective(cand, design, yy, ww, delta)
         better = np.isfinite(f_new) & (f_new < f[idx])
         gain = np.where(better, f[idx] - f_new, 0.0)
         theta[idx[better]] = cand[better]
         f_old = f[idx].copy()
         f[idx[better]] = f_new[better]
-        lam[idx] = np.where(better, np.maximum(lam[idx] / 3.0, 1e-9), lam[idx] * 4.0)
-        done = (better & (gain <= rtol * np.maximum(f_old, 1e-300))) | (lam[idx] > 1e10)
+        lam[idx] = np.where(better, np.maximum(lam[idx] / 3.0, 1e-9), lam[idx] * 8.0)
+        tiny = rtol * np.maximum(f_old, 1e-300)
+        done = ((better & (gain <= tiny)) | (predicted <= tiny) | (np.abs(step).max(1) < 1e-10)
+                | (lam[idx] > 1e10))
         active[idx[done]] = False
     return theta, f

@@ -218,17 +218,25 @@ def counts_from_indices(resamples: np.ndarray, n_points: int) -> np.ndarray:
 
 
 def refit_batch(fit: ParametricFit, design: Design, y: np.ndarray, w: np.ndarray, huber_delta: float,
-                starts: np.ndarray | None = None) -> np.ndarray:
-    """Refit K problems (targets y (K, n) or (n,), weights w (K, n)) from every start; best thetas (K, P)."""
+                starts: np.ndarray | None = None, warmup_iters: int = 15, keep: int = 2) -> np.ndarray:
+    """Refit K problems (targets y (K, n) or (n,), weights w (K, n)) from every start; best thetas (K, P).
+
+    All K*S (resample, start) problems run `warmup_iters` solver iterations; then only the `keep` best
+    starts of each resample are solved to convergence (the others are already clearly worse).
+    """
     starts = bootstrap_starts(fit) if starts is None else starts
     n_boot, n_starts = w.shape[0], starts.shape[0]
     y = np.broadcast_to(y, w.shape)
-    theta0 = np.tile(starts, (n_boot, 1))  # (K*S, P), problem k*S + s
-    thetas, fs = solve(theta0, design, np.repeat(y, n_starts, axis=0), np.repeat(w, n_starts, axis=0),
-                       huber_delta)
+    ys, ws = np.repeat(y, n_starts, axis=0), np.repeat(w, n_starts, axis=0)  # problem k*S + s
+    thetas, fs = solve(np.tile(starts, (n_boot, 1)), design, ys, ws, huber_delta, max_iter=warmup_iters)
     fs = np.where(np.isfinite(fs), fs, np.inf).reshape(n_boot, n_starts)
+    keep = min(keep, n_starts)
+    chosen = np.argsort(fs, axis=1)[:, :keep]  # (K, keep) best starts per resample
+    rows = (np.arange(n_boot)[:, None] * n_starts + chosen).ravel()
+    thetas, fs = solve(thetas[rows], design, ys[rows], ws[rows], huber_delta)
+    fs = np.where(np.isfinite(fs), fs, np.inf).reshape(n_boot, keep)
     best = np.argmin(fs, axis=1)
-    return thetas.reshape(n_boot, n_starts, -1)[np.arange(n_boot), best]
+    return thetas.reshape(n_boot, keep, -1)[np.arange(n_boot), best]
 
 
 def bootstrap_parametric(n_params, n_tokens, loss, *, n_boot=500, mix=None, domains=(), own_domain=None,
