@@ -387,20 +387,25 @@ class TorchBackend:
     def _train_step(
         self, forward, optimizer, model, sampler, step, n_rows, n_targets, lr, hp
     ) -> torch.Tensor:
-        """One optimizer step on n_rows sequences, of which the first n_targets targets count; the loss."""
+        """One optimizer step on n_rows sequences, of which the first n_targets targets count; the loss.
+
+        Every micro-batch has the same shape (a partial last batch is padded with ignored rows), so a
+        compiled model never recompiles for the last step."""
         inputs, targets, _ = sampler.batch(step, n_rows)
-        targets = np.array(targets, dtype=np.int64)
-        if n_targets < targets.size:  # last step: keep exactly the targets that complete D tokens
-            targets.reshape(-1)[n_targets:] = IGNORE_INDEX
-        x = torch.as_tensor(inputs, dtype=torch.long).to(self.device, non_blocking=True)
-        y = torch.from_numpy(targets).to(self.device, non_blocking=True)
+        micro = min(self.settings.micro_batch_rows or hp.batch_seqs, hp.batch_seqs)
+        padded = math.ceil(max(n_rows, hp.batch_seqs) / micro) * micro
+        x_host = np.zeros((padded, hp.seq_len), dtype=np.int64)  # padding rows: token 0, no targets
+        y_host = np.full((padded, hp.seq_len), IGNORE_INDEX, dtype=np.int64)
+        x_host[:n_rows], y_host[:n_rows] = inputs, targets
+        y_host.reshape(-1)[n_targets:] = IGNORE_INDEX  # last step: exactly the targets that complete D
+        x = torch.from_numpy(x_host).to(self.device, non_blocking=True)
+        y = torch.from_numpy(y_host).to(self.device, non_blocking=True)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        micro = self.settings.micro_batch_rows or n_rows
         total = torch.zeros((), device=self.device)
-        for i in range(0, n_rows, micro):
+        for i in range(0, padded, micro):
             xm, ym = x[i : i + micro], y[i : i + micro]
-            weight = int((targets[i : i + micro] != IGNORE_INDEX).sum()) / n_targets  # host-side: no sync
+            weight = int((y_host[i : i + micro] != IGNORE_INDEX).sum()) / n_targets  # host-side: no sync
             if weight == 0:
                 continue
             with self._autocast():
