@@ -121,3 +121,45 @@ def test_backend_factory_and_bad_settings(tiny_settings):
         TorchBackend(**tiny_settings).plan(RunSpec(n_params=1e6, n_tokens=1e6, mix={"poetry": 1.0}))
     with pytest.raises(InputError, match="n_params"):
         TorchBackend(**tiny_settings).plan(RunSpec(n_params=1000, n_tokens=1e6, mix=MIX))
+
+
+def test_micro_batches_match_the_whole_batch(tmp_path, tiny_settings):
+    whole = TorchBackend(**tiny_settings).run(TINY, tmp_path / "whole")
+    micro = TorchBackend(**{**tiny_settings, "micro_batch_rows": 3}).run(TINY, tmp_path / "micro")
+    for skill, loss in whole.losses.items():
+        assert micro.losses[skill] == pytest.approx(loss, rel=1e-4)
+
+
+TRITON_CHECK = """
+import torch
+from trainers.model import Transformer
+from trainers.shapes import ModelConfig
+cfg = ModelConfig(d_model=64, n_layers=1, n_heads=2, vocab_size=260, seq_len=16)
+models = []
+for use_triton in (True, False):
+    torch.manual_seed(0)
+    models.append(Transformer(cfg, use_triton=use_triton))
+x = torch.randint(0, 260, (2, 16))
+losses = [m(x, x) for m in models]
+for loss in losses:
+    loss.backward()
+assert models[0].ops.name == "triton" and models[1].ops.name == "reference"
+assert torch.allclose(losses[0], losses[1], atol=1e-5), losses
+for a, b in zip(models[0].parameters(), models[1].parameters()):
+    assert torch.allclose(a.grad, b.grad, atol=1e-5, rtol=1e-4)
+print("ok")
+"""
+
+
+def test_model_with_triton_ops_matches_reference_under_interpreter():
+    """The use_triton switch: the same model through the Triton kernels (TRITON_INTERPRET=1 on CPU)."""
+    pytest.importorskip("triton")
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", TRITON_CHECK], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
