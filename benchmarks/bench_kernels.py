@@ -139,6 +139,7 @@ def cases(quick: bool):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="one shape per op")
+    parser.add_argument("--ops", default="", help="comma-separated op names to run (default: all)")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "kernels.jsonl"))
     args = parser.parse_args()
     if not torch.cuda.is_available():
@@ -147,6 +148,8 @@ def main() -> None:
     print(f"# {info}")
     rows = []
     for name, impls, inputs, grad in cases(args.quick):
+        if args.ops and name.split()[0] not in args.ops.split(","):
+            continue
         impls = {"eager": impls["eager"], "compile": torch.compile(impls["eager"]),
                  "liger": impls["liger"], "triton": impls["triton"]}
         results = {}

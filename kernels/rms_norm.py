@@ -98,20 +98,21 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
     return x2 if x2.stride(-1) == 1 else x2.contiguous()
 
 
-# ---- launchers (custom ops: opaque to torch.compile) ------------------------------------------------
+# ---- launchers (torch ops, see kernels._op) ----------------------------------------------------------
 
 
-def _rms_norm_fwd_fake(x, weight, eps):
+def _rms_norm_fwd_fake(x, weight, eps, out_dtype):
     n_rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
-    return torch.empty_like(x), x.new_empty((n_rows,), dtype=torch.float32)
+    return x.new_empty(x.shape, dtype=out_dtype), x.new_empty((n_rows,), dtype=torch.float32)
 
 
 @kernel_op("rms_norm_fwd", _rms_norm_fwd_fake)
-def rms_norm_fwd(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """y = rms_norm(x, weight, eps) in x.dtype, and rstd (M,) in fp32 for the backward pass."""
+def rms_norm_fwd(x: torch.Tensor, weight: torch.Tensor, eps: float,
+                 out_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """y = rms_norm(x, weight, eps) in out_dtype, and rstd (M,) in fp32 for the backward pass."""
     x2 = _rows(x)
     n_rows, n_cols = x2.shape
-    y = torch.empty_like(x2)
+    y = torch.empty((n_rows, n_cols), dtype=out_dtype, device=x.device)
     rstd = torch.empty(n_rows, dtype=torch.float32, device=x.device)
     block, num_warps = _block_and_warps(n_cols, x2.element_size())
     if n_rows > 0:
@@ -123,25 +124,23 @@ def rms_norm_fwd(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[tor
     return y.view(x.shape), rstd
 
 
-
-def _add_rms_norm_fwd_fake(x, residual, weight, eps):
-    out_dtype = torch.promote_types(x.dtype, residual.dtype)
+def _add_rms_norm_fwd_fake(x, residual, weight, eps, out_dtype):
     n_rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
-    s = x.new_empty(x.shape, dtype=out_dtype)
-    return torch.empty_like(s), torch.empty_like(s), x.new_empty((n_rows,), dtype=torch.float32)
+    s = x.new_empty(x.shape, dtype=torch.promote_types(x.dtype, residual.dtype))
+    return x.new_empty(x.shape, dtype=out_dtype), s, x.new_empty((n_rows,), dtype=torch.float32)
 
 
 @kernel_op("add_rms_norm_fwd", _add_rms_norm_fwd_fake)
 def add_rms_norm_fwd(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor,
-                     eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """s = x + residual (same shapes); returns (rms_norm(s) in s.dtype, s, rstd (M,) fp32)."""
+                     eps: float, out_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """s = x + residual (same shapes, s in their promoted dtype); returns (rms_norm(s) in out_dtype, s,
+    rstd (M,) fp32)."""
     if x.shape != residual.shape:
         raise ValueError(f"add_rms_norm: x {tuple(x.shape)} and residual {tuple(residual.shape)} must match")
-    out_dtype = torch.promote_types(x.dtype, residual.dtype)
     x2, r2 = _rows(x), _rows(residual)
     n_rows, n_cols = x2.shape
-    s = torch.empty((n_rows, n_cols), dtype=out_dtype, device=x.device)
-    y = torch.empty_like(s)
+    s = torch.empty((n_rows, n_cols), dtype=torch.promote_types(x.dtype, residual.dtype), device=x.device)
+    y = torch.empty((n_rows, n_cols), dtype=out_dtype, device=x.device)
     rstd = torch.empty(n_rows, dtype=torch.float32, device=x.device)
     block, num_warps = _block_and_warps(n_cols, max(x2.element_size(), s.element_size()))
     if n_rows > 0:
@@ -151,7 +150,6 @@ def add_rms_norm_fwd(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tens
             HAS_RESIDUAL=True, BLOCK=block, num_warps=num_warps,
         )
     return y.view(x.shape), s.view(x.shape), rstd
-
 
 
 def _rms_norm_bwd_fake(dy, x, weight, rstd, ds=None):
@@ -192,8 +190,8 @@ class RMSNormFunction(torch.autograd.Function):
     """y = x / sqrt(mean(x^2) + eps) * weight, with the Triton kernels forward and backward."""
 
     @staticmethod
-    def forward(ctx, x, weight, eps):
-        y, rstd = rms_norm_fwd(x, weight, eps)
+    def forward(ctx, x, weight, eps, out_dtype):
+        y, rstd = rms_norm_fwd(x, weight, eps, out_dtype)
         ctx.save_for_backward(x, weight, rstd)
         return y
 
@@ -201,15 +199,15 @@ class RMSNormFunction(torch.autograd.Function):
     def backward(ctx, dy):
         x, weight, rstd = ctx.saved_tensors
         dx, dw = rms_norm_bwd(dy, x, weight, rstd, None)
-        return dx, dw, None
+        return dx, dw, None, None
 
 
 class AddRMSNormFunction(torch.autograd.Function):
     """(rms_norm(x + residual), x + residual): the residual add fused into the norm, forward and backward."""
 
     @staticmethod
-    def forward(ctx, x, residual, weight, eps):
-        y, s, rstd = add_rms_norm_fwd(x, residual, weight, eps)
+    def forward(ctx, x, residual, weight, eps, out_dtype):
+        y, s, rstd = add_rms_norm_fwd(x, residual, weight, eps, out_dtype)
         ctx.save_for_backward(s, weight, rstd)
         ctx.x_dtype, ctx.residual_dtype = x.dtype, residual.dtype
         return y, s
@@ -219,15 +217,31 @@ class AddRMSNormFunction(torch.autograd.Function):
         s, weight, rstd = ctx.saved_tensors
         if dy is None:
             dy = torch.zeros_like(s)
+        if ds is not None and ds.dtype != s.dtype:
+            ds = ds.to(s.dtype)
         dsum, dw = rms_norm_bwd(dy, s, weight, rstd, ds)
-        return dsum.to(ctx.x_dtype), dsum.to(ctx.residual_dtype), dw, None
+        return dsum.to(ctx.x_dtype), dsum.to(ctx.residual_dtype), dw, None, None
+
+
+def _out_dtype(x: torch.Tensor) -> torch.dtype:
+    """x.dtype, except under autocast, where an fp32 input is normalised straight into the autocast dtype.
+
+    The model feeds every normalised tensor to a matmul, which autocast would cast to that dtype anyway;
+    writing it once in bf16 saves a full fp32 write, read and cast per norm (the values are identical: the
+    kernel computes in fp32 and rounds once). Without autocast the output dtype is the reference's.
+    """
+    device_type = x.device.type
+    if x.dtype == torch.float32 and torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return x.dtype
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Triton RMSNorm; same signature and math as `kernels.reference.rms_norm`."""
-    return RMSNormFunction.apply(x, weight, eps)
+    """Triton RMSNorm; same signature and math as `kernels.reference.rms_norm` (dtype: see _out_dtype)."""
+    return RMSNormFunction.apply(x, weight, eps, _out_dtype(x))
 
 
 def add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6):
     """Triton fused residual add + RMSNorm; returns (normed, sum) like `kernels.reference.add_rms_norm`."""
-    return AddRMSNormFunction.apply(x, residual, weight, eps)
+    return AddRMSNormFunction.apply(x, residual, weight, eps,
+                                    _out_dtype(x if x.dtype == torch.float32 else residual))

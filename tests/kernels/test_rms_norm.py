@@ -62,3 +62,19 @@ def test_add_rms_norm_only_normed_output_used():
     reference.add_rms_norm(xr, rr, weight.detach())[0].sum().backward()
     assert_close(x.grad, xr.grad, 1e-5, 1e-5, "dx")
     assert_close(residual.grad, rr.grad, 1e-5, 1e-5, "dresidual")
+
+
+@pytest.mark.skipif(DEVICE != "cuda", reason="autocast bf16 output is exercised natively on CUDA")
+def test_norms_under_autocast_write_the_autocast_dtype():
+    """Under autocast an fp32 input is normalised straight into bf16, with the values of the reference cast."""
+    x = torch.randn(33, 200, device=DEVICE, requires_grad=True)
+    residual = torch.randn(33, 200, device=DEVICE, dtype=torch.bfloat16)
+    weight = torch.randn(200, device=DEVICE)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        y = rms_norm(x, weight)
+        y2, s = add_rms_norm(residual, x, weight)
+    assert y.dtype == y2.dtype == torch.bfloat16 and s.dtype == torch.float32
+    assert_close(y, reference.rms_norm(x, weight).bfloat16(), 1e-2, 1e-2, "y")
+    assert_close(y2, reference.add_rms_norm(residual, x, weight)[0].bfloat16(), 1e-2, 1e-2, "y2")
+    (y.float().sum() + y2.float().sum()).backward()
+    assert x.grad.dtype == torch.float32 and torch.isfinite(x.grad).all()
