@@ -9,7 +9,8 @@ result.json:
                         "residual_std": sigma, "n_points": n, "excluded": [...],
                         "optimum": [{"flops", "n_params", "n_params_ci95", "n_tokens", "n_tokens_ci95"}]}}}
 
-Values are point estimates; intervals are equal-tailed 95% bootstrap percentiles. For `law="parametric"`
+Values are point estimates; intervals are 95% bias-corrected bootstrap percentile intervals
+(fitting.law.interval). For `law="parametric"`
 the law block is {E, A, B, alpha, beta} (+ transfer for a mixture-aware skill, whose optima are given at
 the table's mean mix, reported as "mix"); for `law="isoflop"` it is {k, a} of N* = k C^a.
 """
@@ -40,8 +41,9 @@ def _optimum_rows(point, samples, target_flops, extra=None) -> list[dict]:
     for c in target_flops:
         n_hat, d_hat = point(c)
         n_s, d_s = samples(c)
-        row = {"flops": float(c), "n_params": float(np.ravel(n_hat)[0]), "n_params_ci95": list(interval(n_s)),
-               "n_tokens": float(np.ravel(d_hat)[0]), "n_tokens_ci95": list(interval(d_s))}
+        n_hat, d_hat = float(np.ravel(n_hat)[0]), float(np.ravel(d_hat)[0])
+        row = {"flops": float(c), "n_params": n_hat, "n_params_ci95": list(interval(n_s, point=n_hat)),
+               "n_tokens": d_hat, "n_tokens_ci95": list(interval(d_s, point=d_hat))}
         rows.append({**row, **(extra or {})})
     return rows
 
@@ -57,16 +59,18 @@ def _parametric_report(table, n_boot, target_flops, exclude_top, seed, keep) -> 
     skills = {}
     for s in table.skills:
         fit, ens = fits[s], ensembles[s]
-        ci = {name: list(interval(v)) for name, v in ens.params().items()}
+        point = fit.law.to_dict()
+        ci = {name: list(interval(v, point=point[name])) for name, v in ens.params().items()}
         mix, extra = None, None
         if ens.transfer is not None:
             for j, dom in enumerate(ens.domains):
-                ci[f"transfer/{dom}"] = list(interval(ens.transfer[:, j]))
+                ci[f"transfer/{dom}"] = list(interval(ens.transfer[:, j], point=point["transfer"][dom]))
             mix = table.mix[table.rows(s)].mean(axis=0)
             extra = {"mix": {d: float(m) for d, m in zip(ens.domains, mix, strict=True)}}
         skills[s] = {
             "law": fit.law.to_dict(), "ci95": ci,
-            "exponent_a": fit.law.exponent_a, "exponent_a_ci95": list(interval(ens.exponent_a)),
+            "exponent_a": fit.law.exponent_a,
+            "exponent_a_ci95": list(interval(ens.exponent_a, point=fit.law.exponent_a)),
             "residual_std": fit.residual_std, "n_points": fit.n_points, "excluded": list(fit.excluded),
             "optimum": _optimum_rows(lambda c, f=fit, m=mix: f.law.optimum(c, m),
                                      lambda c, e=ens, m=mix: e.optimum(c, m), target_flops, extra),
@@ -86,8 +90,8 @@ def _isoflop_report(table, n_boot, target_flops, seed) -> dict:
             raise InputError(f"{table.path}: skill {s!r}: {exc}") from None
         skills[s] = {
             "law": {"k": float(fit.k[0]), "a": float(fit.a[0])},
-            "ci95": {"k": list(interval(ens.k)), "a": list(interval(ens.a))},
-            "exponent_a": float(fit.a[0]), "exponent_a_ci95": list(interval(ens.a)),
+            "ci95": {"k": list(interval(ens.k, point=fit.k[0])), "a": list(interval(ens.a, point=fit.a[0]))},
+            "exponent_a": float(fit.a[0]), "exponent_a_ci95": list(interval(ens.a, point=fit.a[0])),
             "budgets": fit.budgets.tolist(), "n_params_per_budget": fit.n_opt_per_budget[0].tolist(),
             "optimum": _optimum_rows(fit.optimum, ens.optimum, target_flops),
         }
