@@ -33,13 +33,22 @@ except Exception:  # liger-kernel is optional
     liger = None
 
 
+def git_commit() -> str | None:
+    import subprocess
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip() or None
+    except OSError:
+        return None
+
+
 def env_info() -> dict:
     return {
         "gpu": torch.cuda.get_device_name(),
         "torch": torch.__version__,
         "triton": triton.__version__,
         "liger": getattr(sys.modules.get("liger_kernel"), "__version__", None) if liger else None,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"), "commit": git_commit(),
     }
 
 
@@ -137,13 +146,14 @@ def cases(quick: bool):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="one shape per op")
     parser.add_argument("--ops", default="", help="comma-separated op names to run (default: all)")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "kernels.jsonl"))
     args = parser.parse_args()
     if not torch.cuda.is_available():
-        sys.exit("bench_kernels: needs CUDA (no GPU found); the kernels' correctness tests run on CPU instead")
+        sys.exit("bench_kernels: needs CUDA (no GPU found); the kernel tests run on CPU instead")
     info = env_info()
     print(f"# {info}")
     rows = []

@@ -98,10 +98,20 @@ class BaselineDecoder(nn.Module):
 # ---- timing ----------------------------------------------------------------------------------------------
 
 
+def git_commit() -> str | None:
+    import subprocess
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip() or None
+    except OSError:
+        return None
+
+
 def env_info() -> dict:
     import triton
     return {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "commit": git_commit()}
 
 
 def make_step(model, lr=3e-4):
@@ -145,8 +155,8 @@ def speed(args, info):
         batch = args.batch or BATCH.get(d, 16)
         fpt = flops_per_token(cfg)
         result = {}
-        for name, build in (("baseline", lambda: BaselineDecoder(cfg)),
-                            ("skillscale", lambda: Transformer(cfg, use_triton=True))):
+        for name, build in (("baseline", lambda cfg=cfg: BaselineDecoder(cfg)),
+                            ("skillscale", lambda cfg=cfg: Transformer(cfg, use_triton=True))):
             torch.manual_seed(0)
             model = build().cuda()
             r = time_model(model, batch, args.steps)
@@ -191,7 +201,8 @@ def parity(args, info):
            "first_loss": curves["reference"][0], "final_loss_triton": curves["triton"][-1],
            "final_loss_reference": curves["reference"][-1], "max_abs_diff": max(diff),
            "mean_abs_diff_last50": sum(tail) / len(tail),
-           "mean_rel_diff_last50": sum(t / r for t, r in zip(tail, curves["reference"][-50:], strict=True)) / 50,
+           "mean_rel_diff_last50": sum(t / r for t, r in zip(tail, curves["reference"][-50:], strict=True))
+           / len(tail),
            "curve_triton": curves["triton"][::10], "curve_reference": curves["reference"][::10], **info}
     print(json.dumps({k: v for k, v in row.items() if not k.startswith("curve")}), flush=True)
     append(args.out, [row])
@@ -206,7 +217,8 @@ def append(path, rows):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default=DEFAULT_SIZES, help="comma-separated d_modelxn_layers")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per model (after 3 warmup steps)")
     parser.add_argument("--batch", type=int, default=0, help="sequences per step (0: per-size default)")

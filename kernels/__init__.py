@@ -6,8 +6,8 @@ The model asks for its ops once, `ops = get_ops(use_triton)`, and calls `ops.rms
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from kernels import reference
 
@@ -34,7 +34,7 @@ REFERENCE_OPS = Ops(
 
 
 def get_ops(use_triton: bool = False) -> Ops:
-    """The ops to use: Triton kernels when `use_triton` (needs CUDA, or TRITON_INTERPRET=1), else references."""
+    """The ops: Triton kernels when `use_triton` (needs CUDA, or TRITON_INTERPRET=1), else the references."""
     if not use_triton:
         return REFERENCE_OPS
     from kernels.triton_ops import TRITON_OPS  # imported lazily: triton may be absent on CPU-only installs

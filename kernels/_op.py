@@ -21,7 +21,7 @@ except (ImportError, AttributeError):  # older triton: read the variable directl
 
 
 def kernel_op(name: str, fake):
-    """Decorator: register `fn` as the op `skillscale::<name>` (see the module docstring); `fake` gives shapes."""
+    """Decorator: register `fn` as the op `skillscale::<name>` (see above); `fake` gives output shapes."""
     def decorate(fn):
         if INTERPRET:
             op = torch.library.custom_op(f"skillscale::{name}", mutates_args=())(fn)

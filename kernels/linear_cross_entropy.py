@@ -8,7 +8,8 @@ both gradients and the backward pass only scales them by grad_output. Peak extra
 logits plus dweight in fp32, instead of (M, V) logits and their gradient.
 
 Tiers: `_cross_entropy_kernel` -> launcher `linear_cross_entropy_fwd(hidden, weight, targets, ...)`
-(a torch.library custom op, opaque to torch.compile) -> `LinearCrossEntropyFunction` -> `linear_cross_entropy`.
+(a torch.library custom op, opaque to torch.compile) -> `LinearCrossEntropyFunction` ->
+`linear_cross_entropy`.
 hidden (M, C), weight (V, C), targets (M,) int; rows whose target is `ignore_index` count for nothing.
 The matmuls run in hidden.dtype (bf16 under autocast); the softmax and everything accumulated is fp32.
 """
@@ -215,7 +216,7 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
     def backward(ctx, grad_output):
         if ctx.reduction == "mean":
             if ctx.used:
-                raise RuntimeError("linear_cross_entropy: backward through the same graph twice is not supported "
+                raise RuntimeError("linear_cross_entropy: backward through one graph twice is not supported "
                                    "(its gradients are precomputed and scaled in place)")
             ctx.used = True
             dhidden, dweight = ctx.saved_tensors
@@ -230,7 +231,7 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
 
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
                          ignore_index: int = -100, reduction: str = "mean") -> torch.Tensor:
-    """Triton fused linear cross-entropy; same signature and math as `kernels.reference.linear_cross_entropy`."""
+    """Triton fused linear cross-entropy; signature and math of `kernels.reference.linear_cross_entropy`."""
     device_type = hidden.device.type
     if torch.is_autocast_enabled(device_type):  # the matmuls run in hidden.dtype: make it autocast's dtype
         hidden = hidden.to(torch.get_autocast_dtype(device_type))

@@ -60,7 +60,7 @@ def _rms_norm_bwd_kernel(
 
     With x_hat = x * rstd and g = dy * w:
         dx = rstd * (g - x_hat * mean(g * x_hat))      (+ ds, the gradient reaching the residual sum directly)
-        dw = sum over rows of dy * x_hat               (per-program partial sums in fp32, reduced by the caller)
+        dw = sum over rows of dy * x_hat               (per-program fp32 partial sums, reduced by the caller)
     """
     pid = tl.program_id(0)
     cols = tl.arange(0, BLOCK)
@@ -88,7 +88,8 @@ def _rms_norm_bwd_kernel(
 def _block_and_warps(n_cols: int, element_size: int) -> tuple[int, int]:
     block = triton.next_power_of_2(n_cols)
     if block * element_size > _MAX_FUSED_BYTES:
-        raise ValueError(f"rms_norm: hidden size {n_cols} is too large for one block (max {_MAX_FUSED_BYTES} bytes)")
+        raise ValueError(f"rms_norm: hidden size {n_cols} is too large for one block "
+                         f"(max {_MAX_FUSED_BYTES} bytes)")
     num_warps = min(max(block // 256, 1), 16)
     return block, num_warps
 

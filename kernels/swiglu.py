@@ -97,14 +97,15 @@ def swiglu_bwd(dy: torch.Tensor, gate: torch.Tensor, up: torch.Tensor) -> tuple[
     du = torch.empty((n_rows, n_cols), dtype=up.dtype, device=up.device)
     if dg.numel():
         grid = (n_rows, triton.cdiv(n_cols, _BLOCK))
-        launch(_swiglu_bwd_kernel)[grid](dy2, g2, u2, dg, du, dy2.stride(0), g2.stride(0), u2.stride(0), n_cols,
+        launch(_swiglu_bwd_kernel)[grid](dy2, g2, u2, dg, du, dy2.stride(0), g2.stride(0), u2.stride(0),
+                                         n_cols,
                                  BLOCK=_BLOCK, num_warps=4)
     return dg.view(gate.shape), du.view(up.shape)
 
 
 
 class SwiGLUFunction(torch.autograd.Function):
-    """silu(gate) * up with Triton forward and backward (the backward recomputes sigmoid; nothing extra saved)."""
+    """silu(gate) * up, Triton forward and backward (the backward recomputes sigmoid; nothing extra saved)."""
 
     @staticmethod
     def forward(ctx, gate, up):

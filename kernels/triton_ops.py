@@ -1,4 +1,4 @@
-"""The Triton implementations of the fused ops, gathered as `TRITON_OPS` for `kernels.get_ops(use_triton=True)`.
+"""The Triton implementations of the fused ops, as `TRITON_OPS` for `kernels.get_ops(use_triton=True)`.
 
 Each op has the signature of its reference in `kernels.reference`; each is an autograd Function whose kernels
 are launched through torch.library custom ops, so a model using them can be wrapped in torch.compile.

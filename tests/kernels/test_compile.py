@@ -38,5 +38,5 @@ def test_triton_ops_compile_fullgraph_matches_eager():
     compiled = torch.compile(_block, fullgraph=True, backend="inductor" if HAS_CUDA else "aot_eager")
     eager_ref = grads(_block, kernels.get_ops(False))
     for got in (grads(_block, ops), grads(compiled, ops)):
-        for i, (a, b) in enumerate(zip(got, eager_ref)):
+        for i, (a, b) in enumerate(zip(got, eager_ref, strict=True)):
             assert_close(a, b, 1e-4, 1e-4, f"output {i}")

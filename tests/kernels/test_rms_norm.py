@@ -47,7 +47,7 @@ def test_add_rms_norm_matches_reference(shape, dtype, atol, rtol):
         y, s = fn(xi, ri, wi, 1e-6)
         torch.autograd.backward([y, s], [grad_y, grad_s])  # both outputs carry gradient, as in a block
         results.append((y, s, xi.grad, ri.grad, wi.grad))
-    for name, a, b in zip(("y", "sum", "dx", "dresidual", "dweight"), *results):
+    for name, a, b in zip(("y", "sum", "dx", "dresidual", "dweight"), *results, strict=True):
         assert a.dtype == b.dtype, name
         assert_close(a, b, atol * (10 if name == "dweight" else 1), rtol, name)
 
@@ -66,7 +66,7 @@ def test_add_rms_norm_only_normed_output_used():
 
 @pytest.mark.skipif(DEVICE != "cuda", reason="autocast bf16 output is exercised natively on CUDA")
 def test_norms_under_autocast_write_the_autocast_dtype():
-    """Under autocast an fp32 input is normalised straight into bf16, with the values of the reference cast."""
+    """Under autocast an fp32 input is normalised straight into bf16, with the reference's values, cast."""
     x = torch.randn(33, 200, device=DEVICE, requires_grad=True)
     residual = torch.randn(33, 200, device=DEVICE, dtype=torch.bfloat16)
     weight = torch.randn(200, device=DEVICE)

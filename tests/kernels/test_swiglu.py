@@ -28,6 +28,6 @@ def test_swiglu_matches_reference(shape, fused, dtype, atol, rtol):
         y = fn(gate, up)
         y.backward(grad)
         results.append((y, *[leaf.grad for leaf in leaves]))
-    for a, b in zip(*results):
+    for a, b in zip(*results, strict=True):
         assert a.dtype == b.dtype
         assert_close(a, b, atol, rtol, "swiglu")
