@@ -12,6 +12,15 @@ torch.compile -> resume from the newest checkpoint in run_dir -> train exactly D
 RunResult. A NaN/inf training loss ends the run with status "diverged" (no exception).
 
 On CUDA: bf16 autocast with fp32 master weights, TF32 matmuls, fused AdamW. On CPU: fp32, references.
+On CPU a run is bitwise reproducible, and a stopped-and-resumed run bitwise equal to an uninterrupted one
+(tests/trainers/test_torch_backend.py): the batch of a step depends only on (seed, step), and the
+checkpoint holds the exact model and optimizer state. On CUDA, atomics in some backward kernels make runs
+reproducible only to rounding.
+
+Caches are per process (generated corpora, evaluation tensors, one model per shape and device, re-initialised
+for each run), so an actor reusing the backend across runs skips setup and keeps compiled graphs warm. One
+run at a time per process: the cached model is shared.
+
 tokens/s counts training steps only (not evaluation or checkpoint I/O, not the session's first step,
 which carries compilation); MFU = (6N + 6*L*T*d) * tokens/s / the GPU's dense bf16 peak (0 if unknown).
 """
@@ -217,7 +226,9 @@ class TorchBackend:
         evaluator = self._evaluator(domains)
         fingerprint = {
             "run_id": spec.run_id,
-            "spec": json.dumps(spec.to_dict(), sort_keys=True),
+            "spec": json.dumps(
+                {k: v for k, v in spec.to_dict().items() if k != "trial_number"}, sort_keys=True
+            ),
             "shape": json.dumps(cfg.to_dict(), sort_keys=True),
             "hparams": json.dumps(hp.to_dict(), sort_keys=True),
             "data": json.dumps(self.data.to_dict(), sort_keys=True),
@@ -230,11 +241,13 @@ class TorchBackend:
         model.train()
         optimizer = _optimizer(model, hp, self.device)
         step, curve, train_s_before = 0, [], 0.0
-        ckpt = checkpoint.load_latest(run_dir, fingerprint, map_location=self.device)
+        ckpt = checkpoint.load_latest(
+            run_dir, fingerprint, map_location="cpu"
+        )  # load_state_dict moves to device
         if ckpt is not None:
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
-            checkpoint.set_rng_state({k: (v.cpu() if k == "torch" else v) for k, v in ckpt["rng"].items()})
+            checkpoint.set_rng_state(ckpt["rng"])
             step, curve, train_s_before = ckpt["step"], list(ckpt["curve"]), float(ckpt["train_s"])
         run_dir.mkdir(parents=True, exist_ok=True)
         _atomic_json(
