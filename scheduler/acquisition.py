@@ -1,0 +1,141 @@
+"""The value of a candidate run: how much observing it would shrink the targets' uncertainty, per FLOP.
+
+The bootstrap ensemble is treated as a sample from the belief over the laws. For a candidate x the
+members give predicted log-losses y_k(x) (one per skill) and the targets' log-optima q_k. Observing y
+with noise R (the fitted log-residual variance per skill) would, in the linear-Gaussian approximation,
+reduce Var(q_t) by
+
+    ΔVar_t(x) = c_tᵀ (Σ_yy(x) + R)⁻¹ c_t,      c_t = Cov(y(x), q_t)                      (1)
+
+less what a finite ensemble shows by chance (see `variance_reduction`).
+
+The acquisition is Σ_t w_t ΔVar_t / v_tol  divided by the run's cost (6ND + a fixed overhead), where
+v_tol = (tolerance / 1.96)² is the variance of log N* at which a target counts as pinned down and
+w_t is 1 for targets still wider than that, 0.05 for those already inside it.
+
+Batches: after choosing x1, the ensemble is conditioned as if y(x1) had been observed — an ensemble
+Kalman step with perturbed observations on the members' log-parameters — and x2 is chosen against the
+updated ensemble, and so on. Runs already in flight are conditioned on the same way, so a new
+proposal never repeats one that is still training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from functools import cached_property
+
+import numpy as np
+from scipy.stats import chi2
+
+from fitting.law import LawEnsemble
+
+CHANCE_QUANTILE = 0.99  # gains below this quantile of the no-information distribution are ignored
+DONE_WEIGHT = 0.05  # weight of a target already within tolerance
+TRANSFER_EPS = 1e-4  # keeps log(transfer) finite
+
+
+@dataclass(frozen=True)
+class Belief:
+    """The ensemble the proposer reasons with; `target_fn` maps ensembles to (K, T) log N* samples."""
+
+    ensembles: dict[str, LawEnsemble]
+    noise: dict[str, float]
+    target_fn: object  # Callable[[dict[str, LawEnsemble]], np.ndarray]
+    v_tol: float
+
+    @property
+    def skills(self) -> list[str]:
+        return list(self.ensembles)
+
+    @cached_property
+    def q(self) -> np.ndarray:
+        """(K, T) samples of log N*_t(C_target), computed once per belief."""
+        return np.asarray(self.target_fn(self.ensembles))
+
+    def predict(self, n_params, n_tokens, mix=None) -> np.ndarray:
+        """(K, M, S) predicted log-losses at M candidates."""
+        return np.stack([np.log(np.maximum(self.ensembles[s].loss(n_params, n_tokens, mix), 1e-12))
+                         for s in self.skills], axis=-1)
+
+
+def variance_reduction(q: np.ndarray, y: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """Eq. (1) for every candidate and target: q (K, T), y (K, M, S), noise (S,) -> (M, T)."""
+    k = q.shape[0]
+    qc = q - q.mean(0)
+    yc = y - y.mean(0)
+    c = np.einsum("kms,kt->mst", yc, qc) / (k - 1)  # (M, S, T)
+    syy = np.einsum("kms,kmr->msr", yc, yc) / (k - 1) + np.diag(noise ** 2)[None]  # (M, S, S)
+    sol = np.linalg.solve(syy, c)  # (M, S, T)
+    gain = np.einsum("mst,mst->mt", c, sol)
+    # With no true covariance, K members still show a chance c_t: its gain is about
+    # Var(q_t) * tr(Σ_yy (Σ_yy + R)⁻¹) / (K - 1) * χ²_S / S. Only the gain above that distribution's
+    # 99th percentile counts; otherwise runs 1000x cheaper than the informative ones win on noise.
+    s = y.shape[2]
+    signal = np.einsum("msr,mrs->m", syy - np.diag(noise ** 2)[None], np.linalg.inv(syy))  # (M,)
+    chance = signal[:, None] * q.var(0, ddof=1)[None, :] / (k - 1) * chi2.ppf(CHANCE_QUANTILE, s) / s
+    return np.maximum(gain - chance, 0.0)
+
+
+def target_weights(q: np.ndarray, v_tol: float) -> np.ndarray:
+    """1 for targets whose log-N* variance exceeds v_tol, DONE_WEIGHT otherwise."""
+    var = q.var(0, ddof=1)
+    return np.where(var > v_tol, 1.0, DONE_WEIGHT)
+
+
+def acquisition(belief: Belief, n_params, n_tokens, mix, cost) -> np.ndarray:
+    """Expected weighted variance reduction per unit cost at M candidates, shape (M,)."""
+    q = belief.q
+    y = belief.predict(n_params, n_tokens, mix)
+    good = np.all(np.isfinite(y), axis=(0, 2))
+    y = np.where(np.isfinite(y), y, 0.0)
+    noise = np.array([belief.noise[s] for s in belief.skills])
+    gain = variance_reduction(q, y, noise) @ target_weights(q, belief.v_tol) / belief.v_tol
+    return np.where(good, gain / np.asarray(cost, float), -np.inf)
+
+
+# ----------------------------------------------------------------------- ensemble Kalman conditioning
+
+def _pack(ens: LawEnsemble) -> np.ndarray:
+    """Member log-parameters, (K, P): log E, A, B, alpha, beta, then log transfer (if any)."""
+    cols = [np.log(np.asarray(getattr(ens, p), float)) for p in ("E", "A", "B", "alpha", "beta")]
+    out = np.stack(cols, axis=1)
+    if ens.transfer is not None:
+        out = np.concatenate([out, np.log(np.asarray(ens.transfer, float) + TRANSFER_EPS)], axis=1)
+    return out
+
+
+def _unpack(ens: LawEnsemble, theta: np.ndarray) -> LawEnsemble:
+    new = {p: np.exp(theta[:, i]) for i, p in enumerate(("E", "A", "B", "alpha", "beta"))}
+    if ens.transfer is not None:
+        own = np.isclose(np.asarray(ens.transfer), 1.0).all(0)  # the fixed own-domain column
+        t = np.maximum(np.exp(theta[:, 5:]) - TRANSFER_EPS, 0.0)
+        t[:, own] = 1.0
+        new["transfer"] = t
+    return ens.with_params(**new)
+
+
+def condition(belief: Belief, n_params: float, n_tokens: float, mix, rng: np.random.Generator) -> Belief:
+    """The belief after (pretending to) observe y at one point: an ensemble Kalman update.
+
+    θ'_k = θ_k + K_gain (ȳ + ε_k - y_k), ε_k ~ N(0, R), K_gain = Σ_θy (Σ_yy + R)⁻¹, with θ the stacked
+    log-parameters of all skills. Centring the pseudo-observation on the ensemble mean leaves the mean
+    (almost) unchanged and shrinks the spread as a real observation would.
+    """
+    skills = belief.skills
+    thetas = [_pack(belief.ensembles[s]) for s in skills]
+    sizes = [t.shape[1] for t in thetas]
+    theta = np.concatenate(thetas, axis=1)  # (K, P)
+    y = belief.predict([n_params], [n_tokens], mix)[:, 0, :]  # (K, S)
+    k = theta.shape[0]
+    r = np.array([belief.noise[s] for s in skills]) ** 2
+    tc, yc = theta - theta.mean(0), y - y.mean(0)
+    s_ty = tc.T @ yc / (k - 1)  # (P, S)
+    s_yy = yc.T @ yc / (k - 1) + np.diag(r)
+    gain = np.linalg.solve(s_yy, s_ty.T).T  # (P, S)
+    innovation = y.mean(0) + rng.standard_normal(y.shape) * np.sqrt(r) - y  # (K, S)
+    theta = theta + innovation @ gain.T
+    new, start = {}, 0
+    for skill, size in zip(skills, sizes, strict=True):
+        new[skill] = _unpack(belief.ensembles[skill], theta[:, start:start + size])
+        start += size
+    return replace(belief, ensembles=new)

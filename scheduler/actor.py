@@ -1,0 +1,50 @@
+"""TrainerActor: the Ray actor that runs RunSpecs on a backend (one of the two modules importing Ray).
+
+An actor builds its backend once and is reused across runs, so process start, data generation and
+compiled graphs are paid once per worker, not once per run. Its `__repr__` names the run it is doing,
+which is what the Ray dashboard and log prefixes show; each call is also submitted as a task named
+after its run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ray
+
+from trainers.backend import make_backend
+from trainers.spec import RunSpec
+
+
+@ray.remote(max_restarts=0, max_task_retries=0)
+class TrainerActor:
+    def __init__(self, backend: str, settings: dict, worker: str):
+        self.worker = worker
+        self.current = "idle"
+        self.backend = make_backend(backend, settings)
+
+    def run(self, spec: dict, run_dir: str) -> dict:
+        """Train one run (resuming from its checkpoint if any) and return RunResult.to_dict()."""
+        run = RunSpec.from_dict(spec)
+        self.current = f"run {run.run_id} N={run.n_params:.3g} D={run.n_tokens:.3g}"
+        try:
+            return self.backend.run(run, Path(run_dir)).to_dict()
+        finally:
+            self.current = "idle"
+
+    def ping(self) -> str:
+        return self.worker
+
+    def __repr__(self) -> str:
+        return f"TrainerActor[{self.worker}: {self.current}]"
+
+
+def start_actor(backend: str, settings: dict, worker: str, num_cpus: float, num_gpus: float, name: str | None):
+    """A new TrainerActor with the study's resources, named `name` when that name is free."""
+    options = {"num_cpus": num_cpus, "num_gpus": num_gpus}
+    if name:
+        try:
+            ray.get_actor(name)
+        except ValueError:
+            options["name"] = name
+    return TrainerActor.options(**options).remote(backend, settings, worker)

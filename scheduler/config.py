@@ -1,0 +1,246 @@
+"""Study configuration: the YAML a researcher writes, validated before anything starts.
+
+    from scheduler.config import load_study_config
+    cfg = load_study_config("configs/quickstart.yaml")   # raises InputError naming the field
+
+Every field has a default or a one-line error naming the field and what was allowed. Numbers may be
+written as `1e18` (YAML 1.1 reads that as a string; we accept it).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from fitting.errors import InputError
+
+SIMPLEX_ATOL = 1e-6
+
+
+def _number(value: Any) -> Any:
+    """Accept '1e18' and 1_000 style strings as numbers (YAML 1.1 leaves '1e18' a string)."""
+    if isinstance(value, str):
+        try:
+            return float(value.replace("_", ""))
+        except ValueError:
+            return value
+    return value
+
+
+Number = Annotated[float, BeforeValidator(_number)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Range(_Model):
+    """A closed positive interval [lo, hi] on a log scale."""
+
+    lo: Number = Field(gt=0)
+    hi: Number = Field(gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_pair(cls, value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            if len(value) != 2:
+                raise ValueError("expected [lo, hi]")
+            return {"lo": value[0], "hi": value[1]}
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if not self.lo < self.hi:
+            raise ValueError(f"expected lo < hi, got [{self.lo:g}, {self.hi:g}] (bounds reversed?)")
+        return self
+
+
+class MixSpace(_Model):
+    """The data mix: `fixed` weights over the training domains, or the whole simplex (`space: simplex`)
+    with an optional floor per domain."""
+
+    space: Literal["fixed", "simplex"] = "fixed"
+    fixed: dict[str, Number] | None = None
+    floor: Number = Field(default=0.05, ge=0, lt=1)
+
+
+class Target(_Model):
+    """One quantity to pin down: the compute-optimal N at `flops` for a validation composition."""
+
+    name: str
+    weights: dict[str, Number] = Field(description="validation weighting over skills, summing to 1")
+    flops: Number = Field(gt=0, description="target budget C_target (FLOPs), usually 10-1000x the largest run")
+    mix: dict[str, Number] | None = Field(default=None, description="training mix at which to read the optimum")
+
+
+class Resources(_Model):
+    num_gpus: Number = Field(default=0, ge=0)
+    num_cpus: Number = Field(default=1, ge=0)
+
+
+class BackendConfig(_Model):
+    name: Literal["simulated", "torch"] = "simulated"
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
+class ProposerConfig(_Model):
+    """How proposals are made (defaults suit most studies)."""
+
+    seed_runs: int = Field(default=12, ge=6, description="space-filling runs before the laws are trusted")
+    n_boot: int = Field(default=200, ge=20, le=5000, description="bootstrap members for the law ensemble")
+    n_candidates: int = Field(default=2048, ge=64, description="QMC candidates screened per proposal")
+    inner_trials: int = Field(default=48, ge=0, description="inner Optuna trials refining the best candidates")
+    overhead_flops: Number = Field(default=0.0, ge=0, description="fixed cost per run, in FLOPs, added to 6ND")
+    noise_floor: Number = Field(default=0.002, gt=0, description="smallest log-loss noise std assumed")
+
+
+class StudyConfig(_Model):
+    """A whole study. See configs/quickstart.yaml for a commented example."""
+
+    name: str = "study"
+    skills: list[str] = Field(min_length=1)
+    domains: list[str] = Field(default_factory=list, description="training domains; default: the skills")
+    skill_domains: dict[str, str] = Field(default_factory=dict,
+                                          description="the training domain that is each skill's own")
+    mix: MixSpace = Field(default_factory=MixSpace)
+    n_params: Range
+    n_tokens: Range
+    flops: Range | None = None
+    targets: list[Target] = Field(min_length=1)
+    tolerance: Number = Field(default=0.10, gt=0, lt=1, description="relative 95% half-width of N*(C_target)")
+    compute_cap: Number = Field(gt=0, description="total training FLOPs the study may spend")
+    max_concurrent: int = Field(default=1, ge=1, le=1024)
+    max_runs: int = Field(default=500, ge=1)
+    max_tries: int = Field(default=3, ge=1, description="dispatches of one run before it is marked failed")
+    resources: Resources = Field(default_factory=Resources)
+    backend: BackendConfig = Field(default_factory=BackendConfig)
+    proposer: ProposerConfig = Field(default_factory=ProposerConfig)
+    storage: str | None = Field(default=None, description="Optuna RDB URL; default a journal file in the study dir")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StudyConfig:
+        if len(set(self.skills)) != len(self.skills):
+            raise ValueError("skills: duplicate names")
+        domains = self.domains or list(self.skills)
+        object.__setattr__(self, "domains", domains)
+        if not self.skill_domains:
+            object.__setattr__(self, "skill_domains", {s: s for s in self.skills if s in domains})
+        for skill, dom in self.skill_domains.items():
+            if skill not in self.skills:
+                raise _field_error("skill_domains", f"unknown skill {skill!r} (skills: {', '.join(self.skills)})")
+            if dom not in domains:
+                raise _field_error(f"skill_domains.{skill}", f"unknown domain {dom!r} (domains: {', '.join(domains)})")
+        if self.mix.space == "fixed":
+            fixed = self.mix.fixed or {d: 1.0 / len(domains) for d in domains}
+            _check_simplex("mix.fixed", fixed, domains)
+            object.__setattr__(self.mix, "fixed", {d: float(fixed.get(d, 0.0)) for d in domains})
+        elif self.mix.floor * len(domains) >= 1:
+            raise _field_error("mix.floor", f"floor {self.mix.floor:g} x {len(domains)} domains must be < 1")
+        for i, target in enumerate(self.targets):
+            where = f"targets[{i}]"
+            for skill in target.weights:
+                if skill not in self.skills:
+                    raise _field_error(f"{where}.weights", f"unknown skill {skill!r} (skills: {', '.join(self.skills)})")
+            _check_simplex(f"{where}.weights", target.weights, self.skills)
+            if target.mix is not None:
+                _check_simplex(f"{where}.mix", target.mix, domains)
+        names = [t.name for t in self.targets]
+        if len(set(names)) != len(names):
+            raise _field_error("targets", f"duplicate target names {names}")
+        if self.flops is not None:
+            lo = 6 * self.n_params.lo * self.n_tokens.lo
+            hi = 6 * self.n_params.hi * self.n_tokens.hi
+            if self.flops.hi < lo or self.flops.lo > hi:
+                raise _field_error("flops", f"[{self.flops.lo:g}, {self.flops.hi:g}] is unreachable with the N and D bounds")
+        return self
+
+    # ---- derived quantities -------------------------------------------------------------------
+    @property
+    def min_run_flops(self) -> float:
+        lo = 6 * self.n_params.lo * self.n_tokens.lo
+        return max(lo, self.flops.lo) if self.flops else lo
+
+    @property
+    def max_run_flops(self) -> float:
+        hi = 6 * self.n_params.hi * self.n_tokens.hi
+        return min(hi, self.flops.hi) if self.flops else hi
+
+    def target_mix(self, target: Target) -> dict[str, float]:
+        """The mix at which a target's optimum is read: its own, else the fixed mix, else uniform."""
+        if target.mix is not None:
+            return {d: float(target.mix.get(d, 0.0)) for d in self.domains}
+        if self.mix.fixed:
+            return dict(self.mix.fixed)
+        return {d: 1.0 / len(self.domains) for d in self.domains}
+
+    def frozen_dict(self) -> dict:
+        """What is frozen into <study_dir>/study.yaml and compared on resume."""
+        return self.model_dump(mode="json")
+
+
+def _check_simplex(field: str, weights: dict[str, float], allowed: list[str]) -> None:
+    for key, value in weights.items():
+        if key not in allowed:
+            raise _field_error(field, f"unknown name {key!r} (allowed: {', '.join(allowed)})")
+        if not (math.isfinite(value) and value >= 0):
+            raise _field_error(f"{field}.{key}", f"weight must be a finite number >= 0, got {value!r}")
+    total = sum(weights.values())
+    if abs(total - 1.0) > SIMPLEX_ATOL:
+        raise _field_error(field, f"weights must sum to 1 (a point on the simplex), got {total:g}")
+
+
+class _FieldError(ValueError):
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+def _field_error(field: str, message: str) -> _FieldError:
+    return _FieldError(field, message)
+
+
+def _format_validation_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in err["loc"]).replace(".[", "[")
+    ctx_err = (err.get("ctx") or {}).get("error")
+    if isinstance(ctx_err, _FieldError):
+        return f"{f'{loc}.' if loc else ''}{ctx_err.field}: {ctx_err.message}"
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown field"
+    elif err["type"] == "literal_error":
+        msg = f"{msg}, got {err.get('input')!r}"
+    return f"{loc or '(top level)'}: {msg}"
+
+
+def parse_study_config(data: Any, source: str = "study config") -> StudyConfig:
+    """Validate a mapping; raise InputError('<source>: <field>: <problem>') on the first problem."""
+    if not isinstance(data, dict):
+        raise InputError(f"{source}: expected a YAML mapping of fields, got {type(data).__name__}")
+    try:
+        return StudyConfig.model_validate(data)
+    except ValidationError as exc:
+        raise InputError(f"{source}: {_format_validation_error(exc)}") from None
+
+
+def load_study_config(path: str | Path) -> StudyConfig:
+    """Read and validate a study YAML file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read study config ({exc.strerror or exc})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise InputError(f"{path}: not valid YAML{where}") from None
+    return parse_study_config(data, str(path))

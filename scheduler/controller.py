@@ -1,0 +1,310 @@
+"""The controller: the closed loop of a study (the other module that imports Ray).
+
+    Controller(cfg, study_dir).run()      # -> the result dict also written to result.json
+
+Loop: propose -> ask (persistent Optuna study) -> dispatch to TrainerActors -> ray.wait -> record
+(runs.parquet, then tell) -> refit -> publish -> stop rule. Order of writes on a finished run:
+the ledger first, then Optuna's tell, then the fit snapshot; a controller killed between any two is
+reconciled on restart (a run in the ledger whose trial is still RUNNING is told then).
+
+Restart (same command, same study dir): the frozen config is compared, finished runs are read from
+the ledger, trials still RUNNING (or enqueued and WAITING) are re-dispatched with the same spec —
+the same run_id, so the backend resumes from the run's last checkpoint — and nothing is recorded twice.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import time
+from pathlib import Path
+
+import optuna
+import ray
+from optuna.trial import TrialState
+from ray.exceptions import ActorDiedError, RayActorError, RayTaskError
+
+from fitting.conventions import conventions_dict
+from fitting.errors import InputError
+from fitting.law import interval
+from scheduler.actor import start_actor
+from scheduler.config import StudyConfig
+from scheduler.estimates import Estimates, refit
+from scheduler.ledger import Ledger, atomic_write_json, freeze_config
+from scheduler.metrics import StudyMetrics
+from scheduler.progress import Progress
+from scheduler.proposer import Point, Proposer, SearchSpace
+from trainers.spec import RunResult, RunSpec
+
+WAIT_TIMEOUT_S = 10.0  # how often the loop wakes up with nothing finished (progress heartbeat)
+
+
+def open_optuna_study(cfg: StudyConfig, study_dir: Path) -> optuna.Study:
+    """The persistent study: a journal file in the study dir, or the configured RDB URL."""
+    if cfg.storage:
+        storage = cfg.storage
+    else:
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        path = study_dir / "optuna.journal"
+        try:
+            storage = JournalStorage(JournalFileBackend(str(path)))
+        except Exception as exc:  # a truncated/corrupt journal fails to replay
+            raise InputError(f"{path}: Optuna journal is unreadable ({type(exc).__name__}: {exc})") from None
+    study = optuna.create_study(storage=storage, study_name=cfg.name, load_if_exists=True,
+                                directions=["minimize"] * len(cfg.skills))
+    if study.metric_names is None:
+        study.set_metric_names([f"loss/{s}" for s in cfg.skills])
+    return study
+
+
+class Controller:
+    """Runs one study to its stop (see the module docstring)."""
+
+    def __init__(self, cfg: StudyConfig, study_dir: Path, progress: Progress | None = None):
+        self.cfg = cfg
+        self.study_dir = Path(study_dir)
+        self.progress = progress or Progress(quiet=True)
+        self.study_dir.mkdir(parents=True, exist_ok=True)
+        freeze_config(self.study_dir, cfg.frozen_dict())
+        self.ledger = Ledger(self.study_dir / "runs.parquet")
+        self.study = open_optuna_study(cfg, self.study_dir)
+        self.space = SearchSpace(cfg)
+        self.proposer = Proposer(cfg)
+        self.metrics = StudyMetrics(cfg)
+        self.attempts_path = self.study_dir / "attempts.json"
+        self.attempts: dict[str, dict] = self._read_attempts()
+        self.pending: collections.deque[RunSpec] = collections.deque()
+        self.in_flight: dict[ray.ObjectRef, tuple[RunSpec, int]] = {}  # ref -> (spec, worker slot)
+        self.actors: list = [None] * cfg.max_concurrent
+        self.estimates: Estimates | None = None
+        self.flops_abandoned = 0.0
+
+    # ------------------------------------------------------------------------------ bookkeeping
+    def _read_attempts(self) -> dict:
+        import json
+
+        if not self.attempts_path.exists():
+            return {}
+        try:
+            return json.loads(self.attempts_path.read_text())
+        except (OSError, ValueError):
+            raise InputError(f"{self.attempts_path}: unreadable; delete it to reset retry counts") from None
+
+    def _spec(self, trial_number: int, params: dict) -> RunSpec:
+        point = self.space.from_params(params)
+        return RunSpec(n_params=point.n_params, n_tokens=point.n_tokens, mix=point.mix, seed=self.cfg.seed,
+                       hparams=dict(self.cfg.backend.settings.get("hparams", {})), trial_number=trial_number)
+
+    def _reconcile(self) -> None:
+        """On (re)start: tell trials whose run is in the ledger, re-queue the ones in flight."""
+        by_id = {r["run_id"]: r for r in self.ledger.rows}
+        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            spec = self._spec(trial.number, trial.params)
+            if spec.run_id in by_id:
+                self._tell(trial.number, by_id[spec.run_id])
+            else:
+                self.pending.append(spec)
+        distributions = self.space.optuna_distributions()
+        while self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            trial = self.study.ask(distributions)  # pops the enqueued trial, params as enqueued
+            self.pending.append(self._spec(trial.number, trial.params))
+        if self.pending:
+            self.progress.log(f"resuming: {len(self.ledger)} runs finished, {len(self.pending)} re-dispatched "
+                              "from their checkpoints")
+
+    def _tell(self, trial_number: int, row: dict) -> None:
+        if row["status"] == "ok":
+            values = [row[f"loss/{s}"] for s in self.cfg.skills]
+            self.study.tell(trial_number, values, skip_if_finished=True)
+        else:
+            self.study.tell(trial_number, state=TrialState.FAIL, skip_if_finished=True)
+
+    # --------------------------------------------------------------------------------- dispatch
+    def _actor(self, slot: int):
+        if self.actors[slot] is None:
+            res = self.cfg.resources
+            self.actors[slot] = start_actor(self.cfg.backend.name, dict(self.cfg.backend.settings),
+                                            worker=f"w{slot}", num_cpus=res.num_cpus, num_gpus=res.num_gpus,
+                                            name=f"skillscale:{self.cfg.name}:w{slot}")
+        return self.actors[slot]
+
+    def _free_slots(self) -> list[int]:
+        busy = {slot for _, slot in self.in_flight.values()}
+        return [s for s in range(self.cfg.max_concurrent) if s not in busy]
+
+    def _dispatch(self) -> None:
+        for slot in self._free_slots():
+            if not self.pending:
+                return
+            spec = self.pending.popleft()
+            run_dir = self.study_dir / "runs" / spec.run_id
+            task_name = f"run {spec.run_id} N={spec.n_params:.3g} D={spec.n_tokens:.3g}"
+            ref = self._actor(slot).run.options(name=task_name).remote(spec.to_dict(), str(run_dir))
+            self.in_flight[ref] = (spec, slot)
+
+    def _ask(self, points: list[Point]) -> None:
+        distributions = self.space.optuna_distributions()
+        for point in points:
+            self.study.enqueue_trial(self.space.to_params(point))
+            trial = self.study.ask(distributions)
+            self.pending.append(self._spec(trial.number, trial.params))
+
+    # ---------------------------------------------------------------------------------- results
+    def _flops_committed(self) -> float:
+        return (self.ledger.flops_spent() + sum(s.flops for s, _ in self.in_flight.values())
+                + sum(s.flops for s in self.pending))
+
+    def _on_error(self, spec: RunSpec, slot: int, exc: Exception) -> None:
+        """A run's task failed or its actor died: retry on a fresh actor, up to max_tries."""
+        if isinstance(exc, (RayActorError, ActorDiedError)):
+            self.actors[slot] = None  # replaced on next dispatch
+            reason = f"worker died: {type(exc).__name__}"
+        else:
+            cause = getattr(exc, "cause", exc)
+            reason = f"{type(cause).__name__}: {cause}".splitlines()[0][:300]
+        entry = self.attempts.setdefault(spec.run_id, {"tries": 0, "errors": []})
+        entry["tries"] += 1
+        entry["errors"].append(reason)
+        atomic_write_json(self.attempts_path, self.attempts)
+        if entry["tries"] >= self.cfg.max_tries:
+            self.progress.log(f"run {spec.run_id} failed {entry['tries']} times, marked failed: {reason}")
+            result = RunResult(run_id=spec.run_id, status="failed", n_params=spec.n_params, n_tokens=spec.n_tokens,
+                               flops=spec.flops, losses={s: math.nan for s in self.cfg.skills}, error=reason)
+            self._record(spec, result)
+        else:
+            self.progress.log(f"run {spec.run_id} interrupted ({reason}); re-queued, resumes from its checkpoint")
+            self.pending.appendleft(spec)
+
+    def _record(self, spec: RunSpec, result: RunResult) -> None:
+        if result.status == "ok" and not result.finite:
+            result = RunResult(**{**result.to_dict(), "status": "diverged", "error": "non-finite loss"})
+        tries = self.attempts.get(spec.run_id, {}).get("tries", 0) + 1
+        self.ledger.append(spec, result, tries=tries)
+        row = next(r for r in self.ledger.rows if r["run_id"] == result.run_id)
+        self._tell(spec.trial_number, row)
+        if result.status != "ok":
+            self.progress.log(f"run {spec.run_id} {result.status}: excluded from fits ({result.error or 'no reason'})")
+        self._refit()
+        self.progress.run_finished(self, spec, result)
+
+    def _refit(self) -> None:
+        self.estimates = refit(self.cfg, self.ledger.rows)
+        if self.estimates is not None:
+            snapshot = {"n_runs": self.estimates.n_runs, "flops_spent": self.ledger.flops_spent(),
+                        "targets": [t.to_dict() for t in self.estimates.targets],
+                        "laws": {s: f.law.to_dict() for s, f in self.estimates.fits.items()},
+                        "noise": self.estimates.noise}
+            atomic_write_json(self.study_dir / "fits" / f"fit-{len(self.ledger):05d}.json", snapshot)
+        self.metrics.publish(self)
+
+    # ------------------------------------------------------------------------------------- loop
+    def stop_reason(self) -> str | None:
+        cfg = self.cfg
+        n_ok = sum(r["status"] == "ok" for r in self.ledger.rows)
+        if self.estimates is not None and n_ok >= cfg.proposer.seed_runs and self.estimates.converged(cfg.tolerance):
+            return "converged"
+        if len(self.study.trials) >= cfg.max_runs and not self.in_flight and not self.pending:
+            return "max_runs"
+        return None
+
+    def run(self) -> dict:
+        result_path = self.study_dir / "result.json"
+        if result_path.exists():
+            import json
+
+            self.progress.log(f"{result_path} exists: this study already stopped; showing its result")
+            return json.loads(result_path.read_text())
+        self._reconcile()
+        self._refit()
+        stop = None
+        while True:
+            stop = self.stop_reason()
+            if stop is not None:
+                break
+            n_new = len(self._free_slots()) - len(self.pending)
+            if n_new > 0 and len(self.study.trials) < self.cfg.max_runs:
+                n_new = min(n_new, self.cfg.max_runs - len(self.study.trials))
+                in_flight_points = [Point(s.n_params, s.n_tokens, s.mix) for s in
+                                    [*(s for s, _ in self.in_flight.values()), *self.pending]]
+                points = self.proposer.propose(n_new, self.estimates, in_flight_points, len(self.study.trials),
+                                               budget_left=self.cfg.compute_cap - self._flops_committed())
+                self._ask(points)
+            self._dispatch()
+            if not self.in_flight:
+                stop = "budget_exhausted"
+                break
+            self.metrics.publish(self)
+            ready, _ = ray.wait(list(self.in_flight), num_returns=1, timeout=WAIT_TIMEOUT_S)
+            if not ready:
+                self.progress.heartbeat(self)
+            for ref in ready:
+                spec, slot = self.in_flight.pop(ref)
+                try:
+                    result = RunResult.from_dict(ray.get(ref))
+                except (RayActorError, ActorDiedError, RayTaskError) as exc:
+                    self._on_error(spec, slot, exc)
+                    continue
+                self._record(spec, result)
+        self._abandon_in_flight()
+        return self._finish(stop)
+
+    def _abandon_in_flight(self) -> None:
+        """On convergence, runs still training add nothing the answer needs: stop them."""
+        for ref, (spec, _slot) in list(self.in_flight.items()):
+            self.flops_abandoned += spec.flops
+            ray.cancel(ref, force=False)
+            self.study.tell(spec.trial_number, state=TrialState.FAIL, skip_if_finished=True)
+            self.in_flight.pop(ref)
+        self.pending.clear()
+
+    def _finish(self, stop: str) -> dict:
+        result = study_result(self.cfg, self.ledger, self.estimates, stop, self.flops_abandoned)
+        atomic_write_json(self.study_dir / "result.json", result)
+        self.progress.finished(self, result)
+        self.shutdown()
+        return result
+
+    def shutdown(self) -> None:
+        for actor in self.actors:
+            if actor is not None:
+                ray.kill(actor)
+        self.actors = [None] * self.cfg.max_concurrent
+
+
+def law_summary(estimates: Estimates, skill: str, target_flops: list[float]) -> dict:
+    """One skill's law as `skillscale fit` reports it: point, 95% CIs, exponent a and optima."""
+    fit, ens = estimates.fits[skill], estimates.ensembles[skill]
+    ci = {p: list(interval(v)) for p, v in ens.params().items()}
+    optima = []
+    for c in target_flops:
+        n_b, d_b = ens.optimum(c)
+        n_hat, d_hat = fit.law.optimum(c)
+        optima.append({"flops": c, "n_params": float(n_hat[0]), "n_params_ci95": list(interval(n_b)),
+                       "n_tokens": float(d_hat[0]), "n_tokens_ci95": list(interval(d_b))})
+    return {"law": fit.law.to_dict(), "ci95": ci, "exponent_a": fit.law.exponent_a,
+            "exponent_a_ci95": list(interval(ens.exponent_a)), "noise_log_std": estimates.noise[skill],
+            "optimum": optima}
+
+
+def study_result(cfg: StudyConfig, ledger: Ledger, estimates: Estimates | None, stop: str,
+                 flops_abandoned: float = 0.0) -> dict:
+    rows = ledger.rows
+    flops = sorted({t.flops for t in cfg.targets})
+    return {
+        "stop_reason": stop,
+        "tolerance": cfg.tolerance,
+        "flops_spent": ledger.flops_spent(),
+        "flops_abandoned": flops_abandoned,
+        "compute_cap": cfg.compute_cap,
+        "n_runs": len(rows),
+        "n_runs_ok": sum(r["status"] == "ok" for r in rows),
+        "n_runs_diverged": sum(r["status"] == "diverged" for r in rows),
+        "n_runs_failed": sum(r["status"] == "failed" for r in rows),
+        "conventions": conventions_dict(),
+        "interval": "95% equal-tailed bootstrap percentile interval; rel_halfwidth = (hi - lo) / (2 * point)",
+        "targets": [t.to_dict() for t in estimates.targets] if estimates else [],
+        "laws": {s: law_summary(estimates, s, flops) for s in cfg.skills} if estimates else {},
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }

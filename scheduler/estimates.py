@@ -1,0 +1,126 @@
+"""Refit: from the ledger's finished runs to per-skill law ensembles and per-target estimates.
+
+One bootstrap resample of *runs* is shared by every skill, so member k of each skill's ensemble saw
+the same data and a composition target (Σ_s w_s L_s) can be optimised member by member.
+
+A target's interval is the equal-tailed 95% percentile interval of N*_t(C_target) over the ensemble;
+its relative half-width, the stop rule's quantity, is (hi - lo) / (2 * N*_point).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from fitting.law import LawEnsemble, ParametricLaw, interval
+from fitting.optimum import composition_optimum
+from fitting.parametric import ParametricFit, bootstrap_parametric, fit_parametric
+from scheduler.config import StudyConfig, Target
+
+
+@dataclass(frozen=True)
+class TargetEstimate:
+    """N*(C_target) for one target, with its 95% interval."""
+
+    name: str
+    weights: dict[str, float]
+    mix: dict[str, float]
+    flops: float
+    n_params: float
+    n_params_ci95: tuple[float, float]
+    n_tokens: float
+    n_tokens_ci95: tuple[float, float]
+    rel_halfwidth: float
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["n_params_ci95"], d["n_tokens_ci95"] = list(self.n_params_ci95), list(self.n_tokens_ci95)
+        return d
+
+
+@dataclass(frozen=True)
+class Estimates:
+    """Everything one refit knows: point fits, ensembles, noise and target estimates."""
+
+    n_runs: int
+    fits: dict[str, ParametricFit]
+    ensembles: dict[str, LawEnsemble]
+    noise: dict[str, float]  # robust std of log-residuals per skill
+    targets: list[TargetEstimate]
+
+    def converged(self, tolerance: float) -> bool:
+        return all(t.rel_halfwidth <= tolerance for t in self.targets)
+
+
+def derived_seed(seed: int, *parts) -> int:
+    """A 32-bit seed derived from the study seed and a label (deterministic across restarts)."""
+    key = ":".join(str(p) for p in (seed, *parts))
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "little")
+
+
+def fit_inputs(cfg: StudyConfig, rows: list[dict]) -> dict:
+    """Arrays for fitting from ledger rows (finished ok, finite), ordered by trial number."""
+    good = [r for r in rows if r["status"] == "ok" and all(np.isfinite(r.get(f"loss/{s}", np.nan)) for s in cfg.skills)]
+    good.sort(key=lambda r: (r.get("trial_number", -1), r["run_id"]))
+    out = {
+        "n_params": np.array([r["n_params"] for r in good], float),
+        "n_tokens": np.array([r["n_tokens"] for r in good], float),
+        "loss": {s: np.array([r[f"loss/{s}"] for r in good], float) for s in cfg.skills},
+        "mix": None,
+    }
+    if cfg.mix.space == "simplex":
+        out["mix"] = np.array([[r.get(f"mix/{d}", 0.0) or 0.0 for d in cfg.domains] for r in good], float)
+    return out
+
+
+def single_member(law: ParametricLaw, domains: tuple[str, ...]) -> LawEnsemble:
+    """A one-member ensemble holding a point estimate."""
+    transfer = None if law.transfer is None else np.array([[law.transfer[d] for d in domains]])
+    return LawEnsemble(E=np.array([law.E]), A=np.array([law.A]), B=np.array([law.B]),
+                       alpha=np.array([law.alpha]), beta=np.array([law.beta]),
+                       transfer=transfer, domains=domains if transfer is not None else ())
+
+
+def target_optimum(ensembles: dict[str, LawEnsemble], cfg: StudyConfig, target: Target):
+    """Per-member (N*, D*) of one target: closed form for one skill, numerical for a composition."""
+    mix = cfg.target_mix(target) if cfg.mix.space == "simplex" else None
+    weights = {s: w for s, w in target.weights.items() if w > 0}
+    if len(weights) == 1:
+        (skill,) = weights
+        return ensembles[skill].optimum(target.flops, mix=mix)
+    return composition_optimum({s: ensembles[s] for s in weights}, weights, target.flops, mix=mix)
+
+
+def refit(cfg: StudyConfig, rows: list[dict], n_boot: int | None = None) -> Estimates | None:
+    """Fit every skill's law and bootstrap it; None while there are too few runs to fit."""
+    data = fit_inputs(cfg, rows)
+    n_pts = len(data["n_params"])
+    n_law_params = 5 + (len(cfg.domains) - 1 if data["mix"] is not None else 0)
+    if n_pts < max(n_law_params + 2, 8):
+        return None
+    n_boot = n_boot or cfg.proposer.n_boot
+    rng = np.random.default_rng(derived_seed(cfg.seed, "bootstrap", n_pts))
+    resamples = rng.integers(0, n_pts, size=(n_boot, n_pts))
+    simplex = data["mix"] is not None
+    fits, ensembles, noise = {}, {}, {}
+    for skill in cfg.skills:
+        kw = dict(mix=data["mix"], domains=tuple(cfg.domains) if simplex else (),
+                  own_domain=cfg.skill_domains.get(skill) if simplex else None)
+        fits[skill] = fit_parametric(data["n_params"], data["n_tokens"], data["loss"][skill], seed=cfg.seed, **kw)
+        ensembles[skill] = bootstrap_parametric(data["n_params"], data["n_tokens"], data["loss"][skill],
+                                                n_boot=n_boot, resamples=resamples, seed=cfg.seed, **kw)
+        noise[skill] = max(fits[skill].residual_std, cfg.proposer.noise_floor)
+    domains = tuple(cfg.domains) if simplex else ()
+    points = {s: single_member(f.law, domains) for s, f in fits.items()}
+    targets = []
+    for target in cfg.targets:
+        n_hat, d_hat = (float(v[0]) for v in target_optimum(points, cfg, target))
+        n_b, d_b = target_optimum(ensembles, cfg, target)
+        n_ci, d_ci = interval(n_b), interval(d_b)
+        targets.append(TargetEstimate(
+            name=target.name, weights=dict(target.weights), mix=cfg.target_mix(target), flops=target.flops,
+            n_params=n_hat, n_params_ci95=n_ci, n_tokens=d_hat, n_tokens_ci95=d_ci,
+            rel_halfwidth=(n_ci[1] - n_ci[0]) / (2 * n_hat)))
+    return Estimates(n_runs=n_pts, fits=fits, ensembles=ensembles, noise=noise, targets=targets)

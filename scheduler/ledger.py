@@ -1,0 +1,137 @@
+"""The study directory's durable state: the frozen config, the run ledger and atomic writes.
+
+<study_dir>/study.yaml      frozen copy of the config; a resume with a different config is refused
+<study_dir>/runs.parquet    one row per finished run (ok, diverged or failed)
+
+Every write goes to a temporary file in the same directory, is fsynced, then renamed over the
+target, so a crash (SIGKILL included) leaves either the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+from fitting.errors import InputError
+from trainers.spec import RunResult, RunSpec
+
+# Fields that may differ between the frozen config and a resume: they change how fast the study
+# runs, not what it estimates.
+RESUMABLE_FIELDS = ("max_concurrent", "resources")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def freeze_config(study_dir: Path, frozen: dict) -> None:
+    """Write study.yaml on first start; on resume, refuse a config whose estimand changed."""
+    path = Path(study_dir) / "study.yaml"
+    if not path.exists():
+        atomic_write_text(path, yaml.safe_dump(frozen, sort_keys=False))
+        return
+    try:
+        old = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        raise InputError(f"{path}: frozen study config is unreadable; restore it or use a new --study-dir") from None
+    changed = sorted(k for k in set(old) | set(frozen)
+                     if k not in RESUMABLE_FIELDS and old.get(k) != frozen.get(k))
+    if changed:
+        raise InputError(f"{path}: this study was started with a different config (changed: {', '.join(changed)}); "
+                         "use the original config or a new --study-dir")
+    if any(old.get(k) != frozen.get(k) for k in RESUMABLE_FIELDS):
+        atomic_write_text(path, yaml.safe_dump(frozen, sort_keys=False))
+
+
+class Ledger:
+    """runs.parquet: one row per finished run, rewritten atomically on every append.
+
+    Columns: run_id, trial_number, status, error, requested_n_params, n_params, n_tokens, flops,
+    mix/<domain>..., loss/<skill>..., domain_loss/<domain>..., wall_s, tokens_per_s, mfu, tries,
+    finished_at (unix seconds).
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._rows: list[dict] = self._read() if self.path.exists() else []
+
+    def _read(self) -> list[dict]:
+        try:
+            table = pq.read_table(self.path)
+        except (pa.ArrowException, OSError) as exc:
+            raise InputError(f"{self.path}: run ledger is corrupt or truncated ({exc}); "
+                             "restore it from a backup or start a new --study-dir") from None
+        missing = {"run_id", "status", "n_params", "n_tokens", "flops"} - set(table.column_names)
+        if missing:
+            raise InputError(f"{self.path}: run ledger lacks columns {sorted(missing)}")
+        return table.to_pylist()
+
+    @property
+    def rows(self) -> list[dict]:
+        return list(self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def run_ids(self) -> set[str]:
+        return {r["run_id"] for r in self._rows}
+
+    def append(self, spec: RunSpec, result: RunResult, tries: int = 1) -> None:
+        if result.run_id in self.run_ids():
+            return  # a finished run is never recorded twice
+        row = {
+            "run_id": result.run_id, "trial_number": spec.trial_number, "status": result.status,
+            "error": result.error, "requested_n_params": spec.n_params, "n_params": result.n_params,
+            "n_tokens": result.n_tokens, "flops": float(result.flops),
+            **{f"mix/{d}": float(w) for d, w in sorted(spec.mix.items())},
+            **{f"loss/{s}": float(v) for s, v in sorted(result.losses.items())},
+            **{f"domain_loss/{d}": float(v) for d, v in sorted(result.domain_losses.items())},
+            "wall_s": float(result.wall_s), "tokens_per_s": float(result.tokens_per_s),
+            "mfu": float(result.mfu), "tries": int(tries), "finished_at": time.time(),
+        }
+        rows = self._rows + [row]
+        columns = sorted({k for r in rows for k in r}, key=_column_order)
+        table = pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in rows])
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        atomic_write_bytes(self.path, sink.getvalue().to_pybytes())
+        self._rows = rows
+
+    def flops_spent(self) -> float:
+        return float(sum(r["flops"] for r in self._rows))
+
+
+def _column_order(name: str) -> tuple[int, str]:
+    head = ["run_id", "trial_number", "status", "error", "requested_n_params", "n_params", "n_tokens", "flops"]
+    if name in head:
+        return (0, f"{head.index(name):02d}")
+    for i, prefix in enumerate(("mix/", "loss/", "domain_loss/"), start=1):
+        if name.startswith(prefix):
+            return (i, name)
+    return (9, name)

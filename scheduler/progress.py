@@ -1,0 +1,63 @@
+"""What a researcher watching `skillscale run` sees: one line per finished run, a heartbeat while
+runs train, and a table of the estimates at the end. Line-based (not a live display) so logs from
+an unattended cluster job read the same as a terminal."""
+
+from __future__ import annotations
+
+import time
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _fmt_targets(estimates) -> str:
+    if estimates is None:
+        return "laws not yet identifiable"
+    return "  ".join(f"{t.name} N*={t.n_params:.3g} ±{100 * t.rel_halfwidth:.0f}%" for t in estimates.targets)
+
+
+class Progress:
+    def __init__(self, quiet: bool = False, console: Console | None = None):
+        self.quiet = quiet
+        self.console = console or Console(highlight=False, soft_wrap=True)
+        self.t0 = time.monotonic()
+        self._last_beat = 0.0
+
+    def _elapsed(self) -> str:
+        s = int(time.monotonic() - self.t0)
+        return f"{s // 3600:d}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+    def log(self, message: str) -> None:
+        if not self.quiet:
+            self.console.print(f"[{self._elapsed()}] {message}")
+
+    def run_finished(self, ctl, spec, result) -> None:
+        if self.quiet:
+            return
+        cap = ctl.cfg.compute_cap
+        spent = ctl.ledger.flops_spent()
+        losses = " ".join(f"{k}={v:.4f}" for k, v in result.losses.items())
+        self.log(f"run {len(ctl.ledger):>3} {result.status:<8} N={result.n_params:.3g} D={result.n_tokens:.3g} "
+                 f"{losses} | in flight {len(ctl.in_flight)} | FLOPs {spent:.3g}/{cap:.3g} "
+                 f"({100 * spent / cap:.1f}%) | {_fmt_targets(ctl.estimates)} (tol ±{100 * ctl.cfg.tolerance:.0f}%)")
+
+    def heartbeat(self, ctl) -> None:
+        now = time.monotonic()
+        if self.quiet or now - self._last_beat < 30:
+            return
+        self._last_beat = now
+        self.log(f"waiting: {len(ctl.in_flight)} runs training, {len(ctl.ledger)} finished")
+
+    def finished(self, ctl, result: dict) -> None:
+        if self.quiet:
+            return
+        table = Table(title=f"{ctl.cfg.name}: stopped ({result['stop_reason']}) after {result['n_runs']} runs, "
+                            f"{result['flops_spent']:.3g} FLOPs")
+        for col in ("target", "C_target", "N*", "N* 95% CI", "D*", "±rel"):
+            table.add_column(col, justify="right")
+        for t in result["targets"]:
+            lo, hi = t["n_params_ci95"]
+            table.add_row(t["name"], f"{t['flops']:.3g}", f"{t['n_params']:.3g}", f"[{lo:.3g}, {hi:.3g}]",
+                          f"{t['n_tokens']:.3g}", f"{100 * t['rel_halfwidth']:.1f}%")
+        self.console.print(table)
+        self.console.print(f"N counts non-embedding matmul parameters; C = 6ND. Result: {ctl.study_dir / 'result.json'}")

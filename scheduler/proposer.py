@@ -1,0 +1,231 @@
+"""Where to train next: the search space and the proposer.
+
+Search space. A run is (N, D, mix). Candidates are parametrised as (log C, u, mix): C = 6ND is drawn
+log-uniformly within the affordable range and u in [0, 1] places log N within the N range that is
+feasible at that C under the N and D bounds; on a simplex the mix is a uniform point on the simplex
+(spacings of sorted uniforms) lifted above `mix.floor`.
+
+Proposer lifecycle (called only by the controller):
+    proposer = Proposer(cfg)
+    points = proposer.propose(k, estimates, in_flight, n_asked, budget_left)   # repeatedly
+`estimates` is the latest refit (None before the laws are identifiable), `in_flight` the points still
+training, `n_asked` how many trials the persistent study holds (it indexes the seed design, so a
+resumed controller continues the same sequence).
+
+- Seed design: Optuna's QMC sampler (scrambled Sobol) over the unit cube, until `seed_runs` runs have
+  been asked for and the laws can be fitted.
+- Then: the candidate with the largest acquisition (scheduler/acquisition.py) — screened over a Sobol
+  set of candidates, refined by an inner in-memory Optuna study (TPE) started from the best screened
+  ones. A batch of k conditions the ensemble on each chosen point before choosing the next.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import optuna
+from scipy.stats import qmc
+
+from scheduler.acquisition import Belief, acquisition, condition
+from scheduler.config import StudyConfig
+from scheduler.estimates import Estimates, derived_seed, target_optimum
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+N_REFINE_STARTS = 8  # screened candidates enqueued into the inner study
+MIN_SEPARATION = 0.05  # decades of N and D: a candidate this close to a chosen/in-flight run is skipped
+
+
+@dataclass(frozen=True)
+class Point:
+    """A run to train: requested parameters, tokens and mix."""
+
+    n_params: int
+    n_tokens: int
+    mix: dict[str, float]
+
+    @property
+    def flops(self) -> float:
+        return 6.0 * self.n_params * self.n_tokens
+
+
+class SearchSpace:
+    """Maps unit-cube coordinates to runs inside the study's bounds (see the module docstring)."""
+
+    def __init__(self, cfg: StudyConfig):
+        self.cfg = cfg
+        self.domains = list(cfg.domains)
+        self.simplex = cfg.mix.space == "simplex"
+        self.dims = 2 + (len(self.domains) - 1 if self.simplex else 0)
+
+    def optuna_distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
+        """The persistent study's trial parameters."""
+        cfg = self.cfg
+        dist = {
+            "log10_n_params": optuna.distributions.FloatDistribution(math.log10(cfg.n_params.lo),
+                                                                     math.log10(cfg.n_params.hi)),
+            "log10_n_tokens": optuna.distributions.FloatDistribution(math.log10(cfg.n_tokens.lo),
+                                                                     math.log10(cfg.n_tokens.hi)),
+        }
+        if self.simplex:
+            dist.update({f"mix/{d}": optuna.distributions.FloatDistribution(0.0, 1.0) for d in self.domains})
+        return dist
+
+    def to_params(self, point: Point) -> dict[str, float]:
+        dist = self.optuna_distributions()
+        params = {"log10_n_params": math.log10(point.n_params), "log10_n_tokens": math.log10(point.n_tokens)}
+        if self.simplex:
+            params.update({f"mix/{d}": point.mix[d] for d in self.domains})
+        return {k: min(max(v, dist[k].low), dist[k].high) for k, v in params.items()}
+
+    def from_params(self, params: dict[str, float]) -> Point:
+        mix = ({d: params[f"mix/{d}"] for d in self.domains} if self.simplex else dict(self.cfg.mix.fixed))
+        return Point(n_params=int(round(10 ** params["log10_n_params"])),
+                     n_tokens=int(round(10 ** params["log10_n_tokens"])), mix=mix)
+
+    def _mix_from_unit(self, u: np.ndarray) -> np.ndarray:
+        """(M, k-1) uniforms -> (M, k) mixes on the simplex above the floor."""
+        if not self.simplex:
+            return np.tile([self.cfg.mix.fixed[d] for d in self.domains], (u.shape[0], 1))
+        cuts = np.sort(u, axis=1)
+        edges = np.concatenate([np.zeros((u.shape[0], 1)), cuts, np.ones((u.shape[0], 1))], axis=1)
+        spacings = np.diff(edges, axis=1)
+        floor = self.cfg.mix.floor
+        return floor + (1 - floor * len(self.domains)) * spacings
+
+    def from_unit(self, u: np.ndarray, max_flops: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(M, dims) unit coordinates -> N (M,), D (M,), mix (M, n_domains); NaN rows where infeasible."""
+        cfg = self.cfg
+        u = np.atleast_2d(u)
+        log_c = np.log(cfg.min_run_flops) + u[:, 0] * (np.log(max_flops) - np.log(cfg.min_run_flops))
+        c = np.exp(log_c)
+        n_lo = np.maximum(cfg.n_params.lo, c / (6 * cfg.n_tokens.hi))
+        n_hi = np.minimum(cfg.n_params.hi, c / (6 * cfg.n_tokens.lo))
+        ok = n_lo <= n_hi
+        n = np.exp(np.log(n_lo) + u[:, 1] * (np.log(np.maximum(n_hi, n_lo)) - np.log(n_lo)))
+        n = np.where(ok, np.round(n), np.nan)
+        d = np.round(c / (6 * n))
+        return n, d, self._mix_from_unit(u[:, 2:])
+
+    def point(self, n: float, d: float, mix_row: np.ndarray) -> Point:
+        return Point(int(n), int(d), {dom: float(w) for dom, w in zip(self.domains, mix_row, strict=True)})
+
+
+class _TargetSamples:
+    """(K, T) log N*_t samples of a set of ensembles; the Belief's target_fn."""
+
+    def __init__(self, cfg: StudyConfig):
+        self.cfg = cfg
+
+    def __call__(self, ensembles) -> np.ndarray:
+        cols = [np.log(target_optimum(ensembles, self.cfg, t)[0]) for t in self.cfg.targets]
+        return np.stack(cols, axis=1)
+
+
+class Proposer:
+    """Seed design, then acquisition-maximising proposals (see the module docstring)."""
+
+    def __init__(self, cfg: StudyConfig):
+        self.cfg = cfg
+        self.space = SearchSpace(cfg)
+        self.v_tol = (cfg.tolerance / 1.96) ** 2  # variance of log N* at the tolerance
+
+    # -------------------------------------------------------------------------------- seed design
+    def seed_design(self, start: int, k: int, max_flops: float) -> list[Point]:
+        """Points start..start+k-1 of the scrambled-Sobol design (Optuna's QMCSampler)."""
+        sampler = optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=derived_seed(self.cfg.seed, "qmc"),
+                                             warn_independent_sampling=False, warn_asynchronous_seeding=False)
+        study = optuna.create_study(sampler=sampler)
+        dist = {f"u{i}": optuna.distributions.FloatDistribution(0.0, 1.0) for i in range(self.space.dims)}
+        units = []
+        for _ in range(start + k):
+            trial = study.ask(dist)
+            units.append([trial.params[f"u{i}"] for i in range(self.space.dims)])
+            study.tell(trial, 0.0)
+        u = np.array(units[start:])
+        n, d, mix = self.space.from_unit(u, max_flops)
+        return [self.space.point(n[i], d[i], mix[i]) for i in range(len(u)) if np.isfinite(n[i])]
+
+    # ----------------------------------------------------------------------------------- adaptive
+    def belief(self, estimates: Estimates) -> Belief:
+        return Belief(ensembles=estimates.ensembles, noise=estimates.noise,
+                             target_fn=_TargetSamples(self.cfg), v_tol=self.v_tol)
+
+    def _value(self, belief: Belief, n, d, mix, avoid: list[Point]) -> np.ndarray:
+        cost = 6.0 * n * d + self.cfg.proposer.overhead_flops
+        mix_arg = mix if self.space.simplex else None
+        value = acquisition(belief, n, d, mix_arg, cost)
+        for p in avoid:  # the ensemble update makes repeats unattractive; this makes them impossible
+            near = ((np.abs(np.log10(n / p.n_params)) < MIN_SEPARATION)
+                    & (np.abs(np.log10(d / p.n_tokens)) < MIN_SEPARATION))
+            value = np.where(near, -np.inf, value)
+        return value
+
+    def best(self, belief: Belief, max_flops: float, seed: int,
+             avoid: list[Point] = ()) -> tuple[Point, float] | None:
+        """The candidate with the largest acquisition: Sobol screen, then an inner Optuna refinement."""
+        pc = self.cfg.proposer
+        sobol = qmc.Sobol(d=self.space.dims, scramble=True, seed=seed)
+        u = sobol.random(pc.n_candidates)
+        n, d, mix = self.space.from_unit(u, max_flops)
+        ok = np.isfinite(n)
+        if not ok.any():
+            return None
+        u, n, d, mix = u[ok], n[ok], d[ok], mix[ok]
+        values = self._value(belief, n, d, mix, list(avoid))
+        order = np.argsort(-values)
+        best_u, best_v = u[order[0]], float(values[order[0]])
+        if pc.inner_trials > 0:
+            inner = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+            for i in order[:N_REFINE_STARTS]:
+                inner.enqueue_trial({f"u{j}": float(u[i, j]) for j in range(self.space.dims)})
+
+            def objective(trial: optuna.Trial) -> float:
+                x = np.array([[trial.suggest_float(f"u{j}", 0.0, 1.0) for j in range(self.space.dims)]])
+                nn, dd, mm = self.space.from_unit(x, max_flops)
+                if not np.isfinite(nn[0]):
+                    return -1e300
+                v = float(self._value(belief, nn, dd, mm, list(avoid))[0])
+                return v if math.isfinite(v) else -1e300
+
+            inner.optimize(objective, n_trials=N_REFINE_STARTS + pc.inner_trials)
+            if inner.best_value > best_v:
+                best_u = np.array([inner.best_params[f"u{j}"] for j in range(self.space.dims)])
+                best_v = inner.best_value
+        if not math.isfinite(best_v) or best_v <= -1e300:
+            return None
+        n, d, mix = self.space.from_unit(best_u[None], max_flops)
+        return self.space.point(n[0], d[0], mix[0]), best_v
+
+    def propose(self, k: int, estimates: Estimates | None, in_flight: list[Point], n_asked: int,
+                budget_left: float) -> list[Point]:
+        """Up to k new points (fewer if nothing affordable is left)."""
+        max_flops = min(self.cfg.max_run_flops, budget_left)
+        if k <= 0 or max_flops < self.cfg.min_run_flops:
+            return []
+        if estimates is None or n_asked < self.cfg.proposer.seed_runs:
+            return self.seed_design(n_asked, k, max_flops)
+        rng = np.random.default_rng(derived_seed(self.cfg.seed, "enkf", n_asked))
+        belief = self.belief(estimates)
+        for p in in_flight:
+            belief = self._conditioned(belief, p, rng)
+        points = []
+        for j in range(k):
+            found = self.best(belief, max_flops, derived_seed(self.cfg.seed, "screen", n_asked + j),
+                              avoid=[*in_flight, *points])
+            if found is None:
+                break
+            point, _ = found
+            points.append(point)
+            belief = self._conditioned(belief, point, rng)
+            max_flops = min(max_flops, budget_left - sum(p.flops for p in points))
+            if max_flops < self.cfg.min_run_flops:
+                break
+        return points
+
+    def _conditioned(self, belief: Belief, p: Point, rng) -> Belief:
+        mix = [[p.mix[d] for d in self.space.domains]] if self.space.simplex else None
+        return condition(belief, p.n_params, p.n_tokens, mix, rng)

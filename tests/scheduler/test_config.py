@@ -1,0 +1,85 @@
+"""Bad configs fail before Ray starts, with one line naming the field, exit status 2."""
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from fitting.errors import InputError
+from scheduler.config import parse_study_config
+
+
+def test_small_study_is_valid(small_study):
+    cfg = parse_study_config(small_study)
+    assert cfg.domains == ["knowledge", "code", "general"]
+    assert cfg.skill_domains == {"knowledge": "knowledge", "code": "code"}
+    assert cfg.target_mix(cfg.targets[0]) == {"knowledge": 0.4, "code": 0.4, "general": 0.2}
+
+
+def test_numbers_written_as_strings_are_accepted(small_study):
+    small_study["compute_cap"] = "1e21"
+    assert parse_study_config(small_study).compute_cap == 1e21
+
+
+def _break(study, path, value):
+    node = study
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return study
+
+
+BAD = [
+    (("targets", 0, "weights"), {"reasoning": 1.0}, "targets[0].weights", "unknown skill 'reasoning'"),
+    (("mix", "fixed"), {"knowledge": 0.5, "code": 0.4, "general": 0.2}, "mix.fixed", "sum to 1"),
+    (("mix", "fixed"), {"knowledge": 1.2, "code": -0.2}, "mix.fixed.code", ">= 0"),
+    (("n_params",), [3e9, 1e7], "n_params", "lo < hi"),
+    (("tolerance",), 0.0, "tolerance", "greater than 0"),
+    (("tolerance",), -0.1, "tolerance", "greater than 0"),
+    (("backend", "name"), "jax", "backend.name", "'simulated' or 'torch'"),
+    (("max_concurrent",), 0, "max_concurrent", "greater than or equal to 1"),
+    (("targets", 1, "name"), "knowledge", "targets", "duplicate"),
+    (("surprise",), 1, "surprise", "unknown field"),
+]
+
+
+@pytest.mark.parametrize("path,value,field,words", BAD, ids=[b[2] + ":" + b[3] for b in BAD])
+def test_bad_config_names_the_field(small_study, path, value, field, words):
+    with pytest.raises(InputError) as exc:
+        parse_study_config(_break(small_study, path, value), "study.yaml")
+    message = str(exc.value)
+    assert message.startswith(f"study.yaml: {field}"), message
+    assert words in message, message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("path,value,field,words", BAD[:5], ids=[b[2] for b in BAD[:5]])
+def test_cli_exits_2_with_one_line_before_ray(tmp_path, small_study, path, value, field, words):
+    config = tmp_path / "bad.yaml"
+    config.write_text(yaml.safe_dump(_break(small_study, path, value)))
+    proc = subprocess.run([sys.executable, "-m", "scheduler.cli", "run", str(config), "--study-dir",
+                           str(tmp_path / "s")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and field in lines[0] and words in lines[0], proc.stderr
+    assert not (tmp_path / "s").exists()  # nothing started
+
+
+def test_missing_and_malformed_files(tmp_path):
+    from scheduler.cli import main
+
+    assert main(["run", str(tmp_path / "nope.yaml")]) == 2
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("skills: [a, b\n")
+    assert main(["run", str(broken)]) == 2
+
+
+def test_unknown_truth_preset_is_refused_before_ray(tmp_path, small_study, capsys):
+    from scheduler.cli import main
+
+    small_study["backend"]["settings"]["truth"] = "gpt-4"
+    config = tmp_path / "s.yaml"
+    config.write_text(yaml.safe_dump(small_study))
+    assert main(["run", str(config), "--study-dir", str(tmp_path / "s")]) == 2
+    assert "backend.settings.truth" in capsys.readouterr().err

@@ -1,0 +1,54 @@
+"""The whole closed loop on a local Ray instance with the simulated backend."""
+
+import json
+
+import pyarrow.parquet as pq
+from optuna.trial import TrialState
+
+from scheduler.config import parse_study_config
+from scheduler.controller import Controller, open_optuna_study
+from trainers.simulated import SimulatedBackend
+
+
+def test_study_stops_by_itself_near_the_truth(ray_local, small_study, tmp_path):
+    cfg = parse_study_config(small_study)
+    result = Controller(cfg, tmp_path).run()
+    assert result["stop_reason"] == "converged", result
+    truth = SimulatedBackend(**cfg.backend.settings).truth
+    for target in result["targets"]:
+        (skill,) = target["weights"]
+        true_n = float(truth[skill].optimum(target["flops"], cfg.target_mix(cfg.targets[0]))[0][0])
+        assert target["rel_halfwidth"] <= cfg.tolerance
+        assert abs(target["n_params"] / true_n - 1) <= cfg.tolerance, (target, true_n)
+        lo, hi = target["n_params_ci95"]
+        assert lo <= target["n_params"] <= hi
+    assert result["flops_spent"] <= cfg.compute_cap
+    # state on disk agrees: one ledger row per finished run, one complete trial per ok run
+    rows = pq.read_table(tmp_path / "runs.parquet").to_pylist()
+    assert len(rows) == result["n_runs"] == len({r["run_id"] for r in rows})
+    study = open_optuna_study(cfg, tmp_path)
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) == result["n_runs_ok"]
+    assert json.loads((tmp_path / "result.json").read_text())["stop_reason"] == "converged"
+    assert set(result["laws"]) == {"knowledge", "code"}
+    assert result["conventions"]["flops"] == "C = 6*N*D"
+
+
+def test_budget_cap_stops_the_study(ray_local, small_study, tmp_path):
+    small_study["compute_cap"] = 2e18
+    cfg = parse_study_config(small_study)
+    result = Controller(cfg, tmp_path).run()
+    assert result["stop_reason"] == "budget_exhausted"
+    assert result["flops_spent"] <= 2e18
+
+
+def test_diverged_runs_are_recorded_and_excluded(ray_local, small_study, tmp_path):
+    small_study["backend"]["settings"]["diverge_above_params"] = 2e9
+    small_study["max_runs"] = 20
+    cfg = parse_study_config(small_study)
+    result = Controller(cfg, tmp_path).run()
+    rows = pq.read_table(tmp_path / "runs.parquet").to_pylist()
+    diverged = [r for r in rows if r["status"] == "diverged"]
+    assert result["n_runs_diverged"] == len(diverged)
+    assert all(r["requested_n_params"] > 2e9 for r in diverged)
+    assert all(r["requested_n_params"] <= 2e9 for r in rows if r["status"] == "ok")

@@ -1,0 +1,68 @@
+"""Proposals: a space-filling seed design, then batches that are distinct and spread out."""
+
+import numpy as np
+
+from scheduler.config import parse_study_config
+from scheduler.estimates import refit
+from scheduler.ledger import Ledger
+from scheduler.proposer import Proposer
+from trainers.simulated import SimulatedBackend
+from trainers.spec import RunSpec
+
+
+def _seeded_ledger(cfg, tmp_path, n):
+    backend = SimulatedBackend(**cfg.backend.settings)
+    proposer = Proposer(cfg)
+    ledger = Ledger(tmp_path / "runs.parquet")
+    for i, p in enumerate(proposer.propose(n, None, [], 0, cfg.compute_cap)):
+        spec = RunSpec(p.n_params, p.n_tokens, p.mix, trial_number=i)
+        ledger.append(spec, backend.run(spec, tmp_path / spec.run_id))
+    return proposer, ledger
+
+
+def test_seed_design_is_inside_bounds_and_deterministic(small_study):
+    cfg = parse_study_config(small_study)
+    a = Proposer(cfg).seed_design(0, 16, cfg.max_run_flops)
+    b = Proposer(cfg).seed_design(0, 16, cfg.max_run_flops)
+    assert a == b
+    assert Proposer(cfg).seed_design(8, 8, cfg.max_run_flops) == a[8:]  # a resumed controller continues it
+    for p in a:
+        assert cfg.n_params.lo <= p.n_params <= cfg.n_params.hi
+        assert cfg.n_tokens.lo <= p.n_tokens <= cfg.n_tokens.hi * 1.001
+        assert cfg.flops.lo * 0.99 <= p.flops <= cfg.flops.hi * 1.01
+    log_c = np.log10([p.flops for p in a])
+    assert log_c.max() - log_c.min() > 2  # spans the budget range
+
+
+def test_batch_for_k_workers_has_no_duplicates_and_is_spread(small_study, tmp_path):
+    cfg = parse_study_config(small_study)
+    proposer, ledger = _seeded_ledger(cfg, tmp_path, 16)
+    estimates = refit(cfg, ledger.rows)
+    assert estimates is not None
+    batch = proposer.propose(6, estimates, [], len(ledger), cfg.compute_cap - ledger.flops_spent())
+    assert len(batch) == 6
+    coords = np.array([[np.log10(p.n_params), np.log10(p.n_tokens)] for p in batch])
+    dists = np.sqrt(((coords[:, None] - coords[None]) ** 2).sum(-1))[np.triu_indices(6, 1)]
+    assert dists.min() > 0.01, dists  # no two points (near-)identical in log space
+    assert np.ptp(coords[:, 0]) > 0.2 or np.ptp(coords[:, 1]) > 0.2  # spread, not one spot
+    seen = {(p.n_params, p.n_tokens) for p in batch}
+    assert len(seen) == 6
+
+
+def test_in_flight_runs_are_not_proposed_again(small_study, tmp_path):
+    cfg = parse_study_config(small_study)
+    proposer, ledger = _seeded_ledger(cfg, tmp_path, 16)
+    estimates = refit(cfg, ledger.rows)
+    args = (estimates, [], len(ledger), cfg.compute_cap)
+    (first,) = proposer.propose(1, *args)
+    (again,) = proposer.propose(1, estimates, [first], len(ledger), cfg.compute_cap)
+    assert (again.n_params, again.n_tokens) != (first.n_params, first.n_tokens)
+
+
+def test_budget_limits_proposals(small_study, tmp_path):
+    cfg = parse_study_config(small_study)
+    proposer, ledger = _seeded_ledger(cfg, tmp_path, 16)
+    estimates = refit(cfg, ledger.rows)
+    assert proposer.propose(4, estimates, [], len(ledger), budget_left=cfg.min_run_flops / 2) == []
+    points = proposer.propose(2, estimates, [], len(ledger), budget_left=3e17)
+    assert sum(p.flops for p in points) <= 3e17 * 1.01

@@ -1,0 +1,120 @@
+"""The simulated backend: a known scaling law per skill plus noise, instead of training.
+
+It makes the whole closed loop testable on 2 CPU cores and is how the scheduler's efficiency is
+benchmarked. It never stands in for the trainer in a claim about models.
+
+Per skill s, the truth is a mixture-aware Chinchilla law (fitting.law.ParametricLaw):
+
+    L_s(N, D, m) = E + A·N^-α + B·(D·T_s(m))^-β,   T_s(m) = Σ_j t_sj·m_j,  t_ss = 1
+
+observed with multiplicative log-normal noise, L_obs = L_s·exp(σ·z), z ~ N(0, 1) drawn from
+(seed, run_id) so a re-dispatched run reports the same losses. An optional sleep proportional to
+FLOPs stands in for training time; progress is checkpointed so a resumed run sleeps only the rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fitting.errors import InputError
+from fitting.law import ParametricLaw
+from trainers.spec import RunResult, RunSpec
+
+# Hoffmann et al. 2022 (Chinchilla), Approach 3 fit, eq. 10.
+CHINCHILLA = ParametricLaw(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)
+# Besiroglu et al. 2024, "Chinchilla Scaling: A replication attempt", their refit (Table 1).
+BESIROGLU = ParametricLaw(E=1.82, A=482.01, B=2085.43, alpha=0.3478, beta=0.3658)
+
+# A knowledge-vs-code pair in the spirit of arXiv:2503.10061: knowledge is capacity-hungry (larger A,
+# smaller B), code is data-hungry. With equal exponents the ratio of their compute-optimal N is
+# ((A_k B_c)/(A_c B_k))^(1/(α+β)) = 2.0 at every C. Transfers: how much a token of another
+# domain counts as a token of this skill's own domain.
+KNOWLEDGE = ParametricLaw(E=2.0, A=480.0, B=380.0, alpha=0.34, beta=0.28,
+                          transfer={"knowledge": 1.0, "code": 0.05, "general": 0.30})
+CODE = ParametricLaw(E=1.2, A=340.0, B=420.0, alpha=0.34, beta=0.28,
+                     transfer={"code": 1.0, "knowledge": 0.05, "general": 0.20})
+
+PRESETS: dict[str, dict[str, ParametricLaw]] = {
+    "chinchilla": {"all": CHINCHILLA},
+    "besiroglu": {"all": BESIROGLU},
+    "knowledge-code": {"knowledge": KNOWLEDGE, "code": CODE},
+}
+
+
+def resolve_truth(truth: str | dict) -> dict[str, ParametricLaw]:
+    """A preset name, or a mapping skill -> {E, A, B, alpha, beta[, transfer]}."""
+    if isinstance(truth, str):
+        if truth not in PRESETS:
+            raise InputError(f"backend.settings.truth: unknown preset {truth!r} (presets: {', '.join(PRESETS)})")
+        return PRESETS[truth]
+    if not isinstance(truth, dict) or not truth:
+        raise InputError("backend.settings.truth: expected a preset name or a mapping skill -> law parameters")
+    laws = {}
+    for skill, params in truth.items():
+        try:
+            laws[skill] = ParametricLaw(**params)
+        except TypeError:
+            raise InputError(f"backend.settings.truth.{skill}: expected keys E, A, B, alpha, beta[, transfer]") from None
+    return laws
+
+
+def _run_seed(seed: int, run_id: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}:{run_id}".encode()).digest()[:8], "little")
+
+
+class SimulatedBackend:
+    """Backend (trainers.backend) that evaluates known laws; see the module docstring."""
+
+    def __init__(self, truth: str | dict = "knowledge-code", noise: float = 0.01,
+                 sleep_per_flop: float = 0.0, checkpoint_every_s: float = 0.5,
+                 diverge_above_params: float | None = None):
+        self.truth = resolve_truth(truth)
+        if not (noise >= 0 and math.isfinite(noise)):
+            raise InputError(f"backend.settings.noise: expected a finite number >= 0, got {noise!r}")
+        self.noise = float(noise)
+        self.sleep_per_flop = float(sleep_per_flop)
+        self.checkpoint_every_s = float(checkpoint_every_s)
+        self.diverge_above_params = diverge_above_params  # for fault-injection tests
+
+    def true_losses(self, spec: RunSpec) -> dict[str, float]:
+        """Noiseless losses of every skill for this spec."""
+        return {skill: float(law.loss(spec.n_params, spec.n_tokens, spec.mix or None)[0])
+                for skill, law in self.truth.items()}
+
+    def run(self, spec: RunSpec, run_dir: Path) -> RunResult:
+        run_dir = Path(run_dir)
+        start = time.perf_counter()
+        self._sleep_with_checkpoints(spec, run_dir)
+        rng = np.random.default_rng(_run_seed(spec.seed, spec.run_id))
+        losses = {skill: loss * math.exp(self.noise * rng.standard_normal())
+                  for skill, loss in self.true_losses(spec).items()}
+        status = "ok"
+        if self.diverge_above_params is not None and spec.n_params > self.diverge_above_params:
+            losses, status = {skill: float("nan") for skill in losses}, "diverged"
+        return RunResult(run_id=spec.run_id, status=status, n_params=spec.n_params, n_tokens=spec.n_tokens,
+                         flops=spec.flops, losses=losses, wall_s=time.perf_counter() - start,
+                         shape={"simulated": True})
+
+    def _sleep_with_checkpoints(self, spec: RunSpec, run_dir: Path) -> None:
+        total = self.sleep_per_flop * spec.flops
+        if total <= 0:
+            return
+        ckpt = run_dir / "sim_checkpoint.json"
+        done = 0.0
+        if ckpt.exists():
+            done = float(json.loads(ckpt.read_text())["seconds_done"])
+        run_dir.mkdir(parents=True, exist_ok=True)
+        while done < total:
+            step = min(self.checkpoint_every_s, total - done)
+            time.sleep(step)
+            done += step
+            tmp = ckpt.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"seconds_done": done, "seconds_total": total}))
+            os.replace(tmp, ckpt)
