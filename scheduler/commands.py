@@ -59,10 +59,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         init.update(include_dashboard=args.dashboard, dashboard_host=args.dashboard_host, num_cpus=args.num_cpus)
     progress = Progress(quiet=args.quiet)
-    ray.init(**init)
+    context = ray.init(**init)
     try:
         if args.dashboard and not address:
-            progress.log(f"Ray dashboard: http://{ray.get_context().dashboard_url} (actors are named by study "
+            progress.log(f"Ray dashboard: http://{context.dashboard_url} (actors are named by study "
                          "and worker; each run is a task named 'run <run_id> N=.. D=..')")
         progress.log(f"study {cfg.name!r} in {study_dir}: {len(cfg.targets)} targets, tolerance "
                      f"±{100 * cfg.tolerance:.0f}%, cap {cfg.compute_cap:.3g} FLOPs, {cfg.max_concurrent} workers "
