@@ -121,9 +121,7 @@ def _optimizer(model: Transformer, hp: HParams, device: torch.device) -> torch.o
     decay = [p for p in model.parameters() if p.dim() >= 2]  # embedding, projections, head
     no_decay = [p for p in model.parameters() if p.dim() < 2]  # RMSNorm gains
     groups = [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(
-        groups, lr=hp.lr, betas=(hp.beta1, hp.beta2), eps=hp.adam_eps, fused=device.type == "cuda"
-    )
+    return torch.optim.AdamW(groups, lr=hp.lr, betas=(hp.beta1, hp.beta2), eps=hp.adam_eps, fused=device.type == "cuda")
 
 
 def _atomic_json(obj: dict, path: Path) -> None:
@@ -155,9 +153,7 @@ class TorchBackend:
             except RuntimeError as exc:
                 raise InputError(f"trainer.device: {s.device!r} is not a torch device") from exc
             if self.device.type == "cuda" and not torch.cuda.is_available():
-                raise InputError(
-                    "trainer.device: 'cuda' requested but torch sees no CUDA device; use cpu or auto"
-                )
+                raise InputError("trainer.device: 'cuda' requested but torch sees no CUDA device; use cpu or auto")
         if s.use_triton == "auto":
             self.use_triton = self.device.type == "cuda" and _triton_available()
         else:
@@ -226,9 +222,7 @@ class TorchBackend:
         evaluator = self._evaluator(domains)
         fingerprint = {
             "run_id": spec.run_id,
-            "spec": json.dumps(
-                {k: v for k, v in spec.to_dict().items() if k != "trial_number"}, sort_keys=True
-            ),
+            "spec": json.dumps({k: v for k, v in spec.to_dict().items() if k != "trial_number"}, sort_keys=True),
             "shape": json.dumps(cfg.to_dict(), sort_keys=True),
             "hparams": json.dumps(hp.to_dict(), sort_keys=True),
             "data": json.dumps(self.data.to_dict(), sort_keys=True),
@@ -240,15 +234,14 @@ class TorchBackend:
         model.init_weights(hp.init_std)
         model.train()
         optimizer = _optimizer(model, hp, self.device)
-        step, curve, train_s_before = 0, [], 0.0
-        ckpt = checkpoint.load_latest(
-            run_dir, fingerprint, map_location="cpu"
-        )  # load_state_dict moves to device
+        step, curve = 0, []
+        before = {"wall_s": 0.0, "timed_s": 0.0, "timed_tokens": 0}  # earlier sessions of this run
+        ckpt = checkpoint.load_latest(run_dir, fingerprint, map_location="cpu")  # load_state_dict moves to device
         if ckpt is not None:
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
             checkpoint.set_rng_state(ckpt["rng"])
-            step, curve, train_s_before = ckpt["step"], list(ckpt["curve"]), float(ckpt["train_s"])
+            step, curve, before = ckpt["step"], list(ckpt["curve"]), dict(ckpt["timing"])
         run_dir.mkdir(parents=True, exist_ok=True)
         _atomic_json(
             {
@@ -261,7 +254,15 @@ class TorchBackend:
             run_dir / "run.json",
         )
 
-        def save(at_step: int, train_s: float):
+        def timing() -> dict:
+            """Wall and timed training seconds and tokens over all sessions so far."""
+            return {
+                "wall_s": float(before["wall_s"] + time.perf_counter() - t_start),
+                "timed_s": float(before["timed_s"] + timed_s),
+                "timed_tokens": int(before["timed_tokens"] + timed_tokens),
+            }
+
+        def save(at_step: int):
             checkpoint.save(
                 run_dir,
                 at_step,
@@ -271,7 +272,7 @@ class TorchBackend:
                     "optimizer": optimizer.state_dict(),
                     "rng": checkpoint.rng_state(),
                     "curve": curve,
-                    "train_s": float(train_s),
+                    "timing": timing(),
                     "tokens": int(min(at_step * hp.batch_tokens, spec.n_tokens)),
                 },
             )
@@ -336,19 +337,16 @@ class TorchBackend:
                 )
             stopping = stop_after_steps is not None and step == stop_after_steps and step < hp.n_steps
             if stopping or (
-                self.settings.checkpoint_every
-                and step % self.settings.checkpoint_every == 0
-                and step < hp.n_steps
+                self.settings.checkpoint_every and step % self.settings.checkpoint_every == 0 and step < hp.n_steps
             ):
-                save(step, train_s_before + train_s)
+                save(step)
             if stopping:
-                raise RunStopped(
-                    f"stopped after step {step} of {hp.n_steps}; checkpoint written to {run_dir}"
-                )
+                raise RunStopped(f"stopped after step {step} of {hp.n_steps}; checkpoint written to {run_dir}")
 
-        if session_steps and timed_s == 0.0:  # a one-step session: nothing to exclude
+        if session_steps == 1:  # a one-step session: nothing to exclude
             timed_s, timed_tokens = train_s, n_targets
-        tokens_per_s = timed_tokens / timed_s if timed_s > 0 else 0.0
+        total = timing()
+        tokens_per_s = total["timed_tokens"] / total["timed_s"] if total["timed_s"] > 0 else 0.0
         peak = peak_flops(self.device)
         mfu = flops_per_token(cfg, attention=True) * tokens_per_s / peak if peak else 0.0
         common = dict(
@@ -365,7 +363,7 @@ class TorchBackend:
             return RunResult(
                 status="diverged",
                 losses={s: float("nan") for s in SKILLS},
-                wall_s=time.perf_counter() - t_start,
+                wall_s=timing()["wall_s"],
                 error=f"non-finite training loss by step {step}",
                 **common,
             )
@@ -376,7 +374,7 @@ class TorchBackend:
                 status="diverged",
                 losses=skills,
                 domain_losses=doms,
-                wall_s=time.perf_counter() - t_start,
+                wall_s=timing()["wall_s"],
                 error="non-finite evaluation loss",
                 **common,
             )
@@ -390,16 +388,12 @@ class TorchBackend:
                 }
             )
         if ckpt is None or ckpt["step"] < hp.n_steps:
-            save(hp.n_steps, train_s_before + train_s)  # the final weights; a rerun only re-evaluates
+            save(hp.n_steps)  # the final weights; a rerun only re-evaluates
         else:
             write_curve(curve, run_dir / "loss_curve.parquet")
-        return RunResult(
-            status="ok", losses=skills, domain_losses=doms, wall_s=time.perf_counter() - t_start, **common
-        )
+        return RunResult(status="ok", losses=skills, domain_losses=doms, wall_s=timing()["wall_s"], **common)
 
-    def _train_step(
-        self, forward, optimizer, model, sampler, step, n_rows, n_targets, lr, hp
-    ) -> torch.Tensor:
+    def _train_step(self, forward, optimizer, model, sampler, step, n_rows, n_targets, lr, hp) -> torch.Tensor:
         """One optimizer step on n_rows sequences, of which the first n_targets targets count; the loss.
 
         Every micro-batch has the same shape (a partial last batch is padded with ignored rows), so a

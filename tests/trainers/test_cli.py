@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from trainers.cli import main, parse_count
 
@@ -37,6 +38,9 @@ def _entry():
     return scheduler_main
 
 
+NO_CUDA = [] if torch.cuda.is_available() else [(["--device", "cuda"], "CUDA")]
+
+
 @pytest.mark.parametrize(
     "argv,needle",
     [
@@ -48,6 +52,7 @@ def _entry():
         (["--tokens", "-5"], "--tokens"),
         (["--corpus", "web=/nonexistent/web.parquet", "--mix", "web=1"], "/nonexistent/web.parquet"),
         (["--hparam", "learning_rate=0.1"], "'learning_rate'"),
+        *NO_CUDA,
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(argv, needle, tmp_path, capsys):

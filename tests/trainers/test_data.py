@@ -109,9 +109,7 @@ def test_real_corpora_load_cache_and_errors(tmp_path):
     text = "def f(x):\n    return x + 1\n" * 200
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "a.py").write_text(text)
-    (tmp_path / "c.jsonl").write_text(
-        "\n".join(json.dumps({"text": text[i : i + 90]}) for i in range(0, 5000, 90))
-    )
+    (tmp_path / "c.jsonl").write_text("\n".join(json.dumps({"text": text[i : i + 90]}) for i in range(0, 5000, 90)))
     pq.write_table(pa.table({"text": [text] * 3}), tmp_path / "d.parquet")
     pq.write_table(pa.table({"body": [text]}), tmp_path / "bad.parquet")
     (tmp_path / "e.txt").write_text(text)
@@ -133,9 +131,7 @@ def test_real_corpora_load_cache_and_errors(tmp_path):
     with pytest.raises(InputError, match="nope.parquet"):
         load_domain("web", missing, TOK, 32)
     with pytest.raises(InputError, match="'text' column"):
-        load_domain(
-            "bad", DataSettings(corpora={"bad": str(tmp_path / "bad.parquet")}, cache_dir=str(cache)), TOK, 32
-        )
+        load_domain("bad", DataSettings(corpora={"bad": str(tmp_path / "bad.parquet")}, cache_dir=str(cache)), TOK, 32)
 
 
 def test_tokenizers():
@@ -144,3 +140,16 @@ def test_tokenizers():
     assert tok.encode("ab") + tok.encode("c") == tok.encode("abc")
     with pytest.raises(InputError, match="missing.json"):
         make_tokenizer("/nonexistent/missing.json")
+
+
+def test_hf_tokenizer_needs_the_package_or_a_valid_file(tmp_path):
+    path = tmp_path / "tokenizer.json"
+    path.write_text("{}")
+    try:
+        import tokenizers  # noqa: F401
+    except ImportError:
+        with pytest.raises(InputError, match="'tokenizers' package"):
+            make_tokenizer(str(path))
+    else:
+        with pytest.raises(InputError, match="tokenizer.json"):
+            make_tokenizer(str(path))

@@ -55,29 +55,22 @@ def test_stop_and_resume_is_bit_identical(tmp_path, tiny_settings):
     with pytest.raises(RunStopped):
         backend.run(TINY, tmp_path / "resumed", stop_after_steps=5)
     assert [p.name for p in checkpoint.list_checkpoints(tmp_path / "resumed")] == ["step_00000005.pt"]
-    resumed = TorchBackend(**tiny_settings).run(
-        TINY, tmp_path / "resumed"
-    )  # a fresh backend, as after a crash
+    resumed = TorchBackend(**tiny_settings).run(TINY, tmp_path / "resumed")  # a fresh backend, as after a crash
     assert resumed.losses == full.losses and resumed.domain_losses == full.domain_losses
     curve_full = pq.read_table(tmp_path / "full" / "loss_curve.parquet").column("train_loss").to_pylist()
-    curve_resumed = (
-        pq.read_table(tmp_path / "resumed" / "loss_curve.parquet").column("train_loss").to_pylist()
-    )
-    assert (
-        curve_full == curve_resumed and len(curve_full) == 13
-    )  # ceil(6000 / 512) steps + the final eval row
+    curve_resumed = pq.read_table(tmp_path / "resumed" / "loss_curve.parquet").column("train_loss").to_pylist()
+    assert curve_full == curve_resumed and len(curve_full) == 13  # ceil(6000 / 512) steps + the final eval row
     # a finished run re-evaluates its final checkpoint instead of training again
     again = backend.run(TINY, tmp_path / "full")
     assert again.losses == full.losses
+    assert again.tokens_per_s == full.tokens_per_s > 0  # throughput of the sessions that trained
 
 
 def test_checkpoint_mismatch_is_refused(tmp_path, tiny_settings):
     backend = TorchBackend(**tiny_settings)
     with pytest.raises(RunStopped):
         backend.run(TINY, tmp_path, stop_after_steps=2)
-    other = RunSpec(
-        n_params=TINY.n_params, n_tokens=TINY.n_tokens, mix=TINY.mix, seed=2, hparams=TINY.hparams
-    )
+    other = RunSpec(n_params=TINY.n_params, n_tokens=TINY.n_tokens, mix=TINY.mix, seed=2, hparams=TINY.hparams)
     with pytest.raises(CheckpointError, match="different run"):
         backend.run(other, tmp_path)
     with pytest.raises(CheckpointError, match="hparams"):  # same spec, different settings -> different run
@@ -159,7 +152,5 @@ def test_model_with_triton_ops_matches_reference_under_interpreter():
     import sys
 
     env = {**os.environ, "TRITON_INTERPRET": "1"}
-    done = subprocess.run(
-        [sys.executable, "-c", TRITON_CHECK], env=env, capture_output=True, text=True, timeout=300
-    )
+    done = subprocess.run([sys.executable, "-c", TRITON_CHECK], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
