@@ -289,43 +289,57 @@ class TorchBackend:
                     **{f"heldout/{k}": v for k, v in doms.items()},
                 }
             )
-        train_s, timed_s, timed_tokens, session_steps = 0.0, 0.0, 0, 0
+        timed_s, timed_tokens, session_steps = 0.0, 0, 0
         pending: list[tuple[int, float, torch.Tensor]] = []  # (step, lr, loss) not yet synced to host
+        clock, clock_tokens = None, 0  # start of the current timed stretch, and its tokens
         diverged = False
+        every = self.settings
         while step < hp.n_steps:
-            self._sync()
-            t0 = time.perf_counter()
+            first = session_steps == 0
+            if first:  # the session's first step carries compilation / warm-up: timed apart
+                t_first = time.perf_counter()
             lr = lr_at(step, hp)
             n_rows, n_targets = step_rows(step, hp, spec.n_tokens)
-            loss = self._train_step(forward, optimizer, model, sampler, step, n_rows, n_targets, lr, hp)
-            pending.append((step, lr, loss))
+            pending.append(
+                (step, lr, self._train_step(forward, optimizer, model, sampler, step, n_rows, n_targets, lr, hp))
+            )
             step += 1
             session_steps += 1
-            if step % self.settings.log_every == 0 or step == hp.n_steps:
-                values = torch.stack([p[2] for p in pending]).tolist()
-                for (s, lr_s, _), v in zip(pending, values, strict=True):
-                    curve.append(
-                        {
-                            "step": s + 1,
-                            "tokens": min((s + 1) * hp.batch_tokens, spec.n_tokens),
-                            "lr": lr_s,
-                            "train_loss": v,
-                        }
-                    )
-                pending.clear()
-                if not all(math.isfinite(v) for v in values):
-                    diverged = True
-                if self.settings.progress is not None:
-                    self.settings.progress(step, hp.n_steps, values[-1], lr)
+            if not first:
+                clock_tokens += n_targets
+            evaluate_now = bool(every.eval_every) and step % every.eval_every == 0 and step < hp.n_steps
+            stopping = stop_after_steps is not None and step == stop_after_steps and step < hp.n_steps
+            save_now = stopping or (
+                bool(every.checkpoint_every) and step % every.checkpoint_every == 0 and step < hp.n_steps
+            )
+            if not (first or step % every.log_every == 0 or step == hp.n_steps or evaluate_now or save_now):
+                continue  # no host sync: the GPU runs ahead
+            # sync point: losses to the host, divergence check, throughput accounting
+            values = torch.stack([p[2] for p in pending]).tolist()
+            for (s, lr_s, _), v in zip(pending, values, strict=True):
+                curve.append(
+                    {
+                        "step": s + 1,
+                        "tokens": min((s + 1) * hp.batch_tokens, spec.n_tokens),
+                        "lr": lr_s,
+                        "train_loss": v,
+                    }
+                )
+            pending.clear()
             self._sync()
-            dt = time.perf_counter() - t0
-            train_s += dt
-            if session_steps > 1:  # the session's first step carries compilation / warm-up
-                timed_s += dt
-                timed_tokens += n_targets
-            if diverged:
+            now = time.perf_counter()
+            if first:
+                first_s, first_tokens = now - t_first, n_targets
+            elif clock is not None:
+                timed_s += now - clock
+                timed_tokens += clock_tokens
+            clock_tokens = 0
+            if not all(math.isfinite(v) for v in values):
+                diverged = True
                 break
-            if self.settings.eval_every and step % self.settings.eval_every == 0 and step < hp.n_steps:
+            if every.progress is not None:
+                every.progress(step, hp.n_steps, values[-1], lr)
+            if evaluate_now:
                 skills, doms = evaluator.run(model, self.device)
                 curve.append(
                     {
@@ -335,16 +349,14 @@ class TorchBackend:
                         **{f"heldout/{k}": v for k, v in doms.items()},
                     }
                 )
-            stopping = stop_after_steps is not None and step == stop_after_steps and step < hp.n_steps
-            if stopping or (
-                self.settings.checkpoint_every and step % self.settings.checkpoint_every == 0 and step < hp.n_steps
-            ):
+            if save_now:
                 save(step)
             if stopping:
                 raise RunStopped(f"stopped after step {step} of {hp.n_steps}; checkpoint written to {run_dir}")
+            clock = time.perf_counter()  # evaluation and checkpoint I/O are not training time
 
-        if session_steps == 1:  # a one-step session: nothing to exclude
-            timed_s, timed_tokens = train_s, n_targets
+        if session_steps == 1:  # a one-step session: its only step is all there is to time
+            timed_s, timed_tokens = first_s, first_tokens
         total = timing()
         tokens_per_s = total["timed_tokens"] / total["timed_s"] if total["timed_s"] > 0 else 0.0
         peak = peak_flops(self.device)

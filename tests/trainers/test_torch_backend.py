@@ -49,7 +49,9 @@ def test_one_million_param_run_lowers_every_skill_loss(tmp_path):
     )
 
 
-def test_stop_and_resume_is_bit_identical(tmp_path, tiny_settings):
+@pytest.mark.parametrize("log_every", [1, 4])  # 4: the stop falls between host syncs
+def test_stop_and_resume_is_bit_identical(tmp_path, tiny_settings, log_every):
+    tiny_settings = {**tiny_settings, "log_every": log_every}
     backend = TorchBackend(**tiny_settings)
     full = backend.run(TINY, tmp_path / "full")
     with pytest.raises(RunStopped):
