@@ -51,7 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--domain-tokens", default="32e6", help="length of each generated training stream")
     p.add_argument("--runs-dir", default="", help="where the runs' checkpoints go (default: a temp dir)")
     p.add_argument("--out", required=True, help="JSON file for the results")
-    p.add_argument("--append", default="", help="also append one JSON line to this file")
+    p.add_argument(
+        "--append",
+        default=os.path.join(os.path.dirname(__file__), "results", "isoflop_ladder.jsonl"),
+        help="also append one JSON line to this file ('' for none)",
+    )
     args = p.parse_args(argv)
 
     budget = float(args.budget)
