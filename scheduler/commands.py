@@ -28,6 +28,10 @@ def add_study_parsers(sub: argparse._SubParsersAction) -> None:
     status.add_argument("study_dir")
     status.set_defaults(func=cmd_status)
 
+    from scheduler.bench import add_bench_parser
+
+    add_bench_parser(sub)
+
 
 def check_backend(cfg: StudyConfig) -> None:
     """Validate backend settings before Ray starts (errors name the field)."""
