@@ -79,6 +79,7 @@ def deepseek_batch_tokens(flops: float) -> float:
 def resolve(n_params: int, n_tokens: int, seq_len: int, overrides: dict | None = None) -> HParams:
     """Hyperparameters for N (exact, from the shape) and D tokens, with `overrides` applied."""
     overrides = dict(overrides or {})
+    n_params, n_tokens = int(round(n_params)), int(round(n_tokens))  # a scheduler may send floats
     for key in overrides:
         if key not in OVERRIDABLE:
             raise InputError(f"hparams: unknown key {key!r}; allowed: {', '.join(OVERRIDABLE)}")
@@ -95,9 +96,7 @@ def resolve(n_params: int, n_tokens: int, seq_len: int, overrides: dict | None =
     n_steps = math.ceil(n_tokens / (batch_seqs * seq_len))
     warmup = int(overrides.get("warmup_steps", max(1, min(1000, round(0.05 * n_steps)))))
     kwargs = {k: float(v) for k, v in overrides.items() if k not in ("lr", "batch_tokens", "warmup_steps")}
-    hp = HParams(
-        lr=lr, batch_seqs=batch_seqs, seq_len=seq_len, n_steps=n_steps, warmup_steps=warmup, **kwargs
-    )
+    hp = HParams(lr=lr, batch_seqs=batch_seqs, seq_len=seq_len, n_steps=n_steps, warmup_steps=warmup, **kwargs)
     _validate(hp)
     return hp
 
@@ -130,5 +129,5 @@ def lr_at(step: int, hp: HParams) -> float:
 def step_rows(step: int, hp: HParams, n_tokens: int) -> tuple[int, int]:
     """(sequences, target tokens) of optimizer step `step`; the last step is partial so the total is D."""
     start = step * hp.batch_tokens
-    tokens = min(hp.batch_tokens, n_tokens - start)
+    tokens = int(min(hp.batch_tokens, round(n_tokens) - start))
     return math.ceil(tokens / hp.seq_len), tokens

@@ -99,6 +99,12 @@ def test_corrupt_checkpoint_falls_back_then_is_refused(tmp_path, tiny_settings):
             backend.run(TINY, tmp_path)
 
 
+def test_float_counts_from_a_scheduler_are_accepted(tmp_path, tiny_settings):
+    spec = RunSpec(n_params=7.2e4, n_tokens=3.0e3, mix=MIX, hparams={"batch_tokens": 512})
+    result = TorchBackend(**tiny_settings).run(spec, tmp_path)
+    assert result.status == "ok" and result.n_tokens == 3000 and isinstance(result.n_params, int)
+
+
 def test_divergence_is_a_status_not_an_exception(tmp_path, tiny_settings):
     spec = RunSpec(
         n_params=70_000, n_tokens=6_000, mix=MIX, hparams={"lr": 1e8, "grad_clip": 1e30, "batch_tokens": 512}
