@@ -70,7 +70,7 @@ class GridSpec:
 
 
 GRIDS = (GridSpec("grid-3x5", 3, 5), GridSpec("grid-4x7", 4, 7), GridSpec("grid-5x9", 5, 9),
-         GridSpec("grid-4x7-lo", 4, 7, 1e16, 1e18))
+         GridSpec("grid-4x7-lo", 4, 7, 1e16, 1e18), GridSpec("grid-8x15", 8, 15))
 
 
 @dataclass(frozen=True)

@@ -172,15 +172,21 @@ class Controller:
             self.progress.log(f"run {spec.run_id} failed {entry['tries']} times, marked failed: {reason}")
             result = RunResult(run_id=spec.run_id, status="failed", n_params=spec.n_params, n_tokens=spec.n_tokens,
                                flops=spec.flops, losses={s: math.nan for s in self.cfg.skills}, error=reason)
-            self._record(spec, result)
+            self._record(spec, result, tries=entry["tries"])
         else:
             self.progress.log(f"run {spec.run_id} interrupted ({reason}); re-queued, resumes from its checkpoint")
             self.pending.appendleft(spec)
 
-    def _record(self, spec: RunSpec, result: RunResult) -> None:
-        if result.status == "ok" and not result.finite:
+    def _record(self, spec: RunSpec, result: RunResult, tries: int | None = None) -> None:
+        missing = [s for s in self.cfg.skills if s not in result.losses]
+        if result.status == "ok" and missing:
+            result = RunResult(**{**result.to_dict(), "status": "failed",
+                                  "losses": {s: result.losses.get(s, math.nan) for s in self.cfg.skills},
+                                  "error": f"backend reported no loss for skills {missing}"})
+        elif result.status == "ok" and not result.finite:
             result = RunResult(**{**result.to_dict(), "status": "diverged", "error": "non-finite loss"})
-        tries = self.attempts.get(spec.run_id, {}).get("tries", 0) + 1
+        if tries is None:  # this attempt finished; earlier ones are in attempts.json
+            tries = self.attempts.get(spec.run_id, {}).get("tries", 0) + 1
         self.ledger.append(spec, result, tries=tries)
         row = next(r for r in self.ledger.rows if r["run_id"] == result.run_id)
         self._tell(spec.trial_number, row)
@@ -276,15 +282,16 @@ class Controller:
 def law_summary(estimates: Estimates, skill: str, target_flops: list[float]) -> dict:
     """One skill's law as `skillscale fit` reports it: point, 95% CIs, exponent a and optima."""
     fit, ens = estimates.fits[skill], estimates.ensembles[skill]
-    ci = {p: list(interval(v)) for p, v in ens.params().items()}
+    point = fit.law.to_dict()
+    ci = {p: list(interval(v, point=point[p])) for p, v in ens.params().items()}
     optima = []
     for c in target_flops:
         n_b, d_b = ens.optimum(c)
         n_hat, d_hat = fit.law.optimum(c)
-        optima.append({"flops": c, "n_params": float(n_hat[0]), "n_params_ci95": list(interval(n_b)),
-                       "n_tokens": float(d_hat[0]), "n_tokens_ci95": list(interval(d_b))})
+        optima.append({"flops": c, "n_params": float(n_hat[0]), "n_params_ci95": list(interval(n_b, point=n_hat[0])),
+                       "n_tokens": float(d_hat[0]), "n_tokens_ci95": list(interval(d_b, point=d_hat[0]))})
     return {"law": fit.law.to_dict(), "ci95": ci, "exponent_a": fit.law.exponent_a,
-            "exponent_a_ci95": list(interval(ens.exponent_a)), "noise_log_std": estimates.noise[skill],
+            "exponent_a_ci95": list(interval(ens.exponent_a, point=fit.law.exponent_a)), "noise_log_std": estimates.noise[skill],
             "optimum": optima}
 
 
@@ -303,7 +310,7 @@ def study_result(cfg: StudyConfig, ledger: Ledger, estimates: Estimates | None, 
         "n_runs_diverged": sum(r["status"] == "diverged" for r in rows),
         "n_runs_failed": sum(r["status"] == "failed" for r in rows),
         "conventions": conventions_dict(),
-        "interval": "95% equal-tailed bootstrap percentile interval; rel_halfwidth = (hi - lo) / (2 * point)",
+        "interval": "95% bias-corrected bootstrap percentile interval; rel_halfwidth = (hi - lo) / (2 * point)",
         "targets": [t.to_dict() for t in estimates.targets] if estimates else [],
         "laws": {s: law_summary(estimates, s, flops) for s in cfg.skills} if estimates else {},
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

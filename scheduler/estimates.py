@@ -3,7 +3,8 @@
 One bootstrap resample of *runs* is shared by every skill, so member k of each skill's ensemble saw
 the same data and a composition target (Σ_s w_s L_s) can be optimised member by member.
 
-A target's interval is the equal-tailed 95% percentile interval of N*_t(C_target) over the ensemble;
+A target's interval is the 95% bias-corrected percentile interval (fitting.law.interval) of
+N*_t(C_target) over the ensemble;
 its relative half-width, the stop rule's quantity, is (hi - lo) / (2 * N*_point).
 """
 
@@ -118,7 +119,7 @@ def refit(cfg: StudyConfig, rows: list[dict], n_boot: int | None = None) -> Esti
     for target in cfg.targets:
         n_hat, d_hat = (float(v[0]) for v in target_optimum(points, cfg, target))
         n_b, d_b = target_optimum(ensembles, cfg, target)
-        n_ci, d_ci = interval(n_b), interval(d_b)
+        n_ci, d_ci = interval(n_b, point=n_hat), interval(d_b, point=d_hat)
         targets.append(TargetEstimate(
             name=target.name, weights=dict(target.weights), mix=cfg.target_mix(target), flops=target.flops,
             n_params=n_hat, n_params_ci95=n_ci, n_tokens=d_hat, n_tokens_ci95=d_ci,
