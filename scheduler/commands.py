@@ -92,7 +92,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     result_path = study_dir / "result.json"
     if result_path.exists():
         result = json.loads(result_path.read_text())
-        console.print(f"stopped: {result['stop_reason']} after {result['n_runs']} runs, {result['flops_spent']:.3g} FLOPs")
+        console.print(f"stopped: {result['stop_reason']} after {result['n_runs']} runs, "
+                      f"{result['flops_spent']:.3g} FLOPs")
         targets = result["targets"]
     else:
         fits = sorted((study_dir / "fits").glob("fit-*.json")) if (study_dir / "fits").exists() else []

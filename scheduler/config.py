@@ -146,7 +146,8 @@ class StudyConfig(_Model):
             where = f"targets[{i}]"
             for skill in target.weights:
                 if skill not in self.skills:
-                    raise _field_error(f"{where}.weights", f"unknown skill {skill!r} (skills: {', '.join(self.skills)})")
+                    known = ", ".join(self.skills)
+                    raise _field_error(f"{where}.weights", f"unknown skill {skill!r} (skills: {known})")
             _check_simplex(f"{where}.weights", target.weights, self.skills)
             if target.mix is not None:
                 _check_simplex(f"{where}.mix", target.mix, domains)
@@ -157,7 +158,8 @@ class StudyConfig(_Model):
             lo = 6 * self.n_params.lo * self.n_tokens.lo
             hi = 6 * self.n_params.hi * self.n_tokens.hi
             if self.flops.hi < lo or self.flops.lo > hi:
-                raise _field_error("flops", f"[{self.flops.lo:g}, {self.flops.hi:g}] is unreachable with the N and D bounds")
+                raise _field_error("flops", f"[{self.flops.lo:g}, {self.flops.hi:g}] is unreachable with the "
+                                            "N and D bounds")
         return self
 
     # ---- derived quantities -------------------------------------------------------------------

@@ -291,7 +291,8 @@ def law_summary(estimates: Estimates, skill: str, target_flops: list[float]) -> 
         optima.append({"flops": c, "n_params": float(n_hat[0]), "n_params_ci95": list(interval(n_b, point=n_hat[0])),
                        "n_tokens": float(d_hat[0]), "n_tokens_ci95": list(interval(d_b, point=d_hat[0]))})
     return {"law": fit.law.to_dict(), "ci95": ci, "exponent_a": fit.law.exponent_a,
-            "exponent_a_ci95": list(interval(ens.exponent_a, point=fit.law.exponent_a)), "noise_log_std": estimates.noise[skill],
+            "exponent_a_ci95": list(interval(ens.exponent_a, point=fit.law.exponent_a)),
+            "noise_log_std": estimates.noise[skill],
             "optimum": optima}
 
 

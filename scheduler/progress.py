@@ -60,4 +60,5 @@ class Progress:
             table.add_row(t["name"], f"{t['flops']:.3g}", f"{t['n_params']:.3g}", f"[{lo:.3g}, {hi:.3g}]",
                           f"{t['n_tokens']:.3g}", f"{100 * t['rel_halfwidth']:.1f}%")
         self.console.print(table)
-        self.console.print(f"N counts non-embedding matmul parameters; C = 6ND. Result: {ctl.study_dir / 'result.json'}")
+        self.console.print("N counts non-embedding matmul parameters; C = 6ND. "
+                           f"Result: {ctl.study_dir / 'result.json'}")
