@@ -61,7 +61,8 @@ def resolve_truth(truth: str | dict) -> dict[str, ParametricLaw]:
         try:
             laws[skill] = ParametricLaw(**params)
         except TypeError:
-            raise InputError(f"backend.settings.truth.{skill}: expected keys E, A, B, alpha, beta[, transfer]") from None
+            expected = "expected keys E, A, B, alpha, beta[, transfer]"
+            raise InputError(f"backend.settings.truth.{skill}: {expected}") from None
     return laws
 
 
