@@ -70,7 +70,8 @@ def controller_kills(work: Path, address: str, kills: int, rng: random.Random) -
     ref, got = ledger(work / "reference"), ledger(work / "resumed")
     a = json.loads((work / "reference" / "result.json").read_text())
     b = json.loads((work / "resumed" / "result.json").read_text())
-    same_estimates = all(abs(x["n_params"] / y["n_params"] - 1) < 1e-9 for x, y in zip(a["targets"], b["targets"], strict=True))
+    pairs = zip(a["targets"], b["targets"], strict=True)
+    same_estimates = all(abs(x["n_params"] / y["n_params"] - 1) < 1e-9 for x, y in pairs)
     return {"controller_sigkills": injected, "runs_reference": len(ref), "runs_resumed": len(got),
             "runs_lost": len(set(ref) - set(got)), "runs_extra": len(set(got) - set(ref)),
             "runs_duplicated": len(got) - len({r[1] for r in got}), "same_estimates": same_estimates}
