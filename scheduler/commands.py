@@ -29,8 +29,10 @@ def add_study_parsers(sub: argparse._SubParsersAction) -> None:
     status.set_defaults(func=cmd_status)
 
     from scheduler.bench import add_bench_parser
+    from scheduler.report import add_report_parser
 
     add_bench_parser(sub)
+    add_report_parser(sub)
 
 
 def check_backend(cfg: StudyConfig) -> None:

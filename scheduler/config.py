@@ -210,7 +210,8 @@ def _field_error(field: str, message: str) -> _FieldError:
 
 def _format_validation_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
-    loc = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in err["loc"]).replace(".[", "[")
+    loc = ".".join(f"[{p}]" if isinstance(p, int) else str(p) if str(p).isprintable() and str(p).strip() == str(p)
+                   and str(p) else repr(p) for p in err["loc"]).replace(".[", "[")
     ctx_err = (err.get("ctx") or {}).get("error")
     if isinstance(ctx_err, _FieldError):
         return f"{f'{loc}.' if loc else ''}{ctx_err.field}: {ctx_err.message}"
@@ -229,7 +230,8 @@ def parse_study_config(data: Any, source: str = "study config") -> StudyConfig:
     try:
         return StudyConfig.model_validate(data)
     except ValidationError as exc:
-        raise InputError(f"{source}: {_format_validation_error(exc)}") from None
+        message = " ".join(_format_validation_error(exc).split("\n"))  # always one line
+        raise InputError(f"{source}: {message}") from None
 
 
 def load_study_config(path: str | Path) -> StudyConfig:

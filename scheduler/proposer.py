@@ -34,7 +34,6 @@ from scheduler.config import StudyConfig
 from scheduler.estimates import Estimates, derived_seed, target_optimum
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 N_REFINE_STARTS = 8  # screened candidates enqueued into the inner study
 MIN_SEPARATION = 0.05  # decades of N and D: a candidate this close to a chosen/in-flight run is skipped
 
@@ -136,8 +135,11 @@ class Proposer:
     # -------------------------------------------------------------------------------- seed design
     def seed_design(self, start: int, k: int, max_flops: float) -> list[Point]:
         """Points start..start+k-1 of the scrambled-Sobol design (Optuna's QMCSampler)."""
-        sampler = optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=derived_seed(self.cfg.seed, "qmc"),
-                                             warn_independent_sampling=False, warn_asynchronous_seeding=False)
+        with warnings.catch_warnings():  # QMCSampler is marked experimental; its output is all we use
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            sampler = optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True,
+                                                 seed=derived_seed(self.cfg.seed, "qmc"),
+                                                 warn_independent_sampling=False, warn_asynchronous_seeding=False)
         study = optuna.create_study(sampler=sampler)
         dist = {f"u{i}": optuna.distributions.FloatDistribution(0.0, 1.0) for i in range(self.space.dims)}
         units = []

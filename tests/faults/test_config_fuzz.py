@@ -29,9 +29,10 @@ def _check(data):
         assert message.startswith("fuzz.yaml") and "\n" not in message, message
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(path=st.sampled_from(PATHS), value=values)
 def test_one_field_replaced_by_anything(path, value):
+    """(Found a bug once: a key containing a newline broke the one-line error.)"""
     data = copy.deepcopy(SMALL_STUDY)
     node = data
     for key in path[:-1]:
@@ -40,13 +41,14 @@ def test_one_field_replaced_by_anything(path, value):
     _check(data)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100, deadline=None, derandomize=True)
 @given(values)
 def test_whole_document_is_anything(value):
     _check(value)
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=50, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.text(max_size=200))
 def test_arbitrary_yaml_text(tmp_path_factory, text):
     path = tmp_path_factory.mktemp("fuzz") / "study.yaml"
