@@ -520,6 +520,8 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", type=Path, default=None, help="write results JSON here")
     p.add_argument("--traces", type=Path, default=None, help="write per-seed curves (JSON lines) here")
     p.add_argument("--plot", type=Path, default=None, help="write the error-vs-FLOPs PNG here")
+    p.add_argument("--merge", type=Path, nargs="+", default=None,
+                   help="summarise these --traces files (e.g. seed ranges run on several machines) instead of running")
     p.set_defaults(func=cmd_bench)
 
 
@@ -535,7 +537,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                         strategies=tuple(args.strategies), noise=args.noise, max_flops=args.max_flops,
                         n_boot=args.n_boot, first_seed=args.first_seed)
     start = time.perf_counter()
-    traces = run_bench(bench, workers=args.workers)
+    traces = load_traces(args.merge) if args.merge else run_bench(bench, workers=args.workers)
     rows = summarize(traces)
     result = {"results": rows, "verdict": verdict(rows), "environment": environment(),
               "settings": {**{k: v for k, v in bench.__dict__.items() if k != "grids"},
@@ -553,6 +555,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.plot:
         plot(traces, args.plot)
     return 0
+
+
+def load_traces(paths: list[Path]) -> list[Trace]:
+    """Traces written by --traces (one JSON object per line)."""
+    traces = []
+    for path in paths:
+        try:
+            lines = Path(path).read_text().splitlines()
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read traces ({exc.strerror or exc})") from None
+        for line in lines:
+            d = json.loads(line)
+            d.pop("reached", None)
+            traces.append(Trace(**d))
+    return traces
 
 
 def format_table(rows: list[dict]) -> str:
