@@ -22,6 +22,8 @@ def add_study_parsers(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--dashboard-host", default="127.0.0.1", help="dashboard bind address (default 127.0.0.1)")
     run.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray instance (default: all)")
     run.add_argument("--quiet", action="store_true", help="print only the final table")
+    run.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                     help="stop (stop_reason time_limit) after this long, writing result.json")
     run.set_defaults(func=cmd_run)
 
     status = sub.add_parser("status", help="where a study stands")
@@ -37,6 +39,18 @@ def add_study_parsers(sub: argparse._SubParsersAction) -> None:
 
 def check_backend(cfg: StudyConfig) -> None:
     """Validate backend settings before Ray starts (errors name the field)."""
+    if cfg.backend.name == "torch":
+        from trainers.spec import RunSpec
+        from trainers.data import SKILLS
+        from trainers.torch_backend import TorchBackend
+
+        unknown = [s for s in cfg.skills if s not in SKILLS]
+        if unknown:
+            raise InputError(f"skills: the torch backend evaluates {list(SKILLS)}, not {unknown}")
+        # validate on the CPU: the driver (a cluster head) may have no GPU
+        backend = TorchBackend(**{**cfg.backend.settings, "device": "cpu"})
+        mix = cfg.mix.fixed or {d: 1.0 / len(cfg.domains) for d in cfg.domains}
+        backend.plan(RunSpec(n_params=int(cfg.n_params.lo), n_tokens=int(cfg.n_tokens.lo), mix=mix))
     if cfg.backend.name == "simulated":
         from trainers.simulated import SimulatedBackend
 
@@ -73,10 +87,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         progress.log(f"study {cfg.name!r} in {study_dir}: {len(cfg.targets)} targets, tolerance "
                      f"±{100 * cfg.tolerance:.0f}%, cap {cfg.compute_cap:.3g} FLOPs, {cfg.max_concurrent} workers "
                      f"({cfg.backend.name} backend)")
-        result = Controller(cfg, study_dir, progress).run()
+        result = Controller(cfg, study_dir, progress, time_limit_s=args.time_limit).run()
     finally:
         ray.shutdown()
-    return 0 if result["stop_reason"] in ("converged", "budget_exhausted", "max_runs") else 1
+    return 0 if result["stop_reason"] in ("converged", "budget_exhausted", "max_runs", "time_limit") else 1
 
 
 def cmd_status(args: argparse.Namespace) -> int:

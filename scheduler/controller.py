@@ -62,8 +62,10 @@ def open_optuna_study(cfg: StudyConfig, study_dir: Path) -> optuna.Study:
 class Controller:
     """Runs one study to its stop (see the module docstring)."""
 
-    def __init__(self, cfg: StudyConfig, study_dir: Path, progress: Progress | None = None):
+    def __init__(self, cfg: StudyConfig, study_dir: Path, progress: Progress | None = None,
+                 time_limit_s: float | None = None):
         self.cfg = cfg
+        self.deadline = time.monotonic() + time_limit_s if time_limit_s else None
         self.study_dir = Path(study_dir)
         self.progress = progress or Progress(quiet=True)
         self.study_dir.mkdir(parents=True, exist_ok=True)
@@ -213,6 +215,8 @@ class Controller:
             return "converged"
         if len(self.study.trials) >= cfg.max_runs and not self.in_flight and not self.pending:
             return "max_runs"
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            return "time_limit"
         return None
 
     def run(self) -> dict:
@@ -257,7 +261,8 @@ class Controller:
         return self._finish(stop)
 
     def _abandon_in_flight(self) -> None:
-        """On convergence, runs still training add nothing the answer needs: stop them."""
+        """On convergence (or the time limit), stop the runs still training; their trials are marked failed.
+        A later `skillscale run` of the same study does not restart them: result.json says it stopped."""
         for ref, (spec, _slot) in list(self.in_flight.items()):
             self.flops_abandoned += spec.flops
             ray.cancel(ref, force=False)
