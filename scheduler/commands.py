@@ -40,8 +40,8 @@ def add_study_parsers(sub: argparse._SubParsersAction) -> None:
 def check_backend(cfg: StudyConfig) -> None:
     """Validate backend settings before Ray starts (errors name the field)."""
     if cfg.backend.name == "torch":
-        from trainers.spec import RunSpec
         from trainers.data import SKILLS
+        from trainers.spec import RunSpec
         from trainers.torch_backend import TorchBackend
 
         unknown = [s for s in cfg.skills if s not in SKILLS]
