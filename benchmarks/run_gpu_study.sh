@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The GPU evidence for issues 4 and 8, in one go on a single-GPU machine:
+#   1. an isoFLOP ladder through the real trainer (per-skill U-shapes at one budget),
+#   2. the configs/skills-h100.yaml study through Ray (4 actors x 0.25 GPU), time-limited, then its report.
+# Usage: OUT=/some/dir bash benchmarks/run_gpu_study.sh [LADDER_TIMEOUT_S] [STUDY_TIME_LIMIT_S]
+set -uo pipefail
+OUT=${OUT:-/tmp/gpu-study}; mkdir -p "$OUT"
+LADDER_T=${1:-170}; STUDY_T=${2:-300}
+export PYTHONUNBUFFERED=1 RAY_AUTH_MODE=disabled  # a single-machine run; the dashboard is not started
+{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+  python -c "import sys,torch,triton,ray,optuna;print(sys.version.split()[0],torch.__version__,triton.__version__,ray.__version__,optuna.__version__)"
+  date -u +%FT%TZ; } > "$OUT/env.txt" 2>&1
+nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader -l 2 > "$OUT/gpu_util.csv" &
+smi=$!
+timeout "$LADDER_T" python benchmarks/isoflop_ladder.py --budget 3e15 --sizes 1.5e6,3e6,6e6,1.2e7,2.4e7,4.8e7 \
+  --no-compile --seq-len 256 --eval-samples 256 --knowledge-entities 5000 --domain-tokens 8e6 \
+  --out "$OUT/ladder.json" --append "" 2>&1 | tee "$OUT/ladder.log"
+study=/tmp/skills-h100
+start=$(date +%s)
+python -m scheduler.cli run configs/skills-h100.yaml --study-dir "$study" --time-limit "$STUDY_T" 2>&1 | tee "$OUT/study.log"
+echo "study wall_s $(( $(date +%s) - start ))" >> "$OUT/study.log"
+python -m scheduler.cli report "$study" 2>&1 | tee -a "$OUT/study.log"
+kill $smi
+tar --exclude=checkpoints -czf "$OUT/study.tgz" -C /tmp skills-h100
