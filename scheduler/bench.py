@@ -305,7 +305,8 @@ def grid_points(cfg: StudyConfig, grid: GridSpec) -> list[Point]:
         hi = min(math.log10(guess) + GRID_SPAN_DECADES, math.log10(min(cfg.n_params.hi, c / (6 * cfg.n_tokens.lo))))
         for log_n in np.linspace(lo, hi, grid.n_sizes):
             n = int(round(10 ** log_n))
-            points.append(Point(n, int(round(c / (6 * n))), dict(cfg.mix.fixed)))
+            d = min(max(round(c / (6 * n)), int(cfg.n_tokens.lo)), int(cfg.n_tokens.hi))  # rounding stays in bounds
+            points.append(Point(n, d, dict(cfg.mix.fixed)))
     return points
 
 
