@@ -12,7 +12,7 @@ export PYTHONUNBUFFERED=1 RAY_AUTH_MODE=disabled  # a single-machine run; the da
   date -u +%FT%TZ; } > "$OUT/env.txt" 2>&1
 nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader -l 2 > "$OUT/gpu_util.csv" &
 smi=$!
-timeout "$LADDER_T" python benchmarks/isoflop_ladder.py --budget 3e15 --sizes 1.5e6,3e6,6e6,1.2e7,2.4e7,4.8e7 \
+timeout "$LADDER_T" python benchmarks/isoflop_ladder.py --budget 1e14 --sizes 2.5e5,5e5,1e6,2e6,4e6,8e6,1.6e7 \
   --no-compile --seq-len 256 --eval-samples 256 --knowledge-entities 5000 --domain-tokens 8e6 \
   --out "$OUT/ladder.json" --append "" 2>&1 | tee "$OUT/ladder.log"
 study=/tmp/skills-h100

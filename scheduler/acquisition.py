@@ -85,7 +85,8 @@ def target_weights(q: np.ndarray, v_tol: float) -> np.ndarray:
 def acquisition(belief: Belief, n_params, n_tokens, mix, cost) -> np.ndarray:
     """Expected weighted variance reduction per unit cost at M candidates, shape (M,)."""
     q = belief.q
-    y = belief.predict(n_params, n_tokens, mix)
+    with np.errstate(all="ignore"):
+        y = belief.predict(n_params, n_tokens, mix)
     good = np.all(np.isfinite(y), axis=(0, 2))
     y = np.where(np.isfinite(y), y, 0.0)
     noise = np.array([belief.noise[s] for s in belief.skills])

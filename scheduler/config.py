@@ -113,6 +113,9 @@ class StudyConfig(_Model):
     flops: Range | None = None
     targets: list[Target] = Field(min_length=1)
     tolerance: Number = Field(default=0.10, gt=0, lt=1, description="relative 95% half-width of N*(C_target)")
+    confirm_refits: int = Field(default=2, ge=1, le=20,
+                                description="consecutive refits within tolerance needed to stop (guards against "
+                                            "stopping on one lucky, too-narrow interval)")
     compute_cap: Number = Field(gt=0, description="total training FLOPs the study may spend")
     max_concurrent: int = Field(default=1, ge=1, le=1024)
     max_runs: int = Field(default=500, ge=1)

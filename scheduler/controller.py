@@ -81,6 +81,7 @@ class Controller:
         self.in_flight: dict[ray.ObjectRef, tuple[RunSpec, int]] = {}  # ref -> (spec, worker slot)
         self.actors: list = [None] * cfg.max_concurrent
         self.estimates: Estimates | None = None
+        self.converged_streak = 0  # consecutive refits with every target within tolerance
         self.flops_abandoned = 0.0
 
     # ------------------------------------------------------------------------------ bookkeeping
@@ -197,8 +198,32 @@ class Controller:
         self._refit()
         self.progress.run_finished(self, spec, result)
 
+    def _inside(self, estimates: Estimates | None, rows: list[dict]) -> bool:
+        n_ok = sum(r["status"] == "ok" for r in rows)
+        return (estimates is not None and n_ok >= self.cfg.proposer.seed_runs
+                and estimates.converged(self.cfg.tolerance))
+
     def _refit(self) -> None:
+        """Refit after a run was recorded (one refit per ledger row, as the stop rule counts them)."""
         self.estimates = refit(self.cfg, self.ledger.rows)
+        self.converged_streak = self.converged_streak + 1 if self._inside(self.estimates, self.ledger.rows) else 0
+        self._publish_fit()
+
+    def _restore_fit(self) -> None:
+        """On (re)start: the current fit, and the stop rule's streak replayed over the ledger's last rows,
+        so a restarted controller stops exactly where an uninterrupted one would."""
+        rows = self.ledger.rows
+        self.estimates = refit(self.cfg, rows)
+        self.converged_streak = 0
+        for j in range(min(self.cfg.confirm_refits, len(rows))):
+            prefix = rows[:len(rows) - j]
+            est = self.estimates if j == 0 else refit(self.cfg, prefix)
+            if not self._inside(est, prefix):
+                break
+            self.converged_streak += 1
+        self._publish_fit()
+
+    def _publish_fit(self) -> None:
         if self.estimates is not None:
             snapshot = {"n_runs": self.estimates.n_runs, "flops_spent": self.ledger.flops_spent(),
                         "targets": [t.to_dict() for t in self.estimates.targets],
@@ -210,8 +235,7 @@ class Controller:
     # ------------------------------------------------------------------------------------- loop
     def stop_reason(self) -> str | None:
         cfg = self.cfg
-        n_ok = sum(r["status"] == "ok" for r in self.ledger.rows)
-        if self.estimates is not None and n_ok >= cfg.proposer.seed_runs and self.estimates.converged(cfg.tolerance):
+        if self.converged_streak >= cfg.confirm_refits:
             return "converged"
         if len(self.study.trials) >= cfg.max_runs and not self.in_flight and not self.pending:
             return "max_runs"
@@ -227,7 +251,7 @@ class Controller:
             self.progress.log(f"{result_path} exists: this study already stopped; showing its result")
             return json.loads(result_path.read_text())
         self._reconcile()
-        self._refit()
+        self._restore_fit()
         stop = None
         while True:
             stop = self.stop_reason()

@@ -94,6 +94,15 @@ def target_optimum(ensembles: dict[str, LawEnsemble], cfg: StudyConfig, target: 
     return composition_optimum({s: ensembles[s] for s in weights}, weights, target.flops, mix=mix)
 
 
+def _rel_halfwidth(point: float, ci: tuple[float, float], samples: np.ndarray) -> float:
+    """(hi - lo) / (2 * point); infinite when the law is not yet identifiable: a point estimate that is
+    0 or infinite, an interval that is not finite, or more than 5% of members without a finite optimum."""
+    finite = np.isfinite(samples) & (samples > 0)
+    if not (0 < point < np.inf) or not all(np.isfinite(ci)) or finite.mean() < 0.95:
+        return float("inf")
+    return (ci[1] - ci[0]) / (2 * point)
+
+
 def refit(cfg: StudyConfig, rows: list[dict], n_boot: int | None = None) -> Estimates | None:
     """Fit every skill's law and bootstrap it; None while there are too few runs to fit."""
     data = fit_inputs(cfg, rows)
@@ -117,11 +126,12 @@ def refit(cfg: StudyConfig, rows: list[dict], n_boot: int | None = None) -> Esti
     points = {s: single_member(f.law, domains) for s, f in fits.items()}
     targets = []
     for target in cfg.targets:
-        n_hat, d_hat = (float(v[0]) for v in target_optimum(points, cfg, target))
-        n_b, d_b = target_optimum(ensembles, cfg, target)
+        with np.errstate(all="ignore"):  # degenerate fits (alpha or beta -> 0) give 0/inf optima
+            n_hat, d_hat = (float(v[0]) for v in target_optimum(points, cfg, target))
+            n_b, d_b = target_optimum(ensembles, cfg, target)
         n_ci, d_ci = interval(n_b, point=n_hat), interval(d_b, point=d_hat)
         targets.append(TargetEstimate(
             name=target.name, weights=dict(target.weights), mix=cfg.target_mix(target), flops=target.flops,
             n_params=n_hat, n_params_ci95=n_ci, n_tokens=d_hat, n_tokens_ci95=d_ci,
-            rel_halfwidth=(n_ci[1] - n_ci[0]) / (2 * n_hat)))
+            rel_halfwidth=_rel_halfwidth(n_hat, n_ci, n_b)))
     return Estimates(n_runs=n_pts, fits=fits, ensembles=ensembles, noise=noise, targets=targets)

@@ -208,8 +208,9 @@ class Proposer:
         max_flops = min(self.cfg.max_run_flops, budget_left)
         if k <= 0 or max_flops < self.cfg.min_run_flops:
             return []
-        if estimates is None or n_asked < self.cfg.proposer.seed_runs:
-            return self.seed_design(n_asked, k, max_flops)
+        if (estimates is None or n_asked < self.cfg.proposer.seed_runs
+                or not all(np.isfinite(t.rel_halfwidth) for t in estimates.targets)):
+            return self.seed_design(n_asked, k, max_flops)  # laws not (yet) identifiable: keep filling space
         rng = np.random.default_rng(derived_seed(self.cfg.seed, "enkf", n_asked))
         belief = self.belief(estimates)
         for p in in_flight:
