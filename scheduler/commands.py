@@ -117,6 +117,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         console.print(f"running or interrupted: {n} runs finished, {spent:.3g} FLOPs spent "
                       "(rerun `skillscale run` with the same config to resume)")
     for t in targets:
+        if t.get("rel_halfwidth") is None or t["n_params"] is None:
+            console.print(f"  {t['name']:<16} N*({t['flops']:.3g}) not identifiable from these runs yet")
+            continue
         lo, hi = t["n_params_ci95"]
         console.print(f"  {t['name']:<16} N*({t['flops']:.3g}) = {t['n_params']:.3g}  95% CI [{lo:.3g}, {hi:.3g}]"
                       f"  ±{100 * t['rel_halfwidth']:.1f}%")

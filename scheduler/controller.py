@@ -229,7 +229,7 @@ class Controller:
                         "targets": [t.to_dict() for t in self.estimates.targets],
                         "laws": {s: f.law.to_dict() for s, f in self.estimates.fits.items()},
                         "noise": self.estimates.noise}
-            atomic_write_json(self.study_dir / "fits" / f"fit-{len(self.ledger):05d}.json", snapshot)
+            atomic_write_json(self.study_dir / "fits" / f"fit-{len(self.ledger):05d}.json", _finite_or_none(snapshot))
         self.metrics.publish(self)
 
     # ------------------------------------------------------------------------------------- loop
@@ -325,11 +325,24 @@ def law_summary(estimates: Estimates, skill: str, target_flops: list[float]) -> 
             "optimum": optima}
 
 
+def _finite_or_none(obj):
+    """JSON has no inf/NaN: a quantity the laws cannot pin down yet is written as null."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_none(v) for v in obj]
+    return obj
+
+
 def study_result(cfg: StudyConfig, ledger: Ledger, estimates: Estimates | None, stop: str,
                  flops_abandoned: float = 0.0) -> dict:
     rows = ledger.rows
     flops = sorted({t.flops for t in cfg.targets})
-    return {
+    targets = [{**t.to_dict(), "identifiable": math.isfinite(t.rel_halfwidth)} for t in estimates.targets] \
+        if estimates else []
+    return _finite_or_none({
         "stop_reason": stop,
         "tolerance": cfg.tolerance,
         "flops_spent": ledger.flops_spent(),
@@ -341,7 +354,7 @@ def study_result(cfg: StudyConfig, ledger: Ledger, estimates: Estimates | None, 
         "n_runs_failed": sum(r["status"] == "failed" for r in rows),
         "conventions": conventions_dict(),
         "interval": "95% bias-corrected bootstrap percentile interval; rel_halfwidth = (hi - lo) / (2 * point)",
-        "targets": [t.to_dict() for t in estimates.targets] if estimates else [],
+        "targets": targets,
         "laws": {s: law_summary(estimates, s, flops) for s in cfg.skills} if estimates else {},
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
+    })

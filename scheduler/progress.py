@@ -55,10 +55,11 @@ class Progress:
                             f"{result['flops_spent']:.3g} FLOPs")
         for col in ("target", "C_target", "N*", "N* 95% CI", "D*", "±rel"):
             table.add_column(col, justify="right")
+        g = lambda v, spec=".3g": "n/a" if v is None else format(v, spec)  # None: not identifiable yet
         for t in result["targets"]:
             lo, hi = t["n_params_ci95"]
-            table.add_row(t["name"], f"{t['flops']:.3g}", f"{t['n_params']:.3g}", f"[{lo:.3g}, {hi:.3g}]",
-                          f"{t['n_tokens']:.3g}", f"{100 * t['rel_halfwidth']:.1f}%")
+            rel = "n/a" if t["rel_halfwidth"] is None else f"{100 * t['rel_halfwidth']:.1f}%"
+            table.add_row(t["name"], g(t["flops"]), g(t["n_params"]), f"[{g(lo)}, {g(hi)}]", g(t["n_tokens"]), rel)
         self.console.print(table)
         self.console.print("N counts non-embedding matmul parameters; C = 6ND. "
                            f"Result: {ctl.study_dir / 'result.json'}")

@@ -67,9 +67,37 @@ def plot_isoflop_runs(cfg: StudyConfig, rows: list[dict], est: Estimates, path: 
             ax.plot(n, law.loss(n, c / (FLOPS_PER_PARAM_TOKEN * n), mix if law.transfer else None),
                     color=plt.cm.viridis(norm(c)), lw=1.2)
             n_opt, d_opt = law.optimum(c)
-            ax.plot(n_opt, law.loss(n_opt, d_opt), "kx")
+            if cfg.n_params.lo / 10 <= n_opt[0] <= cfg.n_params.hi * 10:  # degenerate fits put it far away
+                ax.plot(n_opt, law.loss(n_opt, d_opt), "kx")
         ax.set(xscale="log", xlabel="N (non-embedding params)", ylabel="loss (nats/token)", title=f"{skill}")
         fig.colorbar(sc, ax=ax, label="C = 6ND (FLOPs)")
+    _save(fig, path)
+
+
+def _identifiable_members(ens, flops_range) -> np.ndarray:
+    """Members whose N*(C) is finite and positive at both ends of the range."""
+    with np.errstate(all="ignore"):
+        ns = [ens.optimum(c)[0] for c in flops_range]
+    return np.logical_and.reduce([np.isfinite(n) & (n > 0) & (n < 1e30) for n in ns])
+
+
+def plot_optimum_robust(est: Estimates, flops_range, path: Path, target_flops) -> None:
+    """N*(C) bands over the members with a finite optimum; a note instead where no member has one."""
+    kept = {}
+    for skill, ens in est.ensembles.items():
+        mask = _identifiable_members(ens, flops_range)
+        if mask.mean() >= 0.5:  # a band over a minority of members would be misleading
+            arrays = {k: np.asarray(v)[mask] for k, v in ens.params().items()}
+            if ens.transfer is not None:
+                arrays["transfer"] = np.asarray(ens.transfer)[mask]
+            kept[skill] = ens.with_params(**arrays)
+    if kept:
+        plot_optimum(kept, flops_range, path, target_flops=target_flops)
+        return
+    fig, ax = plt.subplots(figsize=(6, 2))
+    ax.text(0.5, 0.5, "N*(C) is not identifiable from these runs:\nthe fitted laws put the optimum at 0 or infinity",
+            ha="center", va="center")
+    ax.axis("off")
     _save(fig, path)
 
 
@@ -107,8 +135,14 @@ def plot_composition(cfg: StudyConfig, est: Estimates, path: Path) -> list[dict]
     mid = np.array([r["n_params"] for r in rows])
     lo, hi = np.array([r["n_params_ci95"] for r in rows]).T
     fig, ax = plt.subplots(figsize=(6, 4.2))
-    ax.plot(w, mid, "o-")
-    ax.fill_between(w, lo, hi, alpha=0.25)
+    ok = np.isfinite(mid) & (mid > 0) & np.isfinite(lo) & (lo > 0) & np.isfinite(hi)
+    if not ok.any():
+        ax.text(0.5, 0.5, "N* of the compositions is not identifiable from these runs", ha="center", va="center")
+        ax.axis("off")
+        _save(fig, path)
+        return rows
+    ax.plot(w[ok], mid[ok], "o-")
+    ax.fill_between(w[ok], lo[ok], hi[ok], alpha=0.25)
     ax.set(yscale="log", xlabel=f"validation weight on {a} (rest {b})", ylabel=f"N* at C={c:.2g}",
            title="what the validation composition does to N*")
     _save(fig, path)
@@ -137,7 +171,7 @@ def write_report(study_dir: Path, out: Path) -> Path:
     plot_isoflop_runs(cfg, rows, est, out / "isoflop.png")
     c_lo = cfg.min_run_flops
     c_hi = max(t.flops for t in cfg.targets)
-    plot_optimum(est.ensembles, [c_lo, c_hi], out / "optimum.png", target_flops=[t.flops for t in cfg.targets])
+    plot_optimum_robust(est, [c_lo, c_hi], out / "optimum.png", [t.flops for t in cfg.targets])
     whatif = plot_composition(cfg, est, out / "composition.png")
     plot_runs(cfg, rows, out / "runs.png")
     result = json.loads((study_dir / "result.json").read_text()) if (study_dir / "result.json").exists() else None
