@@ -212,7 +212,7 @@ def _judge_estimates(trace: Trace, flops: float, est: Estimates, truth_n: np.nda
 def run_adaptive(cfg: StudyConfig, truth: str, seed: int, k: int, truth_n: np.ndarray) -> Trace:
     """The controller's loop, batch-synchronous at concurrency k."""
     trace, lab, proposer = Trace(truth, "adaptive", k, seed), _Lab(cfg, seed), Proposer(cfg)
-    estimates, start = None, time.perf_counter()
+    estimates, start, streak = None, time.perf_counter(), 0
     while True:
         points = proposer.propose(k, estimates, [], len(lab.rows), budget_left=cfg.compute_cap - lab.flops)
         if not points or len(lab.rows) >= cfg.max_runs:
@@ -220,8 +220,10 @@ def run_adaptive(cfg: StudyConfig, truth: str, seed: int, k: int, truth_n: np.nd
             break
         lab.train(points)
         estimates = refit(cfg, lab.rows)
-        if estimates is not None and _judge_estimates(trace, lab.flops, estimates, truth_n) \
-                and len(lab.rows) >= cfg.proposer.seed_runs:
+        inside = (estimates is not None and _judge_estimates(trace, lab.flops, estimates, truth_n)
+                  and len(lab.rows) >= cfg.proposer.seed_runs)
+        streak = streak + 1 if inside else 0  # the controller's rule: confirm_refits refits in a row
+        if streak >= cfg.confirm_refits:
             trace.stop = "converged"
             break
     trace.n_runs, trace.seconds = len(lab.rows), time.perf_counter() - start
@@ -230,7 +232,7 @@ def run_adaptive(cfg: StudyConfig, truth: str, seed: int, k: int, truth_n: np.nd
 
 def _sequential(cfg: StudyConfig, trace: Trace, truth_n: np.ndarray, next_point) -> Trace:
     """Train next_point(lab) one at a time until the stop rule holds, the cap is spent or it returns None."""
-    lab, start, last_check = _Lab(cfg, trace.seed), time.perf_counter(), 0
+    lab, start, last_check, streak = _Lab(cfg, trace.seed), time.perf_counter(), 0, 0
     while True:
         if len(lab.rows) >= cfg.max_runs:
             trace.stop = "max_runs"
@@ -245,7 +247,9 @@ def _sequential(cfg: StudyConfig, trace: Trace, truth_n: np.ndarray, next_point)
             continue
         last_check = n
         estimates = refit(cfg, lab.rows)
-        if estimates is not None and _judge_estimates(trace, lab.flops, estimates, truth_n):
+        inside = estimates is not None and _judge_estimates(trace, lab.flops, estimates, truth_n)
+        streak = streak + 1 if inside else 0
+        if streak >= cfg.confirm_refits:
             trace.stop = "converged"
             break
     if trace.stop != "converged" and (not trace.flops or trace.flops[-1] < lab.flops):

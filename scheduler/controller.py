@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import math
 import time
+import warnings
 from pathlib import Path
 
 import optuna
@@ -55,7 +56,9 @@ def open_optuna_study(cfg: StudyConfig, study_dir: Path) -> optuna.Study:
     study = optuna.create_study(storage=storage, study_name=cfg.name, load_if_exists=True,
                                 directions=["minimize"] * len(cfg.skills))
     if study.metric_names is None:
-        study.set_metric_names([f"loss/{s}" for s in cfg.skills])
+        with warnings.catch_warnings():  # marked experimental by Optuna; only labels the values
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([f"loss/{s}" for s in cfg.skills])
     return study
 
 
