@@ -11,6 +11,8 @@ import sys
 
 import pytest
 
+DASHBOARD_PORT = 8267
+
 
 @pytest.fixture(scope="session")
 def ray_head(tmp_path_factory):
@@ -22,8 +24,10 @@ def ray_head(tmp_path_factory):
     # A throwaway cluster on the loopback address only; token auth (Ray's default for local clusters)
     # is turned off for it so that the test's subprocesses attach without a token file.
     os.environ["RAY_AUTH_MODE"] = "disabled"
+    # The dashboard (on loopback) hosts Ray's job server, which tests/faults/test_ray_job.py submits to.
     subprocess.run([ray_bin, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
-                    "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"],
+                    "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={DASHBOARD_PORT}",
+                    "--disable-usage-stats", f"--temp-dir={temp}"],
                    check=True, capture_output=True, timeout=180)
     address = f"127.0.0.1:{port}"
     ray.init(address=address, namespace="skillscale-tests", logging_level="ERROR", log_to_driver=False)
