@@ -9,10 +9,9 @@ scheduler/cli.py prints as one line with exit status 2.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import tempfile
 
+from fitting.atomic import atomic_write_json
 from fitting.errors import InputError
 from fitting.report import LAWS, fit_report
 from fitting.table import load_runs
@@ -36,19 +35,11 @@ def add_fit_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def write_json_atomic(obj, path) -> None:
-    """Write JSON to a temp file in the target directory, then os.replace: never half-written."""
+    """Write the report JSON atomically; a missing output directory is a user error, not created."""
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise InputError(f"{path}: directory {directory} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".fit-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_json(path, obj)
 
 
 def print_report(report: dict) -> None:

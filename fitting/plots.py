@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 
 import matplotlib
@@ -16,6 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from fitting.atomic import atomic_open  # noqa: E402
 from fitting.conventions import FLOPS_PER_PARAM_TOKEN  # noqa: E402
 from fitting.isoflop import group_budgets  # noqa: E402
 from fitting.law import LawEnsemble, ParametricLaw  # noqa: E402
@@ -24,11 +24,9 @@ from fitting.table import RunsTable  # noqa: E402
 
 def _save(fig, path) -> None:
     """Write atomically: temp file in the same directory, then rename."""
-    path = os.fspath(path)
-    tmp = f"{path}.tmp.{os.getpid()}.png"
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    with atomic_open(path) as f:
+        fig.savefig(f, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def plot_isoflop(table: RunsTable, laws: Mapping[str, ParametricLaw], path) -> None:

@@ -25,13 +25,14 @@ import ray
 from optuna.trial import TrialState
 from ray.exceptions import ActorDiedError, RayActorError, RayTaskError
 
+from fitting.atomic import atomic_write_json
 from fitting.conventions import conventions_dict
 from fitting.errors import InputError
 from fitting.law import interval
 from scheduler.actor import start_actor
 from scheduler.config import StudyConfig
 from scheduler.estimates import Estimates, refit
-from scheduler.ledger import Ledger, atomic_write_json, freeze_config
+from scheduler.ledger import Ledger, freeze_config
 from scheduler.metrics import StudyMetrics
 from scheduler.progress import Progress
 from scheduler.proposer import Point, Proposer, SearchSpace

@@ -3,15 +3,12 @@
 <study_dir>/study.yaml      frozen copy of the config; a resume with a different config is refused
 <study_dir>/runs.parquet    one row per finished run (ok, diverged or failed)
 
-Every write goes to a temporary file in the same directory, is fsynced, then renamed over the
-target, so a crash (SIGKILL included) leaves either the old file or the new one, never half of one.
+Every write goes through fitting.atomic (temporary file, fsync, rename), so a crash (SIGKILL included)
+leaves either the old file or the new one, never half of one.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -19,35 +16,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
+from fitting.atomic import atomic_write_bytes, atomic_write_text
 from fitting.errors import InputError
 from trainers.spec import RunResult, RunSpec
 
 # Fields that may differ between the frozen config and a resume: they change how fast the study
 # runs, not what it estimates.
 RESUMABLE_FIELDS = ("max_concurrent", "resources")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
 def freeze_config(study_dir: Path, frozen: dict) -> None:

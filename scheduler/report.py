@@ -24,13 +24,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
+from fitting.atomic import atomic_write_bytes, atomic_write_text  # noqa: E402
 from fitting.conventions import FLOPS_PER_PARAM_TOKEN  # noqa: E402
 from fitting.errors import InputError  # noqa: E402
 from fitting.optimum import composition_whatif  # noqa: E402
 from fitting.plots import plot_optimum  # noqa: E402
 from scheduler.config import StudyConfig, parse_study_config  # noqa: E402
 from scheduler.estimates import Estimates, fit_inputs, refit  # noqa: E402
-from scheduler.ledger import Ledger, atomic_write_bytes, atomic_write_text  # noqa: E402
+from scheduler.ledger import Ledger  # noqa: E402
 
 
 def add_report_parser(sub: argparse._SubParsersAction) -> None:

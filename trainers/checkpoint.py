@@ -14,13 +14,13 @@ settings, tokenizer). Policy on load, newest first:
 
 from __future__ import annotations
 
-import os
 import re
 import warnings
 from pathlib import Path
 
 import torch
 
+from fitting.atomic import atomic_open
 from fitting.errors import InputError
 
 FORMAT = 1
@@ -63,9 +63,8 @@ def save(run_dir: Path, step: int, payload: dict) -> Path:
     d = checkpoint_dir(run_dir)
     d.mkdir(parents=True, exist_ok=True)
     path = d / f"step_{step:08d}.pt"
-    tmp = d / f".{path.name}.{os.getpid()}.tmp"
-    torch.save({"format": FORMAT, "step": int(step), **payload}, tmp)
-    os.replace(tmp, path)
+    with atomic_open(path) as f:
+        torch.save({"format": FORMAT, "step": int(step), **payload}, f)
     for old in list_checkpoints(run_dir)[KEEP:]:
         old.unlink(missing_ok=True)
     return path

@@ -12,12 +12,11 @@ Bad input is one line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import sys
 from pathlib import Path
 
+from fitting.atomic import atomic_write_json
 from fitting.errors import InputError
 
 DEFAULT_MIX = "knowledge=0.5,code=0.3,general=0.2"
@@ -203,10 +202,7 @@ def run_train(args) -> int:
     }
     if result.error:
         record["error"] = result.error
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".result.json.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(_json_safe(record), indent=2, sort_keys=True))
-    os.replace(tmp, out / "result.json")
+    atomic_write_json(out / "result.json", _json_safe(record), indent=2, sort_keys=True)
     losses = ", ".join(f"{k} {v:.4f}" for k, v in result.losses.items())
     print(
         f"{result.status}: {losses}; {result.tokens_per_s:,.0f} tok/s, MFU {result.mfu:.1%} -> "

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from fitting.atomic import atomic_open
 from fitting.errors import InputError
 from trainers import corpora
 from trainers.tokenizer import ByteTokenizer
@@ -161,11 +161,8 @@ def _real(name: str, path_str: str, settings: DataSettings, tokenizer, seq_len: 
             tokens = None
     if tokens is None:
         tokens = _encode_docs(tokenizer, _read_texts(path))
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
+        with atomic_open(cache) as f:
             np.save(f, tokens)
-        os.replace(tmp, cache)
     n_held = max(seq_len + 1, int(len(tokens) * HELDOUT_FRACTION))
     if len(tokens) < n_held + 2 * (seq_len + 1):
         raise InputError(

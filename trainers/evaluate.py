@@ -9,12 +9,12 @@ its end (the answer) and loses the start of the prompt.
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from fitting.atomic import atomic_open
 from trainers.data import Domain, heldout_windows
 from trainers.model import IGNORE_INDEX, Transformer
 
@@ -91,6 +91,5 @@ def write_curve(rows: list[dict], path: Path) -> None:
 
     keys = sorted({k for r in rows for k in r})
     table = pa.table({k: [r.get(k) for r in rows] for k in keys})
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    with atomic_open(path) as f:
+        pq.write_table(table, f)

@@ -17,12 +17,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 
+from fitting.atomic import atomic_write_json
 from fitting.errors import InputError
 from fitting.law import ParametricLaw
 from trainers.spec import RunResult, RunSpec
@@ -116,6 +116,4 @@ class SimulatedBackend:
             step = min(self.checkpoint_every_s, total - done)
             time.sleep(step)
             done += step
-            tmp = ckpt.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"seconds_done": done, "seconds_total": total}))
-            os.replace(tmp, ckpt)
+            atomic_write_json(ckpt, {"seconds_done": done, "seconds_total": total})

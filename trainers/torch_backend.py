@@ -31,7 +31,6 @@ import contextlib
 import dataclasses
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fitting.atomic import atomic_write_json
 from fitting.errors import InputError
 from trainers import checkpoint
 from trainers.data import SKILLS, DataSettings, MixtureSampler, load_domain, skill_examples, validate_mix
@@ -122,12 +122,6 @@ def _optimizer(model: Transformer, hp: HParams, device: torch.device) -> torch.o
     no_decay = [p for p in model.parameters() if p.dim() < 2]  # RMSNorm gains
     groups = [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=hp.lr, betas=(hp.beta1, hp.beta2), eps=hp.adam_eps, fused=device.type == "cuda")
-
-
-def _atomic_json(obj: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
-    os.replace(tmp, path)
 
 
 class TorchBackend:
@@ -243,7 +237,8 @@ class TorchBackend:
             checkpoint.set_rng_state(ckpt["rng"])
             step, curve, before = ckpt["step"], list(ckpt["curve"]), dict(ckpt["timing"])
         run_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_json(
+        atomic_write_json(
+            run_dir / "run.json",
             {
                 "spec": spec.to_dict(),
                 "shape": cfg.to_dict(),
@@ -251,7 +246,8 @@ class TorchBackend:
                 "n_params": n_params,
                 "data": self.data.to_dict(),
             },
-            run_dir / "run.json",
+            indent=2,
+            sort_keys=True,
         )
 
         def timing() -> dict:

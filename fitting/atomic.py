@@ -1,0 +1,50 @@
+"""Atomic file writes, used wherever skillscale keeps state (ledgers, journals aside, checkpoints, curves,
+results, plots): write to a temporary file in the target's directory, flush and fsync it, then rename it
+over the target. A crash at any moment (SIGKILL, a preempted node) leaves the old file or the new one,
+never half of one. It lives in fitting/ because every other package may import fitting.
+
+    with atomic_open(path) as f:      # binary file object
+        torch.save(obj, f)            # or pq.write_table(table, f), np.save(f, a), fig.savefig(f, format="png")
+    atomic_write_json(path, obj)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator:
+    """A file object whose contents replace `path` only if the block finishes without an exception."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_open(path) as f:
+        f.write(data)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: str | os.PathLike, obj, **dumps_kwargs) -> None:
+    """JSON (indent 2 unless given) written atomically."""
+    dumps_kwargs.setdefault("indent", 2)
+    atomic_write_text(path, json.dumps(obj, **dumps_kwargs) + "\n")
