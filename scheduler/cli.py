@@ -22,20 +22,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="skillscale", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     from fitting.cli import add_fit_parser
+    from scheduler.commands import add_study_parsers
+    from trainers.cli import add_train_parser
 
     add_fit_parser(sub)
-    try:
-        from trainers.cli import add_train_parser
-    except ImportError:  # trainer not built yet
-        pass
-    else:
-        add_train_parser(sub)
-    try:
-        from scheduler.commands import add_study_parsers
-    except ImportError:
-        pass
-    else:
-        add_study_parsers(sub)
+    add_train_parser(sub)
+    add_study_parsers(sub)
     return parser
 
 

@@ -39,6 +39,15 @@ def add_study_parsers(sub: argparse._SubParsersAction) -> None:
 
 def check_backend(cfg: StudyConfig) -> None:
     """Validate backend settings before Ray starts (errors name the field)."""
+    try:
+        _check_backend(cfg)
+    except InputError:
+        raise
+    except (TypeError, ValueError) as exc:  # a setting of the wrong type that the backend did not name
+        raise InputError(f"backend.settings: {str(exc).splitlines()[0]}") from None
+
+
+def _check_backend(cfg: StudyConfig) -> None:
     if cfg.backend.name == "torch":
         from trainers.data import SKILLS
         from trainers.spec import RunSpec
@@ -50,7 +59,8 @@ def check_backend(cfg: StudyConfig) -> None:
         # validate on the CPU: the driver (a cluster head) may have no GPU
         backend = TorchBackend(**{**cfg.backend.settings, "device": "cpu"})
         mix = cfg.mix.fixed or {d: 1.0 / len(cfg.domains) for d in cfg.domains}
-        backend.plan(RunSpec(n_params=int(cfg.n_params.lo), n_tokens=int(cfg.n_tokens.lo), mix=mix))
+        backend.plan(RunSpec(n_params=int(cfg.n_params.lo), n_tokens=int(cfg.n_tokens.lo), mix=mix,
+                             hparams=dict(cfg.hparams)))
     if cfg.backend.name == "simulated":
         from trainers.simulated import SimulatedBackend
 
@@ -79,7 +89,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         init.update(include_dashboard=args.dashboard, dashboard_host=args.dashboard_host, num_cpus=args.num_cpus)
     progress = Progress(quiet=args.quiet)
-    context = ray.init(**init)
+    try:
+        context = ray.init(**init)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = f"--address {address}" if address else "local Ray instance"
+        raise InputError(f"{where}: cannot start/connect to Ray ({str(exc).splitlines()[0][:200]})") from None
     try:
         if args.dashboard and not address:
             progress.log(f"Ray dashboard: http://{context.dashboard_url} (actors are named by study "
@@ -96,7 +110,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from scheduler.ledger import Ledger
+    from scheduler.ledger import Ledger, read_result
 
     study_dir = Path(args.study_dir)
     if not (study_dir / "study.yaml").exists():
@@ -107,7 +121,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     spent = ledger.flops_spent() if ledger else 0.0
     result_path = study_dir / "result.json"
     if result_path.exists():
-        result = json.loads(result_path.read_text())
+        result = read_result(study_dir)
         console.print(f"stopped: {result['stop_reason']} after {result['n_runs']} runs, "
                       f"{result['flops_spent']:.3g} FLOPs")
         targets = result["targets"]

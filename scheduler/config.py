@@ -83,9 +83,22 @@ class Resources(_Model):
     num_cpus: Number = Field(default=1, ge=0)
 
 
+def _numbers_in_settings(value: Any) -> Any:
+    """Backend settings are free-form; read '8e6'-style strings as numbers (integers when whole)."""
+    if not isinstance(value, dict):
+        return value
+    out = {}
+    for key, item in value.items():
+        number = _number(item) if isinstance(item, str) else item
+        if isinstance(number, float) and number.is_integer() and isinstance(item, str) and abs(number) < 2**53:
+            number = int(number)
+        out[key] = number
+    return out
+
+
 class BackendConfig(_Model):
     name: Literal["simulated", "torch"] = "simulated"
-    settings: dict[str, Any] = Field(default_factory=dict)
+    settings: Annotated[dict[str, Any], BeforeValidator(_numbers_in_settings)] = Field(default_factory=dict)
 
 
 class ProposerConfig(_Model):
@@ -122,6 +135,8 @@ class StudyConfig(_Model):
     max_tries: int = Field(default=3, ge=1, description="dispatches of one run before it is marked failed")
     resources: Resources = Field(default_factory=Resources)
     backend: BackendConfig = Field(default_factory=BackendConfig)
+    hparams: Annotated[dict[str, Any], BeforeValidator(_numbers_in_settings)] = Field(
+        default_factory=dict, description="hyperparameter overrides for every run (torch backend: trainers/hparams.py)")
     proposer: ProposerConfig = Field(default_factory=ProposerConfig)
     storage: str | None = Field(default=None, description="Optuna RDB URL; default a journal file in the study dir")
     seed: int = 0
@@ -129,7 +144,7 @@ class StudyConfig(_Model):
     @model_validator(mode="after")
     def _consistent(self) -> StudyConfig:
         if len(set(self.skills)) != len(self.skills):
-            raise ValueError("skills: duplicate names")
+            raise _field_error("skills", "duplicate names")
         domains = self.domains or list(self.skills)
         object.__setattr__(self, "domains", domains)
         if not self.skill_domains:
@@ -153,6 +168,9 @@ class StudyConfig(_Model):
                     raise _field_error(f"{where}.weights", f"unknown skill {skill!r} (skills: {known})")
             _check_simplex(f"{where}.weights", target.weights, self.skills)
             if target.mix is not None:
+                if self.mix.space != "simplex":
+                    raise _field_error(f"{where}.mix", "a target mix needs `mix.space: simplex` (with a fixed mix "
+                                                       "every run and every optimum is at that mix)")
                 _check_simplex(f"{where}.mix", target.mix, domains)
         names = [t.name for t in self.targets]
         if len(set(names)) != len(names):

@@ -23,16 +23,16 @@ from pathlib import Path
 import optuna
 import ray
 from optuna.trial import TrialState
-from ray.exceptions import ActorDiedError, RayActorError, RayTaskError
+from ray.exceptions import RayActorError, RayError
 
-from fitting.atomic import atomic_write_json
+from fitting.atomic import atomic_write_json, finite_or_none
 from fitting.conventions import conventions_dict
 from fitting.errors import InputError
 from fitting.law import interval
 from scheduler.actor import start_actor
 from scheduler.config import StudyConfig
 from scheduler.estimates import Estimates, refit
-from scheduler.ledger import Ledger, freeze_config
+from scheduler.ledger import Ledger, freeze_config, read_result
 from scheduler.metrics import StudyMetrics
 from scheduler.progress import Progress
 from scheduler.proposer import Point, Proposer, SearchSpace
@@ -54,8 +54,16 @@ def open_optuna_study(cfg: StudyConfig, study_dir: Path) -> optuna.Study:
             storage = JournalStorage(JournalFileBackend(str(path)))
         except Exception as exc:  # a truncated/corrupt journal fails to replay
             raise InputError(f"{path}: Optuna journal is unreadable ({type(exc).__name__}: {exc})") from None
-    study = optuna.create_study(storage=storage, study_name=cfg.name, load_if_exists=True,
-                                directions=["minimize"] * len(cfg.skills))
+    try:
+        study = optuna.create_study(storage=storage, study_name=cfg.name, load_if_exists=True,
+                                    directions=["minimize"] * len(cfg.skills))
+    except (ImportError, ValueError, RuntimeError, OSError) as exc:  # a bad RDB URL, an unreachable database
+        raise InputError(f"storage: cannot open Optuna storage {cfg.storage or 'journal'!r} "
+                         f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+    except Exception as exc:  # SQLAlchemy's own errors (optional dependency) are not importable here
+        if type(exc).__module__.startswith("sqlalchemy"):
+            raise InputError(f"storage: cannot open Optuna storage {cfg.storage!r} ({type(exc).__name__})") from None
+        raise
     if study.metric_names is None:
         with warnings.catch_warnings():  # marked experimental by Optuna; only labels the values
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -102,7 +110,7 @@ class Controller:
     def _spec(self, trial_number: int, params: dict) -> RunSpec:
         point = self.space.from_params(params)
         return RunSpec(n_params=point.n_params, n_tokens=point.n_tokens, mix=point.mix, seed=self.cfg.seed,
-                       hparams=dict(self.cfg.backend.settings.get("hparams", {})), trial_number=trial_number)
+                       hparams=dict(self.cfg.hparams), trial_number=trial_number)
 
     def _reconcile(self) -> None:
         """On (re)start: tell trials whose run is in the ledger, re-queue the ones in flight."""
@@ -164,13 +172,16 @@ class Controller:
                 + sum(s.flops for s in self.pending))
 
     def _on_error(self, spec: RunSpec, slot: int, exc: Exception) -> None:
-        """A run's task failed or its actor died: retry on a fresh actor, up to max_tries."""
-        if isinstance(exc, (RayActorError, ActorDiedError)):
-            self.actors[slot] = None  # replaced on next dispatch
+        """A run's task failed or its actor died: retry on a fresh actor, up to max_tries. The old actor is
+        killed either way: a process that raised (a CUDA error, say) may be unusable for the next run."""
+        if isinstance(exc, RayActorError):
             reason = f"worker died: {type(exc).__name__}"
         else:
-            cause = getattr(exc, "cause", exc)
+            cause = getattr(exc, "cause", None) or exc
             reason = f"{type(cause).__name__}: {cause}".splitlines()[0][:300]
+        if self.actors[slot] is not None:
+            ray.kill(self.actors[slot])
+            self.actors[slot] = None  # replaced on next dispatch
         entry = self.attempts.setdefault(spec.run_id, {"tries": 0, "errors": []})
         entry["tries"] += 1
         entry["errors"].append(reason)
@@ -208,19 +219,24 @@ class Controller:
                 and estimates.converged(self.cfg.tolerance))
 
     def _refit(self) -> None:
-        """Refit after a run was recorded (one refit per ledger row, as the stop rule counts them)."""
+        """Refit after a run was recorded. The stop rule's streak moves only when a new ok run joined the
+        fit: a failed or diverged run changes nothing the fit sees, so it must not count as a confirmation."""
+        n_ok_before = self.estimates.n_runs if self.estimates is not None else 0
         self.estimates = refit(self.cfg, self.ledger.rows)
-        self.converged_streak = self.converged_streak + 1 if self._inside(self.estimates, self.ledger.rows) else 0
+        n_ok = self.estimates.n_runs if self.estimates is not None else 0
+        if n_ok != n_ok_before or self.estimates is None:
+            self.converged_streak = self.converged_streak + 1 if self._inside(self.estimates, self.ledger.rows) else 0
         self._publish_fit()
 
     def _restore_fit(self) -> None:
-        """On (re)start: the current fit, and the stop rule's streak replayed over the ledger's last rows,
-        so a restarted controller stops exactly where an uninterrupted one would."""
+        """On (re)start: the current fit, and the stop rule's streak replayed over the refits that followed
+        the last ok runs, so a restarted controller stops exactly where an uninterrupted one would."""
         rows = self.ledger.rows
         self.estimates = refit(self.cfg, rows)
+        ok_ends = [i + 1 for i, r in enumerate(rows) if r["status"] == "ok"]  # prefixes ending in an ok run
         self.converged_streak = 0
-        for j in range(min(self.cfg.confirm_refits, len(rows))):
-            prefix = rows[:len(rows) - j]
+        for j, end in enumerate(reversed(ok_ends[-self.cfg.confirm_refits:])):
+            prefix = rows[:end]
             est = self.estimates if j == 0 else refit(self.cfg, prefix)
             if not self._inside(est, prefix):
                 break
@@ -233,7 +249,7 @@ class Controller:
                         "targets": [t.to_dict() for t in self.estimates.targets],
                         "laws": {s: f.law.to_dict() for s, f in self.estimates.fits.items()},
                         "noise": self.estimates.noise}
-            atomic_write_json(self.study_dir / "fits" / f"fit-{len(self.ledger):05d}.json", _finite_or_none(snapshot))
+            atomic_write_json(self.study_dir / "fits" / f"fit-{len(self.ledger):05d}.json", finite_or_none(snapshot))
         self.metrics.publish(self)
 
     # ------------------------------------------------------------------------------------- loop
@@ -248,12 +264,10 @@ class Controller:
         return None
 
     def run(self) -> dict:
-        result_path = self.study_dir / "result.json"
-        if result_path.exists():
-            import json
-
-            self.progress.log(f"{result_path} exists: this study already stopped; showing its result")
-            return json.loads(result_path.read_text())
+        previous = read_result(self.study_dir)
+        if previous is not None and previous["stop_reason"] != "time_limit":  # a time limit is a pause
+            self.progress.log(f"{self.study_dir / 'result.json'} exists: this study already stopped")
+            return previous
         self._reconcile()
         self._restore_fit()
         stop = None
@@ -281,12 +295,24 @@ class Controller:
                 spec, slot = self.in_flight.pop(ref)
                 try:
                     result = RunResult.from_dict(ray.get(ref))
-                except (RayActorError, ActorDiedError, RayTaskError) as exc:
+                except RayError as exc:  # the task raised, its worker died, ran out of memory, ...
                     self._on_error(spec, slot, exc)
                     continue
                 self._record(spec, result)
-        self._abandon_in_flight()
+        if stop == "time_limit":
+            self._pause_in_flight()
+        else:
+            self._abandon_in_flight()
         return self._finish(stop)
+
+    def _pause_in_flight(self) -> None:
+        """At the time limit: stop the workers but leave their trials RUNNING, so that rerunning the same
+        command re-dispatches them and they resume from their checkpoints."""
+        if self.in_flight:
+            self.progress.log(f"time limit: {len(self.in_flight)} runs in flight will resume from their checkpoints "
+                              "when this command is run again")
+        self.in_flight.clear()
+        self.pending.clear()
 
     def _abandon_in_flight(self) -> None:
         """On convergence (or the time limit), stop the runs still training; their trials are marked failed.
@@ -329,24 +355,13 @@ def law_summary(estimates: Estimates, skill: str, target_flops: list[float]) -> 
             "optimum": optima}
 
 
-def _finite_or_none(obj):
-    """JSON has no inf/NaN: a quantity the laws cannot pin down yet is written as null."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite_or_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite_or_none(v) for v in obj]
-    return obj
-
-
 def study_result(cfg: StudyConfig, ledger: Ledger, estimates: Estimates | None, stop: str,
                  flops_abandoned: float = 0.0) -> dict:
     rows = ledger.rows
     flops = sorted({t.flops for t in cfg.targets})
     targets = [{**t.to_dict(), "identifiable": math.isfinite(t.rel_halfwidth)} for t in estimates.targets] \
         if estimates else []
-    return _finite_or_none({
+    return finite_or_none({
         "stop_reason": stop,
         "tolerance": cfg.tolerance,
         "flops_spent": ledger.flops_spent(),

@@ -9,6 +9,7 @@ leaves either the old file or the new one, never half of one.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -110,3 +111,14 @@ def _column_order(name: str) -> tuple[int, str]:
         if name.startswith(prefix):
             return (i, name)
     return (9, name)
+
+
+def read_result(study_dir: Path) -> dict | None:
+    """<study_dir>/result.json, None if absent; InputError if it is not valid JSON."""
+    path = Path(study_dir) / "result.json"
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise InputError(f"{path}: unreadable result (delete it to let `skillscale run` write it again)") from None

@@ -210,7 +210,11 @@ class Proposer:
             return []
         if (estimates is None or n_asked < self.cfg.proposer.seed_runs
                 or not all(np.isfinite(t.rel_halfwidth) for t in estimates.targets)):
-            return self.seed_design(n_asked, k, max_flops)  # laws not (yet) identifiable: keep filling space
+            points = []  # laws not (yet) identifiable: keep filling space, within the budget left
+            for p in self.seed_design(n_asked, k, max_flops):
+                if sum(q.flops for q in points) + p.flops <= budget_left:
+                    points.append(p)
+            return points
         rng = np.random.default_rng(derived_seed(self.cfg.seed, "enkf", n_asked))
         belief = self.belief(estimates)
         for p in in_flight:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import html
-import json
 from pathlib import Path
 
 import matplotlib
@@ -22,16 +21,15 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import yaml  # noqa: E402
 
 from fitting.atomic import atomic_write_bytes, atomic_write_text  # noqa: E402
 from fitting.conventions import FLOPS_PER_PARAM_TOKEN  # noqa: E402
 from fitting.errors import InputError  # noqa: E402
 from fitting.optimum import composition_whatif  # noqa: E402
 from fitting.plots import plot_optimum  # noqa: E402
-from scheduler.config import StudyConfig, parse_study_config  # noqa: E402
+from scheduler.config import StudyConfig, load_study_config  # noqa: E402
 from scheduler.estimates import Estimates, fit_inputs, refit  # noqa: E402
-from scheduler.ledger import Ledger  # noqa: E402
+from scheduler.ledger import Ledger, read_result  # noqa: E402
 
 
 def add_report_parser(sub: argparse._SubParsersAction) -> None:
@@ -158,10 +156,9 @@ def _table(headers: list[str], rows: list[list]) -> str:
 
 def write_report(study_dir: Path, out: Path) -> Path:
     study_dir = Path(study_dir)
-    try:
-        cfg = parse_study_config(yaml.safe_load((study_dir / "study.yaml").read_text()), str(study_dir / "study.yaml"))
-    except OSError:
-        raise InputError(f"{study_dir}: not a study directory (no study.yaml)") from None
+    if not (study_dir / "study.yaml").exists():
+        raise InputError(f"{study_dir}: not a study directory (no study.yaml)")
+    cfg = load_study_config(study_dir / "study.yaml")
     if not (study_dir / "runs.parquet").exists():
         raise InputError(f"{study_dir}: no finished runs yet (runs.parquet missing)")
     rows = Ledger(study_dir / "runs.parquet").rows
@@ -175,7 +172,7 @@ def write_report(study_dir: Path, out: Path) -> Path:
     plot_optimum_robust(est, [c_lo, c_hi], out / "optimum.png", [t.flops for t in cfg.targets])
     whatif = plot_composition(cfg, est, out / "composition.png")
     plot_runs(cfg, rows, out / "runs.png")
-    result = json.loads((study_dir / "result.json").read_text()) if (study_dir / "result.json").exists() else None
+    result = read_result(study_dir)
     status = (f"stopped: {result['stop_reason']}" if result else "in progress or interrupted")
     spent = sum(r["flops"] for r in rows)
     targets = [[t.name, ", ".join(f"{k}={v:g}" for k, v in t.weights.items()), f"{t.flops:.3g}", f"{t.n_params:.4g}",

@@ -16,7 +16,7 @@ import math
 import sys
 from pathlib import Path
 
-from fitting.atomic import atomic_write_json
+from fitting.atomic import atomic_write_json, finite_or_none
 from fitting.errors import InputError
 
 DEFAULT_MIX = "knowledge=0.5,code=0.3,general=0.2"
@@ -94,16 +94,6 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_train)
     return p
-
-
-def _json_safe(obj):
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
-    return obj
 
 
 def _nonnegative(text: str, what: str) -> int:
@@ -202,7 +192,7 @@ def run_train(args) -> int:
     }
     if result.error:
         record["error"] = result.error
-    atomic_write_json(out / "result.json", _json_safe(record), indent=2, sort_keys=True)
+    atomic_write_json(out / "result.json", finite_or_none(record), indent=2, sort_keys=True)
     losses = ", ".join(f"{k} {v:.4f}" for k, v in result.losses.items())
     print(
         f"{result.status}: {losses}; {result.tokens_per_s:,.0f} tok/s, MFU {result.mfu:.1%} -> "

@@ -105,6 +105,7 @@ class TrainerSettings:
 
 
 _MODEL_CACHE: dict = {}  # (ModelConfig, device, use_triton, compile) -> (model, training forward)
+MODEL_CACHE_SIZE = 2  # adaptive studies ask for a new shape almost every run: keep memory bounded
 _EVALUATOR_CACHE: dict = {}
 _TOKENIZER_CACHE: dict = {}
 
@@ -171,6 +172,8 @@ class TorchBackend:
     def _model(self, cfg: ModelConfig):
         key = (cfg, str(self.device), self.use_triton, self.settings.compile)
         if key not in _MODEL_CACHE:
+            while len(_MODEL_CACHE) >= MODEL_CACHE_SIZE:  # evict the oldest (dicts keep insertion order)
+                _MODEL_CACHE.pop(next(iter(_MODEL_CACHE)))
             model = Transformer(cfg, use_triton=self.use_triton).to(self.device)
             forward = torch.compile(model) if self.settings.compile else model  # kernels first, then compile
             _MODEL_CACHE[key] = (model, forward)

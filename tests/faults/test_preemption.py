@@ -186,3 +186,33 @@ def test_corrupt_journal_is_detected_and_a_torn_tail_is_tolerated(tmp_path, smal
     journal.write_text("".join(lines))
     with pytest.raises(InputError, match="optuna.journal: Optuna journal is unreadable"):
         open_optuna_study(cfg, tmp_path)
+
+
+def test_time_limit_pauses_and_the_same_command_resumes(ray_local, small_study, tmp_path):
+    """A time limit stops cleanly with runs in flight; running again resumes them from their checkpoints."""
+    import threading
+
+    small_study.update(max_concurrent=2, max_runs=4, name="paused", flops=[1e18, 2e18])
+    small_study["backend"]["settings"].update(sleep_per_flop=2.0 / 1e18, checkpoint_every_s=0.2)  # 2-4 s a run
+    cfg = parse_study_config(small_study)
+    ctl = Controller(cfg, tmp_path, time_limit_s=3600)
+
+    def expire_when_training():  # the limit falls while runs are mid-way, whatever Ray's start-up time
+        while not list((tmp_path / "runs").glob("*/sim_checkpoint.json")):
+            time.sleep(0.05)
+        ctl.deadline = time.monotonic()
+
+    threading.Thread(target=expire_when_training, daemon=True).start()
+    first = ctl.run()
+    assert first["stop_reason"] == "time_limit"
+    done = {r["run_id"] for r in pq.read_table(tmp_path / "runs.parquet").to_pylist()} \
+        if (tmp_path / "runs.parquet").exists() else set()
+    paused = {p.parent.name: json.loads(p.read_text())["seconds_done"]
+              for p in (tmp_path / "runs").glob("*/sim_checkpoint.json") if p.parent.name not in done}
+    assert paused and all(0 < v for v in paused.values())  # stopped mid-run, not abandoned
+    second = Controller(cfg, tmp_path).run()
+    assert second["stop_reason"] == "max_runs" and second["n_runs"] == 4
+    rows = pq.read_table(tmp_path / "runs.parquet").to_pylist()
+    assert len({r["run_id"] for r in rows}) == 4 and all(r["status"] == "ok" for r in rows)
+    assert set(paused) <= {r["run_id"] for r in rows}  # the paused runs were finished, not replaced
+    assert all(r["tries"] == 1 for r in rows)  # a pause is not a failure

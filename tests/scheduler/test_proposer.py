@@ -59,6 +59,13 @@ def test_in_flight_runs_are_not_proposed_again(small_study, tmp_path):
     assert (again.n_params, again.n_tokens) != (first.n_params, first.n_tokens)
 
 
+def test_seed_design_respects_the_budget_left(small_study):
+    cfg = parse_study_config(small_study)
+    for budget in (5e17, 2e18, 1e19):
+        points = Proposer(cfg).propose(4, None, [], 0, budget_left=budget)
+        assert sum(p.flops for p in points) <= budget
+
+
 def test_budget_limits_proposals(small_study, tmp_path):
     cfg = parse_study_config(small_study)
     proposer, ledger = _seeded_ledger(cfg, tmp_path, 16)
