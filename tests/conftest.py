@@ -1,39 +1,38 @@
 """Fixtures shared across test packages: one Ray cluster for the whole session and a small study.
 
-The Ray head is started once with `ray start --head` (Ray takes seconds to start on 2 cores): the
-test process attaches to it, and so do controller subprocesses that the fault tests kill and restart.
+The cluster is started once, in this process (Ray takes seconds to start on 2 cores); controller
+subprocesses that the fault tests kill and restart attach to it by address. Only this cluster is stopped
+at the end: nothing else running Ray on the machine is touched.
 """
 
 import os
-import shutil
-import subprocess
-import sys
+import socket
 
 import pytest
 
-DASHBOARD_PORT = 8267
+DASHBOARD_PORT = 0  # set by ray_head to a free port
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
-def ray_head(tmp_path_factory):
-    """Address of a local Ray head; this process is attached to it. Stopped at the end of the session."""
+def ray_head():
+    """GCS address of a local Ray cluster that this process started (and alone stops): subprocess
+    controllers attach to it, and its dashboard, on loopback, serves Ray's job API to test_ray_job.py."""
     ray = pytest.importorskip("ray")
-    ray_bin = shutil.which("ray") or os.path.join(os.path.dirname(sys.executable), "ray")
-    temp = tmp_path_factory.mktemp("ray")
-    port = "6391"
-    # A throwaway cluster on the loopback address only; token auth (Ray's default for local clusters)
-    # is turned off for it so that the test's subprocesses attach without a token file.
+    # A throwaway single-machine cluster on loopback; token auth (Ray's default for clusters it starts) is
+    # off so the test's subprocesses attach without a token file. Subprocesses inherit the setting.
     os.environ["RAY_AUTH_MODE"] = "disabled"
-    # The dashboard (on loopback) hosts Ray's job server, which tests/faults/test_ray_job.py submits to.
-    subprocess.run([ray_bin, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
-                    "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={DASHBOARD_PORT}",
-                    "--disable-usage-stats", f"--temp-dir={temp}"],
-                   check=True, capture_output=True, timeout=180)
-    address = f"127.0.0.1:{port}"
-    ray.init(address=address, namespace="skillscale-tests", logging_level="ERROR", log_to_driver=False)
-    yield address
+    global DASHBOARD_PORT
+    DASHBOARD_PORT = _free_port()
+    context = ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=DASHBOARD_PORT,
+                       namespace="skillscale-tests", logging_level="ERROR", log_to_driver=False)
+    yield context.address_info["gcs_address"]
     ray.shutdown()
-    subprocess.run([ray_bin, "stop", "--force"], capture_output=True, timeout=180)
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import time
 import pytest
 import yaml
 
-from tests.conftest import DASHBOARD_PORT
+import tests.conftest as shared
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +21,7 @@ def test_study_runs_as_a_ray_job(ray_head, small_study, tmp_path):
     config = tmp_path / "study.yaml"
     config.write_text(yaml.safe_dump(small_study))
     study_dir = tmp_path / "study"
-    address = f"http://127.0.0.1:{DASHBOARD_PORT}"
+    address = f"http://127.0.0.1:{shared.DASHBOARD_PORT}"
     entry = f"{sys.executable} -m scheduler.cli run {config} --study-dir {study_dir} --quiet"
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     deadline = time.monotonic() + 120
