@@ -121,7 +121,7 @@ def refit(cfg: StudyConfig, rows: list[dict], n_boot: int | None = None) -> Esti
         fits[skill] = fit_parametric(data["n_params"], data["n_tokens"], data["loss"][skill], seed=cfg.seed, **kw)
         ensembles[skill] = bootstrap_parametric(data["n_params"], data["n_tokens"], data["loss"][skill],
                                                 n_boot=n_boot, resamples=resamples, seed=cfg.seed,
-                                                fit=fits[skill], **kw)
+                                                fit=fits[skill], method=cfg.proposer.bootstrap, **kw)
         noise[skill] = max(fits[skill].residual_std, cfg.proposer.noise_floor)
     domains = tuple(cfg.domains) if simplex else ()
     points = {s: single_member(f.law, domains) for s, f in fits.items()}
