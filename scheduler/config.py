@@ -110,6 +110,8 @@ class ProposerConfig(_Model):
     inner_trials: int = Field(default=48, ge=0, description="inner Optuna trials refining the best candidates")
     overhead_flops: Number = Field(default=0.0, ge=0, description="fixed cost per run, in FLOPs, added to 6ND")
     noise_floor: Number = Field(default=0.002, gt=0, description="smallest log-loss noise std assumed")
+    explore_every: int = Field(default=0, ge=0, description="every n-th run (0: none) comes from the space-filling "
+                                                            "design, so the fit never rests on a few corners")
     bootstrap: Literal["residual", "pairs"] = Field(
         default="residual", description="how refits resample (fitting/parametric.py): residuals or whole runs")
 

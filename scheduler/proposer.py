@@ -221,6 +221,16 @@ class Proposer:
             belief = self._conditioned(belief, p, rng)
         points = []
         for j in range(k):
+            every = self.cfg.proposer.explore_every
+            if every and (n_asked + j) % every == 0:  # a reserved space-filling run
+                explore = [p for p in self.seed_design(n_asked + j, 1, max_flops) if p.flops <= max_flops]
+                if explore:
+                    points.append(explore[0])
+                    belief = self._conditioned(belief, explore[0], rng)
+                    max_flops = min(max_flops, budget_left - sum(p.flops for p in points))
+                    if max_flops < self.cfg.min_run_flops:
+                        break
+                    continue
             found = self.best(belief, max_flops, derived_seed(self.cfg.seed, "screen", n_asked + j),
                               avoid=[*in_flight, *points])
             if found is None:

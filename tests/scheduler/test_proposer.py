@@ -73,3 +73,13 @@ def test_budget_limits_proposals(small_study, tmp_path):
     assert proposer.propose(4, estimates, [], len(ledger), budget_left=cfg.min_run_flops / 2) == []
     points = proposer.propose(2, estimates, [], len(ledger), budget_left=3e17)
     assert sum(p.flops for p in points) <= 3e17 * 1.01
+
+
+def test_explore_every_reserves_space_filling_runs(small_study, tmp_path):
+    small_study["proposer"]["explore_every"] = 2
+    cfg = parse_study_config(small_study)
+    proposer, ledger = _seeded_ledger(cfg, tmp_path, 16)
+    estimates = refit(cfg, ledger.rows)
+    batch = proposer.propose(2, estimates, [], 16, cfg.compute_cap)
+    assert batch[0] == proposer.seed_design(16, 1, cfg.max_run_flops)[0]  # run 16: 16 % 2 == 0, space-filling
+    assert batch[1] != proposer.seed_design(17, 1, cfg.max_run_flops)[0]  # run 17: chosen by the acquisition
