@@ -24,6 +24,8 @@ from triton.testing import do_bench, do_bench_cudagraph
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+from _provenance import git_commit  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
 from kernels import reference  # noqa: E402
 from kernels.triton_ops import TRITON_OPS  # noqa: E402
 
@@ -31,15 +33,6 @@ try:
     from liger_kernel.transformers import functional as liger
 except Exception:  # liger-kernel is optional
     liger = None
-
-
-def git_commit() -> str | None:
-    import subprocess
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip() or None
-    except OSError:
-        return None
 
 
 def env_info() -> dict:

@@ -32,6 +32,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+from _provenance import git_commit  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
 from trainers.model import Transformer  # noqa: E402
 from trainers.shapes import ModelConfig, flops_per_token  # noqa: E402
 
@@ -96,15 +98,6 @@ class BaselineDecoder(nn.Module):
 
 
 # ---- timing ----------------------------------------------------------------------------------------------
-
-
-def git_commit() -> str | None:
-    import subprocess
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip() or None
-    except OSError:
-        return None
 
 
 def env_info() -> dict:
