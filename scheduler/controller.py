@@ -20,6 +20,7 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import optuna
 import ray
 from optuna.trial import TrialState
@@ -340,6 +341,11 @@ class Controller:
 
 def law_summary(estimates: Estimates, skill: str, target_flops: list[float]) -> dict:
     """One skill's law as `skillscale fit` reports it: point, 95% CIs, exponent a and optima."""
+    with np.errstate(all="ignore"):  # a degenerate fit's optimum is 0 or inf; written as null
+        return _law_summary(estimates, skill, target_flops)
+
+
+def _law_summary(estimates: Estimates, skill: str, target_flops: list[float]) -> dict:
     fit, ens = estimates.fits[skill], estimates.ensembles[skill]
     point = fit.law.to_dict()
     ci = {p: list(interval(v, point=point[p])) for p, v in ens.params().items()}

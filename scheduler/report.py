@@ -155,7 +155,13 @@ def _table(headers: list[str], rows: list[list]) -> str:
 
 
 def write_report(study_dir: Path, out: Path) -> Path:
-    study_dir = Path(study_dir)
+    """Refit and write the plots and index.html; returns the page's path. Degenerate fits (N* at 0 or
+    infinity) are expected early in a study and are drawn as notes, so numpy's warnings are silenced."""
+    with np.errstate(all="ignore"):
+        return _write_report(Path(study_dir), Path(out))
+
+
+def _write_report(study_dir: Path, out: Path) -> Path:
     if not (study_dir / "study.yaml").exists():
         raise InputError(f"{study_dir}: not a study directory (no study.yaml)")
     cfg = load_study_config(study_dir / "study.yaml")
