@@ -112,6 +112,10 @@ class ProposerConfig(_Model):
     noise_floor: Number = Field(default=0.002, gt=0, description="smallest log-loss noise std assumed")
     explore_every: int = Field(default=0, ge=0, description="every n-th run (0: none) comes from the space-filling "
                                                             "design, so the fit never rests on a few corners")
+    interval_inflation: Number = Field(
+        default=1.0, ge=1.0, le=5.0,
+        description="widen each target's interval in log space by this factor about the point estimate; a "
+                    "calibration for adaptive designs, where the bootstrap alone under-covers (BENCHMARKS.md)")
     bootstrap: Literal["residual", "pairs"] = Field(
         default="residual", description="how refits resample (fitting/parametric.py): residuals or whole runs")
 

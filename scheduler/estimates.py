@@ -94,6 +94,14 @@ def target_optimum(ensembles: dict[str, LawEnsemble], cfg: StudyConfig, target: 
     return composition_optimum({s: ensembles[s] for s in weights}, weights, target.flops, mix=mix)
 
 
+def _inflate(ci: tuple[float, float], point: float, factor: float) -> tuple[float, float]:
+    """Stretch an interval about `point` by `factor` in log space (factor 1: unchanged)."""
+    if factor == 1.0 or not (0 < point < np.inf) or not all(np.isfinite(ci)) or min(ci) <= 0:
+        return ci
+    lo, hi = np.log(ci[0] / point), np.log(ci[1] / point)
+    return float(point * np.exp(factor * lo)), float(point * np.exp(factor * hi))
+
+
 def _rel_halfwidth(point: float, ci: tuple[float, float], samples: np.ndarray) -> float:
     """(hi - lo) / (2 * point); infinite when the law is not yet identifiable: a point estimate that is
     0 or infinite, an interval that is not finite, or more than 5% of members without a finite optimum."""
@@ -131,6 +139,8 @@ def refit(cfg: StudyConfig, rows: list[dict], n_boot: int | None = None) -> Esti
             n_hat, d_hat = (float(v[0]) for v in target_optimum(points, cfg, target))
             n_b, d_b = target_optimum(ensembles, cfg, target)
         n_ci, d_ci = interval(n_b, point=n_hat), interval(d_b, point=d_hat)
+        inflation = cfg.proposer.interval_inflation
+        n_ci, d_ci = _inflate(n_ci, n_hat, inflation), _inflate(d_ci, d_hat, inflation)
         targets.append(TargetEstimate(
             name=target.name, weights=dict(target.weights), mix=cfg.target_mix(target), flops=target.flops,
             n_params=n_hat, n_params_ci95=n_ci, n_tokens=d_hat, n_tokens_ci95=d_ci,

@@ -130,7 +130,8 @@ class Proposer:
     def __init__(self, cfg: StudyConfig):
         self.cfg = cfg
         self.space = SearchSpace(cfg)
-        self.v_tol = (cfg.tolerance / 1.96) ** 2  # variance of log N* at the tolerance
+        # variance of log N* at which a target's (inflated) interval reaches the tolerance
+        self.v_tol = (cfg.tolerance / (1.96 * cfg.proposer.interval_inflation)) ** 2
 
     # -------------------------------------------------------------------------------- seed design
     def seed_design(self, start: int, k: int, max_flops: float) -> list[Point]:

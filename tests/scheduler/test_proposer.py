@@ -1,6 +1,7 @@
 """Proposals: a space-filling seed design, then batches that are distinct and spread out."""
 
 import numpy as np
+import pytest
 
 from scheduler.config import parse_study_config
 from scheduler.estimates import refit
@@ -83,3 +84,17 @@ def test_explore_every_reserves_space_filling_runs(small_study, tmp_path):
     batch = proposer.propose(2, estimates, [], 16, cfg.compute_cap)
     assert batch[0] == proposer.seed_design(16, 1, cfg.max_run_flops)[0]  # run 16: 16 % 2 == 0, space-filling
     assert batch[1] != proposer.seed_design(17, 1, cfg.max_run_flops)[0]  # run 17: chosen by the acquisition
+
+
+def test_interval_inflation_widens_intervals_in_log_space(small_study, tmp_path):
+    cfg = parse_study_config(small_study)
+    _, ledger = _seeded_ledger(cfg, tmp_path, 16)
+    plain = refit(cfg, ledger.rows)
+    small_study["proposer"]["interval_inflation"] = 1.5
+    wide = refit(parse_study_config(small_study), ledger.rows)
+    for a, b in zip(plain.targets, wide.targets, strict=True):
+        assert a.n_params == b.n_params  # same point estimate
+        for lo_hi in range(2):
+            assert np.log(b.n_params_ci95[lo_hi] / b.n_params) == \
+                pytest.approx(1.5 * np.log(a.n_params_ci95[lo_hi] / a.n_params), rel=1e-9)
+        assert b.rel_halfwidth > a.rel_halfwidth
