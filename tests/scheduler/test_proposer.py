@@ -87,6 +87,7 @@ def test_explore_every_reserves_space_filling_runs(small_study, tmp_path):
 
 
 def test_interval_inflation_widens_intervals_in_log_space(small_study, tmp_path):
+    small_study["proposer"]["interval_inflation"] = 1.0
     cfg = parse_study_config(small_study)
     _, ledger = _seeded_ledger(cfg, tmp_path, 16)
     plain = refit(cfg, ledger.rows)
