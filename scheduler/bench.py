@@ -4,9 +4,10 @@
         --json benchmarks/results/scheduler.json --plot docs/bench_scheduler.png
 
 Everything runs in-process on the simulated backend (no Ray, no sleep): the same Proposer, refit and
-SimulatedBackend the controller uses. Concurrency k is simulated batch-synchronously: k points are
-proposed (with whatever is still in flight passed to Proposer.propose), trained, and their results come
-back together before the next refit.
+SimulatedBackend the controller uses. Concurrency k is simulated asynchronously, as the controller runs:
+k workers, a run's duration proportional to its FLOPs (plus the assumed per-run overhead), a refit and a
+new proposal (with the other runs in flight passed to Proposer.propose) each time one finishes, and the
+FLOPs already spent by runs in flight counted when the study stops.
 
 The question (issue #7): how many training FLOPs does each strategy spend before the 95% interval of
 N*(C_target) is within ±`TOLERANCE` of its estimate for every target AND the estimate is within
@@ -30,6 +31,7 @@ point gets the same noise under every strategy):
 from __future__ import annotations
 
 import argparse
+import heapq
 import json
 import math
 import platform
@@ -210,22 +212,44 @@ def _judge_estimates(trace: Trace, flops: float, est: Estimates, truth_n: np.nda
 
 # --------------------------------------------------------------------------------------- strategies
 def run_adaptive(cfg: StudyConfig, truth: str, seed: int, k: int, truth_n: np.ndarray) -> Trace:
-    """The controller's loop, batch-synchronous at concurrency k."""
+    """The controller's loop at concurrency k, asynchronous as on a cluster.
+
+    k workers; a run occupies one for a time proportional to its FLOPs plus the per-run overhead the
+    proposer assumes. Each time a run finishes the laws are refitted and the stop rule is checked, per
+    finished run as the controller does, and one new run is proposed with the other k - 1 still in flight.
+    On stopping, the runs in flight are abandoned and the FLOPs they had spent so far are counted.
+    """
     trace, lab, proposer = Trace(truth, "adaptive", k, seed), _Lab(cfg, seed), Proposer(cfg)
-    estimates, start, streak = None, time.perf_counter(), 0
-    while True:
-        points = proposer.propose(k, estimates, [], len(lab.rows), budget_left=cfg.compute_cap - lab.flops)
-        if not points or len(lab.rows) >= cfg.max_runs:
-            trace.stop = "budget_exhausted" if not points else "max_runs"
-            break
-        lab.train(points)
+    estimates, start, streak, clock, asked = None, time.perf_counter(), 0, 0.0, 0
+    running: list[tuple[float, int, float, Point]] = []  # heap of (finish time, order, start time, point)
+    overhead = cfg.proposer.overhead_flops
+
+    def fill() -> None:
+        nonlocal asked
+        n_new = min(k - len(running), cfg.max_runs - asked)
+        if n_new <= 0:
+            return
+        committed = lab.flops + sum(p.flops for *_, p in running)
+        in_flight = [p for *_, p in sorted(running, key=lambda r: r[1])]
+        for p in proposer.propose(n_new, estimates, in_flight, asked, budget_left=cfg.compute_cap - committed):
+            heapq.heappush(running, (clock + p.flops + overhead, asked, clock, p))
+            asked += 1
+
+    fill()
+    while running:
+        clock, _, _, point = heapq.heappop(running)
+        lab.train([point])
+        spent = lab.flops + sum(p.flops * (clock - t0) / (t1 - t0) for t1, _, t0, p in running)
         estimates = refit(cfg, lab.rows)
-        inside = (estimates is not None and _judge_estimates(trace, lab.flops, estimates, truth_n)
+        inside = (estimates is not None and _judge_estimates(trace, spent, estimates, truth_n)
                   and len(lab.rows) >= cfg.proposer.seed_runs)
         streak = streak + 1 if inside else 0  # the controller's rule: confirm_refits refits in a row
         if streak >= cfg.confirm_refits:
             trace.stop = "converged"
             break
+        fill()
+    else:
+        trace.stop = "max_runs" if asked >= cfg.max_runs else "budget_exhausted"
     trace.n_runs, trace.seconds = len(lab.rows), time.perf_counter() - start
     return trace
 
@@ -305,8 +329,9 @@ def grid_points(cfg: StudyConfig, grid: GridSpec) -> list[Point]:
     points = []
     for c in np.geomspace(grid.c_lo, grid.c_hi, grid.n_budgets):
         guess = math.sqrt(c / (6 * TOKENS_PER_PARAM_GUESS))
-        lo = max(math.log10(guess) - GRID_SPAN_DECADES, math.log10(max(cfg.n_params.lo, c / (6 * cfg.n_tokens.hi))))
-        hi = min(math.log10(guess) + GRID_SPAN_DECADES, math.log10(min(cfg.n_params.hi, c / (6 * cfg.n_tokens.lo))))
+        n_lo, n_hi = cfg.n_bounds(c)
+        lo = max(math.log10(guess) - GRID_SPAN_DECADES, math.log10(n_lo))
+        hi = min(math.log10(guess) + GRID_SPAN_DECADES, math.log10(n_hi))
         for log_n in np.linspace(lo, hi, grid.n_sizes):
             n = int(round(10 ** log_n))
             d = min(max(round(c / (6 * n)), int(cfg.n_tokens.lo)), int(cfg.n_tokens.hi))  # rounding stays in bounds
@@ -515,7 +540,7 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"simulated truths (presets: {', '.join(PRESETS)})")
     p.add_argument("--seeds", type=int, default=10, help="noise/proposer seeds per truth (default 10)")
     p.add_argument("--first-seed", type=int, default=0)
-    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16], help="adaptive batch sizes")
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16], help="adaptive: runs in flight at once")
     p.add_argument("--strategies", nargs="+", default=["grid", "random", "tpe", "adaptive"],
                    choices=["grid", "random", "tpe", "adaptive"])
     p.add_argument("--max-flops", type=float, default=3e20, help="FLOP cap per sequential strategy (default 3e20)")

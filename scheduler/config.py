@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import numpy as np
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
@@ -133,6 +134,9 @@ class StudyConfig(_Model):
     n_params: Range
     n_tokens: Range
     flops: Range | None = None
+    tokens_per_param: Range | None = Field(
+        default=None, description="allowed D/N: keeps runs out of the few-step regime where small-scale training "
+                                  "stops following the scaling law (e.g. [4, 500])")
     targets: list[Target] = Field(min_length=1)
     tolerance: Number = Field(default=0.10, gt=0, lt=1, description="relative 95% half-width of N*(C_target)")
     confirm_refits: int = Field(default=2, ge=1, le=20,
@@ -193,6 +197,17 @@ class StudyConfig(_Model):
         return self
 
     # ---- derived quantities -------------------------------------------------------------------
+    def n_bounds(self, flops):
+        """(lowest, highest) N a run of `flops` = 6ND may have within the N, D and D/N bounds (arrays
+        broadcast; lowest > highest where no run of that size is allowed)."""
+        c = np.asarray(flops, dtype=float)
+        lo = np.maximum(self.n_params.lo, c / (6 * self.n_tokens.hi))
+        hi = np.minimum(self.n_params.hi, c / (6 * self.n_tokens.lo))
+        if self.tokens_per_param is not None:  # D/N = c / (6 N^2)
+            lo = np.maximum(lo, np.sqrt(c / (6 * self.tokens_per_param.hi)))
+            hi = np.minimum(hi, np.sqrt(c / (6 * self.tokens_per_param.lo)))
+        return lo, hi
+
     @property
     def min_run_flops(self) -> float:
         lo = 6 * self.n_params.lo * self.n_tokens.lo

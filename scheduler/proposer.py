@@ -101,8 +101,7 @@ class SearchSpace:
         u = np.atleast_2d(u)
         log_c = np.log(cfg.min_run_flops) + u[:, 0] * (np.log(max_flops) - np.log(cfg.min_run_flops))
         c = np.exp(log_c)
-        n_lo = np.maximum(cfg.n_params.lo, c / (6 * cfg.n_tokens.hi))
-        n_hi = np.minimum(cfg.n_params.hi, c / (6 * cfg.n_tokens.lo))
+        n_lo, n_hi = cfg.n_bounds(c)
         ok = n_lo <= n_hi
         n = np.exp(np.log(n_lo) + u[:, 1] * (np.log(np.maximum(n_hi, n_lo)) - np.log(n_lo)))
         n = np.where(ok, np.round(n), np.nan)

@@ -60,8 +60,8 @@ def plot_isoflop_runs(cfg: StudyConfig, rows: list[dict], est: Estimates, path: 
         sc = ax.scatter(data["n_params"], data["loss"][skill], c=flops, norm=norm, cmap="viridis", s=12)
         law = est.fits[skill].law
         for c in levels:
-            n = np.geomspace(max(cfg.n_params.lo, c / (6 * cfg.n_tokens.hi)),
-                             min(cfg.n_params.hi, c / (6 * cfg.n_tokens.lo)), 80)
+            n_lo, n_hi = cfg.n_bounds(c)
+            n = np.geomspace(float(n_lo), float(n_hi), 80)
             mix = cfg.mix.fixed if cfg.mix.space == "fixed" else None
             ax.plot(n, law.loss(n, c / (FLOPS_PER_PARAM_TOKEN * n), mix if law.transfer else None),
                     color=plt.cm.viridis(norm(c)), lw=1.2)

@@ -90,6 +90,8 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", default="1000", help="checkpoint every k steps")
     p.add_argument("--eval-samples", default="256", help="held-out prompts per skill")
     p.add_argument("--knowledge-entities", default="20000", help="size of the synthetic world")
+    p.add_argument("--knowledge-eval", choices=("recall", "extract"), default="recall",
+                   help="knowledge questions in training (recall) or held-out (extract) phrasings")
     p.add_argument("--domain-tokens", default="16e6", help="length of each generated training stream")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_train)
@@ -129,6 +131,7 @@ def run_train(args) -> int:
         checkpoint_every=_nonnegative(args.checkpoint_every, "--checkpoint-every"),
         eval_samples=parse_count(args.eval_samples, "--eval-samples"),
         knowledge_entities=parse_count(args.knowledge_entities, "--knowledge-entities"),
+        knowledge_eval=args.knowledge_eval,
         domain_tokens=parse_count(args.domain_tokens, "--domain-tokens"),
     )
     if args.no_triton:

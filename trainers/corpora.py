@@ -6,10 +6,15 @@ every run is scored on the same questions.
 - knowledge: a synthetic world of `n_entities` people, each with six attributes (birth date, birth city,
   university, field, employer, work city), rendered as biographies in varied sentence templates, with
   a few question/answer lines in *training* question phrasings. The skill eval asks about the same
-  facts in *held-out* question phrasings ("Q: Where was X born?\nA:" -> " Paris.") and scores the NLL of
-  the answer tokens only. The world carries ~n_entities * 40 bits of facts (default 20,000 entities,
-  ~0.8 Mbit), so models of a few million parameters are capacity-limited (Allen-Zhu & Li 2024 measure
-  about 2 bits of knowledge per parameter at best).
+  facts and scores the NLL of the answer tokens only. By default ("recall") it asks in the training
+  phrasings ("Q: In which city was X born?\nA:" -> " Paris.") about random (person, attribute) pairs,
+  whose fact every biography states and whose QA line training may or may not have shown: closed-book
+  recall. "extract" asks in *held-out* phrasings ("Q: Where was X born?\nA:"); at the few-million-
+  parameter scale of a one-GPU study its answer NLL was not monotone in tokens (examples/skills-h100,
+  first study: the ambiguous "Where ..." forms grow more confidently wrong), so it is opt-in. The world
+  carries ~n_entities * 40 bits of facts (default 20,000 entities, ~0.8 Mbit), so models of a few
+  million parameters are capacity-limited (Allen-Zhu & Li 2024 measure about 2 bits of knowledge per
+  parameter at best).
 - code: small generated Python programs (assignments, arithmetic, loops, lists, ifs) followed by
   "# output:" and what they print; the values are computed while generating (no exec). The skill eval
   is the NLL of the output given the program, on held-out programs never emitted for training.
@@ -172,14 +177,19 @@ def knowledge_documents(world: list[Entity], seed: int, n_chars: int) -> list[st
     return docs
 
 
-def knowledge_questions(world: list[Entity], seed: int, n: int) -> list[tuple[str, str]]:
-    """Held-out QA pairs (prompt, answer): held-out phrasings about facts that appear in training."""
+KNOWLEDGE_EVALS = ("recall", "extract")
+
+
+def knowledge_questions(world: list[Entity], seed: int, n: int, phrasing: str = "recall") -> list[tuple[str, str]]:
+    """QA pairs (prompt, answer) about facts that appear in training, in training ("recall") or held-out
+    ("extract") question phrasings."""
+    questions = {"recall": TRAIN_QUESTIONS, "extract": EVAL_QUESTIONS}[phrasing]
     rng = random.Random(f"knowledge-eval:{seed}")
     out = []
     for _ in range(n):
         e = rng.choice(world)
         a = rng.choice(ATTRIBUTES)
-        out.append((f"Q: {rng.choice(EVAL_QUESTIONS[a]).format(n=e.name)}\nA:", f" {e.facts[a]}."))
+        out.append((f"Q: {rng.choice(questions[a]).format(n=e.name)}\nA:", f" {e.facts[a]}."))
     return out
 
 

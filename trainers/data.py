@@ -44,6 +44,7 @@ class DataSettings:
     domain_tokens: int = 16_000_000  # length of each generated training stream
     heldout_tokens: int = 131_072  # length of each generated held-out stream
     eval_samples: int = 256  # QA prompts / programs per skill
+    knowledge_eval: str = "recall"  # "recall": training question phrasings; "extract": held-out phrasings
     corpora: dict = field(default_factory=dict)  # domain name -> local path of a real corpus
     cache_dir: str = ""  # where tokenised real corpora are cached ("" -> ~/.cache/skillscale/tokens)
 
@@ -51,6 +52,9 @@ class DataSettings:
         for name in ("knowledge_entities", "domain_tokens", "heldout_tokens", "eval_samples"):
             if int(getattr(self, name)) <= 0:
                 raise InputError(f"data.{name}: expected a positive integer, got {getattr(self, name)}")
+        if self.knowledge_eval not in corpora.KNOWLEDGE_EVALS:
+            raise InputError(f"data.knowledge_eval: expected one of {', '.join(corpora.KNOWLEDGE_EVALS)}, "
+                             f"got {self.knowledge_eval!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -254,7 +258,8 @@ def heldout_windows(domain: Domain, seq_len: int, max_rows: int) -> np.ndarray:
 def skill_examples(skill: str, settings: DataSettings) -> list[tuple[str, str]]:
     """(prompt, answer) pairs of a skill's held-out evaluation set."""
     if skill == "knowledge":
-        return corpora.knowledge_questions(world(settings), settings.data_seed, settings.eval_samples)
+        return corpora.knowledge_questions(world(settings), settings.data_seed, settings.eval_samples,
+                                           phrasing=settings.knowledge_eval)
     if skill == "code":
         return corpora.code_eval_programs(settings.data_seed, settings.eval_samples)
     raise InputError(f"skill: unknown {skill!r}; skills are {', '.join(SKILLS)}")

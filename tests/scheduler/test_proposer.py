@@ -99,3 +99,16 @@ def test_interval_inflation_widens_intervals_in_log_space(small_study, tmp_path)
             assert np.log(b.n_params_ci95[lo_hi] / b.n_params) == \
                 pytest.approx(1.5 * np.log(a.n_params_ci95[lo_hi] / a.n_params), rel=1e-9)
         assert b.rel_halfwidth > a.rel_halfwidth
+
+
+def test_tokens_per_param_bounds_every_proposal(small_study, tmp_path):
+    cfg = parse_study_config({**small_study, "tokens_per_param": [10, 200]})
+    points = Proposer(cfg).seed_design(0, 32, cfg.max_run_flops)
+    proposer, ledger = _seeded_ledger(cfg, tmp_path, 16)
+    points += proposer.propose(4, refit(cfg, ledger.rows), [], 16, cfg.compute_cap)
+    assert len(points) >= 30
+    for p in points:
+        assert 10 * 0.99 <= p.n_tokens / p.n_params <= 200 * 1.01
+        assert cfg.n_params.lo <= p.n_params <= cfg.n_params.hi
+    lo, hi = cfg.n_bounds(cfg.max_run_flops)
+    assert lo <= hi and hi <= np.sqrt(cfg.max_run_flops / 60) * 1.0001

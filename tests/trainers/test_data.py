@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import numpy as np
 import pyarrow as pa
@@ -78,16 +79,21 @@ def test_mix_validation():
         validate_mix({}, SETTINGS)
 
 
-def test_knowledge_eval_asks_heldout_phrasings_of_trained_facts():
+def test_knowledge_eval_asks_trained_facts_in_training_or_heldout_phrasings():
     world = corpora.make_world(50, 0)
     docs = "\n".join(corpora.knowledge_documents(world, 0, 20_000))
-    questions = skill_examples("knowledge", SETTINGS)
-    assert len(questions) == 16
-    for prompt, answer in questions:
-        question = prompt.removeprefix("Q: ").removesuffix("\nA:")
-        assert question not in docs  # the phrasing is held out ...
-        name = next(e.name for e in world if e.name in prompt)
-        assert f"{name}" in docs and answer.strip(" .") in docs  # ... the fact is not
+    trained = {q.format(n=e.name) for e in world for qs in corpora.TRAIN_QUESTIONS.values() for q in qs}
+    for phrasing in ("recall", "extract"):
+        questions = skill_examples("knowledge", replace(SETTINGS, knowledge_eval=phrasing))
+        assert len(questions) == 16
+        for prompt, answer in questions:
+            question = prompt.removeprefix("Q: ").removesuffix("\nA:")
+            assert (question in trained) == (phrasing == "recall")  # the phrasing: seen in training or held out
+            assert (question in docs) <= (phrasing == "recall")
+            name = next(e.name for e in world if e.name in prompt)
+            assert f"{name}" in docs and answer.strip(" .") in docs  # the fact always appears in training
+    with pytest.raises(InputError, match="data.knowledge_eval: expected one of recall, extract"):
+        DataSettings(knowledge_eval="paraphrase")
 
 
 def test_code_eval_programs_are_held_out_and_outputs_correct():
