@@ -12,7 +12,8 @@ FLOPs already spent by runs in flight counted when the study stops.
 The question (issue #7): how many training FLOPs does each strategy spend before the 95% interval of
 N*(C_target) is within ±`TOLERANCE` of its estimate for every target AND the estimate is within
 `TOLERANCE` of the truth? FLOPs are 6·N·D of the runs only. The adaptive proposer additionally assumes a
-fixed per-run cost (`overhead_flops`, 1e17 here) when it ranks candidates; that cost is not counted.
+fixed per-run cost (`overhead_flops`, 2e16 here: about a minute of an H100 at 40% MFU) when it ranks
+candidates; that cost is not counted.
 
 Strategies, on the same truths and noise seeds (a run's noise is drawn from (seed, run_id), so the same
 point gets the same noise under every strategy):
@@ -56,7 +57,7 @@ C_TARGET = 1e21  # FLOPs; 100x the largest run
 GRID_SPAN_DECADES = 0.8  # sizes per budget span guess x 10^(±0.8)
 TOKENS_PER_PARAM_GUESS = 20.0  # Hoffmann et al. 2022: the grid is centred on D = 20 N
 ISOFLOP_BOOT = 200
-MAX_RUNS = 400  # safety stop for sequential strategies (the FLOP cap normally binds first)
+MAX_RUNS = 600  # safety stop for sequential strategies (the FLOP cap normally binds first)
 DENSE_REFIT_RUNS = 30  # random/tpe: check the stop rule after every run up to this many, then every ~n/15
 
 
@@ -89,7 +90,7 @@ class BenchConfig:
     n_boot: int = 100
     inner_trials: int = 16
     n_candidates: int = 512
-    overhead_flops: float = 1e17
+    overhead_flops: float = 2e16
     seed_runs: int = 12
     c_target: float = C_TARGET
     first_seed: int = 0
@@ -390,22 +391,29 @@ def summarize(traces: list[Trace]) -> list[dict]:
 
 
 def verdict(rows: list[dict]) -> list[dict]:
-    """Per truth: adaptive's FLOPs vs the cheapest grid reading that reaches tolerance in most seeds."""
+    """Per truth: adaptive's FLOPs vs the cheapest grid reading that reaches tolerance in most seeds.
+
+    When no grid reaches it, `meets_flops_target` is None (undecided, not passed) and the ratio to the
+    most expensive grid's spend is given instead: what this family of grids spent without getting there.
+    """
     out = []
     for truth in dict.fromkeys(r["truth"] for r in rows):
         mine = [r for r in rows if r["truth"] == truth]
-        grids = [r for r in mine if r["strategy"].startswith("grid") and r["reached_fraction"] >= 0.5
-                 and r["flops_to_tolerance_median"] is not None]
+        all_grids = [r for r in mine if r["strategy"].startswith("grid")]
+        grids = [r for r in all_grids if r["reached_fraction"] >= 0.5 and r["flops_to_tolerance_median"] is not None]
         cheapest = min(grids, key=lambda r: r["flops_to_tolerance_median"]) if grids else None
+        densest = max((r.get("flops_spent_median") or 0.0 for r in all_grids), default=0.0)
         for r in mine:
             if r["strategy"] != "adaptive":
                 continue
-            ratio = (r["flops_to_tolerance_median"] / cheapest["flops_to_tolerance_median"]
-                     if cheapest and r["flops_to_tolerance_median"] else None)
+            mine_flops = r["flops_to_tolerance_median"]
+            ratio = mine_flops / cheapest["flops_to_tolerance_median"] if cheapest and mine_flops else None
+            meets = ratio is not None and ratio <= 0.25 and r["reached_fraction"] >= 0.5
             out.append({"truth": truth, "concurrency": r["concurrency"],
                         "cheapest_grid": cheapest["strategy"] if cheapest else None,
                         "flops_ratio_vs_cheapest_grid": ratio,
-                        "meets_flops_target": ratio is not None and ratio <= 0.25 and r["reached_fraction"] >= 0.5,
+                        "flops_ratio_vs_densest_grid_spend": mine_flops / densest if mine_flops and densest else None,
+                        "meets_flops_target": None if cheapest is None and all_grids else meets,
                         "coverage": r["coverage"],
                         "meets_coverage_target": r["coverage"] is not None and r["coverage"] >= 0.85})
     return out

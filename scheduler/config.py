@@ -106,6 +106,10 @@ class ProposerConfig(_Model):
     """How proposals are made (defaults suit most studies)."""
 
     seed_runs: int = Field(default=12, ge=6, description="space-filling runs before the laws are trusted")
+    seed_budget_skew: Number = Field(
+        default=2.0, ge=1, le=8, description="the seed design places log C at u**skew of the way up the budget "
+                                             "range (u uniform): 1 is log-uniform, 2 halves its FLOPs while still "
+                                             "reaching the largest budget")
     n_boot: int = Field(default=200, ge=20, le=5000, description="bootstrap members for the law ensemble")
     n_candidates: int = Field(default=2048, ge=64, description="QMC candidates screened per proposal")
     inner_trials: int = Field(default=48, ge=0, description="inner Optuna trials refining the best candidates")

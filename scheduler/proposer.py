@@ -13,7 +13,8 @@ training, `n_asked` how many trials the persistent study holds (it indexes the s
 resumed controller continues the same sequence).
 
 - Seed design: Optuna's QMC sampler (scrambled Sobol) over the unit cube, until `seed_runs` runs have
-  been asked for and the laws can be fitted.
+  been asked for and the laws can be fitted; the budget coordinate is raised to `seed_budget_skew`, so
+  the design still spans the budget range but spends about half the FLOPs of a log-uniform one.
 - Then: the candidate with the largest acquisition (scheduler/acquisition.py) — screened over a Sobol
   set of candidates, refined by an inner in-memory Optuna study (TPE) started from the best screened
   ones. A batch of k conditions the ensemble on each chosen point before choosing the next.
@@ -148,6 +149,7 @@ class Proposer:
             units.append([trial.params[f"u{i}"] for i in range(self.space.dims)])
             study.tell(trial, 0.0)
         u = np.array(units[start:])
+        u[:, 0] = u[:, 0] ** self.cfg.proposer.seed_budget_skew  # cheap budgets denser: the laws are unknown yet
         n, d, mix = self.space.from_unit(u, max_flops)
         return [self.space.point(n[i], d[i], mix[i]) for i in range(len(u)) if np.isfinite(n[i])]
 

@@ -94,6 +94,12 @@ def test_verdict_compares_with_the_cheapest_grid_that_reaches():
     (v,) = verdict(rows)
     assert v["cheapest_grid"] == "grid-b" and v["flops_ratio_vs_cheapest_grid"] == pytest.approx(0.2)
     assert v["meets_flops_target"] and not v["meets_coverage_target"]
+    # no grid reaching it in most seeds: undecided, with the ratio to the densest grid's spend instead
+    rows = [{**r, "reached_fraction": 0.1, "flops_spent_median": 3e20} if r["strategy"].startswith("grid") else r
+            for r in rows]
+    (v,) = verdict(rows)
+    assert v["cheapest_grid"] is None and v["meets_flops_target"] is None
+    assert v["flops_ratio_vs_densest_grid_spend"] == pytest.approx(4e19 / 3e20)
 
 
 def test_cli_writes_the_results_json(tmp_path):
