@@ -45,9 +45,11 @@ def test_report_on_a_directory_that_is_not_a_study(tmp_path, capsys):
     assert "not a study directory" in capsys.readouterr().err
 
 
-def test_degenerate_fits_from_a_real_gpu_study_are_reported_not_crashed(tmp_path):
-    """examples/skills-h100 holds real H100 runs whose laws are not identifiable (see BENCHMARKS.md):
-    the refit must say so (infinite half-width, never 'converged') and the report must still render."""
+@pytest.mark.parametrize("example", ["skills-h100-first", "skills-h100"])
+def test_degenerate_fits_from_a_real_gpu_study_are_reported_not_crashed(tmp_path, example):
+    """examples/ holds real H100 studies whose laws are degenerate or not identifiable (BENCHMARKS.md):
+    the refit must never call them converged (the first has infinite half-widths, the second intervals of
+    tens to hundreds of percent), the proposer must keep going, and the report must still render."""
     import shutil
 
     from scheduler.config import load_study_config
@@ -57,12 +59,13 @@ def test_degenerate_fits_from_a_real_gpu_study_are_reported_not_crashed(tmp_path
     from scheduler.report import write_report
 
     study = tmp_path / "study"
-    shutil.copytree(ROOT / "examples" / "skills-h100", study, ignore=shutil.ignore_patterns("report"))
+    shutil.copytree(ROOT / "examples" / example, study, ignore=shutil.ignore_patterns("report"))
     cfg = load_study_config(study / "study.yaml")
     rows = Ledger(study / "runs.parquet").rows
     est = refit(cfg, rows)
     assert not est.converged(cfg.tolerance)
-    assert any(t.rel_halfwidth == float("inf") for t in est.targets)
+    widest = max(t.rel_halfwidth for t in est.targets)
+    assert widest == float("inf") if example == "skills-h100-first" else widest > 0.5
     assert len(Proposer(cfg).propose(2, est, [], len(rows), cfg.compute_cap)) == 2  # keeps exploring
     write_report(study, study / "report")
     assert (study / "report" / "optimum.png").stat().st_size > 1000
