@@ -198,6 +198,12 @@ class StudyConfig(_Model):
             if self.flops.hi < lo or self.flops.lo > hi:
                 raise _field_error("flops", f"[{self.flops.lo:g}, {self.flops.hi:g}] is unreachable with the "
                                             "N and D bounds")
+        if self.tokens_per_param is not None:
+            n_lo, n_hi = self.n_bounds(np.geomspace(self.min_run_flops, self.max_run_flops, 64))
+            if not np.any(n_lo <= n_hi):
+                r = self.tokens_per_param
+                raise _field_error("tokens_per_param", f"no run within the N, D and FLOP bounds has D/N in "
+                                                       f"[{r.lo:g}, {r.hi:g}]")
         return self
 
     # ---- derived quantities -------------------------------------------------------------------

@@ -316,7 +316,7 @@ class Controller:
         self.pending.clear()
 
     def _abandon_in_flight(self) -> None:
-        """On convergence (or the time limit), stop the runs still training; their trials are marked failed.
+        """On any stop but the time limit, stop the runs still training; their trials are marked failed.
         A later `skillscale run` of the same study does not restart them: result.json says it stopped."""
         for ref, (spec, _slot) in list(self.in_flight.items()):
             self.flops_abandoned += spec.flops

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from fitting.errors import InputError
 from scheduler.config import parse_study_config
 from scheduler.estimates import refit
 from scheduler.ledger import Ledger
@@ -112,3 +113,19 @@ def test_tokens_per_param_bounds_every_proposal(small_study, tmp_path):
         assert cfg.n_params.lo <= p.n_params <= cfg.n_params.hi
     lo, hi = cfg.n_bounds(cfg.max_run_flops)
     assert lo <= hi and hi <= np.sqrt(cfg.max_run_flops / 60) * 1.0001
+
+
+def test_tokens_per_param_that_no_run_can_meet_is_a_config_error(small_study):
+    with pytest.raises(InputError, match=r"tokens_per_param: no run within the N, D and FLOP bounds has D/N in"):
+        parse_study_config({**small_study, "tokens_per_param": [20000, 50000]})
+
+
+def test_seed_budget_skew_leans_the_seed_design_to_cheap_budgets(small_study):
+    designs = {}
+    for skew in (1, 2):
+        cfg = parse_study_config({**small_study, "proposer": {**small_study["proposer"], "seed_budget_skew": skew}})
+        designs[skew] = Proposer(cfg).seed_design(0, 32, cfg.max_run_flops)
+    cost = {skew: sum(p.flops for p in pts) for skew, pts in designs.items()}
+    assert cost[2] < 0.7 * cost[1]  # about half the FLOPs ...
+    log_c = np.log10([p.flops for p in designs[2]])
+    assert log_c.max() - log_c.min() > 2  # ... while still spanning the budget range
