@@ -115,11 +115,11 @@ def cases(quick: bool):
             "eager": eager_add_rms_norm, "liger": liger and liger_add_rms_norm,
             "triton": TRITON_OPS.add_rms_norm}, (x, r, w), g
         ffn = 64 * round(8 * d / 3 / 64)
-        gate = torch.randn(tokens, ffn, device=dev, dtype=bf16, requires_grad=True)
-        up = torch.randn(tokens, ffn, device=dev, dtype=bf16, requires_grad=True)
+        gate_up = torch.randn(tokens, 2 * ffn, device=dev, dtype=bf16, requires_grad=True)  # [gate | up]
         yield f"swiglu M={tokens} f={ffn}", {
-            "eager": lambda a, b: F.silu(a) * b, "liger": liger and liger.liger_swiglu,
-            "triton": TRITON_OPS.swiglu}, (gate, up), torch.randn_like(gate)
+            "eager": lambda gu, f=ffn: F.silu(gu[:, :f]) * gu[:, f:],
+            "liger": liger and (lambda gu, f=ffn: liger.liger_swiglu(gu[:, :f], gu[:, f:])),
+            "triton": TRITON_OPS.swiglu}, (gate_up,), torch.randn(tokens, ffn, device=dev, dtype=bf16)
         heads, seq = d // 64, 1024
         q = torch.randn(tokens // seq, heads, seq, 64, device=dev, dtype=bf16, requires_grad=True)
         angles = torch.outer(torch.arange(seq, device=dev).float(), torch.rand(32, device=dev))

@@ -1,8 +1,8 @@
 """Pure-PyTorch references for every fused op. They define the math the Triton kernels must match,
 and they are what the model runs on CPU and in CI.
 
-Shapes: x (..., C) for norms; q/k (B, H, T, Dh) for RoPE with cos/sin (T, Dh/2); hidden (M, C) and
-head weight (V, C) for the loss.
+Shapes: x (..., C) for norms; gate_up (..., 2F) for SwiGLU; q/k (B, H, T, Dh) for RoPE with cos/sin
+(T, Dh/2); hidden (M, C) and head weight (V, C) for the loss.
 """
 
 from __future__ import annotations
@@ -35,9 +35,11 @@ def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     return torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], dim=-1).to(x.dtype)
 
 
-def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
-    """SwiGLU activation (Shazeer 2020): silu(gate) * up."""
-    return (F.silu(gate.float()) * up.float()).to(gate.dtype)
+def swiglu(gate_up: torch.Tensor) -> torch.Tensor:
+    """SwiGLU activation (Shazeer 2020) of a fused gate/up projection: gate_up (..., 2F) = [gate | up] ->
+    silu(gate) * up, (..., F)."""
+    gate, up = gate_up.float().chunk(2, dim=-1)
+    return (F.silu(gate) * up).to(gate_up.dtype)
 
 
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,

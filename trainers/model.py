@@ -55,8 +55,7 @@ class MLP(nn.Module):
         self.w_down = nn.Linear(cfg.ffn_hidden, cfg.d_model, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.w_gate_up(x).chunk(2, dim=-1)  # each (B, T, F)
-        return self.w_down(self.ops.swiglu(gate, up))  # (B, T, C)
+        return self.w_down(self.ops.swiglu(self.w_gate_up(x)))  # (B, T, 2F) -> (B, T, F) -> (B, T, C)
 
 
 class Block(nn.Module):

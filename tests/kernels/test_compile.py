@@ -14,8 +14,8 @@ def _block(ops, x, residual, norm_w, up_w, head_w, cos, sin, targets):
     normed, residual = ops.add_rms_norm(x, residual, norm_w, 1e-6)          # (B*T, C)
     q = normed.view(2, 5, 2, 16).transpose(1, 2)                              # (B, H, T, Dh)
     q = ops.rope(q, cos, sin).transpose(1, 2).reshape(10, 32)
-    gate, up = (q @ up_w.t()).chunk(2, dim=-1)                                # (B*T, 48) each
-    hidden = ops.rms_norm(torch.cat([ops.swiglu(gate, up), residual], -1)[:, :32], norm_w, 1e-6)
+    gate_up = q @ up_w.t()                                                    # (B*T, 96)
+    hidden = ops.rms_norm(torch.cat([ops.swiglu(gate_up), residual], -1)[:, :32], norm_w, 1e-6)
     return ops.linear_cross_entropy(hidden, head_w, targets)
 
 

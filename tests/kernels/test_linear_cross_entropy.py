@@ -23,12 +23,16 @@ def _run(fn, hidden, weight, targets, reduction, grad):
 
 @pytest.mark.parametrize("dtype, atol, rtol", CASES)
 @pytest.mark.parametrize("reduction", ["mean", "none"])
-@pytest.mark.parametrize("n_rows, hidden_size, vocab, small_chunks", [
-    (67, 96, 1000, True),          # several chunks, the last one short
-    (13, 200, 32768 + 3, False),   # vocab not a multiple of the block
+@pytest.mark.parametrize("n_rows, hidden_size, vocab, small_chunks, two_pass", [
+    (67, 96, 1000, True, False),   # several chunks, the last one short; one read per row
+    (67, 96, 1000, True, True),    # the same through the two-pass (large-vocabulary) path
+    (13, 200, 32768, False, False),  # the largest single-pass vocabulary
+    (13, 200, 32768 + 3, False, True),  # two-pass, vocab not a multiple of the block
 ])
-def test_linear_cross_entropy_matches_reference(n_rows, hidden_size, vocab, small_chunks, reduction,
+def test_linear_cross_entropy_matches_reference(n_rows, hidden_size, vocab, small_chunks, two_pass, reduction,
                                                 dtype, atol, rtol, monkeypatch):
+    if two_pass:
+        monkeypatch.setattr(lce, "_SINGLE_PASS_MAX_V", min(lce._SINGLE_PASS_MAX_V, vocab - 1))
     if small_chunks:
         monkeypatch.setattr(lce, "_MIN_CHUNK_ROWS", 16)  # -> chunks of 64 rows
         monkeypatch.setattr(lce, "_N_CHUNKS", 4)

@@ -9,7 +9,7 @@ from kernels import reference  # noqa: E402
 from kernels.rms_norm import add_rms_norm, rms_norm  # noqa: E402
 from tests.kernels.conftest import DEVICE, ELEMENTWISE_CASES, assert_close  # noqa: E402
 
-SHAPES = [(3, 37, 96), (67, 200), (5, 256)]  # rows not a multiple of anything, odd hidden sizes
+SHAPES = [(3, 37, 96), (67, 200), (5, 256), (300, 40)]  # odd row counts and hidden sizes; many tiles per program
 
 
 @pytest.mark.parametrize("dtype, atol, rtol", ELEMENTWISE_CASES)
