@@ -73,7 +73,8 @@ class GridSpec:
 
 
 GRIDS = (GridSpec("grid-3x5", 3, 5), GridSpec("grid-4x7", 4, 7), GridSpec("grid-5x9", 5, 9),
-         GridSpec("grid-4x7-lo", 4, 7, 1e16, 1e18), GridSpec("grid-8x15", 8, 15))
+         GridSpec("grid-4x7-lo", 4, 7, 1e16, 1e18), GridSpec("grid-8x15", 8, 15),
+         GridSpec("grid-12x20", 12, 20), GridSpec("grid-16x30", 16, 30))
 
 
 @dataclass(frozen=True)
@@ -427,18 +428,23 @@ def plot(traces: list[Trace], path: Path, tolerance: float = TOLERANCE) -> None:
     import matplotlib.pyplot as plt
 
     truths = list(dict.fromkeys(tr.truth for tr in traces))
-    fig, axes = plt.subplots(1, len(truths), figsize=(5.5 * len(truths), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(truths), figsize=(5.5 * len(truths), 5.0), squeeze=False)
     grid_f = np.geomspace(1e17, max(max(tr.flops) for tr in traces if tr.flops), 60)
     for ax, truth in zip(axes[0], truths, strict=True):
         groups: dict[tuple, list[Trace]] = {}
         for tr in traces:
             if tr.truth == truth and tr.flops:
                 groups.setdefault((tr.strategy, tr.concurrency), []).append(tr)
+        grid_names = sorted({s.removesuffix("-parametric") for s, _ in groups if s.startswith("grid")},
+                            key=lambda name: np.median([tr.flops[-1] for tr in groups[(name, 1)]]))
+        shade = {name: plt.cm.Greys(0.35 + 0.6 * i / max(1, len(grid_names) - 1))  # darker = more FLOPs
+                 for i, name in enumerate(grid_names)}
         for (strategy, k), group in groups.items():
             if strategy.startswith("grid"):
                 f = np.median([tr.flops[-1] for tr in group])
                 e = np.median([tr.rel_error[-1] for tr in group])
                 ax.scatter([f], [e], marker="s" if strategy.endswith("parametric") else "o", s=30,
+                           color=shade[strategy.removesuffix("-parametric")], edgecolors="k", linewidths=0.4,
                            label=strategy)
                 continue
             curves = []
@@ -457,8 +463,12 @@ def plot(traces: list[Trace], path: Path, tolerance: float = TOLERANCE) -> None:
         ax.axhline(tolerance, color="k", ls="--", lw=0.8)
         ax.set(xscale="log", yscale="log", title=f"truth: {truth}", xlabel="training FLOPs spent (6ND)",
                ylabel="median max |N*/N*_true - 1| at C_target")
-        ax.legend(fontsize=6)
-    fig.tight_layout()
+    handles = {}
+    for ax in axes[0]:  # one legend for all panels, below them: every panel shows the same strategies
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(lab, h)
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=7, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.16, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
