@@ -215,6 +215,7 @@ def parity(args, info):
     row = {"mode": "parity", "d_model": d, "n_layers": n_layers, "steps": args.parity_steps, "lr": args.parity_lr,
            "first_loss": curves["reference"][0],
            **{f"final_loss_{k}": v[-1] for k, v in curves.items()},
+           **{f"max_loss_after_step50_{k}": max(v[50:]) for k, v in curves.items()},  # shows a spike, if any
            "max_abs_diff_triton_vs_reference": max(abs(a - b) for a, b in zip(curves["triton"], curves["reference"],
                                                                              strict=True)),
            "mean_abs_diff_last50_triton_vs_reference": tail_diff("triton", "reference"),

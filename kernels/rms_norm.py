@@ -55,16 +55,18 @@ def _rms_norm_fwd_kernel(
 
 @triton.jit
 def _rms_norm_bwd_kernel(
-    DY, DS, X, W, RSTD, DX, DW_PARTIAL,
-    stride_dy, stride_ds, stride_x, stride_dx,
+    DY, DS, X, W, RSTD, DX, DX2, DW_PARTIAL,
+    stride_dy, stride_ds, stride_x, stride_dx, stride_dx2,
     n_rows, n_cols,
-    HAS_DS: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr,
+    HAS_DS: tl.constexpr, HAS_DX2: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr,
 ):
     """Each program walks tiles of ROWS rows, grid-strided (tile t, t + n_programs, ...).
 
     With x_hat = x * rstd and g = dy * w:
         dx = rstd * (g - x_hat * mean(g * x_hat))      (+ ds, the gradient reaching the residual sum directly)
         dw = sum over rows of dy * x_hat               (per-program fp32 partial sums, reduced by the caller)
+    With HAS_DX2, dx is also stored in DX2's dtype: the fused add's two inputs usually differ in dtype (bf16
+    sub-layer output, fp32 residual), and a second store here saves a separate cast that re-reads dx.
     """
     pid = tl.program_id(0)
     n_programs = tl.num_programs(0)
@@ -85,6 +87,8 @@ def _rms_norm_bwd_kernel(
         if HAS_DS:
             dx += tl.load(DS + rows * stride_ds + cols, mask=mask, other=0.0).to(tl.float32)
         tl.store(DX + rows * stride_dx + cols, dx.to(DX.dtype.element_ty), mask=mask)
+        if HAS_DX2:
+            tl.store(DX2 + rows * stride_dx2 + cols, dx.to(DX2.dtype.element_ty), mask=mask)
         dw_acc += dy * x_hat
     dw = tl.sum(dw_acc, axis=0)
     tl.store(DW_PARTIAL + pid * n_cols + tl.arange(0, BLOCK), dw, mask=tl.arange(0, BLOCK) < n_cols)
@@ -164,17 +168,22 @@ def add_rms_norm_fwd(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tens
     return y.view(x.shape), s.view(x.shape), rstd
 
 
-def _rms_norm_bwd_fake(dy, x, weight, rstd, ds=None):
-    return torch.empty_like(x), torch.empty_like(weight)
+def _rms_norm_bwd_fake(dy, x, weight, rstd, ds=None, dx2_dtype=None):
+    dx2 = x.new_empty(x.shape if dx2_dtype is not None else (0,), dtype=dx2_dtype or x.dtype)
+    return torch.empty_like(x), dx2, torch.empty_like(weight)
 
 
 @kernel_op("rms_norm_bwd", _rms_norm_bwd_fake)
 def rms_norm_bwd(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, rstd: torch.Tensor,
-                 ds: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gradients (dx in x.dtype, dweight in weight.dtype) of y = rms_norm(x); `ds` is added to dx if given."""
+                 ds: torch.Tensor | None = None, dx2_dtype: torch.dtype | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients (dx in x.dtype, dx again in dx2_dtype, dweight in weight.dtype) of y = rms_norm(x).
+
+    `ds` is added to dx if given; the second copy of dx is empty unless `dx2_dtype` is given."""
     dy2, x2 = _rows(dy), _rows(x)
     n_rows, n_cols = x2.shape
     dx = torch.empty_like(x2)
+    dx2 = torch.empty_like(x2, dtype=dx2_dtype) if dx2_dtype is not None else x2.new_empty((0,))
     rows, block, num_warps = _tile(n_cols, x2.element_size())
     if x.is_cuda:
         n_programs = torch.cuda.get_device_properties(x.device).multi_processor_count * 4
@@ -185,13 +194,13 @@ def rms_norm_bwd(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, rstd: 
     ds2 = _rows(ds) if ds is not None else dy2
     if n_rows > 0:
         launch(_rms_norm_bwd_kernel)[(n_programs,)](
-            dy2, ds2, x2, weight.contiguous(), rstd, dx, dw_partial,
-            dy2.stride(0), ds2.stride(0), x2.stride(0), dx.stride(0),
+            dy2, ds2, x2, weight.contiguous(), rstd, dx, dx2 if dx2_dtype is not None else dx, dw_partial,
+            dy2.stride(0), ds2.stride(0), x2.stride(0), dx.stride(0), n_cols,
             n_rows, n_cols,
-            HAS_DS=ds is not None, ROWS=rows, BLOCK=block, num_warps=num_warps,
+            HAS_DS=ds is not None, HAS_DX2=dx2_dtype is not None, ROWS=rows, BLOCK=block, num_warps=num_warps,
         )
-    return dx.view(x.shape), dw_partial.sum(0).to(weight.dtype)
-
+    dx2 = dx2.view(x.shape) if dx2_dtype is not None else dx2
+    return dx.view(x.shape), dx2, dw_partial.sum(0).to(weight.dtype)
 
 
 # ---- autograd ------------------------------------------------------------------------------------
@@ -209,7 +218,7 @@ class RMSNormFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy):
         x, weight, rstd = ctx.saved_tensors
-        dx, dw = rms_norm_bwd(dy, x, weight, rstd, None)
+        dx, _, dw = rms_norm_bwd(dy, x, weight, rstd, None, None)
         return dx, dw, None, None
 
 
@@ -230,8 +239,11 @@ class AddRMSNormFunction(torch.autograd.Function):
             dy = torch.zeros_like(s)
         if ds is not None and ds.dtype != s.dtype:
             ds = ds.to(s.dtype)
-        dsum, dw = rms_norm_bwd(dy, s, weight, rstd, ds)
-        return dsum.to(ctx.x_dtype), dsum.to(ctx.residual_dtype), dw, None, None
+        # s has the promoted dtype of (x, residual); the kernel also writes dsum in the other one, if any
+        other = next((t for t in (ctx.x_dtype, ctx.residual_dtype) if t != s.dtype), None)
+        dsum, dsum_other, dw = rms_norm_bwd(dy, s, weight, rstd, ds, other)
+        by_dtype = {s.dtype: dsum, other: dsum_other}
+        return by_dtype[ctx.x_dtype], by_dtype[ctx.residual_dtype], dw, None, None
 
 
 def _out_dtype(x: torch.Tensor) -> torch.dtype:

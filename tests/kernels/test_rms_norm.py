@@ -78,3 +78,24 @@ def test_norms_under_autocast_write_the_autocast_dtype():
     assert_close(y2, reference.add_rms_norm(residual, x, weight)[0].bfloat16(), 1e-2, 1e-2, "y2")
     (y.float().sum() + y2.float().sum()).backward()
     assert x.grad.dtype == torch.float32 and torch.isfinite(x.grad).all()
+
+
+@pytest.mark.skipif(DEVICE != "cuda", reason="bf16 runs natively on CUDA only")
+def test_add_rms_norm_mixed_dtypes_give_each_input_its_own_gradient_dtype():
+    """bf16 sub-layer output + fp32 residual (the block's case): the kernel writes the gradient once per dtype."""
+    torch.manual_seed(2)
+    x = torch.randn(70, 256, device=DEVICE, dtype=torch.bfloat16)
+    residual = torch.randn(70, 256, device=DEVICE)
+    weight = torch.randn(256, device=DEVICE)
+    grad_y, grad_s = torch.randn(70, 256, device=DEVICE), torch.randn(70, 256, device=DEVICE)
+    results = []
+    for fn in (add_rms_norm, reference.add_rms_norm):
+        xi, ri = x.clone().requires_grad_(), residual.clone().requires_grad_()
+        y, s = fn(xi, ri, weight, 1e-6)
+        torch.autograd.backward([y, s], [grad_y.to(y.dtype), grad_s])
+        results.append((xi.grad, ri.grad))
+    (dx, dr), (dx_ref, dr_ref) = results
+    assert dx.dtype == torch.bfloat16 and dr.dtype == torch.float32
+    assert_close(dr, dr_ref, 1e-4, 1e-4, "dresidual")
+    assert_close(dx, dr_ref.bfloat16(), 0, 0, "dx is dresidual rounded once to bf16")
+    assert_close(dx, dx_ref, 2e-2, 2e-2, "dx")
