@@ -29,6 +29,14 @@ from scipy.special import ndtr, ndtri
 from fitting.conventions import FLOPS_PER_PARAM_TOKEN
 
 
+def law_loss(E, A, B, alpha, beta, n, d_eff):
+    """E + A*N**-alpha + B*D_eff**-beta, elementwise under numpy broadcasting.
+
+    The one place the law is written in linear space (the fit works in log space, fitting._solver._forward);
+    ParametricLaw, LawEnsemble and the numerical optimum all call it."""
+    return E + A * n ** -alpha + B * d_eff ** -beta
+
+
 def mix_matrix(mix, domains: Sequence[str], n_rows: int | None = None) -> np.ndarray | None:
     """Normalise a mix argument to an (M, n_domains) float array (or None).
 
@@ -80,7 +88,7 @@ class ParametricLaw:
         n, d = np.broadcast_arrays(np.atleast_1d(np.asarray(n_params, float)),
                                    np.atleast_1d(np.asarray(n_tokens, float)))
         d_eff = d * self._transfer_factor(mix, n.shape[0])
-        return self.E + self.A * n ** -self.alpha + self.B * d_eff ** -self.beta
+        return law_loss(self.E, self.A, self.B, self.alpha, self.beta, n, d_eff)
 
     def optimum(self, flops, mix=None) -> tuple[np.ndarray, np.ndarray]:
         """(N*, D*) at compute `flops` under C = 6 N D, closed form (Hoffmann et al. 2022, eq. 10)."""
@@ -144,9 +152,11 @@ class LawEnsemble:
         n, d = np.broadcast_arrays(np.atleast_1d(np.asarray(n_params, float)),
                                    np.atleast_1d(np.asarray(n_tokens, float)))
         d_eff = d[None, :] * self._transfer_factor(mix, n.shape[0])  # (K, M)
-        col = lambda x: np.asarray(x, float)[:, None]  # (K,) -> (K, 1)
-        return (col(self.E) + col(self.A) * n[None, :] ** -col(self.alpha)
-                + col(self.B) * d_eff ** -col(self.beta))
+        return law_loss(*self.columns(), n[None, :], d_eff)
+
+    def columns(self) -> tuple[np.ndarray, ...]:
+        """(E, A, B, alpha, beta), each as a (K, 1) column, to broadcast against per-member query points."""
+        return tuple(np.asarray(x, float)[:, None] for x in (self.E, self.A, self.B, self.alpha, self.beta))
 
     def optimum(self, flops, mix=None) -> tuple[np.ndarray, np.ndarray]:
         """Per-member (N*, D*) at a scalar compute `flops`, each shape (K,) (closed form, eq. 10)."""

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from fitting.conventions import FLOPS_PER_PARAM_TOKEN
-from fitting.law import LawEnsemble, interval
+from fitting.law import LawEnsemble, interval, law_loss
 
 GRID_POINTS = 256
 GOLDEN_ITERS = 60  # bracket shrinks by 0.618**60 ~ 3e-13 in log N
@@ -35,8 +35,7 @@ def _member_loss(ens: LawEnsemble, log_n: np.ndarray, flops: float, mix) -> np.n
     n = np.exp(log_n)
     d = flops / (FLOPS_PER_PARAM_TOKEN * n)
     transfer = ens._transfer_factor(mix, 1)  # (K, 1)
-    col = lambda x: np.asarray(x, float)[:, None]
-    return col(ens.E) + col(ens.A) * n ** -col(ens.alpha) + col(ens.B) * (d * transfer) ** -col(ens.beta)
+    return law_loss(*ens.columns(), n, d * transfer)
 
 
 def _weighted_loss(ensembles, weights, log_n, flops, mix) -> np.ndarray:

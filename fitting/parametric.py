@@ -70,6 +70,15 @@ class ParametricFit:
     local_minima: tuple[tuple[float, ...], ...] = ()  # other distinct minima of the grid: bootstrap starts
     objective: float = float("nan")
 
+    def exponents_at_bounds(self) -> tuple[str, ...]:
+        """The exponents pinned (within 5%) against the solver's range ALPHA_BOUNDS, e.g. ("alpha=2.97",).
+
+        Such a fit is degenerate: the data did not determine that exponent, the bound did, and every
+        bootstrap member is pinned the same way, so its interval is narrow for the wrong reason."""
+        lo, hi = ALPHA_BOUNDS
+        return tuple(f"{name}={value:.3g}" for name, value in (("alpha", self.law.alpha), ("beta", self.law.beta))
+                     if value <= lo * 1.05 or value >= hi * 0.95)
+
 
 # ----------------------------------------------------------------------------------------- inputs
 

@@ -48,6 +48,7 @@ from fitting.isoflop import bootstrap_isoflop, fit_isoflop
 from fitting.law import interval
 from scheduler.config import StudyConfig, parse_study_config
 from scheduler.estimates import Estimates, derived_seed, refit, single_member
+from scheduler.ledger import ledger_row
 from scheduler.proposer import Point, Proposer, SearchSpace
 from trainers.simulated import PRESETS, SimulatedBackend
 from trainers.spec import RunSpec
@@ -176,7 +177,7 @@ def true_optima(cfg: StudyConfig, truth: str) -> np.ndarray:
 
 
 class _Lab:
-    """Trains points on the simulated backend and keeps ledger-like rows for refit."""
+    """Trains points on the simulated backend and keeps ledger rows (in memory, not on disk) for refit."""
 
     def __init__(self, cfg: StudyConfig, seed: int):
         self.cfg = cfg
@@ -189,10 +190,7 @@ class _Lab:
         for p in points:
             spec = RunSpec(p.n_params, p.n_tokens, p.mix, seed=self.seed, trial_number=len(self.rows))
             result = self.backend.run(spec, Path("."))  # no sleep: nothing is written
-            self.rows.append({"status": result.status, "n_params": spec.n_params, "n_tokens": spec.n_tokens,
-                              "trial_number": spec.trial_number, "run_id": spec.run_id,
-                              **{f"loss/{s}": v for s, v in result.losses.items()},
-                              **{f"mix/{d}": w for d, w in spec.mix.items()}})
+            self.rows.append(ledger_row(spec, result))
             self.flops += spec.flops
 
 

@@ -132,7 +132,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                       "(rerun `skillscale run` with the same config to resume)")
     for t in targets:
         if t.get("rel_halfwidth") is None or t["n_params"] is None:
-            console.print(f"  {t['name']:<16} N*({t['flops']:.3g}) not identifiable from these runs yet")
+            why = f": {', '.join(t['degenerate'])} at a solver bound" if t.get("degenerate") else ""
+            console.print(f"  {t['name']:<16} N*({t['flops']:.3g}) not identifiable from these runs yet{why}")
             continue
         lo, hi = t["n_params_ci95"]
         console.print(f"  {t['name']:<16} N*({t['flops']:.3g}) = {t['n_params']:.3g}  95% CI [{lo:.3g}, {hi:.3g}]"

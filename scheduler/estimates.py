@@ -5,7 +5,9 @@ the same data and a composition target (Σ_s w_s L_s) can be optimised member by
 
 A target's interval is the 95% bias-corrected percentile interval (fitting.law.interval) of
 N*_t(C_target) over the ensemble;
-its relative half-width, the stop rule's quantity, is (hi - lo) / (2 * N*_point).
+its relative half-width, the stop rule's quantity, is (hi - lo) / (2 * N*_point). It is infinite (the target
+is not identifiable, the study cannot stop on it and the proposer keeps filling space) while any law the
+target uses has an exponent on the solver's bound: such a law's interval is narrow because of the bound.
 """
 
 from __future__ import annotations
@@ -33,11 +35,13 @@ class TargetEstimate:
     n_params_ci95: tuple[float, float]
     n_tokens: float
     n_tokens_ci95: tuple[float, float]
-    rel_halfwidth: float
+    rel_halfwidth: float  # inf while not identifiable (see _rel_halfwidth and `degenerate`)
+    degenerate: tuple[str, ...] = ()  # exponents of the laws it uses that sit on a solver bound, e.g. "code: beta=0.01"
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["n_params_ci95"], d["n_tokens_ci95"] = list(self.n_params_ci95), list(self.n_tokens_ci95)
+        d["degenerate"] = list(self.degenerate)
         return d
 
 
@@ -141,8 +145,11 @@ def refit(cfg: StudyConfig, rows: list[dict], n_boot: int | None = None) -> Esti
         n_ci, d_ci = interval(n_b, point=n_hat), interval(d_b, point=d_hat)
         inflation = cfg.proposer.interval_inflation
         n_ci, d_ci = _inflate(n_ci, n_hat, inflation), _inflate(d_ci, d_hat, inflation)
+        degenerate = tuple(f"{s}: {e}" for s, w in target.weights.items() if w > 0
+                           for e in fits[s].exponents_at_bounds())
         targets.append(TargetEstimate(
             name=target.name, weights=dict(target.weights), mix=cfg.target_mix(target), flops=target.flops,
             n_params=n_hat, n_params_ci95=n_ci, n_tokens=d_hat, n_tokens_ci95=d_ci,
-            rel_halfwidth=_rel_halfwidth(n_hat, n_ci, n_b)))
+            rel_halfwidth=float("inf") if degenerate else _rel_halfwidth(n_hat, n_ci, n_b),
+            degenerate=degenerate))
     return Estimates(n_runs=n_pts, fits=fits, ensembles=ensembles, noise=noise, targets=targets)

@@ -81,17 +81,7 @@ class Ledger:
     def append(self, spec: RunSpec, result: RunResult, tries: int = 1) -> None:
         if result.run_id in self.run_ids():
             return  # a finished run is never recorded twice
-        row = {
-            "run_id": result.run_id, "trial_number": spec.trial_number, "status": result.status,
-            "error": result.error, "requested_n_params": spec.n_params, "n_params": result.n_params,
-            "n_tokens": result.n_tokens, "flops": float(result.flops),
-            **{f"mix/{d}": float(w) for d, w in sorted(spec.mix.items())},
-            **{f"loss/{s}": float(v) for s, v in sorted(result.losses.items())},
-            **{f"domain_loss/{d}": float(v) for d, v in sorted(result.domain_losses.items())},
-            "wall_s": float(result.wall_s), "tokens_per_s": float(result.tokens_per_s),
-            "mfu": float(result.mfu), "tries": int(tries), "finished_at": time.time(),
-        }
-        rows = self._rows + [row]
+        rows = self._rows + [ledger_row(spec, result, tries)]
         columns = sorted({k for r in rows for k in r}, key=_column_order)
         table = pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in rows])
         sink = pa.BufferOutputStream()
@@ -101,6 +91,20 @@ class Ledger:
 
     def flops_spent(self) -> float:
         return float(sum(r["flops"] for r in self._rows))
+
+
+def ledger_row(spec: RunSpec, result: RunResult, tries: int = 1) -> dict:
+    """One finished run as the ledger stores it (and as `scheduler.estimates.refit` reads it)."""
+    return {
+        "run_id": result.run_id, "trial_number": spec.trial_number, "status": result.status,
+        "error": result.error, "requested_n_params": spec.n_params, "n_params": result.n_params,
+        "n_tokens": result.n_tokens, "flops": float(result.flops),
+        **{f"mix/{d}": float(w) for d, w in sorted(spec.mix.items())},
+        **{f"loss/{s}": float(v) for s, v in sorted(result.losses.items())},
+        **{f"domain_loss/{d}": float(v) for d, v in sorted(result.domain_losses.items())},
+        "wall_s": float(result.wall_s), "tokens_per_s": float(result.tokens_per_s),
+        "mfu": float(result.mfu), "tries": int(tries), "finished_at": time.time(),
+    }
 
 
 def _column_order(name: str) -> tuple[int, str]:

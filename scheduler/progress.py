@@ -13,7 +13,9 @@ from rich.table import Table
 def _fmt_targets(estimates) -> str:
     if estimates is None:
         return "laws not yet identifiable"
-    return "  ".join(f"{t.name} N*={t.n_params:.3g} ±{100 * t.rel_halfwidth:.0f}%" for t in estimates.targets)
+    return "  ".join(f"{t.name} N*={t.n_params:.3g} " + (f"degenerate ({', '.join(t.degenerate)} at a bound)"
+                                                           if t.degenerate else f"±{100 * t.rel_halfwidth:.0f}%")
+                     for t in estimates.targets)
 
 
 class Progress:
@@ -59,6 +61,8 @@ class Progress:
         for t in result["targets"]:
             lo, hi = t["n_params_ci95"]
             rel = "n/a" if t["rel_halfwidth"] is None else f"{100 * t['rel_halfwidth']:.1f}%"
+            if t.get("degenerate"):
+                rel = "n/a: " + ", ".join(t["degenerate"]) + " at a solver bound"
             table.add_row(t["name"], g(t["flops"]), g(t["n_params"]), f"[{g(lo)}, {g(hi)}]", g(t["n_tokens"]), rel)
         self.console.print(table)
         self.console.print("N counts non-embedding matmul parameters; C = 6ND. "

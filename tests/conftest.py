@@ -1,4 +1,5 @@
-"""Fixtures shared across test packages: one Ray cluster for the whole session and a small study.
+"""Fixtures shared across test packages: one Ray cluster for the whole session, a small study, and the tiny
+CPU trainer settings every real-training test builds on.
 
 The cluster is started once, in this process (Ray takes seconds to start on 2 cores); controller
 subprocesses that the fault tests kill and restart attach to it by address. Only this cluster is stopped
@@ -11,6 +12,10 @@ import socket
 import pytest
 
 DASHBOARD_PORT = 0  # set by ray_head to a free port
+
+# A CPU torch backend whose data and evaluation sets build in well under a second (models of ~70k params).
+TINY_TORCH_SETTINGS = dict(device="cpu", seq_len=32, knowledge_entities=50, domain_tokens=20_000,
+                           heldout_tokens=4_000, eval_samples=16, heldout_rows=4, checkpoint_every=0, log_every=1)
 
 
 def _free_port() -> int:
@@ -63,6 +68,12 @@ SMALL_STUDY = {
     "proposer": {"n_boot": 100, "overhead_flops": 1e17, "inner_trials": 16, "n_candidates": 512},
     "seed": 0,
 }
+
+
+@pytest.fixture
+def tiny_settings():
+    """TINY_TORCH_SETTINGS, a fresh copy per test."""
+    return dict(TINY_TORCH_SETTINGS)
 
 
 @pytest.fixture

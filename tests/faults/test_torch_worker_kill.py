@@ -5,12 +5,12 @@ import time
 
 import pytest
 
+from tests.conftest import TINY_TORCH_SETTINGS
 from trainers.spec import RunSpec
 
 pytestmark = pytest.mark.slow
 
-SETTINGS = dict(device="cpu", seq_len=32, knowledge_entities=50, domain_tokens=20_000, heldout_tokens=4_000,
-                eval_samples=16, heldout_rows=4, checkpoint_every=3, log_every=1)
+SETTINGS = {**TINY_TORCH_SETTINGS, "checkpoint_every": 3}
 SPEC = RunSpec(n_params=70_000, n_tokens=30_000, mix={"knowledge": 0.5, "code": 0.3, "general": 0.2}, seed=3,
                hparams={"batch_tokens": 512})
 

@@ -58,3 +58,19 @@ def test_shared_resamples_are_used():
 def test_too_few_points_is_an_input_error():
     with pytest.raises(InputError, match="5 points to fit 5 parameters"):
         fit_parametric([1e7, 2e7, 3e7, 4e7, 5e7], [1e9] * 5, [3.0, 2.9, 2.8, 2.7, 2.6])
+
+
+def test_exponents_at_bounds_flags_only_pinned_exponents():
+    from dataclasses import replace
+
+    from fitting._solver import ALPHA_BOUNDS
+    from fitting.law import ParametricLaw
+    from fitting.parametric import ParametricFit
+
+    fit = ParametricFit(law=ParametricLaw(E=1.7, A=400.0, B=400.0, alpha=0.34, beta=0.28), residual_std=0.01,
+                        n_points=20, excluded=())
+    assert fit.exponents_at_bounds() == ()
+    pinned_high = replace(fit, law=replace(fit.law, alpha=ALPHA_BOUNDS[1] * 0.99))
+    pinned_low = replace(fit, law=replace(fit.law, beta=ALPHA_BOUNDS[0]))
+    assert pinned_high.exponents_at_bounds() == ("alpha=2.97",)
+    assert pinned_low.exponents_at_bounds() == ("beta=0.01",)

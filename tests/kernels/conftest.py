@@ -26,3 +26,17 @@ if HAS_CUDA:
 def assert_close(actual: torch.Tensor, expected: torch.Tensor, atol: float, rtol: float, what: str) -> None:
     torch.testing.assert_close(actual.float(), expected.float(), atol=atol, rtol=rtol,
                                msg=lambda m: f"{what}: {m}")
+
+
+@pytest.fixture(autouse=True)
+def _exact_fp32_matmuls():
+    """fp32 cases compare against fp32 references, so matmuls must not run in TF32. The trainer turns TF32 on
+    process-wide (trainers/torch_backend.py), so a trainer test earlier in the same session would otherwise
+    loosen every fp32 matmul here."""
+    if not HAS_CUDA:
+        yield
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved

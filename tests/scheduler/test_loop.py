@@ -7,6 +7,7 @@ from optuna.trial import TrialState
 
 from scheduler.config import parse_study_config
 from scheduler.controller import Controller, open_optuna_study
+from tests.conftest import TINY_TORCH_SETTINGS
 from trainers.simulated import SimulatedBackend
 
 
@@ -67,9 +68,7 @@ def test_torch_backend_study_runs_real_training(ray_local, tmp_path):
         "n_params": [7e4, 2e5], "n_tokens": [1e4, 3e4],
         "targets": [{"name": "knowledge", "weights": {"knowledge": 1.0}, "flops": 1e12}],
         "compute_cap": 1e13, "max_runs": 3, "max_concurrent": 1, "resources": {"num_cpus": 1},
-        "backend": {"name": "torch", "settings": {"device": "cpu", "seq_len": 32, "knowledge_entities": 50,
-                                                  "domain_tokens": 20000, "heldout_tokens": 4000,
-                                                  "eval_samples": 16, "heldout_rows": 4, "checkpoint_every": 0}},
+        "backend": {"name": "torch", "settings": TINY_TORCH_SETTINGS},
         "proposer": {"n_boot": 50},
     }
     cfg = parse_study_config(study)

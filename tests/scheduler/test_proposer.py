@@ -129,3 +129,22 @@ def test_seed_budget_skew_leans_the_seed_design_to_cheap_budgets(small_study):
     assert cost[2] < 0.7 * cost[1]  # about half the FLOPs ...
     log_c = np.log10([p.flops for p in designs[2]])
     assert log_c.max() - log_c.min() > 2  # ... while still spanning the budget range
+
+
+def test_a_law_with_an_exponent_on_its_bound_is_not_identifiable(small_study, tmp_path):
+    """Knowledge made a step in N (exponent 6, far outside the solver's range): its fit pins an exponent on
+    a bound, so the knowledge target is degenerate (infinite half-width: no stop, no acquisition on it), the
+    proposer keeps filling space, and the code target is unaffected."""
+    cfg = parse_study_config(small_study)
+    proposer, ledger = _seeded_ledger(cfg, tmp_path, 16)
+    rows = [dict(r) for r in ledger.rows]
+    for r in rows:
+        r["loss/knowledge"] = 1.7 + 1e40 / r["n_params"] ** 6 + 400 / r["n_tokens"] ** 0.28
+    estimates = refit(cfg, rows)
+    knowledge, code = estimates.targets
+    assert knowledge.degenerate and knowledge.degenerate[0].startswith("knowledge: ")
+    assert knowledge.rel_halfwidth == np.inf and not estimates.converged(1e9)
+    assert not code.degenerate and np.isfinite(code.rel_halfwidth)
+    assert knowledge.to_dict()["degenerate"] == list(knowledge.degenerate)
+    batch = proposer.propose(3, estimates, [], 16, cfg.compute_cap)
+    assert batch == proposer.seed_design(16, 3, cfg.max_run_flops)  # space-filling, as before the laws fit
