@@ -11,7 +11,9 @@ appended to `--out` as JSON lines.
 
   (a) baseline: `BaselineDecoder` below, a nanoGPT-style Llama-ish decoder with the same shapes
       (F.rms_norm, RoPE in torch, SDPA, SwiGLU in torch), loss F.cross_entropy on the full (M, V) logits;
-  (b) skillscale: trainers.model.Transformer(use_triton=True), i.e. kernels.TRITON_OPS.
+  (b) skillscale: trainers.model.Transformer(use_triton=True), i.e. kernels.TRITON_OPS, compiled as
+      trainers/torch_backend.py compiles it: with CUDA graphs (mode "reduce-overhead") unless the trainer's
+      `cuda_graphs` default is off. --baseline-cuda-graphs adds the baseline compiled the same way.
 
 Parity mode: trains skillscale's model from the same seed on the same batches with the Triton ops (bf16),
 the reference ops (bf16) and the reference ops in fp32, and reports whether Triton-vs-reference drift stays
@@ -39,11 +41,14 @@ from _provenance import git_commit  # noqa: E402  (benchmarks/ is on sys.path wh
 
 from trainers.model import Transformer  # noqa: E402
 from trainers.shapes import ModelConfig, flops_per_token  # noqa: E402
+from trainers.torch_backend import TrainerSettings  # noqa: E402
+
+TRAINER_CUDA_GRAPHS = TrainerSettings().cuda_graphs  # skillscale is timed compiled as its trainer compiles it
 
 H100_BF16_PEAK = 989e12  # dense FLOP/s, H100 SXM
 VOCAB, SEQ = 32768, 1024
-DEFAULT_SIZES = "256x4,384x6,512x8,768x12,1024x16"
-BATCH = {256: 32, 384: 32, 512: 16, 768: 16, 1024: 16}  # sequences per step, same for both models
+DEFAULT_SIZES = "128x2,256x4,384x6,512x8,768x12,1024x16"  # issue #5's five sizes, and a study-sized model
+BATCH = {128: 32, 256: 32, 384: 32, 512: 16, 768: 16, 1024: 16}  # sequences per step, same for both models
 
 
 # ---- (a) the baseline: a minimal compiled Llama-ish decoder --------------------------------------------
@@ -110,28 +115,32 @@ def env_info() -> dict:
             "commit": git_commit()}
 
 
-def make_step(model, lr=3e-4, autocast=True):
+def make_step(model, lr=3e-4, autocast=True, cuda_graphs=False):
+    """One training step, compiled as the trainer compiles (cuda_graphs: mode "reduce-overhead", whose graph
+    outputs are reused by the next replay, so the returned loss is a copy)."""
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.1, fused=True)
-    compiled = torch.compile(model)
+    compiled = torch.compile(model, mode="reduce-overhead" if cuda_graphs else None)
 
     def step(idx, targets):
+        if cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
             loss = compiled(idx, targets)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        return loss
+        return loss.detach().clone() if cuda_graphs else loss
     return step
 
 
-def time_model(model, batch: int, steps: int, warmup: int = 3, windows: int = 3) -> dict:
+def time_model(model, batch: int, steps: int, warmup: int = 3, windows: int = 3, cuda_graphs: bool = False) -> dict:
     """Tokens/s of `windows` back-to-back windows of `steps` steps each; the median window is reported.
 
     One 20-step window swung by up to 25% between identical runs (host-side hiccups while the GPU is
     ~95% busy), so a single window is not a measurement."""
     gen = torch.Generator(device="cuda").manual_seed(0)
     data = torch.randint(0, VOCAB, (4, batch, SEQ + 1), device="cuda", generator=gen)
-    step = make_step(model)
+    step = make_step(model, cuda_graphs=cuda_graphs)
     t0 = time.perf_counter()
     for i in range(warmup):
         step(data[i % 4, :, :-1], data[i % 4, :, 1:])
@@ -159,11 +168,15 @@ def speed(args, info):
         batch = args.batch or BATCH.get(d, 16)
         fpt = flops_per_token(cfg)
         result = {}
-        for name, build in (("baseline", lambda cfg=cfg: BaselineDecoder(cfg)),
-                            ("skillscale", lambda cfg=cfg: Transformer(cfg, use_triton=True))):
+        models = [("baseline", lambda cfg=cfg: BaselineDecoder(cfg), False),
+                  ("skillscale", lambda cfg=cfg: Transformer(cfg, use_triton=True), TRAINER_CUDA_GRAPHS)]
+        if args.baseline_cuda_graphs:  # for reference: the baseline given the trainer's CUDA graphs too
+            models.append(("baseline-cudagraphs", lambda cfg=cfg: BaselineDecoder(cfg), True))
+        for name, build, graphs in models:
             torch.manual_seed(0)
             model = build().cuda()
-            r = time_model(model, batch, args.steps)
+            r = time_model(model, batch, args.steps, cuda_graphs=graphs)
+            r["cuda_graphs"] = graphs
             r["mfu"] = r["tok_s"] * fpt / H100_BF16_PEAK
             result[name] = r
             del model
@@ -181,7 +194,7 @@ def speed(args, info):
                   f"MFU {100 * r['mfu']:5.1f}%  step {r['step_ms']:7.1f} ms  peak {r['peak_gib']:5.1f} GiB  "
                   f"warmup {r['warmup_s']:5.1f} s  loss {r['loss']:.3f}", flush=True)
         print(f"          ratio skillscale/baseline: {ratio:.3f}", flush=True)
-        append(args.out, rows[-2:])
+        append(args.out, rows[-len(models):])
     return rows
 
 
@@ -243,6 +256,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20,
                         help="steps per timing window (3 windows, after 3 warmup steps)")
     parser.add_argument("--batch", type=int, default=0, help="sequences per step (0: per-size default)")
+    parser.add_argument("--baseline-cuda-graphs", action="store_true",
+                        help="also time the baseline compiled with CUDA graphs (reduce-overhead), for reference")
     parser.add_argument("--parity", action="store_true", help="loss-curve parity instead of speed")
     parser.add_argument("--parity-size", default="256x4")
     parser.add_argument("--parity-steps", type=int, default=200)

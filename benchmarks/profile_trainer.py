@@ -7,7 +7,8 @@ up: wall ms per step, GPU kernel ms per step (so wall - kernel = time the GPU sa
 and kernel time by category (GEMM, attention, Triton, other) with the top kernels. Variants:
   plain  - as bench_trainer.py (torch.compile default mode, SDPA's default backend);
   cudnn  - SDPA restricted to the cuDNN attention backend;
-  graph  - the whole step (forward, backward, fused AdamW with capturable state) replayed as one CUDA graph.
+  graph  - the whole step (forward, backward, fused AdamW with capturable state) replayed as one CUDA graph;
+  ro     - torch.compile(mode="reduce-overhead"): Inductor's CUDA graphs of forward and backward.
 Prints a table and appends JSON lines to --out. Needs CUDA. A diagnostic, not the speed benchmark.
 """
 
@@ -55,18 +56,20 @@ def sdpa_backend(variant: str):
         yield
 
 
-def build_step(model, graph: bool, batch: int):
+def build_step(model, graph: bool, batch: int, mode: str | None = None):
     opt = torch.optim.AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=True,
                             capturable=graph)
-    compiled = torch.compile(model)
+    compiled = torch.compile(model, mode=mode)
 
     def step(idx, targets):
+        if mode == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()
         with torch.autocast("cuda", dtype=torch.bfloat16):
             loss = compiled(idx, targets)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=not graph)  # a graph needs its grads in place
-        return loss
+        return loss.detach().clone() if mode == "reduce-overhead" else loss  # its output buffer is reused
 
     if not graph:
         return step
@@ -90,11 +93,11 @@ def build_step(model, graph: bool, batch: int):
     return replay
 
 
-def measure(model, batch: int, steps: int, graph: bool) -> dict:
+def measure(model, batch: int, steps: int, graph: bool, mode: str | None = None) -> dict:
     gen = torch.Generator(device="cuda").manual_seed(0)
     data = torch.randint(0, VOCAB, (4, batch, SEQ + 1), device="cuda", generator=gen)
     t0 = time.perf_counter()
-    step = build_step(model, graph, batch)
+    step = build_step(model, graph, batch, mode)
     for i in range(3):
         step(data[i % 4, :, :-1], data[i % 4, :, 1:])
     torch.cuda.synchronize()
@@ -146,7 +149,8 @@ def main() -> None:
                 model = (BaselineDecoder(cfg) if name == "baseline" else Transformer(cfg, use_triton=True)).cuda()
                 try:
                     with sdpa_backend(variant):
-                        r = measure(model, batch, args.steps, graph="graph" in variant)
+                        r = measure(model, batch, args.steps, graph="graph" in variant,
+                                    mode="reduce-overhead" if variant == "ro" else None)
                 except Exception as exc:  # a variant that cannot run here is reported, not fatal
                     print(f"{size:8s} {variant:12s} {name:10s} FAILED: {type(exc).__name__}: {str(exc)[:300]}",
                           flush=True)

@@ -8,8 +8,9 @@
 Order of a run: shape (trainers/shapes.py) -> hyperparameters (trainers/hparams.py) -> data streams and
 evaluation sets (process-level caches) -> model (cached per shape and device; re-initialised from the
 run's seed) -> optional speed-ups in one place, in this order: Triton kernels (use_triton), then
-torch.compile -> resume from the newest checkpoint in run_dir -> train exactly D tokens -> evaluate ->
-RunResult. A NaN/inf training loss ends the run with status "diverged" (no exception).
+torch.compile (on CUDA with CUDA graphs, mode "reduce-overhead", unless cuda_graphs is off) -> resume
+from the newest checkpoint in run_dir -> train exactly D tokens -> evaluate -> RunResult. A NaN/inf
+training loss ends the run with status "diverged" (no exception).
 
 On CUDA: bf16 autocast with fp32 master weights, TF32 matmuls, fused AdamW. On CPU: fp32, references.
 On CPU a run is bitwise reproducible, and a stopped-and-resumed run bitwise equal to an uninterrupted one
@@ -83,6 +84,7 @@ class TrainerSettings:
 
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
     compile: bool = False  # torch.compile the training forward (CUDA: recommended)
+    cuda_graphs: bool = True  # with compile on CUDA: replay forward/backward as CUDA graphs ("reduce-overhead")
     use_triton: bool | str = "auto"  # Triton kernels: "auto" -> on CUDA when kernels.triton_ops imports
     seq_len: int = 512
     tokenizer: str = "bytes"  # or a path to a tokenizers JSON file
@@ -100,6 +102,8 @@ class TrainerSettings:
         for name in ("eval_every", "checkpoint_every", "micro_batch_rows"):
             if int(getattr(self, name)) < 0:
                 raise InputError(f"trainer.{name}: expected >= 0, got {getattr(self, name)}")
+        if not isinstance(self.cuda_graphs, bool):
+            raise InputError(f"trainer.cuda_graphs: expected true or false, got {self.cuda_graphs!r}")
         if self.use_triton not in (True, False, "auto"):
             raise InputError(f"trainer.use_triton: expected true, false or 'auto', got {self.use_triton!r}")
 
@@ -170,12 +174,14 @@ class TorchBackend:
         return cfg, hp, mix
 
     def _model(self, cfg: ModelConfig):
-        key = (cfg, str(self.device), self.use_triton, self.settings.compile)
+        key = (cfg, str(self.device), self.use_triton, self.settings.compile, self._cuda_graphs)
         if key not in _MODEL_CACHE:
             while len(_MODEL_CACHE) >= MODEL_CACHE_SIZE:  # evict the oldest (dicts keep insertion order)
                 _MODEL_CACHE.pop(next(iter(_MODEL_CACHE)))
             model = Transformer(cfg, use_triton=self.use_triton).to(self.device)
-            forward = torch.compile(model) if self.settings.compile else model  # kernels first, then compile
+            forward = model  # kernels first, then compile
+            if self.settings.compile:
+                forward = torch.compile(model, mode="reduce-overhead" if self._cuda_graphs else None)
             _MODEL_CACHE[key] = (model, forward)
         return _MODEL_CACHE[key]
 
@@ -193,6 +199,12 @@ class TorchBackend:
                 sets, domains, self.tokenizer, self.settings.seq_len, self.settings.heldout_rows
             )
         return _EVALUATOR_CACHE[key]
+
+    @property
+    def _cuda_graphs(self) -> bool:
+        """Whether the compiled forward/backward are CUDA graphs. Small models are launch-bound without them:
+        at d_model 128 the step's kernels take 3.0 ms but the step 6.3 ms (BENCHMARKS.md, Trainer speed)."""
+        return self.settings.compile and self.settings.cuda_graphs and self.device.type == "cuda"
 
     def _autocast(self):
         if self.device.type == "cuda":
@@ -426,6 +438,8 @@ class TorchBackend:
             weight = int((y_host[i : i + micro] != IGNORE_INDEX).sum()) / n_targets  # host-side: no sync
             if weight == 0:
                 continue
+            if self._cuda_graphs:  # the previous micro-batch's graph outputs are consumed: they may be reused
+                torch.compiler.cudagraph_mark_step_begin()
             with self._autocast():
                 loss = forward(xm, ym)
             (loss * weight).backward()

@@ -118,6 +118,8 @@ def test_backend_factory_and_bad_settings(tiny_settings):
     assert isinstance(make_backend("torch", tiny_settings), TorchBackend)
     with pytest.raises(InputError, match="'sequence_length'"):
         TorchBackend(sequence_length=3)
+    with pytest.raises(InputError, match="trainer.cuda_graphs: expected true or false"):
+        TorchBackend(**tiny_settings, cuda_graphs="yes")
     with pytest.raises(InputError, match="'poetry'"):
         TorchBackend(**tiny_settings).plan(RunSpec(n_params=1e6, n_tokens=1e6, mix={"poetry": 1.0}))
     with pytest.raises(InputError, match="n_params"):
