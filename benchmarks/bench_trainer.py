@@ -115,6 +115,22 @@ def env_info() -> dict:
             "commit": git_commit()}
 
 
+def model_config(size: str) -> ModelConfig:
+    """"DxL" -> the benchmark's decoder shape: d_model D, L layers, head_dim 64, vocab 32768, seq 1024."""
+    d, n_layers = (int(v) for v in size.split("x"))
+    return ModelConfig(d_model=d, n_layers=n_layers, n_heads=d // 64, vocab_size=VOCAB, seq_len=SEQ)
+
+
+def start_gpu_session(script: str) -> dict:
+    """Exit with a message without CUDA; otherwise TF32 on (as the trainer), print and return the environment."""
+    if not torch.cuda.is_available():
+        sys.exit(f"{script}: needs CUDA (no GPU found)")
+    torch.backends.cuda.matmul.allow_tf32 = True
+    info = env_info()
+    print(f"# {info}", flush=True)
+    return info
+
+
 def make_step(model, lr=3e-4, autocast=True, cuda_graphs=False):
     """One training step, compiled as the trainer compiles (cuda_graphs: mode "reduce-overhead", whose graph
     outputs are reused by the next replay, so the returned loss is a copy)."""
@@ -163,8 +179,8 @@ def time_model(model, batch: int, steps: int, warmup: int = 3, windows: int = 3,
 def speed(args, info):
     rows = []
     for size in args.sizes.split(","):
-        d, n_layers = (int(v) for v in size.split("x"))
-        cfg = ModelConfig(d_model=d, n_layers=n_layers, n_heads=d // 64, vocab_size=VOCAB, seq_len=SEQ)
+        cfg = model_config(size)
+        d, n_layers = cfg.d_model, cfg.n_layers
         batch = args.batch or BATCH.get(d, 16)
         fpt = flops_per_token(cfg)
         result = {}
@@ -207,8 +223,8 @@ def parity(args, info):
     steps). A single Triton-vs-reference distance means little alone: at lr 1e-3 on memorised batches the
     reference itself spiked to the initial loss once in an earlier run.
     """
-    d, n_layers = (int(v) for v in args.parity_size.split("x"))
-    cfg = ModelConfig(d_model=d, n_layers=n_layers, n_heads=d // 64, vocab_size=VOCAB, seq_len=SEQ)
+    cfg = model_config(args.parity_size)
+    d, n_layers = cfg.d_model, cfg.n_layers
     gen = torch.Generator(device="cuda").manual_seed(1)
     # a small repeating set of batches, so that the loss falls far (memorisation) and drift would show
     data = torch.randint(0, 512, (8, 8, SEQ + 1), device="cuda", generator=gen)
@@ -265,11 +281,7 @@ def main() -> None:
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
                                                       "kernels_trainer.jsonl"))
     args = parser.parse_args()
-    if not torch.cuda.is_available():
-        sys.exit("bench_trainer: needs CUDA (no GPU found)")
-    torch.backends.cuda.matmul.allow_tf32 = True
-    info = env_info()
-    print(f"# {info}", flush=True)
+    info = start_gpu_session("bench_trainer")
     parity(args, info) if args.parity else speed(args, info)
 
 

@@ -27,10 +27,9 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from bench_trainer import BATCH, SEQ, VOCAB, BaselineDecoder, env_info  # noqa: E402
+from bench_trainer import BATCH, SEQ, VOCAB, BaselineDecoder, model_config, start_gpu_session  # noqa: E402
 
 from trainers.model import Transformer  # noqa: E402
-from trainers.shapes import ModelConfig  # noqa: E402
 
 CATEGORIES = (("gemm", ("gemm", "nvjet", "cutlass", "sm90_xmma", "sm80_xmma", "cublas")),
               ("attention", ("flash", "fmha", "cudnn", "attention", "sdpa")),
@@ -134,15 +133,10 @@ def main() -> None:
     p.add_argument("--top", action="store_true", help="print the top kernels too")
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "profile_trainer.jsonl"))
     args = p.parse_args()
-    if not torch.cuda.is_available():
-        sys.exit("profile_trainer: needs CUDA (no GPU found)")
-    torch.backends.cuda.matmul.allow_tf32 = True
-    info = env_info()
-    print(f"# {info}", flush=True)
+    info = start_gpu_session("profile_trainer")
     for size in args.sizes.split(","):
-        d, n_layers = (int(v) for v in size.split("x"))
-        cfg = ModelConfig(d_model=d, n_layers=n_layers, n_heads=d // 64, vocab_size=VOCAB, seq_len=SEQ)
-        batch = BATCH.get(d, 16)
+        cfg = model_config(size)
+        batch = BATCH.get(cfg.d_model, 16)
         for variant in args.variants.split(","):
             for name in args.models.split(","):
                 torch.manual_seed(0)
