@@ -6,7 +6,7 @@ and the autograd Functions `RMSNormFunction` / `AddRMSNormFunction`. The model c
 `add_rms_norm` at the bottom of this file; `kernels.reference` defines the math they must match.
 
 Rows are the flattened leading dims of x: x (..., C) -> (M, C). One program normalises a tile of whole rows
-(C <= 64K fits in registers as one block), statistics in fp32.
+(a row of up to 64 KiB, i.e. 16K fp32 or 32K bf16 columns, is one block), statistics in fp32.
 """
 
 from __future__ import annotations
@@ -195,7 +195,7 @@ def rms_norm_bwd(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, rstd: 
     if n_rows > 0:
         launch(_rms_norm_bwd_kernel)[(n_programs,)](
             dy2, ds2, x2, weight.contiguous(), rstd, dx, dx2 if dx2_dtype is not None else dx, dw_partial,
-            dy2.stride(0), ds2.stride(0), x2.stride(0), dx.stride(0), n_cols,
+            dy2.stride(0), ds2.stride(0), x2.stride(0), dx.stride(0), dx2.stride(0) if dx2_dtype is not None else 0,
             n_rows, n_cols,
             HAS_DS=ds is not None, HAS_DX2=dx2_dtype is not None, ROWS=rows, BLOCK=block, num_warps=num_warps,
         )
@@ -242,8 +242,10 @@ class AddRMSNormFunction(torch.autograd.Function):
         # s has the promoted dtype of (x, residual); the kernel also writes dsum in the other one, if any
         other = next((t for t in (ctx.x_dtype, ctx.residual_dtype) if t != s.dtype), None)
         dsum, dsum_other, dw = rms_norm_bwd(dy, s, weight, rstd, ds, other)
-        by_dtype = {s.dtype: dsum, other: dsum_other}
-        return by_dtype[ctx.x_dtype], by_dtype[ctx.residual_dtype], dw, None, None
+        ready = {s.dtype: dsum, other: dsum_other}
+        # both inputs narrower than s (bf16 + fp16 -> fp32): the second one is cast here
+        dx, dresidual = (ready[t] if t in ready else dsum.to(t) for t in (ctx.x_dtype, ctx.residual_dtype))
+        return dx, dresidual, dw, None, None
 
 
 def _out_dtype(x: torch.Tensor) -> torch.dtype:

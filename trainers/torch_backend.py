@@ -108,7 +108,7 @@ class TrainerSettings:
             raise InputError(f"trainer.use_triton: expected true, false or 'auto', got {self.use_triton!r}")
 
 
-_MODEL_CACHE: dict = {}  # (ModelConfig, device, use_triton, compile) -> (model, training forward)
+_MODEL_CACHE: dict = {}  # (ModelConfig, device, use_triton, compile, cuda graphs) -> (model, training forward)
 MODEL_CACHE_SIZE = 2  # adaptive studies ask for a new shape almost every run: keep memory bounded
 _EVALUATOR_CACHE: dict = {}
 _TOKENIZER_CACHE: dict = {}
@@ -433,6 +433,10 @@ class TorchBackend:
         for group in optimizer.param_groups:
             group["lr"] = lr
         total = torch.zeros((), device=self.device)
+        if self._cuda_graphs:  # gradients must exist before the first backward: otherwise autograd installs
+            for p in model.parameters():  # a graph's output buffer as p.grad, and the next replay overwrites it
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
         for i in range(0, padded, micro):
             xm, ym = x[i : i + micro], y[i : i + micro]
             weight = int((y_host[i : i + micro] != IGNORE_INDEX).sum()) / n_targets  # host-side: no sync
@@ -446,5 +450,5 @@ class TorchBackend:
             total += loss.detach().float() * weight
         torch.nn.utils.clip_grad_norm_(model.parameters(), hp.grad_clip)
         optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=not self._cuda_graphs)  # graphs: keep the buffers, zeroed
         return total

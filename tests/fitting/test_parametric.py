@@ -74,3 +74,5 @@ def test_exponents_at_bounds_flags_only_pinned_exponents():
     pinned_low = replace(fit, law=replace(fit.law, beta=ALPHA_BOUNDS[0]))
     assert pinned_high.exponents_at_bounds() == ("alpha=2.97",)
     assert pinned_low.exponents_at_bounds() == ("beta=0.01",)
+    near = replace(fit, law=replace(fit.law, alpha=ALPHA_BOUNDS[1] * 0.93, beta=ALPHA_BOUNDS[0] * 1.1))
+    assert near.exponents_at_bounds() == ()  # within reach of the bounds, but not on them

@@ -33,17 +33,19 @@ def test_cuda_run_learns_and_reports_mfu(tmp_path, compile_model):
 
 
 def test_cuda_graphs_change_speed_not_results(tmp_path):
-    """The compiled run with CUDA graphs (the default) and without them compute the same first step, and
-    train to the same losses up to bf16 run-to-run noise (a graph replaying stale inputs or dropping
-    gradients would be off by far more): graphs replay the same kernels, only their launch differs."""
+    """The compiled run with CUDA graphs (the default) and without them train alike: the first steps' losses
+    agree closely and the final losses within bf16 run-to-run noise (a graph replaying stale inputs or
+    overwriting gradients would be off by far more). Several micro-batches per step, so gradients accumulate
+    across graph replays."""
     settings = dict(device="cuda", compile=True, seq_len=128, knowledge_entities=200, domain_tokens=500_000,
-                    eval_samples=32, eval_every=10_000, checkpoint_every=0, log_every=1)
+                    eval_samples=32, eval_every=10_000, checkpoint_every=0, log_every=1, micro_batch_rows=4)
     spec = RunSpec(n_params=1e6, n_tokens=500_000, mix=MIX, seed=0)
     graphed = TorchBackend(**settings).run(spec, tmp_path / "graphs")
     plain = TorchBackend(**settings, cuda_graphs=False).run(spec, tmp_path / "plain")
     assert graphed.status == plain.status == "ok"
-    first = [next(r["train_loss"] for r in pq.read_table(tmp_path / d / "loss_curve.parquet").to_pylist()
-                  if r["step"] == 1 and r.get("train_loss") is not None) for d in ("graphs", "plain")]
-    assert first[0] == pytest.approx(first[1], rel=1e-3)
+    curves = [{r["step"]: r["train_loss"] for r in pq.read_table(tmp_path / d / "loss_curve.parquet").to_pylist()
+               if r.get("train_loss") is not None} for d in ("graphs", "plain")]
+    for step in (1, 2, 3):
+        assert curves[0][step] == pytest.approx(curves[1][step], rel=2e-3), step
     for skill, loss in plain.losses.items():
         assert graphed.losses[skill] == pytest.approx(loss, rel=0.05), skill
