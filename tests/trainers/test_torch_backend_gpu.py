@@ -34,9 +34,10 @@ def test_cuda_run_learns_and_reports_mfu(tmp_path, compile_model):
 
 def test_cuda_graphs_change_speed_not_results(tmp_path):
     """The compiled run with CUDA graphs (the default) and without them train alike: the first steps' losses
-    agree closely and the final losses within bf16 run-to-run noise (a graph replaying stale inputs or
-    overwriting gradients would be off by far more). Several micro-batches per step, so gradients accumulate
-    across graph replays."""
+    agree closely, and the final losses within run-to-run noise. That noise is large for this tiny run: two
+    plain runs of this spec ended 4.5% apart on code (1.588 vs 1.662) and two graphed runs at 1.642 and 1.672
+    (H100, 2026-11-22). Several micro-batches per step, so gradients accumulate across graph replays: that
+    crashed once (a replay overwrote a gradient buffer)."""
     settings = dict(device="cuda", compile=True, seq_len=128, knowledge_entities=200, domain_tokens=500_000,
                     eval_samples=32, eval_every=10_000, checkpoint_every=0, log_every=1, micro_batch_rows=4)
     spec = RunSpec(n_params=1e6, n_tokens=500_000, mix=MIX, seed=0)
@@ -48,4 +49,5 @@ def test_cuda_graphs_change_speed_not_results(tmp_path):
     for step in (1, 2, 3):
         assert curves[0][step] == pytest.approx(curves[1][step], rel=2e-3), step
     for skill, loss in plain.losses.items():
-        assert graphed.losses[skill] == pytest.approx(loss, rel=0.05), skill
+        assert graphed.losses[skill] == pytest.approx(loss, rel=0.15), skill
+        assert graphed.losses[skill] < 3.5  # it learned (~5.56 at initialisation)
