@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import heapq
+import io
 import json
 import math
 import platform
@@ -43,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fitting.atomic import atomic_write_bytes, atomic_write_text
 from fitting.errors import InputError
 from fitting.isoflop import bootstrap_isoflop, fit_isoflop
 from fitting.law import interval
@@ -468,8 +470,10 @@ def plot(traces: list[Trace], path: Path, tolerance: float = TOLERANCE) -> None:
     fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=7, fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, 0.16, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=110)
     plt.close(fig)
+    atomic_write_bytes(path, png.getvalue())
 
 
 # ---------------------------------------------------------------------------------------- driver
@@ -592,12 +596,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
                            "workers": args.workers},
              "wall_seconds": time.perf_counter() - start}
     print(format_table(rows))
-    if args.json:
+    if args.json:  # results are written whole or not at all (atomic), like every file of a study
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1))
+        atomic_write_text(args.json, json.dumps(result, indent=1))
     if args.traces:
         args.traces.parent.mkdir(parents=True, exist_ok=True)
-        args.traces.write_text("".join(json.dumps(tr.to_dict()) + "\n" for tr in traces))
+        atomic_write_text(args.traces, "".join(json.dumps(tr.to_dict()) + "\n" for tr in traces))
     if args.plot:
         plot(traces, args.plot)
     return 0
