@@ -1,14 +1,22 @@
-"""Where a benchmark row came from: the commit of the code that produced it (None outside a git checkout).
+"""Where a benchmark row came from, and how rows are recorded.
 
+`git_commit()`: the commit of the code that produced a row (None outside a git checkout).
 `SKILLSCALE_COMMIT` overrides it: the GPU machine runs a copy of the working tree whose git metadata can
 lag behind (it read an older HEAD for a whole session), so device commands pass the commit explicitly. A
 checkout whose tracked files differ from HEAD reports `<commit>-dirty`.
+
+`append_rows(path, rows)`: adds JSON lines to a results file through `fitting.atomic`, so a crash while
+writing leaves the earlier rows whole, never a torn line.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+from pathlib import Path
+
+from fitting.atomic import atomic_write_text
 
 
 def git_commit() -> str | None:
@@ -23,3 +31,12 @@ def git_commit() -> str | None:
     except OSError:
         return None
     return (f"{head}-dirty" if dirty else head) or None
+
+
+def append_rows(path: str | os.PathLike, rows: list[dict]) -> None:
+    """Append `rows` as JSON lines to `path` (created with its folder if missing), atomically."""
+    path = Path(path)  # fitting.atomic creates the folder
+    old = path.read_text() if path.exists() else ""
+    if old and not old.endswith("\n"):
+        old += "\n"
+    atomic_write_text(path, old + "".join(json.dumps(row) + "\n" for row in rows))

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import time
 
 import numpy as np
 import scipy
+from _provenance import append_rows  # benchmarks/ is on sys.path when run as a script
 from scipy.optimize import minimize
 
 from fitting._solver import Design, _forward, huber
@@ -97,9 +97,7 @@ def main() -> None:
         "fit_s": round(t_fit, 3), "bootstrap_s": round(t_boot, 3), "naive_loop_s": round(t_naive, 3),
         "speedup_vs_naive": round(t_naive / t_boot, 2),
     }
-    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-    with open(RESULTS, "a") as f:
-        f.write(json.dumps(record) + "\n")
+    append_rows(RESULTS, [record])
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import sys
 
@@ -24,7 +23,7 @@ from triton.testing import do_bench, do_bench_cudagraph
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from _provenance import git_commit  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from _provenance import append_rows, git_commit  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 from kernels import reference  # noqa: E402
 from kernels.triton_ops import TRITON_OPS  # noqa: E402
@@ -177,10 +176,7 @@ def main() -> None:
             print(f"{name:46s} {impl:8s} {ms:8.3f} ms {gpu_ms:8.3f} gpu-ms {mb:9.1f} MiB | vs compile: "
                   f"x{ref_ms / ms:5.2f} x{ref_gpu / gpu_ms:5.2f} gpu  mem {row['memory_vs_compile']}  "
                   f"| mem vs eager {row['memory_vs_eager']}", flush=True)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "a") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
+    append_rows(args.out, rows)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from _provenance import git_commit  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from _provenance import append_rows, git_commit  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 from trainers.model import Transformer  # noqa: E402
 from trainers.shapes import ModelConfig, flops_per_token  # noqa: E402
@@ -210,7 +210,7 @@ def speed(args, info):
                   f"MFU {100 * r['mfu']:5.1f}%  step {r['step_ms']:7.1f} ms  peak {r['peak_gib']:5.1f} GiB  "
                   f"warmup {r['warmup_s']:5.1f} s  loss {r['loss']:.3f}", flush=True)
         print(f"          ratio skillscale/baseline: {ratio:.3f}", flush=True)
-        append(args.out, rows[-len(models):])
+        append_rows(args.out, rows[-len(models):])
     return rows
 
 
@@ -254,15 +254,8 @@ def parity(args, info):
     row["within_bf16_noise"] = (row["mean_abs_diff_last50_triton_vs_reference"]
                                 <= row["mean_abs_diff_last50_bf16_vs_fp32_reference"])
     print(json.dumps({k: v for k, v in row.items() if not k.startswith("curve")}), flush=True)
-    append(args.out, [row])
+    append_rows(args.out, [row])
     return row
-
-
-def append(path, rows):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "a") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
 
 
 def main() -> None:

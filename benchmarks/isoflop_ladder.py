@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import sys
 import time
@@ -29,6 +28,9 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+from _provenance import append_rows  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
+from fitting.atomic import atomic_write_json  # noqa: E402
 from fitting.conventions import conventions_dict  # noqa: E402
 from trainers.cli import parse_count, parse_pairs  # noqa: E402
 from trainers.shapes import count_params  # noqa: E402
@@ -159,14 +161,9 @@ def main(argv: list[str] | None = None) -> int:
         "runs": rows,
         "best_n_per_skill": best,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record, indent=2))
-    os.replace(tmp, out)
+    atomic_write_json(Path(args.out), record, indent=2)
     if args.append:
-        with open(args.append, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_rows(args.append, [record])
     return 0
 
 

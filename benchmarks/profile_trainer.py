@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
-import json
 import os
 import sys
 import time
@@ -27,6 +26,7 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+from _provenance import append_rows  # noqa: E402
 from bench_trainer import BATCH, SEQ, VOCAB, BaselineDecoder, model_config, start_gpu_session  # noqa: E402
 
 from trainers.model import Transformer  # noqa: E402
@@ -162,9 +162,7 @@ def main() -> None:
                 if args.top:
                     for kname, ms in r["top"]:
                         print(f"      {ms:7.3f} ms  {kname}", flush=True)
-                with open(args.out, "a") as f:
-                    f.write(json.dumps({"size": size, "variant": variant, "model": name, "batch": batch,
-                                        **r, **info}) + "\n")
+                append_rows(args.out, [{"size": size, "variant": variant, "model": name, "batch": batch, **r, **info}])
 
 
 if __name__ == "__main__":

@@ -469,7 +469,6 @@ def plot(traces: list[Trace], path: Path, tolerance: float = TOLERANCE) -> None:
             handles.setdefault(lab, h)
     fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=7, fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, 0.16, 1, 1))
-    path.parent.mkdir(parents=True, exist_ok=True)
     png = io.BytesIO()
     fig.savefig(png, format="png", dpi=110)
     plt.close(fig)
@@ -596,11 +595,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
                            "workers": args.workers},
              "wall_seconds": time.perf_counter() - start}
     print(format_table(rows))
-    if args.json:  # results are written whole or not at all (atomic), like every file of a study
-        args.json.parent.mkdir(parents=True, exist_ok=True)
+    if args.json:  # results are written whole or not at all (fitting.atomic, which also creates the folder)
         atomic_write_text(args.json, json.dumps(result, indent=1))
     if args.traces:
-        args.traces.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(args.traces, "".join(json.dumps(tr.to_dict()) + "\n" for tr in traces))
     if args.plot:
         plot(traces, args.plot)

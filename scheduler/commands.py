@@ -9,6 +9,7 @@ from pathlib import Path
 
 from fitting.errors import InputError
 from scheduler.config import StudyConfig, load_study_config
+from scheduler.estimates import precision_text
 
 
 def add_study_parsers(sub: argparse._SubParsersAction) -> None:
@@ -132,7 +133,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                       "(rerun `skillscale run` with the same config to resume)")
     for t in targets:
         if t.get("rel_halfwidth") is None or t["n_params"] is None:
-            why = f": {', '.join(t['degenerate'])} at a solver bound" if t.get("degenerate") else ""
+            why = f" ({precision_text(None, t['degenerate'])})" if t.get("degenerate") else ""
             console.print(f"  {t['name']:<16} N*({t['flops']:.3g}) not identifiable from these runs yet{why}")
             continue
         lo, hi = t["n_params_ci95"]

@@ -59,6 +59,17 @@ class Estimates:
         return all(t.rel_halfwidth <= tolerance for t in self.targets)
 
 
+def precision_text(rel_halfwidth: float | None, degenerate=(), digits: int = 1) -> str:
+    """How a target's precision reads in logs, tables and reports: "±9.5%", or why there is none.
+
+    rel_halfwidth is inf (a TargetEstimate) or None (read back from result.json) when not identifiable."""
+    if degenerate:
+        return f"n/a: {', '.join(degenerate)} on a solver bound"
+    if rel_halfwidth is None or not np.isfinite(rel_halfwidth):
+        return "n/a: not identifiable"
+    return f"±{100 * rel_halfwidth:.{digits}f}%"
+
+
 def derived_seed(seed: int, *parts) -> int:
     """A 32-bit seed derived from the study seed and a label (deterministic across restarts)."""
     key = ":".join(str(p) for p in (seed, *parts))

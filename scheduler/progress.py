@@ -9,12 +9,13 @@ import time
 from rich.console import Console
 from rich.table import Table
 
+from scheduler.estimates import precision_text
+
 
 def _fmt_targets(estimates) -> str:
     if estimates is None:
         return "laws not yet identifiable"
-    return "  ".join(f"{t.name} N*={t.n_params:.3g} " + (f"degenerate ({', '.join(t.degenerate)} at a bound)"
-                                                           if t.degenerate else f"±{100 * t.rel_halfwidth:.0f}%")
+    return "  ".join(f"{t.name} N*={t.n_params:.3g} {precision_text(t.rel_halfwidth, t.degenerate, digits=0)}"
                      for t in estimates.targets)
 
 
@@ -60,9 +61,7 @@ class Progress:
         g = lambda v, spec=".3g": "n/a" if v is None else format(v, spec)  # None: not identifiable yet
         for t in result["targets"]:
             lo, hi = t["n_params_ci95"]
-            rel = "n/a" if t["rel_halfwidth"] is None else f"{100 * t['rel_halfwidth']:.1f}%"
-            if t.get("degenerate"):
-                rel = "n/a: " + ", ".join(t["degenerate"]) + " at a solver bound"
+            rel = precision_text(t["rel_halfwidth"], t.get("degenerate", ()))
             table.add_row(t["name"], g(t["flops"]), g(t["n_params"]), f"[{g(lo)}, {g(hi)}]", g(t["n_tokens"]), rel)
         self.console.print(table)
         self.console.print("N counts non-embedding matmul parameters; C = 6ND. "

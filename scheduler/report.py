@@ -28,7 +28,7 @@ from fitting.errors import InputError  # noqa: E402
 from fitting.optimum import composition_whatif  # noqa: E402
 from fitting.plots import plot_optimum  # noqa: E402
 from scheduler.config import StudyConfig, load_study_config  # noqa: E402
-from scheduler.estimates import Estimates, fit_inputs, refit  # noqa: E402
+from scheduler.estimates import Estimates, fit_inputs, precision_text, refit  # noqa: E402
 from scheduler.ledger import Ledger, read_result  # noqa: E402
 
 
@@ -71,13 +71,6 @@ def plot_isoflop_runs(cfg: StudyConfig, rows: list[dict], est: Estimates, path: 
         ax.set(xscale="log", xlabel="N (non-embedding params)", ylabel="loss (nats/token)", title=f"{skill}")
         fig.colorbar(sc, ax=ax, label="C = 6ND (FLOPs)")
     _save(fig, path)
-
-
-def _rel(t) -> str:
-    """A target's ±relative half-width, or why there is none."""
-    if t.degenerate:
-        return f"n/a: {', '.join(t.degenerate)} on a solver bound"
-    return f"±{100 * t.rel_halfwidth:.1f}%" if np.isfinite(t.rel_halfwidth) else "n/a: not identifiable"
 
 
 def _identifiable_members(ens, flops_range) -> np.ndarray:
@@ -190,7 +183,7 @@ def _write_report(study_dir: Path, out: Path) -> Path:
     spent = sum(r["flops"] for r in rows)
     targets = [[t.name, ", ".join(f"{k}={v:g}" for k, v in t.weights.items()), f"{t.flops:.3g}", f"{t.n_params:.4g}",
                 f"[{t.n_params_ci95[0]:.4g}, {t.n_params_ci95[1]:.4g}]", f"{t.n_tokens:.4g}",
-                _rel(t)] for t in est.targets]
+                precision_text(t.rel_halfwidth, t.degenerate)] for t in est.targets]
     laws = [[s, *(f"{v:.4g}" for v in (f.law.E, f.law.A, f.law.B, f.law.alpha, f.law.beta)),
              f"{f.law.exponent_a:.3f}", f"{est.noise[s]:.4f}"] for s, f in est.fits.items()]
     runs = [[r.get("trial_number"), r["run_id"], r["status"], f"{r['n_params']:.3g}", f"{r['n_tokens']:.3g}",

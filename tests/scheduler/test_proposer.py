@@ -6,7 +6,7 @@ import pytest
 from fitting.errors import InputError
 from fitting.parametric import ParametricFit
 from scheduler.config import parse_study_config
-from scheduler.estimates import refit
+from scheduler.estimates import precision_text, refit
 from scheduler.ledger import Ledger
 from scheduler.proposer import Proposer
 from trainers.simulated import SimulatedBackend
@@ -154,3 +154,9 @@ def test_a_law_with_an_exponent_on_its_bound_is_not_identifiable(small_study, tm
     assert knowledge.to_dict()["degenerate"] == ["knowledge: alpha=3"]
     batch = proposer.propose(3, estimates, [], 16, cfg.compute_cap)
     assert batch == proposer.seed_design(16, 3, cfg.max_run_flops)  # space-filling, as before the laws fit
+
+
+def test_precision_text_says_why_there_is_no_interval():
+    assert precision_text(0.0951) == "±9.5%" and precision_text(0.0951, digits=0) == "±10%"
+    assert precision_text(float("inf")) == precision_text(None) == "n/a: not identifiable"  # estimate / result.json
+    assert precision_text(0.05, ("knowledge: alpha=2.97",)) == "n/a: knowledge: alpha=2.97 on a solver bound"
