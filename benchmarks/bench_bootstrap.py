@@ -11,7 +11,6 @@ table and appends one JSON line (date, CPU, versions) to benchmarks/results/boot
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import os
 import platform
@@ -23,6 +22,7 @@ from _provenance import append_rows  # benchmarks/ is on sys.path when run as a 
 from scipy.optimize import minimize
 
 from fitting._solver import Design, _forward, huber
+from fitting.errors import OneLineArgumentParser
 from fitting.law import ParametricLaw
 from fitting.parametric import bootstrap_parametric, bootstrap_starts, fit_parametric, resample_counts
 
@@ -60,7 +60,7 @@ def naive_bootstrap_seconds(n, d, loss, fit, counts, n_timed: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = OneLineArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n-boot", type=int, default=500)
     parser.add_argument("--n-runs", type=int, default=250)
     args = parser.parse_args()

@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from _provenance import append_rows, git_commit  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
+from fitting.errors import OneLineArgumentParser  # noqa: E402
 from kernels import reference  # noqa: E402
 from kernels.triton_ops import TRITON_OPS  # noqa: E402
 
@@ -138,14 +139,15 @@ def cases(quick: bool):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
+    parser = OneLineArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="one shape per op")
     parser.add_argument("--ops", default="", help="comma-separated op names to run (default: all)")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "kernels.jsonl"))
     args = parser.parse_args()
     if not torch.cuda.is_available():
-        sys.exit("bench_kernels: needs CUDA (no GPU found); the kernel tests run on CPU instead")
+        print("bench_kernels: needs CUDA (no GPU found); the kernel tests run on CPU instead", file=sys.stderr)
+        sys.exit(2)
     info = env_info()
     print(f"# {info}")
     rows = []

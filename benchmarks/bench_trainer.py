@@ -39,6 +39,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from _provenance import append_rows, git_commit  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
+from fitting.errors import InputError, OneLineArgumentParser  # noqa: E402
 from trainers.model import Transformer  # noqa: E402
 from trainers.shapes import ModelConfig, flops_per_token  # noqa: E402
 from trainers.torch_backend import TrainerSettings  # noqa: E402
@@ -116,15 +117,27 @@ def env_info() -> dict:
 
 
 def model_config(size: str) -> ModelConfig:
-    """"DxL" -> the benchmark's decoder shape: d_model D, L layers, head_dim 64, vocab 32768, seq 1024."""
-    d, n_layers = (int(v) for v in size.split("x"))
-    return ModelConfig(d_model=d, n_layers=n_layers, n_heads=d // 64, vocab_size=VOCAB, seq_len=SEQ)
+    """"DxL" -> the benchmark's decoder shape: d_model D, L layers, head_dim 64, vocab 32768, seq 1024.
+
+    An argparse `type`: a bad size is argparse's one-line error, exit status 2, before any GPU work."""
+    try:
+        d, n_layers = (int(v) for v in size.split("x"))
+        return ModelConfig(d_model=d, n_layers=n_layers, n_heads=d // 64, vocab_size=VOCAB, seq_len=SEQ)
+    except (ValueError, InputError):
+        raise argparse.ArgumentTypeError(f"expected DxL such as 256x4 (D a multiple of 64), got {size!r}") from None
+
+
+def model_configs(sizes: str) -> list[ModelConfig]:
+    """Comma-separated DxL sizes (an argparse `type`, see model_config)."""
+    return [model_config(size) for size in sizes.split(",")]
 
 
 def start_gpu_session(script: str) -> dict:
-    """Exit with a message without CUDA; otherwise TF32 on (as the trainer), print and return the environment."""
+    """Exit (status 2, one line) without CUDA; otherwise TF32 on (as the trainer), print and return the
+    environment."""
     if not torch.cuda.is_available():
-        sys.exit(f"{script}: needs CUDA (no GPU found)")
+        print(f"{script}: needs CUDA (no GPU found)", file=sys.stderr)
+        sys.exit(2)
     torch.backends.cuda.matmul.allow_tf32 = True
     info = env_info()
     print(f"# {info}", flush=True)
@@ -178,8 +191,7 @@ def time_model(model, batch: int, steps: int, warmup: int = 3, windows: int = 3,
 
 def speed(args, info):
     rows = []
-    for size in args.sizes.split(","):
-        cfg = model_config(size)
+    for cfg in args.sizes:
         d, n_layers = cfg.d_model, cfg.n_layers
         batch = args.batch or BATCH.get(d, 16)
         fpt = flops_per_token(cfg)
@@ -223,7 +235,7 @@ def parity(args, info):
     steps). A single Triton-vs-reference distance means little alone: at lr 1e-3 on memorised batches the
     reference itself spiked to the initial loss once in an earlier run.
     """
-    cfg = model_config(args.parity_size)
+    cfg = args.parity_size
     d, n_layers = cfg.d_model, cfg.n_layers
     gen = torch.Generator(device="cuda").manual_seed(1)
     # a small repeating set of batches, so that the loss falls far (memorisation) and drift would show
@@ -259,16 +271,16 @@ def parity(args, info):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
+    parser = OneLineArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default=DEFAULT_SIZES, help="comma-separated d_modelxn_layers")
+    parser.add_argument("--sizes", type=model_configs, default=DEFAULT_SIZES, help="comma-separated d_modelxn_layers")
     parser.add_argument("--steps", type=int, default=20,
                         help="steps per timing window (3 windows, after 3 warmup steps)")
     parser.add_argument("--batch", type=int, default=0, help="sequences per step (0: per-size default)")
     parser.add_argument("--baseline-cuda-graphs", action="store_true",
                         help="also time the baseline compiled with CUDA graphs (reduce-overhead), for reference")
     parser.add_argument("--parity", action="store_true", help="loss-curve parity instead of speed")
-    parser.add_argument("--parity-size", default="256x4")
+    parser.add_argument("--parity-size", type=model_config, default="256x4")
     parser.add_argument("--parity-steps", type=int, default=200)
     parser.add_argument("--parity-lr", type=float, default=3e-4)
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",

@@ -12,7 +12,6 @@ Prints a table and writes JSON (faults injected, bad inputs tried, runs lost, ru
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import os
@@ -32,7 +31,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fitting.errors import InputError  # noqa: E402
+from fitting.errors import InputError, OneLineArgumentParser  # noqa: E402
 from scheduler.config import parse_study_config  # noqa: E402
 from tests.conftest import SMALL_STUDY  # noqa: E402
 
@@ -138,7 +137,7 @@ def bad_inputs(n_fuzz: int, rng: random.Random) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = OneLineArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--kills", type=int, default=10)
     ap.add_argument("--worker-kills", type=int, default=3)
     ap.add_argument("--fuzz", type=int, default=500)

@@ -17,7 +17,6 @@ Default budget 1e16 FLOPs: about 2-5 minutes of H100 time for the five default s
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import os
 import sys
@@ -32,6 +31,7 @@ from _provenance import append_rows  # noqa: E402  (benchmarks/ is on sys.path w
 
 from fitting.atomic import atomic_write_json  # noqa: E402
 from fitting.conventions import conventions_dict  # noqa: E402
+from fitting.errors import OneLineArgumentParser  # noqa: E402
 from trainers.cli import parse_count, parse_pairs  # noqa: E402
 from trainers.shapes import count_params  # noqa: E402
 from trainers.spec import RunSpec  # noqa: E402
@@ -39,7 +39,7 @@ from trainers.torch_backend import TorchBackend  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = OneLineArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--budget", default="1e16", help="FLOPs per run, C = 6*N*D")
     p.add_argument("--sizes", default="5e6,1e7,2e7,4e7,8e7", help="target N, comma separated")
     p.add_argument("--mix", default="knowledge=0.5,code=0.3,general=0.2")

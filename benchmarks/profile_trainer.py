@@ -27,8 +27,9 @@ sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from _provenance import append_rows  # noqa: E402
-from bench_trainer import BATCH, SEQ, VOCAB, BaselineDecoder, model_config, start_gpu_session  # noqa: E402
+from bench_trainer import BATCH, SEQ, VOCAB, BaselineDecoder, model_configs, start_gpu_session  # noqa: E402
 
+from fitting.errors import OneLineArgumentParser  # noqa: E402
 from trainers.model import Transformer  # noqa: E402
 
 CATEGORIES = (("gemm", ("gemm", "nvjet", "cutlass", "sm90_xmma", "sm80_xmma", "cublas")),
@@ -125,8 +126,8 @@ def measure(model, batch: int, steps: int, graph: bool, mode: str | None = None)
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sizes", default="256x4,1024x16")
+    p = OneLineArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", type=model_configs, default="256x4,1024x16", help="comma-separated d_modelxn_layers")
     p.add_argument("--variants", default="plain,cudnn,graph,cudnn+graph")
     p.add_argument("--models", default="baseline,skillscale")
     p.add_argument("--steps", type=int, default=20)
@@ -134,8 +135,8 @@ def main() -> None:
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "profile_trainer.jsonl"))
     args = p.parse_args()
     info = start_gpu_session("profile_trainer")
-    for size in args.sizes.split(","):
-        cfg = model_config(size)
+    for cfg in args.sizes:
+        size = f"{cfg.d_model}x{cfg.n_layers}"
         batch = BATCH.get(cfg.d_model, 16)
         for variant in args.variants.split(","):
             for name in args.models.split(","):

@@ -2,6 +2,16 @@
 exits with status 2. Every package raises it for input a user can fix; fitting owns it because it is
 the one package every other one may import."""
 
+import argparse
+
 
 class InputError(ValueError):
     """A problem with user input; the message names the field or file and what was expected."""
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line on stderr (exit status 2), as every other input error is,
+    instead of the usage block (which `--help` still prints). Subcommand parsers inherit the class."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")

@@ -15,11 +15,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fitting.errors import InputError
+from fitting.errors import InputError, OneLineArgumentParser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="skillscale", description=__doc__.split("\n\n")[0])
+    parser = OneLineArgumentParser(prog="skillscale", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     from fitting.cli import add_fit_parser
     from scheduler.commands import add_study_parsers
@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)  # argparse itself exits 2 with one usage line on bad flags
+    args = parser.parse_args(argv)  # a bad flag: one line, exit 2 (OneLineArgumentParser)
     try:
         return int(args.func(args) or 0)
     except InputError as exc:

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from fitting.atomic import atomic_write_json, finite_or_none
-from fitting.errors import InputError
+from fitting.errors import InputError, OneLineArgumentParser
 
 DEFAULT_MIX = "knowledge=0.5,code=0.3,general=0.2"
 _SUFFIX = {"k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "B": 1e9, "T": 1e12}
@@ -206,7 +206,7 @@ def run_train(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m trainers.cli train ...`: the same handling as `skillscale train`."""
-    parser = argparse.ArgumentParser(prog="skillscale")
+    parser = OneLineArgumentParser(prog="skillscale")
     add_train_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     try:

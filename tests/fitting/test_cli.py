@@ -88,6 +88,19 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys, case):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("argv, expected", [
+    (["bench", "scheduler", "--seeds", "abc"], "argument --seeds: invalid int value: 'abc'"),
+    (["train", "--params"], "argument --params: expected one argument"),
+    (["run"], "the following arguments are required"),
+])
+def test_bad_flags_exit_2_with_one_line(argv, expected, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.count("\n") == 1 and expected in err and "usage:" not in err, err
+
+
 def test_unreadable_and_missing_files_exit_2(tmp_path, capsys):
     garbage = tmp_path / "runs.parquet"
     garbage.write_bytes(b"\x00\x01 not parquet")
