@@ -144,10 +144,12 @@ def start_gpu_session(script: str) -> dict:
     return info
 
 
-def make_step(model, lr=3e-4, autocast=True, cuda_graphs=False):
+def make_step(model, lr=3e-4, autocast=True, cuda_graphs=False, capturable=False):
     """One training step, compiled as the trainer compiles (cuda_graphs: mode "reduce-overhead", whose graph
-    outputs are reused by the next replay, so the returned loss is a copy)."""
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.1, fused=True)
+    outputs are reused by the next replay, so the returned loss is a copy). capturable: the step itself can
+    be captured in a CUDA graph (optimizer state on the device, gradients kept in place)."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.1, fused=True,
+                            capturable=capturable)
     compiled = torch.compile(model, mode="reduce-overhead" if cuda_graphs else None)
 
     def step(idx, targets):
@@ -157,7 +159,7 @@ def make_step(model, lr=3e-4, autocast=True, cuda_graphs=False):
             loss = compiled(idx, targets)
         loss.backward()
         opt.step()
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad(set_to_none=not capturable)
         return loss.detach().clone() if cuda_graphs else loss
     return step
 

@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from _provenance import append_rows  # noqa: E402
-from bench_trainer import BATCH, SEQ, VOCAB, BaselineDecoder, model_configs, start_gpu_session  # noqa: E402
+from bench_trainer import BATCH, SEQ, VOCAB, BaselineDecoder, make_step, model_configs, start_gpu_session  # noqa: E402
 
 from fitting.errors import OneLineArgumentParser  # noqa: E402
 from trainers.model import Transformer  # noqa: E402
@@ -56,21 +56,9 @@ def sdpa_backend(variant: str):
         yield
 
 
-def build_step(model, graph: bool, batch: int, mode: str | None = None):
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=True,
-                            capturable=graph)
-    compiled = torch.compile(model, mode=mode)
-
-    def step(idx, targets):
-        if mode == "reduce-overhead":
-            torch.compiler.cudagraph_mark_step_begin()
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = compiled(idx, targets)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=not graph)  # a graph needs its grads in place
-        return loss.detach().clone() if mode == "reduce-overhead" else loss  # its output buffer is reused
-
+def build_step(model, graph: bool, batch: int, cuda_graphs: bool = False):
+    """bench_trainer's step; with `graph`, the whole step (forward, backward, AdamW) captured as one CUDA graph."""
+    step = make_step(model, cuda_graphs=cuda_graphs, capturable=graph)
     if not graph:
         return step
     static_idx = torch.zeros(batch, SEQ, dtype=torch.long, device="cuda")
@@ -93,11 +81,11 @@ def build_step(model, graph: bool, batch: int, mode: str | None = None):
     return replay
 
 
-def measure(model, batch: int, steps: int, graph: bool, mode: str | None = None) -> dict:
+def measure(model, batch: int, steps: int, graph: bool, cuda_graphs: bool = False) -> dict:
     gen = torch.Generator(device="cuda").manual_seed(0)
     data = torch.randint(0, VOCAB, (4, batch, SEQ + 1), device="cuda", generator=gen)
     t0 = time.perf_counter()
-    step = build_step(model, graph, batch, mode)
+    step = build_step(model, graph, batch, cuda_graphs)
     for i in range(3):
         step(data[i % 4, :, :-1], data[i % 4, :, 1:])
     torch.cuda.synchronize()
@@ -144,8 +132,7 @@ def main() -> None:
                 model = (BaselineDecoder(cfg) if name == "baseline" else Transformer(cfg, use_triton=True)).cuda()
                 try:
                     with sdpa_backend(variant):
-                        r = measure(model, batch, args.steps, graph="graph" in variant,
-                                    mode="reduce-overhead" if variant == "ro" else None)
+                        r = measure(model, batch, args.steps, graph="graph" in variant, cuda_graphs=variant == "ro")
                 except Exception as exc:  # a variant that cannot run here is reported, not fatal
                     print(f"{size:8s} {variant:12s} {name:10s} FAILED: {type(exc).__name__}: {str(exc)[:300]}",
                           flush=True)

@@ -183,7 +183,8 @@ def rms_norm_bwd(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, rstd: 
     dy2, x2 = _rows(dy), _rows(x)
     n_rows, n_cols = x2.shape
     dx = torch.empty_like(x2)
-    dx2 = torch.empty_like(x2, dtype=dx2_dtype) if dx2_dtype is not None else x2.new_empty((0,))
+    has_dx2 = dx2_dtype is not None
+    dx2 = torch.empty_like(x2, dtype=dx2_dtype) if has_dx2 else dx  # dx stands in (never written twice)
     rows, block, num_warps = _tile(n_cols, x2.element_size())
     if x.is_cuda:
         n_programs = torch.cuda.get_device_properties(x.device).multi_processor_count * 4
@@ -194,13 +195,13 @@ def rms_norm_bwd(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, rstd: 
     ds2 = _rows(ds) if ds is not None else dy2
     if n_rows > 0:
         launch(_rms_norm_bwd_kernel)[(n_programs,)](
-            dy2, ds2, x2, weight.contiguous(), rstd, dx, dx2 if dx2_dtype is not None else dx, dw_partial,
-            dy2.stride(0), ds2.stride(0), x2.stride(0), dx.stride(0), dx2.stride(0) if dx2_dtype is not None else 0,
+            dy2, ds2, x2, weight.contiguous(), rstd, dx, dx2, dw_partial,
+            dy2.stride(0), ds2.stride(0), x2.stride(0), dx.stride(0), dx2.stride(0),
             n_rows, n_cols,
-            HAS_DS=ds is not None, HAS_DX2=dx2_dtype is not None, ROWS=rows, BLOCK=block, num_warps=num_warps,
+            HAS_DS=ds is not None, HAS_DX2=has_dx2, ROWS=rows, BLOCK=block, num_warps=num_warps,
         )
-    dx2 = dx2.view(x.shape) if dx2_dtype is not None else dx2
-    return dx.view(x.shape), dx2, dw_partial.sum(0).to(weight.dtype)
+    second = dx2.view(x.shape) if has_dx2 else x2.new_empty((0,))
+    return dx.view(x.shape), second, dw_partial.sum(0).to(weight.dtype)
 
 
 # ---- autograd ------------------------------------------------------------------------------------
