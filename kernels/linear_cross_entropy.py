@@ -1,15 +1,25 @@
 """Fused linear + cross-entropy that never materialises the full (M, V) logits.
 
-The loss of an LM head, loss = CE(hidden @ weight.T, targets), is computed over chunks of rows: for each chunk
-of m rows the logits (m, V) are one cuBLAS matmul, a Triton kernel turns them in place into the loss per row
-and the gradient of the logits (softmax - onehot, scaled), and two more matmuls give that chunk's dhidden and
-add its share of dweight to an fp32 accumulator. So with reduction="mean" the forward pass already holds
-both gradients and the backward pass only scales them by grad_output. Peak extra memory is one chunk of
-logits plus dweight in fp32, instead of (M, V) logits and their gradient.
+The loss of an LM head, loss = CE(hidden @ weight.T, targets), with two strategies picked by the hidden size C:
 
-Tiers: `_cross_entropy_kernel` -> launcher `linear_cross_entropy_fwd(hidden, weight, targets, ...)`
-(a torch.library custom op, opaque to torch.compile) -> `LinearCrossEntropyFunction` ->
-`linear_cross_entropy`.
+- C > _RECOMPUTE_MAX_C (materialise a chunk): over chunks of rows, the chunk's logits (m, V) are one cuBLAS
+  matmul, `_cross_entropy_kernel` turns them in place into the loss per row and the gradient of the logits
+  (softmax - onehot, scaled), and two more matmuls give that chunk's dhidden and add its share of dweight to
+  an fp32 accumulator.
+- C <= _RECOMPUTE_MAX_C (recompute): a logit costs only 2C FLOPs, less than reading and writing it back
+  through HBM, so the logits are never stored at all. `_lse_partial_kernel` computes them tile by tile in
+  registers and keeps only a running (max, sum of exponentials) per row and the target's logit; then, per
+  chunk, `_dlogits_kernel` computes them again and writes only their gradient, which the same two matmuls
+  consume. This trades one extra pass of 2MVC FLOPs for two fewer (M, V) passes over HBM (the logits' write
+  and the softmax kernel's read).
+
+Either way, with reduction="mean" the forward pass already holds both gradients and the backward pass only
+scales them by grad_output. Peak extra memory is one chunk of logits (or their gradient) plus dweight in fp32,
+instead of (M, V) logits and their gradient.
+
+Tiers: `_cross_entropy_kernel`, `_lse_partial_kernel`, `_dlogits_kernel` -> launcher
+`linear_cross_entropy_fwd(hidden, weight, targets, ...)` (a torch.library custom op, opaque to torch.compile)
+-> `LinearCrossEntropyFunction` -> `linear_cross_entropy`.
 hidden (M, C), weight (V, C), targets (M,) int; rows whose target is `ignore_index` count for nothing.
 The matmuls run in hidden.dtype (bf16 under autocast); the softmax and everything accumulated is fp32.
 """
@@ -30,6 +40,11 @@ _MAX_CHUNK_ELEMENTS = 1 << 29
 _BLOCK_V = 4096  # vocabulary entries per inner step of the kernel (two-pass)
 _SINGLE_PASS_MAX_V = 32768  # up to this vocabulary a row is held in registers and read once
 _SINGLE_PASS_WARPS = 32  # H100, V = 32768: 1-7% faster than 16 warps; 8 warps spill and are slower
+# The recompute strategy (see the module docstring) up to this hidden size. Its tiles: _TILE_M rows x _TILE_N
+# vocabulary entries per dot, _TILE_K of the hidden size per step; each LSE program covers _LSE_TILES tiles.
+_RECOMPUTE_MAX_C = 512
+_TILE_M, _TILE_N, _TILE_K, _LSE_TILES = 128, 128, 64, 16
+_TILE_WARPS, _TILE_STAGES = 8, 3
 
 
 @triton.jit
@@ -97,6 +112,78 @@ def _cross_entropy_kernel(
             tl.store(base + cols, (dz * row_scale).to(LOGITS.dtype.element_ty), mask=mask)
 
 
+@triton.jit
+def _logits_tile(H, W, rows, cols, n_rows, n_vocab, n_hidden, stride_h, stride_w,
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
+    """z = H[rows] @ W[cols].T as a (BLOCK_M, BLOCK_N) fp32 tile; out-of-range rows and columns read zeros."""
+    ks = tl.arange(0, BLOCK_K)
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for k in range(0, n_hidden, BLOCK_K):
+        kk = k + ks
+        a = tl.load(H + rows[:, None] * stride_h + kk[None, :],
+                    mask=(rows[:, None] < n_rows) & (kk[None, :] < n_hidden), other=0.0)  # (BM, BK)
+        b = tl.load(W + cols[None, :] * stride_w + kk[:, None],
+                    mask=(cols[None, :] < n_vocab) & (kk[:, None] < n_hidden), other=0.0)  # (BK, BN)
+        acc = tl.dot(a, b, acc, input_precision=PRECISION)
+    return acc
+
+
+@triton.jit
+def _lse_partial_kernel(
+    H, W, TARGETS, M_PART, D_PART, ZT_PART,
+    n_rows, n_vocab, n_hidden, stride_h, stride_w,
+    TILES: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    """Program (row block, vocabulary split s): over TILES tiles of BLOCK_N vocabulary entries starting at
+    s * TILES * BLOCK_N, the row's running max m and sum d = sum_j exp(z_j - m) (online softmax), and z_y for
+    the targets y in that range (0 elsewhere). Writes them to the (M, n_splits) fp32 partials at column s.
+    The first tile of a split is never past the vocabulary, so m is finite once it has been read."""
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    split = tl.program_id(1)
+    target = tl.load(TARGETS + rows, mask=rows < n_rows, other=-1)
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    d_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    z_target = tl.zeros([BLOCK_M], dtype=tl.float32)
+    for t in range(TILES):
+        cols = (split * TILES + t) * BLOCK_N + tl.arange(0, BLOCK_N)
+        z = _logits_tile(H, W, rows, cols, n_rows, n_vocab, n_hidden, stride_h, stride_w,
+                         BLOCK_M, BLOCK_N, BLOCK_K, PRECISION)
+        z_target += tl.sum(tl.where(cols[None, :] == target[:, None], z, 0.0), axis=1)
+        z = tl.where(cols[None, :] < n_vocab, z, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(z, axis=1))
+        d_i = d_i * tl.exp(m_i - m_new) + tl.sum(tl.exp(z - m_new[:, None]), axis=1)
+        m_i = m_new
+    n_splits = tl.num_programs(1)
+    out = rows.to(tl.int64) * n_splits + split
+    tl.store(M_PART + out, m_i, mask=rows < n_rows)
+    tl.store(D_PART + out, d_i, mask=rows < n_rows)
+    tl.store(ZT_PART + out, z_target, mask=rows < n_rows)
+
+
+@triton.jit
+def _dlogits_kernel(
+    H, W, TARGETS, LSE, SCALE, DZ,
+    n_rows, n_vocab, n_hidden, stride_h, stride_w, stride_dz, stride_scale, ignore_index,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
+):
+    """Program (row block, vocabulary block): DZ = scale * (exp(z - lse) - onehot(y)) with z recomputed,
+    0 on rows whose target is ignore_index; scale as in `_cross_entropy_kernel`."""
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    row_ok = rows < n_rows
+    z = _logits_tile(H, W, rows, cols, n_rows, n_vocab, n_hidden, stride_h, stride_w,
+                     BLOCK_M, BLOCK_N, BLOCK_K, PRECISION)
+    target = tl.load(TARGETS + rows, mask=row_ok, other=ignore_index)
+    lse = tl.load(LSE + rows, mask=row_ok, other=0.0)
+    scale = tl.load(SCALE + rows * stride_scale, mask=row_ok, other=0.0).to(tl.float32)
+    scale = tl.where(target == ignore_index, 0.0, scale)
+    dz = tl.exp(z - lse[:, None]) - tl.where(cols[None, :] == target[:, None], 1.0, 0.0)
+    tl.store(DZ + rows.to(tl.int64)[:, None] * stride_dz + cols[None, :],
+             (dz * scale[:, None]).to(DZ.dtype.element_ty),
+             mask=row_ok[:, None] & (cols[None, :] < n_vocab))
+
+
 def _chunk_rows(n_rows: int, vocab: int) -> int:
     """Rows per chunk (see _N_CHUNKS), a multiple of 64 where possible."""
     rows = max(triton.cdiv(n_rows, _N_CHUNKS), _MIN_CHUNK_ROWS)
@@ -125,29 +212,77 @@ def _chunked_pass(hidden, weight, targets, ignore_index, scale, compute_grad):
 
 
 def _chunked_pass_impl(hidden, weight, targets, ignore_index, scale, compute_grad):
-    n_rows, _ = hidden.shape
-    vocab = weight.shape[0]
-    weight = weight.to(hidden.dtype)
-    loss = torch.empty(n_rows, dtype=torch.float32, device=hidden.device)
+    weight = weight.to(hidden.dtype).contiguous()
+    recompute = hidden.shape[1] <= _RECOMPUTE_MAX_C
+    if recompute:
+        lse, loss = _row_lse(hidden, weight, targets, ignore_index)
+        if not compute_grad:
+            return loss, None, None
+    else:
+        loss = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
     dhidden = torch.empty_like(hidden) if compute_grad else None
     dweight = torch.zeros(weight.shape, dtype=torch.float32, device=hidden.device) if compute_grad else None
+    n_rows, vocab = hidden.shape[0], weight.shape[0]
     chunk = _chunk_rows(n_rows, vocab)
-    single = vocab <= _SINGLE_PASS_MAX_V
+    per_row = scale.numel() > 1
     for start in range(0, n_rows, chunk):
         end = min(start + chunk, n_rows)
-        h = hidden[start:end]
-        logits = h @ weight.t()  # (m, V) in hidden.dtype
-        per_row = scale.numel() > 1
-        _cross_entropy_kernel[(end - start,)](
-            logits, targets[start:end], loss[start:end], scale[start:end] if per_row else scale,
-            logits.stride(0), 1 if per_row else 0, vocab, ignore_index,
-            COMPUTE_GRAD=compute_grad, BLOCK_V=triton.next_power_of_2(vocab) if single else _BLOCK_V,
-            SINGLE_PASS=single, num_warps=_SINGLE_PASS_WARPS if single else 16,
-        )
-        if compute_grad:  # logits now hold dlogits
-            torch.mm(logits, weight, out=dhidden[start:end])  # (m, C)
-            _accumulate_dweight(dweight, logits, h)
+        h, rows_scale = hidden[start:end], scale[start:end] if per_row else scale
+        if recompute:
+            dlogits = _dlogits(h, weight, targets[start:end], lse[start:end], rows_scale, ignore_index)
+        else:
+            dlogits = _softmax_in_place(h @ weight.t(), targets[start:end], loss[start:end], rows_scale,
+                                        ignore_index, compute_grad)
+        if compute_grad:
+            torch.mm(dlogits, weight, out=dhidden[start:end])  # (m, C)
+            _accumulate_dweight(dweight, dlogits, h)
     return loss, dhidden, dweight
+
+
+def _softmax_in_place(logits, targets, loss, scale, ignore_index, compute_grad):
+    """Per-row losses into `loss`; with compute_grad the logits (m, V) become their scaled gradient."""
+    vocab = logits.shape[1]
+    single = vocab <= _SINGLE_PASS_MAX_V
+    _cross_entropy_kernel[(logits.shape[0],)](
+        logits, targets, loss, scale, logits.stride(0), 1 if scale.numel() > 1 else 0, vocab, ignore_index,
+        COMPUTE_GRAD=compute_grad, BLOCK_V=triton.next_power_of_2(vocab) if single else _BLOCK_V,
+        SINGLE_PASS=single, num_warps=_SINGLE_PASS_WARPS if single else 16,
+    )
+    return logits
+
+
+def _tile_args(hidden: torch.Tensor) -> dict:
+    return dict(BLOCK_M=_TILE_M, BLOCK_N=_TILE_N, BLOCK_K=_TILE_K, num_warps=_TILE_WARPS, num_stages=_TILE_STAGES,
+                PRECISION="ieee" if hidden.dtype == torch.float32 else "tf32")  # fp32 exactly, as the reference
+
+
+def _row_lse(hidden, weight, targets, ignore_index):
+    """(logsumexp of the logits, loss) per row, fp32 (M,), from logits that live only in registers."""
+    n_rows, n_hidden = hidden.shape
+    vocab = weight.shape[0]
+    tiles = min(_LSE_TILES, triton.cdiv(vocab, _TILE_N))
+    splits = triton.cdiv(vocab, tiles * _TILE_N)
+    m_part, d_part, zt_part = torch.empty((3, n_rows, splits), dtype=torch.float32, device=hidden.device)
+    _lse_partial_kernel[(triton.cdiv(n_rows, _TILE_M), splits)](
+        hidden, weight, targets, m_part, d_part, zt_part, n_rows, vocab, n_hidden, hidden.stride(0),
+        weight.stride(0), TILES=tiles, **_tile_args(hidden),
+    )
+    m = m_part.amax(dim=1)
+    lse = m + (d_part * torch.exp(m_part - m[:, None])).sum(dim=1).log()
+    loss = torch.where(targets == ignore_index, 0.0, lse - zt_part.sum(dim=1))
+    return lse, loss
+
+
+def _dlogits(hidden, weight, targets, lse, scale, ignore_index):
+    """The scaled gradient of the logits (m, V) in hidden.dtype, recomputing the logits tile by tile."""
+    n_rows, n_hidden = hidden.shape
+    vocab = weight.shape[0]
+    dlogits = torch.empty((n_rows, vocab), dtype=hidden.dtype, device=hidden.device)
+    _dlogits_kernel[(triton.cdiv(n_rows, _TILE_M), triton.cdiv(vocab, _TILE_N))](
+        hidden, weight, targets, lse, scale, dlogits, n_rows, vocab, n_hidden, hidden.stride(0),
+        weight.stride(0), dlogits.stride(0), 1 if scale.numel() > 1 else 0, ignore_index, **_tile_args(hidden),
+    )
+    return dlogits
 
 
 def _check(hidden, weight, targets):

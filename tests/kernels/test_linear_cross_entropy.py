@@ -23,14 +23,17 @@ def _run(fn, hidden, weight, targets, reduction, grad):
 
 @pytest.mark.parametrize("dtype, atol, rtol", CASES)
 @pytest.mark.parametrize("reduction", ["mean", "none"])
-@pytest.mark.parametrize("n_rows, hidden_size, vocab, small_chunks, two_pass", [
-    (67, 96, 1000, True, False),   # several chunks, the last one short; one read per row
-    (67, 96, 1000, True, True),    # the same through the two-pass (large-vocabulary) path
-    (13, 200, 32768, False, False),  # the largest single-pass vocabulary
-    (13, 200, 32768 + 3, False, True),  # two-pass, vocab not a multiple of the block
+@pytest.mark.parametrize("n_rows, hidden_size, vocab, small_chunks, two_pass, recompute", [
+    (67, 96, 1000, True, False, False),   # several chunks, the last one short; one read per row
+    (67, 96, 1000, True, True, False),    # the same through the two-pass (large-vocabulary) path
+    (13, 200, 32768, False, False, False),  # the largest single-pass vocabulary
+    (13, 200, 32768 + 3, False, True, False),  # two-pass, vocab not a multiple of the block
+    (67, 96, 1000, True, False, True),    # logits recomputed, never stored: several chunks, partial tiles
+    (130, 200, 4096 + 3, False, False, True),  # two row tiles, three vocabulary splits, a partial last tile
 ])
-def test_linear_cross_entropy_matches_reference(n_rows, hidden_size, vocab, small_chunks, two_pass, reduction,
-                                                dtype, atol, rtol, monkeypatch):
+def test_linear_cross_entropy_matches_reference(n_rows, hidden_size, vocab, small_chunks, two_pass, recompute,
+                                                reduction, dtype, atol, rtol, monkeypatch):
+    monkeypatch.setattr(lce, "_RECOMPUTE_MAX_C", hidden_size if recompute else 0)
     if two_pass:
         monkeypatch.setattr(lce, "_SINGLE_PASS_MAX_V", min(lce._SINGLE_PASS_MAX_V, vocab - 1))
     if small_chunks:

@@ -1,0 +1,95 @@
+"""Which head-loss strategy and tile shape to use, by hidden size: time the fused linear cross-entropy
+(forward + both gradients, reduction "mean") per strategy and tile config against torch.compile's unfused loss.
+
+    PYTHONPATH=. python3 benchmarks/tune_linear_cross_entropy.py [--hidden 128,256,384,512,768,1024]
+
+Strategies (kernels/linear_cross_entropy.py): "materialise" (cuBLAS logits per chunk + the softmax kernel) and
+"recompute" (logits kept in registers, computed twice, never stored), the latter for every tile config in
+CONFIGS. Vocab 32768, bf16; M = 32768 rows for C <= 384 and 16384 above (the trainer benchmark's batches).
+Times are `do_bench` medians replayed in a CUDA graph (GPU time). Rows go to `--out`. Needs CUDA.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import torch
+import torch.nn.functional as F
+from triton.testing import do_bench_cudagraph
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from _provenance import append_rows  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from bench_trainer import start_gpu_session  # noqa: E402
+
+import kernels.linear_cross_entropy as lce  # noqa: E402
+from fitting.errors import OneLineArgumentParser  # noqa: E402
+
+VOCAB = 32768
+# (rows per tile, vocabulary entries per tile, hidden per dot step, warps, pipeline stages, LSE tiles per program)
+CONFIGS = [
+    (128, 128, 64, 8, 3, 16), (128, 128, 64, 4, 3, 16), (128, 128, 64, 8, 4, 16), (128, 256, 64, 8, 3, 8),
+    (64, 128, 64, 4, 3, 16), (128, 64, 64, 4, 3, 16), (256, 128, 64, 8, 3, 16), (128, 128, 32, 8, 4, 16),
+]
+
+
+def _loss_step(fn, hidden, weight, targets):
+    def step():
+        loss = fn(hidden, weight, targets)
+        torch.autograd.grad(loss, (hidden, weight))
+    return step
+
+
+def _ms(step) -> float:
+    step()  # compile / autotune outside the graph
+    torch.cuda.synchronize()
+    return do_bench_cudagraph(step, rep=200)
+
+
+def main() -> None:
+    parser = OneLineArgumentParser(description=__doc__)
+    parser.add_argument("--hidden", default="128,256,384,512,768,1024")
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "tune_lce.jsonl"))
+    args = parser.parse_args()
+    try:
+        sizes = [int(c) for c in args.hidden.split(",")]
+    except ValueError:
+        parser.error(f"--hidden: expected comma-separated integers, got {args.hidden!r}")
+    info = start_gpu_session("tune_linear_cross_entropy")
+    torch.backends.cuda.matmul.allow_tf32 = True
+    compiled_ce = torch.compile(lambda h, w, t: F.cross_entropy((h @ w.t()).float(), t, ignore_index=-100))
+    for c in sizes:
+        m = 32768 if c <= 384 else 16384
+        gen = torch.Generator(device="cuda").manual_seed(0)
+        hidden = torch.randn(m, c, device="cuda", generator=gen).bfloat16().requires_grad_()
+        weight = (torch.randn(VOCAB, c, device="cuda", generator=gen) / c**0.5).bfloat16().requires_grad_()
+        targets = torch.randint(0, VOCAB, (m,), device="cuda", generator=gen)
+        rows = [{"hidden": c, "rows": m, "vocab": VOCAB, "impl": "torch.compile",
+                 "ms": _ms(_loss_step(compiled_ce, hidden, weight, targets))}]
+        lce._RECOMPUTE_MAX_C = 0
+        rows.append({"hidden": c, "rows": m, "vocab": VOCAB, "impl": "materialise",
+                     "ms": _ms(_loss_step(lce.linear_cross_entropy, hidden, weight, targets))})
+        lce._RECOMPUTE_MAX_C = 1 << 20
+        for bm, bn, bk, warps, stages, lse_tiles in CONFIGS:
+            lce._TILE_M, lce._TILE_N, lce._TILE_K = bm, bn, bk
+            lce._TILE_WARPS, lce._TILE_STAGES, lce._LSE_TILES = warps, stages, lse_tiles
+            try:
+                ms = _ms(_loss_step(lce.linear_cross_entropy, hidden, weight, targets))
+            except Exception as exc:  # e.g. out of shared memory for a large tile
+                print(f"C={c} config {(bm, bn, bk, warps, stages, lse_tiles)}: {type(exc).__name__}: "
+                      f"{str(exc).splitlines()[0][:120]}", flush=True)
+                continue
+            rows.append({"hidden": c, "rows": m, "vocab": VOCAB, "impl": "recompute",
+                         "config": [bm, bn, bk, warps, stages, lse_tiles], "ms": ms})
+        base = rows[0]["ms"]
+        for r in rows:
+            r.update(ratio_vs_compile=round(base / r["ms"], 3), **info)
+            print(f"C={c:5d} M={m} {r['impl']:13s} {str(r.get('config', '')):28s} {r['ms']:7.3f} ms  "
+                  f"{r['ratio_vs_compile']:.3f}x compile", flush=True)
+        append_rows(args.out, rows)
+
+
+if __name__ == "__main__":
+    main()
