@@ -11,7 +11,6 @@ Times are `do_bench` medians replayed in a CUDA graph (GPU time). Rows go to `--
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
