@@ -27,10 +27,10 @@ import kernels.linear_cross_entropy as lce  # noqa: E402
 from fitting.errors import OneLineArgumentParser  # noqa: E402
 
 VOCAB = 32768
-# (rows per tile, vocabulary entries per tile, hidden per dot step, warps, pipeline stages, LSE tiles per program)
+# (rows per tile, vocabulary entries per tile, warps, pipeline stages, tiles per program)
 CONFIGS = [
-    (128, 128, 64, 8, 3, 16), (128, 128, 64, 4, 3, 16), (128, 128, 64, 8, 4, 16), (128, 256, 64, 8, 3, 8),
-    (64, 128, 64, 4, 3, 16), (128, 64, 64, 4, 3, 16), (256, 128, 64, 8, 3, 16), (128, 128, 32, 8, 4, 16),
+    (64, 64, 4, 3, 16), (64, 64, 4, 4, 16), (64, 32, 4, 3, 32), (64, 64, 4, 3, 64), (128, 64, 8, 3, 16),
+    (128, 64, 4, 2, 16), (128, 32, 4, 3, 32), (64, 128, 4, 2, 16),
 ]
 
 
@@ -49,7 +49,7 @@ def _ms(step) -> float:
 
 def main() -> None:
     parser = OneLineArgumentParser(description=__doc__)
-    parser.add_argument("--hidden", default="128,256,384,512,768,1024")
+    parser.add_argument("--hidden", default="64,128,256")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "tune_lce.jsonl"))
     args = parser.parse_args()
     try:
@@ -71,17 +71,16 @@ def main() -> None:
         rows.append({"hidden": c, "rows": m, "vocab": VOCAB, "impl": "materialise",
                      "ms": _ms(_loss_step(lce.linear_cross_entropy, hidden, weight, targets))})
         lce._RECOMPUTE_MAX_C = 1 << 20
-        for bm, bn, bk, warps, stages, lse_tiles in CONFIGS:
-            lce._TILE_M, lce._TILE_N, lce._TILE_K = bm, bn, bk
-            lce._TILE_WARPS, lce._TILE_STAGES, lce._LSE_TILES = warps, stages, lse_tiles
+        for config in CONFIGS:
+            lce._TILE_M, lce._TILE_N, lce._TILE_WARPS, lce._TILE_STAGES, lce._TILES = config
             try:
                 ms = _ms(_loss_step(lce.linear_cross_entropy, hidden, weight, targets))
             except Exception as exc:  # e.g. out of shared memory for a large tile
-                print(f"C={c} config {(bm, bn, bk, warps, stages, lse_tiles)}: {type(exc).__name__}: "
-                      f"{str(exc).splitlines()[0][:120]}", flush=True)
+                print(f"C={c} config {config}: {type(exc).__name__}: "
+                      f"{str(exc)[:400]}", flush=True)
                 continue
             rows.append({"hidden": c, "rows": m, "vocab": VOCAB, "impl": "recompute",
-                         "config": [bm, bn, bk, warps, stages, lse_tiles], "ms": ms})
+                         "config": list(config), "ms": ms})
         base = rows[0]["ms"]
         for r in rows:
             r.update(ratio_vs_compile=round(base / r["ms"], 3), **info)

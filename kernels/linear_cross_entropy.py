@@ -40,11 +40,16 @@ _MAX_CHUNK_ELEMENTS = 1 << 29
 _BLOCK_V = 4096  # vocabulary entries per inner step of the kernel (two-pass)
 _SINGLE_PASS_MAX_V = 32768  # up to this vocabulary a row is held in registers and read once
 _SINGLE_PASS_WARPS = 32  # H100, V = 32768: 1-7% faster than 16 warps; 8 warps spill and are slower
-# The recompute strategy (see the module docstring) up to this hidden size. Its tiles: _TILE_M rows x _TILE_N
-# vocabulary entries per dot, _TILE_K of the hidden size per step; each LSE program covers _LSE_TILES tiles.
-_RECOMPUTE_MAX_C = 512
-_TILE_M, _TILE_N, _TILE_K, _LSE_TILES = 128, 128, 64, 16
-_TILE_WARPS, _TILE_STAGES = 8, 3
+# The recompute strategy (see the module docstring) up to this hidden size. Its tiles: _TILE_M rows (all of
+# the hidden size) x _TILE_N vocabulary entries per dot; each program covers _TILES tiles. Measured on an H100
+# (benchmarks/tune_linear_cross_entropy.py, M = 32768, V = 32768, loss and both gradients): at C = 128
+# recompute took 3.89 ms against 4.28 for materialise (torch.compile's unfused loss 5.27); at C = 256 its best
+# tiles took 5.46 ms against 4.85, because a Triton dot over the whole hidden size then runs well below
+# cuBLAS; at C >= 384 the hidden block no longer fits in shared memory beside the weight tiles.
+_RECOMPUTE_MAX_C = 128
+_TILE_M, _TILE_N, _TILES = 64, 64, 16
+_TILE_WARPS, _TILE_STAGES = 4, 3
+_LOG2E = tl.constexpr(1.4426950408889634)  # exp(x) = exp2(x * log2(e)), the hardware's native exponential
 
 
 @triton.jit
@@ -113,49 +118,50 @@ def _cross_entropy_kernel(
 
 
 @triton.jit
-def _logits_tile(H, W, rows, cols, n_rows, n_vocab, n_hidden, stride_h, stride_w,
-                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
-    """z = H[rows] @ W[cols].T as a (BLOCK_M, BLOCK_N) fp32 tile; out-of-range rows and columns read zeros."""
-    ks = tl.arange(0, BLOCK_K)
-    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    for k in range(0, n_hidden, BLOCK_K):
-        kk = k + ks
-        a = tl.load(H + rows[:, None] * stride_h + kk[None, :],
-                    mask=(rows[:, None] < n_rows) & (kk[None, :] < n_hidden), other=0.0)  # (BM, BK)
-        b = tl.load(W + cols[None, :] * stride_w + kk[:, None],
-                    mask=(cols[None, :] < n_vocab) & (kk[:, None] < n_hidden), other=0.0)  # (BK, BN)
-        acc = tl.dot(a, b, acc, input_precision=PRECISION)
-    return acc
+def _hidden_block(H, rows, n_rows, n_hidden, stride_h, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+    """H[rows] as a (BLOCK_M, BLOCK_C) tile, zero past the last row and past the hidden size."""
+    ks = tl.arange(0, BLOCK_C)
+    return tl.load(H + rows.to(tl.int64)[:, None] * stride_h + ks[None, :],
+                   mask=(rows[:, None] < n_rows) & (ks[None, :] < n_hidden), other=0.0)
+
+
+@triton.jit
+def _logits_tile(h, W, cols, n_vocab, n_hidden, stride_w, BLOCK_C: tl.constexpr, PRECISION: tl.constexpr):
+    """z = h @ W[cols].T, fp32 (BLOCK_M, BLOCK_N); one dot over the whole hidden size."""
+    ks = tl.arange(0, BLOCK_C)
+    w = tl.load(W + cols.to(tl.int64)[:, None] * stride_w + ks[None, :],
+                mask=(cols[:, None] < n_vocab) & (ks[None, :] < n_hidden), other=0.0)  # (BN, BC)
+    return tl.dot(h, tl.trans(w), input_precision=PRECISION)
 
 
 @triton.jit
 def _lse_partial_kernel(
     H, W, TARGETS, M_PART, D_PART, ZT_PART,
     n_rows, n_vocab, n_hidden, stride_h, stride_w,
-    TILES: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    TILES: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
-    """Program (row block, vocabulary split s): over TILES tiles of BLOCK_N vocabulary entries starting at
-    s * TILES * BLOCK_N, the row's running max m and sum d = sum_j exp(z_j - m) (online softmax), and z_y for
-    the targets y in that range (0 elsewhere). Writes them to the (M, n_splits) fp32 partials at column s.
-    The first tile of a split is never past the vocabulary, so m is finite once it has been read."""
+    """Program (row block, vocabulary split s). Its BLOCK_M hidden rows are loaded once and stay on chip while
+    TILES tiles of BLOCK_N weight rows, starting at vocabulary entry s * TILES * BLOCK_N, stream past (the
+    structure of a flash-attention forward). Per row: the running max m and sum d = sum_j exp(z_j - m)
+    (online softmax), and z_y for a target y in that range (0 elsewhere); written to the (M, n_splits) fp32
+    partials at column s. A split's first tile is never past the vocabulary, so m is finite after it."""
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     split = tl.program_id(1)
+    h = _hidden_block(H, rows, n_rows, n_hidden, stride_h, BLOCK_M, BLOCK_C)
     target = tl.load(TARGETS + rows, mask=rows < n_rows, other=-1)
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     d_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     z_target = tl.zeros([BLOCK_M], dtype=tl.float32)
     for t in range(TILES):
         cols = (split * TILES + t) * BLOCK_N + tl.arange(0, BLOCK_N)
-        z = _logits_tile(H, W, rows, cols, n_rows, n_vocab, n_hidden, stride_h, stride_w,
-                         BLOCK_M, BLOCK_N, BLOCK_K, PRECISION)
+        z = _logits_tile(h, W, cols, n_vocab, n_hidden, stride_w, BLOCK_C, PRECISION)
         z_target += tl.sum(tl.where(cols[None, :] == target[:, None], z, 0.0), axis=1)
         z = tl.where(cols[None, :] < n_vocab, z, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(z, axis=1))
-        d_i = d_i * tl.exp(m_i - m_new) + tl.sum(tl.exp(z - m_new[:, None]), axis=1)
+        d_i = d_i * tl.exp2((m_i - m_new) * _LOG2E) + tl.sum(tl.exp2((z - m_new[:, None]) * _LOG2E), axis=1)
         m_i = m_new
-    n_splits = tl.num_programs(1)
-    out = rows.to(tl.int64) * n_splits + split
+    out = rows.to(tl.int64) * tl.num_programs(1) + split
     tl.store(M_PART + out, m_i, mask=rows < n_rows)
     tl.store(D_PART + out, d_i, mask=rows < n_rows)
     tl.store(ZT_PART + out, z_target, mask=rows < n_rows)
@@ -165,23 +171,26 @@ def _lse_partial_kernel(
 def _dlogits_kernel(
     H, W, TARGETS, LSE, SCALE, DZ,
     n_rows, n_vocab, n_hidden, stride_h, stride_w, stride_dz, stride_scale, ignore_index,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
+    TILES: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):
-    """Program (row block, vocabulary block): DZ = scale * (exp(z - lse) - onehot(y)) with z recomputed,
-    0 on rows whose target is ignore_index; scale as in `_cross_entropy_kernel`."""
+    """Program (row block, vocabulary split), laid out as `_lse_partial_kernel`: for each tile,
+    DZ = scale * (exp(z - lse) - onehot(y)) with z recomputed, 0 on rows whose target is ignore_index;
+    scale as in `_cross_entropy_kernel`."""
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     row_ok = rows < n_rows
-    z = _logits_tile(H, W, rows, cols, n_rows, n_vocab, n_hidden, stride_h, stride_w,
-                     BLOCK_M, BLOCK_N, BLOCK_K, PRECISION)
+    h = _hidden_block(H, rows, n_rows, n_hidden, stride_h, BLOCK_M, BLOCK_C)
     target = tl.load(TARGETS + rows, mask=row_ok, other=ignore_index)
     lse = tl.load(LSE + rows, mask=row_ok, other=0.0)
     scale = tl.load(SCALE + rows * stride_scale, mask=row_ok, other=0.0).to(tl.float32)
     scale = tl.where(target == ignore_index, 0.0, scale)
-    dz = tl.exp(z - lse[:, None]) - tl.where(cols[None, :] == target[:, None], 1.0, 0.0)
-    tl.store(DZ + rows.to(tl.int64)[:, None] * stride_dz + cols[None, :],
-             (dz * scale[:, None]).to(DZ.dtype.element_ty),
-             mask=row_ok[:, None] & (cols[None, :] < n_vocab))
+    out = DZ + rows.to(tl.int64)[:, None] * stride_dz
+    for t in range(TILES):
+        cols = (tl.program_id(1) * TILES + t) * BLOCK_N + tl.arange(0, BLOCK_N)
+        z = _logits_tile(h, W, cols, n_vocab, n_hidden, stride_w, BLOCK_C, PRECISION)
+        p = tl.exp2((z - lse[:, None]) * _LOG2E)
+        dz = (p - tl.where(cols[None, :] == target[:, None], 1.0, 0.0)) * scale[:, None]
+        tl.store(out + cols[None, :], dz.to(DZ.dtype.element_ty), mask=row_ok[:, None] & (cols[None, :] < n_vocab))
 
 
 def _chunk_rows(n_rows: int, vocab: int) -> int:
@@ -251,22 +260,25 @@ def _softmax_in_place(logits, targets, loss, scale, ignore_index, compute_grad):
     return logits
 
 
-def _tile_args(hidden: torch.Tensor) -> dict:
-    return dict(BLOCK_M=_TILE_M, BLOCK_N=_TILE_N, BLOCK_K=_TILE_K, num_warps=_TILE_WARPS, num_stages=_TILE_STAGES,
-                PRECISION="ieee" if hidden.dtype == torch.float32 else "tf32")  # fp32 exactly, as the reference
+def _tiled_launch(kernel, hidden, vocab, *args):
+    """Launch a recompute kernel over (row blocks, vocabulary splits of up to _TILES tiles)."""
+    n_rows, n_hidden = hidden.shape
+    tiles = min(_TILES, triton.cdiv(vocab, _TILE_N))
+    kernel[(triton.cdiv(n_rows, _TILE_M), triton.cdiv(vocab, tiles * _TILE_N))](
+        *args, TILES=tiles, BLOCK_M=_TILE_M, BLOCK_N=_TILE_N, BLOCK_C=max(16, triton.next_power_of_2(n_hidden)),
+        PRECISION="ieee" if hidden.dtype == torch.float32 else "tf32",  # fp32 exactly, as the reference
+        num_warps=_TILE_WARPS, num_stages=_TILE_STAGES,
+    )
 
 
 def _row_lse(hidden, weight, targets, ignore_index):
-    """(logsumexp of the logits, loss) per row, fp32 (M,), from logits that live only in registers."""
+    """(logsumexp of the logits, loss) per row, fp32 (M,), from logits that live only on chip."""
     n_rows, n_hidden = hidden.shape
     vocab = weight.shape[0]
-    tiles = min(_LSE_TILES, triton.cdiv(vocab, _TILE_N))
-    splits = triton.cdiv(vocab, tiles * _TILE_N)
+    splits = triton.cdiv(vocab, min(_TILES, triton.cdiv(vocab, _TILE_N)) * _TILE_N)
     m_part, d_part, zt_part = torch.empty((3, n_rows, splits), dtype=torch.float32, device=hidden.device)
-    _lse_partial_kernel[(triton.cdiv(n_rows, _TILE_M), splits)](
-        hidden, weight, targets, m_part, d_part, zt_part, n_rows, vocab, n_hidden, hidden.stride(0),
-        weight.stride(0), TILES=tiles, **_tile_args(hidden),
-    )
+    _tiled_launch(_lse_partial_kernel, hidden, vocab, hidden, weight, targets, m_part, d_part, zt_part,
+                  n_rows, vocab, n_hidden, hidden.stride(0), weight.stride(0))
     m = m_part.amax(dim=1)
     lse = m + (d_part * torch.exp(m_part - m[:, None])).sum(dim=1).log()
     loss = torch.where(targets == ignore_index, 0.0, lse - zt_part.sum(dim=1))
@@ -278,10 +290,9 @@ def _dlogits(hidden, weight, targets, lse, scale, ignore_index):
     n_rows, n_hidden = hidden.shape
     vocab = weight.shape[0]
     dlogits = torch.empty((n_rows, vocab), dtype=hidden.dtype, device=hidden.device)
-    _dlogits_kernel[(triton.cdiv(n_rows, _TILE_M), triton.cdiv(vocab, _TILE_N))](
-        hidden, weight, targets, lse, scale, dlogits, n_rows, vocab, n_hidden, hidden.stride(0),
-        weight.stride(0), dlogits.stride(0), 1 if scale.numel() > 1 else 0, ignore_index, **_tile_args(hidden),
-    )
+    _tiled_launch(_dlogits_kernel, hidden, vocab, hidden, weight, targets, lse, scale, dlogits, n_rows, vocab,
+                  n_hidden, hidden.stride(0), weight.stride(0), dlogits.stride(0), 1 if scale.numel() > 1 else 0,
+                  ignore_index)
     return dlogits
 
 
