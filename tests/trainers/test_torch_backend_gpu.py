@@ -55,17 +55,17 @@ def test_cuda_graphs_change_speed_not_results(tmp_path):
 
 def test_cuda_graphs_memory_stays_bounded_across_shapes(tmp_path):
     """An adaptive study asks for a new shape almost every run, and each compiled shape records its own CUDA
-    graphs. The backend caches two compiled models (MODEL_CACHE_SIZE); graphs of evicted models must not keep
-    their memory. The same five shapes are trained twice in a row, each evicted in between: the second round
-    must not need more reserved GPU memory than the first."""
+    graphs. The backend caches two compiled models (MODEL_CACHE_SIZE); graphs of evicted models must not pile
+    up memory. The same five shapes are trained three times in a row, each evicted in between: once the
+    graph memory pool has grown to what the shapes need (rounds 1-2), round 3 must not need more."""
     settings = dict(device="cuda", compile=True, seq_len=128, knowledge_entities=200, domain_tokens=300_000,
                     eval_samples=16, eval_every=10_000, checkpoint_every=0, micro_batch_rows=8)
     backend = TorchBackend(**settings)
-    reserved = []
-    for round_ in range(2):
+    reserved = [[], [], []]  # MiB reserved after each run, per round
+    for round_, after in enumerate(reserved):
         for i, n_params in enumerate((3e5, 1e6, 2e6, 4e6, 8e6)):
             spec = RunSpec(n_params=n_params, n_tokens=100_000, mix=MIX, seed=i)
             assert backend.run(spec, tmp_path / f"r{round_}-{i}").status == "ok"
-            reserved.append(torch.cuda.memory_reserved() / 2**20)
-    print("reserved MiB after each run:", [round(r) for r in reserved])
-    assert max(reserved[5:]) <= 1.1 * max(reserved[:5]) + 64, reserved
+            after.append(round(torch.cuda.memory_reserved() / 2**20))
+    print("reserved MiB after each run, per round:", reserved)
+    assert max(reserved[2]) <= 1.05 * max(reserved[1]) + 32, reserved
