@@ -111,21 +111,29 @@ class TrainerSettings:
 
 _MODEL_CACHE: dict = {}  # (ModelConfig, device, use_triton, compile, cuda graphs) -> (model, training forward)
 MODEL_CACHE_SIZE = 2  # adaptive studies ask for a new shape almost every run: keep memory bounded
+GRAPH_MEMORY_FRACTION = 0.3  # with CUDA graphs: reserved memory past which graphs are freed (see below)
 _EVALUATOR_CACHE: dict = {}
 _TOKENIZER_CACHE: dict = {}
 
 
-def _release_cuda_graphs() -> None:
-    """Free every CUDA graph recorded so far and give the memory back to the device.
+def _release_cuda_graphs_if_over_budget(device: torch.device) -> None:
+    """Before a new shape is compiled: if the device's reserved memory has grown past GRAPH_MEMORY_FRACTION of
+    it, drop every compiled model and the CUDA graphs they recorded, and give the memory back.
 
-    torch.compile's CUDA graphs (cudagraph trees) share one memory pool per device, which lives while any
-    compiled function does, and keep the graphs of a function whose model is gone: an evicted shape's graphs
-    stayed, ~24 MiB of reserved memory per shape in the GPU test, without bound over a study. After this the
-    models still cached re-record their graphs on their next call (warm-up steps, not a recompilation).
-    """
-    from torch._inductor.cudagraph_trees import reset_cudagraph_trees  # what torch._dynamo.reset() calls
+    torch.compile reuses one compiled graph, with dynamic shapes, across model shapes; with CUDA graphs
+    ("reduce-overhead") it records new graphs for each shape and keeps every one, in a memory pool that lives
+    as long as the compiled code: ~24 MiB of reserved memory per shape in the GPU test, without bound over a
+    study. Freeing them means recompiling the next shape (seconds), so it is done only past the budget.
+    Graphs cannot be freed on their own: a compiled function whose graphs were freed under it fails
+    ("Running CUDAGraph after shutdown"), so the compiled code goes too (torch._dynamo.reset)."""
+    total = torch.cuda.get_device_properties(device).total_memory
+    if torch.cuda.memory_reserved(device) <= GRAPH_MEMORY_FRACTION * total:
+        return
+    from torch._inductor.cudagraph_trees import reset_cudagraph_trees
 
-    reset_cudagraph_trees()
+    _MODEL_CACHE.clear()
+    torch._dynamo.reset()
+    reset_cudagraph_trees()  # part of torch._dynamo.reset() in recent versions; explicit for older ones
     gc.collect()
     torch.cuda.empty_cache()
 
@@ -192,10 +200,10 @@ class TorchBackend:
     def _model(self, cfg: ModelConfig):
         key = (cfg, str(self.device), self.use_triton, self.settings.compile, self._cuda_graphs)
         if key not in _MODEL_CACHE:
+            if self._cuda_graphs:
+                _release_cuda_graphs_if_over_budget(self.device)
             while len(_MODEL_CACHE) >= MODEL_CACHE_SIZE:  # evict the oldest (dicts keep insertion order)
                 _MODEL_CACHE.pop(next(iter(_MODEL_CACHE)))
-                if self._cuda_graphs:
-                    _release_cuda_graphs()
             model = Transformer(cfg, use_triton=self.use_triton).to(self.device)
             forward = model  # kernels first, then compile
             if self.settings.compile:
