@@ -14,8 +14,9 @@ The loss of an LM head, loss = CE(hidden @ weight.T, targets), with two strategi
   and the softmax kernel's read).
 
 Either way, with reduction="mean" the forward pass already holds both gradients and the backward pass only
-scales them by grad_output. Peak extra memory is one chunk of logits (or their gradient) plus dweight in fp32,
-instead of (M, V) logits and their gradient.
+scales them by grad_output. Peak extra memory is one chunk of logits (or their gradient) plus dweight in fp32
+(and, when recomputing, three fp32 numbers per row and vocabulary split), instead of (M, V) logits and their
+gradient.
 
 Tiers: `_cross_entropy_kernel`, `_lse_partial_kernel`, `_dlogits_kernel` -> launcher
 `linear_cross_entropy_fwd(hidden, weight, targets, ...)` (a torch.library custom op, opaque to torch.compile)
@@ -37,15 +38,15 @@ import triton.language as tl
 _N_CHUNKS = 4
 _MIN_CHUNK_ROWS = 2048
 _MAX_CHUNK_ELEMENTS = 1 << 29
-_BLOCK_V = 4096  # vocabulary entries per inner step of the kernel (two-pass)
+_BLOCK_V = 4096  # vocabulary entries per inner step of `_cross_entropy_kernel` (two-pass)
 _SINGLE_PASS_MAX_V = 32768  # up to this vocabulary a row is held in registers and read once
 _SINGLE_PASS_WARPS = 32  # H100, V = 32768: 1-7% faster than 16 warps; 8 warps spill and are slower
 # The recompute strategy (see the module docstring) up to this hidden size. Its tiles: _TILE_M rows (all of
 # the hidden size) x _TILE_N vocabulary entries per dot; each program covers _TILES tiles. Measured on an H100
 # (benchmarks/tune_linear_cross_entropy.py, M = 32768, V = 32768, loss and both gradients): at C = 128
-# recompute took 3.89 ms against 4.28 for materialise (torch.compile's unfused loss 5.27); at C = 256 its best
-# tiles took 5.46 ms against 4.85, because a Triton dot over the whole hidden size then runs well below
-# cuBLAS; at C >= 384 the hidden block no longer fits in shared memory beside the weight tiles.
+# recompute took 3.88 ms against 4.28 for materialise (torch.compile's unfused loss 5.27); at C = 256 its best
+# tiles took 5.43 ms against 4.82, because a Triton dot over the whole hidden size then runs well below
+# cuBLAS; at C = 384 none of the tried tiles fit the hidden block and weight tiles in shared memory.
 _RECOMPUTE_MAX_C = 128
 _TILE_M, _TILE_N, _TILES = 64, 64, 16
 _TILE_WARPS, _TILE_STAGES = 4, 3
@@ -222,16 +223,16 @@ def _chunked_pass(hidden, weight, targets, ignore_index, scale, compute_grad):
 
 def _chunked_pass_impl(hidden, weight, targets, ignore_index, scale, compute_grad):
     weight = weight.to(hidden.dtype).contiguous()
+    n_rows, vocab = hidden.shape[0], weight.shape[0]
     recompute = hidden.shape[1] <= _RECOMPUTE_MAX_C
     if recompute:
         lse, loss = _row_lse(hidden, weight, targets, ignore_index)
         if not compute_grad:
             return loss, None, None
     else:
-        loss = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+        loss = torch.empty(n_rows, dtype=torch.float32, device=hidden.device)
     dhidden = torch.empty_like(hidden) if compute_grad else None
     dweight = torch.zeros(weight.shape, dtype=torch.float32, device=hidden.device) if compute_grad else None
-    n_rows, vocab = hidden.shape[0], weight.shape[0]
     chunk = _chunk_rows(n_rows, vocab)
     per_row = scale.numel() > 1
     for start in range(0, n_rows, chunk):
@@ -242,14 +243,15 @@ def _chunked_pass_impl(hidden, weight, targets, ignore_index, scale, compute_gra
         else:
             dlogits = _softmax_in_place(h @ weight.t(), targets[start:end], loss[start:end], rows_scale,
                                         ignore_index, compute_grad)
-        if compute_grad:
+        if dlogits is not None:
             torch.mm(dlogits, weight, out=dhidden[start:end])  # (m, C)
             _accumulate_dweight(dweight, dlogits, h)
     return loss, dhidden, dweight
 
 
 def _softmax_in_place(logits, targets, loss, scale, ignore_index, compute_grad):
-    """Per-row losses into `loss`; with compute_grad the logits (m, V) become their scaled gradient."""
+    """Per-row losses into `loss`. With compute_grad the logits (m, V) become their scaled gradient, which is
+    returned; otherwise None."""
     vocab = logits.shape[1]
     single = vocab <= _SINGLE_PASS_MAX_V
     _cross_entropy_kernel[(logits.shape[0],)](
@@ -257,16 +259,23 @@ def _softmax_in_place(logits, targets, loss, scale, ignore_index, compute_grad):
         COMPUTE_GRAD=compute_grad, BLOCK_V=triton.next_power_of_2(vocab) if single else _BLOCK_V,
         SINGLE_PASS=single, num_warps=_SINGLE_PASS_WARPS if single else 16,
     )
-    return logits
+    return logits if compute_grad else None
+
+
+def _vocab_splits(vocab: int) -> tuple[int, int]:
+    """(tiles per program, vocabulary splits) of the recompute kernels' grid."""
+    tiles = min(_TILES, triton.cdiv(vocab, _TILE_N))
+    return tiles, triton.cdiv(vocab, tiles * _TILE_N)
 
 
 def _tiled_launch(kernel, hidden, vocab, *args):
-    """Launch a recompute kernel over (row blocks, vocabulary splits of up to _TILES tiles)."""
+    """Launch a recompute kernel over (row blocks, vocabulary splits of `_vocab_splits` tiles)."""
     n_rows, n_hidden = hidden.shape
-    tiles = min(_TILES, triton.cdiv(vocab, _TILE_N))
-    kernel[(triton.cdiv(n_rows, _TILE_M), triton.cdiv(vocab, tiles * _TILE_N))](
+    tiles, splits = _vocab_splits(vocab)
+    kernel[(triton.cdiv(n_rows, _TILE_M), splits)](
         *args, TILES=tiles, BLOCK_M=_TILE_M, BLOCK_N=_TILE_N, BLOCK_C=max(16, triton.next_power_of_2(n_hidden)),
-        PRECISION="ieee" if hidden.dtype == torch.float32 else "tf32",  # fp32 exactly, as the reference
+        # fp32 inputs: exact fp32 products, as the reference (TF32 would round them); bf16: no effect
+        PRECISION="ieee" if hidden.dtype == torch.float32 else "tf32",
         num_warps=_TILE_WARPS, num_stages=_TILE_STAGES,
     )
 
@@ -275,7 +284,7 @@ def _row_lse(hidden, weight, targets, ignore_index):
     """(logsumexp of the logits, loss) per row, fp32 (M,), from logits that live only on chip."""
     n_rows, n_hidden = hidden.shape
     vocab = weight.shape[0]
-    splits = triton.cdiv(vocab, min(_TILES, triton.cdiv(vocab, _TILE_N)) * _TILE_N)
+    _, splits = _vocab_splits(vocab)
     m_part, d_part, zt_part = torch.empty((3, n_rows, splits), dtype=torch.float32, device=hidden.device)
     _tiled_launch(_lse_partial_kernel, hidden, vocab, hidden, weight, targets, m_part, d_part, zt_part,
                   n_rows, vocab, n_hidden, hidden.stride(0), weight.stride(0))
@@ -356,8 +365,9 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
     """CE(hidden @ weight.T, targets) by chunks.
 
     reduction="mean": gradients are computed in the forward pass; backward scales them by grad_output.
-    reduction="none": the forward pass computes only the per-row losses; backward recomputes the logits
-    chunk by chunk with the per-row grad_output folded into the softmax gradient (one extra matmul per chunk).
+    reduction="none": the forward pass computes only the per-row losses; backward recomputes the logits with
+    the per-row grad_output folded into the softmax gradient (materialise: one extra matmul per chunk;
+    recompute: the LSE pass again, then the gradient pass).
     """
 
     @staticmethod

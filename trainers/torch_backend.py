@@ -126,6 +126,7 @@ def _release_cuda_graphs_if_over_budget(device: torch.device) -> None:
     study. Freeing them means recompiling the next shape (seconds), so it is done only past the budget.
     Graphs cannot be freed on their own: a compiled function whose graphs were freed under it fails
     ("Running CUDAGraph after shutdown"), so the compiled code goes too (torch._dynamo.reset)."""
+    torch.cuda.empty_cache()  # drop free cached blocks first: what stays reserved is live memory and graph pools
     total = torch.cuda.get_device_properties(device).total_memory
     if torch.cuda.memory_reserved(device) <= GRAPH_MEMORY_FRACTION * total:
         return

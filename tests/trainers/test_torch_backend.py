@@ -2,13 +2,15 @@
 
 import math
 import warnings
+from types import SimpleNamespace
 
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from fitting.errors import InputError
 from tests.trainers.conftest import MIX
-from trainers import checkpoint
+from trainers import checkpoint, torch_backend
 from trainers.backend import make_backend
 from trainers.checkpoint import CheckpointError
 from trainers.spec import RunSpec
@@ -164,3 +166,25 @@ def test_model_with_triton_ops_matches_reference_under_interpreter():
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     done = subprocess.run([sys.executable, "-c", TRITON_CHECK], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_cuda_graph_memory_budget_frees_compiled_models_only_past_it(monkeypatch):
+    """The check before compiling a new shape (with CUDA graphs): under GRAPH_MEMORY_FRACTION of the device
+    nothing is dropped; past it, the cached models, the compiled code and the graphs all go. The CUDA calls are
+    stood in for, so this runs without a GPU; the GPU test measures the memory itself."""
+    import torch._inductor.cudagraph_trees as cudagraph_trees
+
+    calls, reserved, cache = [], {"bytes": 200}, {"a model": object()}
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append("empty_cache"))
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(total_memory=1000))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: reserved["bytes"])
+    monkeypatch.setattr(torch._dynamo, "reset", lambda: calls.append("dynamo"))
+    monkeypatch.setattr(cudagraph_trees, "reset_cudagraph_trees", lambda: calls.append("graphs"))
+    monkeypatch.setattr(torch_backend, "_MODEL_CACHE", cache)
+    monkeypatch.setattr(torch_backend, "GRAPH_MEMORY_FRACTION", 0.3)
+
+    torch_backend._release_cuda_graphs_if_over_budget(torch.device("cuda"))  # 200 of 1000: under 30%
+    assert cache and "dynamo" not in calls and "graphs" not in calls
+    reserved["bytes"] = 400
+    torch_backend._release_cuda_graphs_if_over_budget(torch.device("cuda"))
+    assert not cache and "dynamo" in calls and "graphs" in calls

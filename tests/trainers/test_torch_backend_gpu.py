@@ -76,3 +76,6 @@ def test_cuda_graphs_memory_stays_bounded(tmp_path, monkeypatch):
             after.append(round(torch.cuda.memory_reserved() / 2**20))
     print(f"reserved MiB after each run, per round: {reserved}")
     assert max(reserved[2]) <= 1.05 * max(reserved[1]) + 32, reserved
+    # the last shape again: a cache hit, replaying the graphs recorded since the last reset
+    result = backend.run(RunSpec(n_params=8e6, n_tokens=100_000, mix=MIX, seed=4), tmp_path / "again")
+    assert result.status == "ok" and all(loss < 5.0 for loss in result.losses.values()), result.losses
