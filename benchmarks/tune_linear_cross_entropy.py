@@ -15,12 +15,12 @@ import os
 import sys
 
 import torch
-import torch.nn.functional as F
 from triton.testing import do_bench_cudagraph
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from _provenance import append_rows  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from bench_kernels import eager_linear_ce, fwd_bwd  # noqa: E402
 from bench_trainer import start_gpu_session  # noqa: E402
 
 import kernels.linear_cross_entropy as lce  # noqa: E402
@@ -32,13 +32,6 @@ CONFIGS = [
     (64, 64, 4, 3, 16), (64, 64, 4, 4, 16), (64, 32, 4, 3, 32), (64, 64, 4, 3, 64), (128, 64, 8, 3, 16),
     (128, 64, 4, 2, 16), (128, 32, 4, 3, 32), (64, 128, 4, 2, 16),
 ]
-
-
-def _loss_step(fn, hidden, weight, targets):
-    def step():
-        loss = fn(hidden, weight, targets)
-        torch.autograd.grad(loss, (hidden, weight))
-    return step
 
 
 def _ms(step) -> float:
@@ -57,8 +50,7 @@ def main() -> None:
     except ValueError:
         parser.error(f"--hidden: expected comma-separated integers, got {args.hidden!r}")
     info = start_gpu_session("tune_linear_cross_entropy")
-    torch.backends.cuda.matmul.allow_tf32 = True
-    compiled_ce = torch.compile(lambda h, w, t: F.cross_entropy((h @ w.t()).float(), t, ignore_index=-100))
+    compiled_ce = torch.compile(eager_linear_ce)
     for c in sizes:
         m = 32768 if c <= 384 else 16384
         gen = torch.Generator(device="cuda").manual_seed(0)
@@ -66,15 +58,15 @@ def main() -> None:
         weight = (torch.randn(VOCAB, c, device="cuda", generator=gen) / c**0.5).bfloat16().requires_grad_()
         targets = torch.randint(0, VOCAB, (m,), device="cuda", generator=gen)
         rows = [{"hidden": c, "rows": m, "vocab": VOCAB, "impl": "torch.compile",
-                 "ms": _ms(_loss_step(compiled_ce, hidden, weight, targets))}]
+                 "ms": _ms(fwd_bwd(compiled_ce, (hidden, weight, targets), None))}]
         lce._RECOMPUTE_MAX_C = 0
         rows.append({"hidden": c, "rows": m, "vocab": VOCAB, "impl": "materialise",
-                     "ms": _ms(_loss_step(lce.linear_cross_entropy, hidden, weight, targets))})
+                     "ms": _ms(fwd_bwd(lce.linear_cross_entropy, (hidden, weight, targets), None))})
         lce._RECOMPUTE_MAX_C = 1 << 20
         for config in CONFIGS:
             lce._TILE_M, lce._TILE_N, lce._TILE_WARPS, lce._TILE_STAGES, lce._TILES = config
             try:
-                ms = _ms(_loss_step(lce.linear_cross_entropy, hidden, weight, targets))
+                ms = _ms(fwd_bwd(lce.linear_cross_entropy, (hidden, weight, targets), None))
             except Exception as exc:  # e.g. out of shared memory for a large tile: recorded, not timed
                 rows.append({"hidden": c, "rows": m, "vocab": VOCAB, "impl": "recompute", "config": list(config),
                              "ms": None, "error": f"{type(exc).__name__}: {str(exc)[:300]}"})
