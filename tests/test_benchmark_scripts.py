@@ -1,0 +1,36 @@
+"""The GPU benchmark scripts, run where CI runs them (no GPU): a bad flag or a missing GPU is one line on
+stderr with exit status 2, before any work, never a traceback."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(*argv: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU path")
+@pytest.mark.parametrize("script", ["bench_kernels", "bench_trainer", "profile_trainer",
+                                    "tune_linear_cross_entropy"])
+def test_gpu_benchmark_without_gpu_exits_2_with_one_line(script):
+    proc = _run(f"benchmarks/{script}.py")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "needs CUDA" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["benchmarks/tune_linear_cross_entropy.py", "--hidden", "12a"], "--hidden: expected comma-separated integers"),
+    (["benchmarks/bench_trainer.py", "--sizes", "12x"], "expected DxL such as 256x4"),
+])
+def test_benchmark_bad_flag_exits_2_with_one_line(argv, expected):
+    proc = _run(*argv)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and expected in proc.stderr and "Traceback" not in proc.stderr
