@@ -5,7 +5,7 @@
 lag behind (it read an older HEAD for a whole session), so device commands pass the commit explicitly. A
 checkout whose tracked files differ from HEAD reports `<commit>-dirty`.
 
-`append_rows(path, rows)`: adds JSON lines to a results file through `fitting.atomic`, so a crash while
+`append_rows(path, rows)`: adds JSON lines to a results file through `skillscale.atomic`, so a crash while
 writing leaves the earlier rows whole, never a torn line.
 """
 
@@ -16,7 +16,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from fitting.atomic import atomic_write_text
+from skillscale.atomic import atomic_write_text
 
 
 def git_commit() -> str | None:
@@ -35,7 +35,7 @@ def git_commit() -> str | None:
 
 def append_rows(path: str | os.PathLike, rows: list[dict]) -> None:
     """Append `rows` as JSON lines to `path` (created with its folder if missing), atomically."""
-    path = Path(path)  # fitting.atomic creates the folder
+    path = Path(path)  # skillscale.atomic creates the folder
     old = path.read_text() if path.exists() else ""
     if old and not old.endswith("\n"):
         old += "\n"

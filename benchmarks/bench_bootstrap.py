@@ -22,9 +22,9 @@ from _provenance import append_rows  # benchmarks/ is on sys.path when run as a 
 from scipy.optimize import minimize
 
 from fitting._solver import Design, _forward, huber
-from fitting.errors import OneLineArgumentParser
 from fitting.law import ParametricLaw
 from fitting.parametric import bootstrap_parametric, bootstrap_starts, fit_parametric, resample_counts
+from skillscale.errors import OneLineArgumentParser
 
 CHINCHILLA = ParametricLaw(1.69, 406.4, 410.7, 0.34, 0.28)  # Hoffmann et al. 2022, eq. 10 fit
 RESULTS = os.path.join(os.path.dirname(__file__), "results", "bootstrap.jsonl")

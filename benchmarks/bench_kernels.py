@@ -25,9 +25,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from _provenance import append_rows, git_commit  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
-from fitting.errors import OneLineArgumentParser  # noqa: E402
 from kernels import reference  # noqa: E402
 from kernels.triton_ops import TRITON_OPS  # noqa: E402
+from skillscale.errors import OneLineArgumentParser  # noqa: E402
 
 try:
     from liger_kernel.transformers import functional as liger

@@ -39,7 +39,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from _provenance import append_rows, git_commit  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
-from fitting.errors import InputError, OneLineArgumentParser  # noqa: E402
+from skillscale.errors import InputError, OneLineArgumentParser  # noqa: E402
 from trainers.model import Transformer  # noqa: E402
 from trainers.shapes import ModelConfig, flops_per_token  # noqa: E402
 from trainers.torch_backend import TrainerSettings  # noqa: E402

@@ -31,8 +31,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fitting.errors import InputError, OneLineArgumentParser  # noqa: E402
 from scheduler.config import parse_study_config  # noqa: E402
+from skillscale.errors import InputError, OneLineArgumentParser  # noqa: E402
 from tests.conftest import SMALL_STUDY  # noqa: E402
 
 

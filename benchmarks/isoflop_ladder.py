@@ -29,9 +29,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from _provenance import append_rows  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
-from fitting.atomic import atomic_write_json  # noqa: E402
 from fitting.conventions import conventions_dict  # noqa: E402
-from fitting.errors import OneLineArgumentParser  # noqa: E402
+from skillscale.atomic import atomic_write_json  # noqa: E402
+from skillscale.errors import OneLineArgumentParser  # noqa: E402
 from trainers.cli import parse_count, parse_pairs  # noqa: E402
 from trainers.shapes import count_params  # noqa: E402
 from trainers.spec import RunSpec  # noqa: E402

@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from _provenance import append_rows  # noqa: E402
 from bench_trainer import BATCH, SEQ, VOCAB, BaselineDecoder, make_step, model_configs, start_gpu_session  # noqa: E402
 
-from fitting.errors import OneLineArgumentParser  # noqa: E402
+from skillscale.errors import OneLineArgumentParser  # noqa: E402
 from trainers.model import Transformer  # noqa: E402
 
 CATEGORIES = (("gemm", ("gemm", "nvjet", "cutlass", "sm90_xmma", "sm80_xmma", "cublas")),

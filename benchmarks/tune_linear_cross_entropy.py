@@ -24,7 +24,7 @@ from bench_kernels import eager_linear_ce, fwd_bwd  # noqa: E402
 from bench_trainer import start_gpu_session  # noqa: E402
 
 import kernels.linear_cross_entropy as lce  # noqa: E402
-from fitting.errors import OneLineArgumentParser  # noqa: E402
+from skillscale.errors import OneLineArgumentParser  # noqa: E402
 
 VOCAB = 32768
 # (rows per tile, vocabulary entries per tile, warps, pipeline stages, tiles per program)

@@ -4,7 +4,6 @@ Never imports Ray. See DESIGN.md "Laws and fitting" and each module's docstring 
 """
 
 from fitting.conventions import Conventions, conventions_dict, training_flops
-from fitting.errors import InputError
 from fitting.isoflop import IsoflopFit, bootstrap_isoflop, fit_isoflop, group_budgets
 from fitting.law import LawEnsemble, ParametricLaw, interval
 from fitting.mixture import MixtureFit, fit_mixture
@@ -14,7 +13,7 @@ from fitting.report import fit_report, loss_interval
 from fitting.table import RunsTable, bootstrap_skills, fit_skills, load_runs
 
 __all__ = [
-    "Conventions", "InputError", "IsoflopFit", "LawEnsemble", "MixtureFit", "ParametricFit", "ParametricLaw",
+    "Conventions", "IsoflopFit", "LawEnsemble", "MixtureFit", "ParametricFit", "ParametricLaw",
     "RunsTable", "bootstrap_isoflop", "bootstrap_parametric", "bootstrap_skills", "composition_exponent",
     "composition_optimum", "composition_whatif", "conventions_dict", "fit_isoflop", "fit_mixture",
     "fit_parametric", "fit_report", "fit_skills", "group_budgets", "interval", "load_runs", "loss_interval",

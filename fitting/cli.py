@@ -11,10 +11,10 @@ from __future__ import annotations
 import argparse
 import os
 
-from fitting.atomic import atomic_write_json
-from fitting.errors import InputError
 from fitting.report import LAWS, fit_report
 from fitting.table import load_runs
+from skillscale.atomic import atomic_write_json
+from skillscale.errors import InputError
 
 
 def add_fit_parser(subparsers) -> argparse.ArgumentParser:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fitting.conventions import FLOPS_PER_PARAM_TOKEN
-from fitting.errors import InputError
+from skillscale.errors import InputError
 
 
 def group_budgets(flops, rel_tol: float = 0.05) -> np.ndarray:

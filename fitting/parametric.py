@@ -51,8 +51,8 @@ import numpy as np
 from scipy.optimize import minimize
 
 from fitting._solver import ALPHA_BOUNDS, E_MIN, TAU_BOUNDS, Design, _forward, huber, objective, solve
-from fitting.errors import InputError
 from fitting.law import LawEnsemble, ParametricLaw
+from skillscale.errors import InputError
 
 MAD_TO_STD = 1.4826  # std of a normal / its median absolute deviation
 N_REFINED_STARTS = 24  # grid starts refined to convergence in the point fit

@@ -15,11 +15,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from fitting.atomic import atomic_open  # noqa: E402
 from fitting.conventions import FLOPS_PER_PARAM_TOKEN  # noqa: E402
 from fitting.isoflop import group_budgets  # noqa: E402
 from fitting.law import LawEnsemble, ParametricLaw  # noqa: E402
 from fitting.table import RunsTable  # noqa: E402
+from skillscale.atomic import atomic_open  # noqa: E402
 
 
 def _save(fig, path) -> None:

@@ -22,10 +22,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from fitting.conventions import conventions_dict
-from fitting.errors import InputError
 from fitting.isoflop import bootstrap_isoflop, fit_isoflop
 from fitting.law import LawEnsemble, interval
 from fitting.table import RunsTable, bootstrap_skills, fit_skills
+from skillscale.errors import InputError
 
 LAWS = ("parametric", "isoflop")
 

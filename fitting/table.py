@@ -10,7 +10,7 @@ Columns (one row per run and skill, "long" format):
     run_id     identity of the run (rows of one run share it)                    optional, default (N, D, mix)
     mix/<dom>  training-mix weight of domain <dom>                               optional
 
-Every problem a user can fix raises fitting.errors.InputError("<file>: <what is wrong>"), which the CLI
+Every problem a user can fix raises skillscale.errors.InputError("<file>: <what is wrong>"), which the CLI
 prints as one line with exit status 2.
 """
 
@@ -22,13 +22,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from fitting.conventions import FLOPS_PER_PARAM_TOKEN
-from fitting.errors import InputError
 from fitting.law import LawEnsemble
 from fitting.parametric import (
     ParametricFit,
     bootstrap_parametric,
     fit_parametric,
 )
+from skillscale.errors import InputError
 
 REQUIRED = ("n_params", "n_tokens", "loss")
 MIX_PREFIX = "mix/"

@@ -44,14 +44,14 @@ from pathlib import Path
 
 import numpy as np
 
-from fitting.atomic import atomic_write_bytes, atomic_write_text
-from fitting.errors import InputError
 from fitting.isoflop import bootstrap_isoflop, fit_isoflop
 from fitting.law import interval
 from scheduler.config import StudyConfig, parse_study_config
 from scheduler.estimates import Estimates, derived_seed, refit, single_member
 from scheduler.ledger import ledger_row
 from scheduler.proposer import Point, Proposer, SearchSpace
+from skillscale.atomic import atomic_write_bytes, atomic_write_text
+from skillscale.errors import InputError
 from trainers.simulated import PRESETS, SimulatedBackend
 from trainers.spec import RunSpec
 
@@ -595,7 +595,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                            "workers": args.workers},
              "wall_seconds": time.perf_counter() - start}
     print(format_table(rows))
-    if args.json:  # results are written whole or not at all (fitting.atomic, which also creates the folder)
+    if args.json:  # results are written whole or not at all (skillscale.atomic, which also creates the folder)
         atomic_write_text(args.json, json.dumps(result, indent=1))
     if args.traces:
         atomic_write_text(args.traces, "".join(json.dumps(tr.to_dict()) + "\n" for tr in traces))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fitting.errors import InputError, OneLineArgumentParser
+from skillscale.errors import InputError, OneLineArgumentParser
 
 
 def build_parser() -> argparse.ArgumentParser:

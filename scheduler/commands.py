@@ -7,9 +7,9 @@ import json
 import os
 from pathlib import Path
 
-from fitting.errors import InputError
 from scheduler.config import StudyConfig, load_study_config
 from scheduler.estimates import precision_text
+from skillscale.errors import InputError
 
 
 def add_study_parsers(sub: argparse._SubParsersAction) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from fitting.errors import InputError
+from skillscale.errors import InputError
 
 SIMPLEX_ATOL = 1e-6
 

@@ -26,9 +26,7 @@ import ray
 from optuna.trial import TrialState
 from ray.exceptions import RayActorError, RayError
 
-from fitting.atomic import atomic_write_json, finite_or_none
 from fitting.conventions import conventions_dict
-from fitting.errors import InputError
 from fitting.law import interval
 from scheduler.actor import start_actor
 from scheduler.config import StudyConfig
@@ -37,6 +35,8 @@ from scheduler.ledger import Ledger, freeze_config, read_result
 from scheduler.metrics import StudyMetrics
 from scheduler.progress import Progress
 from scheduler.proposer import Point, Proposer, SearchSpace
+from skillscale.atomic import atomic_write_json, finite_or_none
+from skillscale.errors import InputError
 from trainers.spec import RunResult, RunSpec
 
 WAIT_TIMEOUT_S = 10.0  # how often the loop wakes up with nothing finished (progress heartbeat)

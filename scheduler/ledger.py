@@ -3,7 +3,7 @@
 <study_dir>/study.yaml      frozen copy of the config; a resume with a different config is refused
 <study_dir>/runs.parquet    one row per finished run (ok, diverged or failed)
 
-Every write goes through fitting.atomic (temporary file, fsync, rename), so a crash (SIGKILL included)
+Every write goes through skillscale.atomic (temporary file, fsync, rename), so a crash (SIGKILL included)
 leaves either the old file or the new one, never half of one.
 """
 
@@ -17,8 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from fitting.atomic import atomic_write_bytes, atomic_write_text
-from fitting.errors import InputError
+from skillscale.atomic import atomic_write_bytes, atomic_write_text
+from skillscale.errors import InputError
 from trainers.spec import RunResult, RunSpec
 
 # Fields that may differ between the frozen config and a resume: they change how fast the study

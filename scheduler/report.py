@@ -22,14 +22,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from fitting.atomic import atomic_write_bytes, atomic_write_text  # noqa: E402
 from fitting.conventions import FLOPS_PER_PARAM_TOKEN  # noqa: E402
-from fitting.errors import InputError  # noqa: E402
 from fitting.optimum import composition_whatif  # noqa: E402
 from fitting.plots import plot_optimum  # noqa: E402
 from scheduler.config import StudyConfig, load_study_config  # noqa: E402
 from scheduler.estimates import Estimates, fit_inputs, precision_text, refit  # noqa: E402
 from scheduler.ledger import Ledger, read_result  # noqa: E402
+from skillscale.atomic import atomic_write_bytes, atomic_write_text  # noqa: E402
+from skillscale.errors import InputError  # noqa: E402
 
 
 def add_report_parser(sub: argparse._SubParsersAction) -> None:

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from fitting.atomic import atomic_open
-from fitting.errors import InputError
+from skillscale.atomic import atomic_open
+from skillscale.errors import InputError
 
 FORMAT = 1
 KEEP = 2

@@ -16,8 +16,8 @@ import math
 import sys
 from pathlib import Path
 
-from fitting.atomic import atomic_write_json, finite_or_none
-from fitting.errors import InputError, OneLineArgumentParser
+from skillscale.atomic import atomic_write_json, finite_or_none
+from skillscale.errors import InputError, OneLineArgumentParser
 
 DEFAULT_MIX = "knowledge=0.5,code=0.3,general=0.2"
 _SUFFIX = {"k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "B": 1e9, "T": 1e12}

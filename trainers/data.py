@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fitting.atomic import atomic_open
-from fitting.errors import InputError
+from skillscale.atomic import atomic_open
+from skillscale.errors import InputError
 from trainers import corpora
 from trainers.tokenizer import ByteTokenizer
 

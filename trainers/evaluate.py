@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fitting.atomic import atomic_open
+from skillscale.atomic import atomic_open
 from trainers.data import Domain, heldout_windows
 from trainers.model import IGNORE_INDEX, Transformer
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 
-from fitting.errors import InputError
+from skillscale.errors import InputError
 
 LR_MAX = 1e-2
 MIN_BATCH_SEQS = 8

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from fitting.errors import InputError
+from skillscale.errors import InputError
 
 ASPECT = 64  # target d_model / n_layers
 ASPECT_RANGE = (32, 128)  # allowed d_model / n_layers

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fitting.atomic import atomic_write_json
-from fitting.errors import InputError
 from fitting.law import ParametricLaw
+from skillscale.atomic import atomic_write_json
+from skillscale.errors import InputError
 from trainers.spec import RunResult, RunSpec
 
 # Hoffmann et al. 2022 (Chinchilla), Approach 3 fit, eq. 10.

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fitting.errors import InputError
+from skillscale.errors import InputError
 
 
 class ByteTokenizer:

@@ -41,8 +41,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fitting.atomic import atomic_write_json
-from fitting.errors import InputError
+from skillscale.atomic import atomic_write_json
+from skillscale.errors import InputError
 from trainers import checkpoint
 from trainers.data import SKILLS, DataSettings, MixtureSampler, load_domain, skill_examples, validate_mix
 from trainers.evaluate import Evaluator, write_curve

@@ -5,8 +5,8 @@ import copy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fitting.errors import InputError
 from scheduler.config import load_study_config, parse_study_config
+from skillscale.errors import InputError
 from tests.conftest import SMALL_STUDY
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**20, 10**20), st.floats(allow_nan=True),

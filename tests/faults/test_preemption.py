@@ -14,10 +14,10 @@ import pytest
 import ray
 import yaml
 
-from fitting.errors import InputError
 from scheduler.config import parse_study_config
 from scheduler.controller import Controller
 from scheduler.ledger import Ledger, freeze_config
+from skillscale.errors import InputError
 
 pytestmark = pytest.mark.slow
 

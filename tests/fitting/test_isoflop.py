@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from fitting.errors import InputError
 from fitting.isoflop import bootstrap_isoflop, fit_isoflop, group_budgets
 from fitting.parametric import bootstrap_parametric, fit_parametric
+from skillscale.errors import InputError
 
 from ._data import BESIROGLU, CHINCHILLA, isoflop_design, noisy_loss
 

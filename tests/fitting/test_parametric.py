@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from fitting.errors import InputError
 from fitting.parametric import bootstrap_parametric, fit_parametric
+from skillscale.errors import InputError
 
 from ._data import BESIROGLU, C_TARGET, CHINCHILLA, DATA_HUNGRY, isoflop_design, noisy_loss
 

@@ -6,8 +6,8 @@ import sys
 import pytest
 import yaml
 
-from fitting.errors import InputError
 from scheduler.config import parse_study_config
+from skillscale.errors import InputError
 
 
 def test_small_study_is_valid(small_study):

@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-from fitting.errors import InputError
 from fitting.parametric import ParametricFit
 from scheduler.config import parse_study_config
 from scheduler.estimates import precision_text, refit
 from scheduler.ledger import Ledger
 from scheduler.proposer import Proposer
+from skillscale.errors import InputError
 from trainers.simulated import SimulatedBackend
 from trainers.spec import RunSpec
 

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from fitting.errors import InputError
+from skillscale.errors import InputError
 from trainers import corpora
 from trainers.data import (
     DataSettings,

@@ -1,6 +1,6 @@
 import pytest
 
-from fitting.errors import InputError
+from skillscale.errors import InputError
 from trainers.hparams import OVERRIDABLE, lr_at, resolve, step_rows
 
 

@@ -5,7 +5,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from fitting.errors import InputError
+from skillscale.errors import InputError
 from trainers.model import Transformer
 from trainers.shapes import ModelConfig, count_params, flops_per_token, shape_for, smallest_shape
 

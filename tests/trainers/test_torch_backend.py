@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from fitting.errors import InputError
+from skillscale.errors import InputError
 from tests.trainers.conftest import MIX
 from trainers import checkpoint, torch_backend
 from trainers.backend import make_backend

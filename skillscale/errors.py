@@ -1,6 +1,5 @@
 """InputError: bad user input (a config field, a file, a column). The CLI prints it as one line and
-exits with status 2. Every package raises it for input a user can fix; fitting owns it because it is
-the one package every other one may import."""
+exits with status 2. Every package raises it for input a user can fix."""
 
 import argparse
 

@@ -1,7 +1,7 @@
 """Atomic file writes, used wherever skillscale keeps state (ledgers, journals aside, checkpoints, curves,
 results, plots): write to a temporary file in the target's directory, flush and fsync it, then rename it
 over the target. A crash at any moment (SIGKILL, a preempted node) leaves the old file or the new one,
-never half of one. It lives in fitting/ because every other package may import fitting.
+never half of one.
 
     with atomic_open(path) as f:      # binary file object
         torch.save(obj, f)            # or pq.write_table(table, f), np.save(f, a), fig.savefig(f, format="png")
