@@ -1,0 +1,86 @@
+"""The python backend: call a `package.module:function` inside the actor, once per run.
+
+    backend: {name: python, function: "mytrainer.entry:train"}
+
+    def train(spec: dict, run_dir: pathlib.Path) -> dict:     # mytrainer/entry.py
+        ...                                                    # train spec["n_params"], spec["n_tokens"], ...
+        return {"losses": {"math": 2.31, "code": 1.72}, "n_params": 1994752}
+
+`spec` is the dict trainers/contract.py describes (also written to `{run_dir}/spec.json`); the return value
+follows the same result contract as a command's result.json, and bad content becomes a failed or diverged
+run with a one-line reason naming the function and the key. An exception raised by the function is a
+failed attempt (the controller retries it up to `max_tries`, the exception in the reason); `run_dir` is
+the same on every attempt, so a function that checkpoints there resumes. The function runs in the actor's
+process, on its resources (CUDA_VISIBLE_DEVICES set by Ray), one run at a time.
+
+The function is imported when the backend is built; `load_function` raises InputError (one line naming the
+function string) for a malformed string, a module that does not import or a missing attribute.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from skillscale.errors import InputError
+from trainers.contract import LOG_FILE, parse_result, spec_payload, write_spec
+from trainers.spec import RunResult, RunSpec
+
+
+class FunctionFailed(RuntimeError):
+    """The function raised: a failed attempt, retried by the controller."""
+
+
+def load_function(target: str, field: str = "backend.function") -> Callable:
+    """The callable named by 'package.module:function' (attributes may be dotted: 'mod:Class.method')."""
+    module_name, sep, attr = str(target).partition(":")
+    if not sep or not module_name or not attr:
+        raise InputError(f"{field}: expected 'package.module:function', got {target!r}")
+    try:
+        obj = importlib.import_module(module_name)
+    except Exception as exc:  # ImportError, or whatever the module raises while importing
+        raise InputError(f"{field}: cannot import {target!r} ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise InputError(f"{field}: cannot import {target!r} (module {module_name!r} has no {attr!r})") from None
+    if not callable(obj):
+        raise InputError(f"{field}: {target!r} is a {type(obj).__name__}, not a callable")
+    return obj
+
+
+class FunctionBackend:
+    """Backend (trainers.backend) that calls a Python function per run; see the module docstring.
+
+    Lifecycle: built once per actor (importing the function); `run(spec, run_dir)` per run, sequentially.
+    """
+
+    def __init__(self, function: str, skills: Sequence[str] = ()):
+        self.function_name = str(function)
+        self.function = load_function(self.function_name)
+        self.skills = list(skills)
+
+    def run(self, spec: RunSpec, run_dir: Path) -> RunResult:
+        run_dir = Path(run_dir).absolute()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        payload = spec_payload(spec, run_dir, self.skills)
+        write_spec(run_dir, payload)
+        start = time.perf_counter()
+        try:
+            returned = self.function(dict(payload), run_dir)
+        except Exception as exc:
+            # The traceback goes to the run's log; the exception crossing Ray carries only a line of text, so
+            # the driver never needs to unpickle the user's exception types.
+            with open(run_dir / LOG_FILE, "a") as log:
+                log.write(f"=== skillscale {time.strftime('%Y-%m-%dT%H:%M:%S')}: {self.function_name} raised\n")
+                log.write("".join(traceback.format_exception(exc)))
+            message = str(exc).splitlines()[0] if str(exc) else ""
+            raise FunctionFailed(f"{self.function_name} raised {type(exc).__name__}: {message} "
+                                 f"(traceback: {run_dir / LOG_FILE})") from None
+        return parse_result(returned, spec, self.skills, source=self.function_name,
+                            wall_s=time.perf_counter() - start)
