@@ -18,10 +18,10 @@ from trainers.spec import RunSpec
 
 @ray.remote(max_restarts=0, max_task_retries=0)
 class TrainerActor:
-    def __init__(self, backend: str, settings: dict, worker: str):
+    def __init__(self, backend, worker: str):
         self.worker = worker
         self.current = "idle"
-        self.backend = make_backend(backend, settings)
+        self.backend = make_backend(backend)  # a typed config of trainers.backend.BACKEND_CONFIGS
 
     def run(self, spec: dict, run_dir: str) -> dict:
         """Train one run (resuming from its checkpoint if any) and return RunResult.to_dict()."""
@@ -32,14 +32,11 @@ class TrainerActor:
         finally:
             self.current = "idle"
 
-    def ping(self) -> str:
-        return self.worker
-
     def __repr__(self) -> str:
         return f"TrainerActor[{self.worker}: {self.current}]"
 
 
-def start_actor(backend: str, settings: dict, worker: str, num_cpus: float, num_gpus: float, name: str | None):
+def start_actor(backend, worker: str, num_cpus: float, num_gpus: float, name: str | None):
     """A new TrainerActor with the study's resources, named `name` when that name is free."""
     options = {"num_cpus": num_cpus, "num_gpus": num_gpus}
     if name:
@@ -47,4 +44,4 @@ def start_actor(backend: str, settings: dict, worker: str, num_cpus: float, num_
             ray.get_actor(name)
         except ValueError:
             options["name"] = name
-    return TrainerActor.options(**options).remote(backend, settings, worker)
+    return TrainerActor.options(**options).remote(backend, worker)

@@ -52,7 +52,7 @@ from scheduler.ledger import ledger_row
 from scheduler.proposer import Point, Proposer, SearchSpace
 from skillscale.atomic import atomic_write_bytes, atomic_write_text
 from skillscale.errors import InputError
-from trainers.simulated import PRESETS, SimulatedBackend
+from trainers.simulated import PRESETS
 from trainers.spec import RunSpec
 
 TOLERANCE = 0.10  # relative 95% half-width of N*(C_target), and the allowed relative error vs truth
@@ -151,7 +151,7 @@ def study_config(truth: str, seed: int, bench: BenchConfig, concurrency: int = 1
         "n_params": [1e7, 3e9], "n_tokens": [1e8, 1e11], "flops": [1e16, 1e19],
         "targets": targets, "tolerance": TOLERANCE, "compute_cap": bench.max_flops,
         "max_concurrent": concurrency, "max_runs": MAX_RUNS,
-        "backend": {"name": "simulated", "settings": {"truth": truth, "noise": bench.noise}},
+        "backend": {"name": "simulated", "truth": truth, "noise": bench.noise},
         "proposer": {"n_boot": bench.n_boot, "overhead_flops": bench.overhead_flops, "seed_runs": bench.seed_runs,
                      "inner_trials": bench.inner_trials, "n_candidates": bench.n_candidates},
         "seed": seed,
@@ -184,7 +184,7 @@ class _Lab:
     def __init__(self, cfg: StudyConfig, seed: int):
         self.cfg = cfg
         self.seed = seed
-        self.backend = SimulatedBackend(**cfg.backend.settings)
+        self.backend = cfg.backend.build()
         self.rows: list[dict] = []
         self.flops = 0.0
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from scheduler.config import StudyConfig, load_study_config
 from scheduler.estimates import precision_text
 from skillscale.errors import InputError
+from trainers.spec import RunSpec
 
 
 def add_study_parsers(sub: argparse._SubParsersAction) -> None:
@@ -39,39 +40,17 @@ def add_study_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def check_backend(cfg: StudyConfig) -> None:
-    """Validate backend settings before Ray starts (errors name the field)."""
+    """Validate what the backend can check before Ray starts (errors name the field): its `check` hook
+    (trainers/backend.py) on the study's smallest run."""
+    mix = cfg.mix.fixed or {d: 1.0 / len(cfg.domains) for d in cfg.domains}
+    spec = RunSpec(n_params=int(cfg.n_params.lo), n_tokens=int(cfg.n_tokens.lo), mix=mix,
+                   hparams=cfg.hparams.overrides())
     try:
-        _check_backend(cfg)
+        cfg.backend.check(list(cfg.skills), spec)
     except InputError:
         raise
     except (TypeError, ValueError) as exc:  # a setting of the wrong type that the backend did not name
-        raise InputError(f"backend.settings: {str(exc).splitlines()[0]}") from None
-
-
-def _check_backend(cfg: StudyConfig) -> None:
-    if cfg.backend.name == "torch":
-        from trainers.data import SKILLS
-        from trainers.spec import RunSpec
-        from trainers.torch_backend import TorchBackend
-
-        unknown = [s for s in cfg.skills if s not in SKILLS]
-        if unknown:
-            raise InputError(f"skills: the torch backend evaluates {list(SKILLS)}, not {unknown}")
-        # validate on the CPU: the driver (a cluster head) may have no GPU
-        backend = TorchBackend(**{**cfg.backend.settings, "device": "cpu"})
-        mix = cfg.mix.fixed or {d: 1.0 / len(cfg.domains) for d in cfg.domains}
-        backend.plan(RunSpec(n_params=int(cfg.n_params.lo), n_tokens=int(cfg.n_tokens.lo), mix=mix,
-                             hparams=dict(cfg.hparams)))
-    if cfg.backend.name == "simulated":
-        from trainers.simulated import SimulatedBackend
-
-        try:
-            backend = SimulatedBackend(**cfg.backend.settings)
-        except TypeError as exc:
-            raise InputError(f"backend.settings: {exc}") from None
-        missing = [s for s in cfg.skills if s not in backend.truth]
-        if missing:
-            raise InputError(f"skills: {missing} have no simulated truth (truth has: {', '.join(backend.truth)})")
+        raise InputError(f"backend: {str(exc).splitlines()[0]}") from None
 
 
 def cmd_run(args: argparse.Namespace) -> int:

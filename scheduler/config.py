@@ -15,28 +15,19 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 
+from fitting.conventions import FLOPS_PER_PARAM_TOKEN, training_flops
+from skillscale.config_types import ConfigModel, FieldError, Number, read_number
 from skillscale.errors import InputError
+from trainers.backend import BACKEND_NAMES, BackendConfig
+from trainers.hparams import OVERRIDABLE
 
 SIMPLEX_ATOL = 1e-6
 
 
-def _number(value: Any) -> Any:
-    """Accept '1e18' and 1_000 style strings as numbers (YAML 1.1 leaves '1e18' a string)."""
-    if isinstance(value, str):
-        try:
-            return float(value.replace("_", ""))
-        except ValueError:
-            return value
-    return value
-
-
-Number = Annotated[float, BeforeValidator(_number)]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Model(ConfigModel):
+    pass
 
 
 class Range(_Model):
@@ -84,22 +75,46 @@ class Resources(_Model):
     num_cpus: Number = Field(default=1, ge=0)
 
 
-def _numbers_in_settings(value: Any) -> Any:
-    """Backend settings are free-form; read '8e6'-style strings as numbers (integers when whole)."""
-    if not isinstance(value, dict):
-        return value
-    out = {}
-    for key, item in value.items():
-        number = _number(item) if isinstance(item, str) else item
-        if isinstance(number, float) and number.is_integer() and isinstance(item, str) and abs(number) < 2**53:
-            number = int(number)
-        out[key] = number
-    return out
+# int stays int and float float (a whole '8e6' string reads as an int): the values are hashed into run ids
+HParamNumber = Annotated[int | float, BeforeValidator(read_number)]
 
 
-class BackendConfig(_Model):
-    name: Literal["simulated", "torch"] = "simulated"
-    settings: Annotated[dict[str, Any], BeforeValidator(_numbers_in_settings)] = Field(default_factory=dict)
+class HParamOverrides(_Model):
+    """`hparams:` overrides of the per-run hyperparameter rule for every run (trainers/hparams.py has the rule
+    and the ranges; a field left out follows the rule). Only the fields set are sent with a RunSpec."""
+
+    lr: HParamNumber | None = Field(default=None, gt=0, description="peak learning rate")
+    batch_tokens: HParamNumber | None = Field(default=None, gt=0, description="tokens per step (whole sequences)")
+    warmup_steps: int | None = Field(default=None, ge=0)
+    min_lr_ratio: HParamNumber | None = Field(default=None, ge=0, le=1)
+    beta1: HParamNumber | None = Field(default=None, ge=0, lt=1)
+    beta2: HParamNumber | None = Field(default=None, ge=0, lt=1)
+    adam_eps: HParamNumber | None = Field(default=None, gt=0)
+    weight_decay: HParamNumber | None = Field(default=None, ge=0)
+    grad_clip: HParamNumber | None = Field(default=None, gt=0)
+    init_std: HParamNumber | None = Field(default=None, gt=0)
+
+    def overrides(self) -> dict:
+        """What RunSpec.hparams carries (and what the run id hashes): the fields that were set."""
+        return self.model_dump(exclude_none=True)
+
+
+assert set(HParamOverrides.model_fields) == set(OVERRIDABLE), "HParamOverrides must list trainers.hparams.OVERRIDABLE"
+
+
+def _backend_mapping(value: Any) -> Any:
+    """`backend:` without a name is the simulated backend; the old free-form `settings:` is refused with
+    what to write instead."""
+    if isinstance(value, dict):
+        if "settings" in value:
+            raise FieldError("settings", "backend settings are now fields of `backend:` itself (simulated: "
+                                         "`backend: {name: simulated, truth: ..., noise: ...}`; torch: "
+                                         "`backend: {name: torch, trainer: {...}, data: {...}}`)")
+        if "name" not in value:
+            return {**value, "name": "simulated"}
+        if value["name"] not in BACKEND_NAMES:
+            raise FieldError("name", f"expected {' or '.join(map(repr, BACKEND_NAMES))}, got {value['name']!r}")
+    return value
 
 
 class ProposerConfig(_Model):
@@ -151,12 +166,18 @@ class StudyConfig(_Model):
     max_runs: int = Field(default=500, ge=1)
     max_tries: int = Field(default=3, ge=1, description="dispatches of one run before it is marked failed")
     resources: Resources = Field(default_factory=Resources)
-    backend: BackendConfig = Field(default_factory=BackendConfig)
-    hparams: Annotated[dict[str, Any], BeforeValidator(_numbers_in_settings)] = Field(
-        default_factory=dict, description="hyperparameter overrides for every run (torch backend: trainers/hparams.py)")
+    backend: BackendConfig = Field(default_factory=lambda: {"name": "simulated"}, validate_default=True,
+                                   description="what trains a run (trainers/backend.py: simulated, torch)")
+    hparams: HParamOverrides = Field(default_factory=HParamOverrides,
+                                     description="hyperparameter overrides for every run (torch: trainers/hparams.py)")
     proposer: ProposerConfig = Field(default_factory=ProposerConfig)
     storage: str | None = Field(default=None, description="Optuna RDB URL; default a journal file in the study dir")
     seed: int = 0
+
+    @field_validator("backend", mode="before")
+    @classmethod
+    def _backend_named(cls, value: Any) -> Any:
+        return _backend_mapping(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> StudyConfig:
@@ -193,8 +214,8 @@ class StudyConfig(_Model):
         if len(set(names)) != len(names):
             raise _field_error("targets", f"duplicate target names {names}")
         if self.flops is not None:
-            lo = 6 * self.n_params.lo * self.n_tokens.lo
-            hi = 6 * self.n_params.hi * self.n_tokens.hi
+            lo = training_flops(self.n_params.lo, self.n_tokens.lo)
+            hi = training_flops(self.n_params.hi, self.n_tokens.hi)
             if self.flops.hi < lo or self.flops.lo > hi:
                 raise _field_error("flops", f"[{self.flops.lo:g}, {self.flops.hi:g}] is unreachable with the "
                                             "N and D bounds")
@@ -211,21 +232,21 @@ class StudyConfig(_Model):
         """(lowest, highest) N a run of `flops` = 6ND may have within the N, D and D/N bounds (arrays
         broadcast; lowest > highest where no run of that size is allowed)."""
         c = np.asarray(flops, dtype=float)
-        lo = np.maximum(self.n_params.lo, c / (6 * self.n_tokens.hi))
-        hi = np.minimum(self.n_params.hi, c / (6 * self.n_tokens.lo))
+        lo = np.maximum(self.n_params.lo, c / (FLOPS_PER_PARAM_TOKEN * self.n_tokens.hi))
+        hi = np.minimum(self.n_params.hi, c / (FLOPS_PER_PARAM_TOKEN * self.n_tokens.lo))
         if self.tokens_per_param is not None:  # D/N = c / (6 N^2)
-            lo = np.maximum(lo, np.sqrt(c / (6 * self.tokens_per_param.hi)))
-            hi = np.minimum(hi, np.sqrt(c / (6 * self.tokens_per_param.lo)))
+            lo = np.maximum(lo, np.sqrt(c / (FLOPS_PER_PARAM_TOKEN * self.tokens_per_param.hi)))
+            hi = np.minimum(hi, np.sqrt(c / (FLOPS_PER_PARAM_TOKEN * self.tokens_per_param.lo)))
         return lo, hi
 
     @property
     def min_run_flops(self) -> float:
-        lo = 6 * self.n_params.lo * self.n_tokens.lo
+        lo = training_flops(self.n_params.lo, self.n_tokens.lo)
         return max(lo, self.flops.lo) if self.flops else lo
 
     @property
     def max_run_flops(self) -> float:
-        hi = 6 * self.n_params.hi * self.n_tokens.hi
+        hi = training_flops(self.n_params.hi, self.n_tokens.hi)
         return min(hi, self.flops.hi) if self.flops else hi
 
     def target_mix(self, target: Target) -> dict[str, float]:
@@ -237,8 +258,8 @@ class StudyConfig(_Model):
         return {d: 1.0 / len(self.domains) for d in self.domains}
 
     def frozen_dict(self) -> dict:
-        """What is frozen into <study_dir>/study.yaml and compared on resume."""
-        return self.model_dump(mode="json")
+        """What is frozen into <study_dir>/study.yaml and compared on resume (hparams: the overrides set)."""
+        return {**self.model_dump(mode="json"), "hparams": self.hparams.overrides()}
 
 
 def _check_simplex(field: str, weights: dict[str, float], allowed: list[str]) -> None:
@@ -252,24 +273,21 @@ def _check_simplex(field: str, weights: dict[str, float], allowed: list[str]) ->
         raise _field_error(field, f"weights must sum to 1 (a point on the simplex), got {total:g}")
 
 
-class _FieldError(ValueError):
-    def __init__(self, field: str, message: str):
-        super().__init__(message)
-        self.field = field
-        self.message = message
-
-
-def _field_error(field: str, message: str) -> _FieldError:
-    return _FieldError(field, message)
+def _field_error(field: str, message: str) -> FieldError:
+    return FieldError(field, message)
 
 
 def _format_validation_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
+    parts = list(err["loc"])
+    if len(parts) >= 2 and parts[0] == "backend" and parts[1] in BACKEND_NAMES:
+        parts.pop(1)  # the discriminated union's tag: `backend.trainer.x`, not `backend.torch.trainer.x`
     loc = ".".join(f"[{p}]" if isinstance(p, int) else str(p) if str(p).isprintable() and str(p).strip() == str(p)
-                   and str(p) else repr(p) for p in err["loc"]).replace(".[", "[")
+                   and str(p) else repr(p) for p in parts).replace(".[", "[")
     ctx_err = (err.get("ctx") or {}).get("error")
-    if isinstance(ctx_err, _FieldError):
-        return f"{f'{loc}.' if loc else ''}{ctx_err.field}: {ctx_err.message}"
+    if isinstance(ctx_err, FieldError):
+        where = ".".join(p for p in (loc, ctx_err.field) if p)
+        return f"{where or '(top level)'}: {ctx_err.message}"
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         msg = "unknown field"

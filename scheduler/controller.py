@@ -111,7 +111,7 @@ class Controller:
     def _spec(self, trial_number: int, params: dict) -> RunSpec:
         point = self.space.from_params(params)
         return RunSpec(n_params=point.n_params, n_tokens=point.n_tokens, mix=point.mix, seed=self.cfg.seed,
-                       hparams=dict(self.cfg.hparams), trial_number=trial_number)
+                       hparams=self.cfg.hparams.overrides(), trial_number=trial_number)
 
     def _reconcile(self) -> None:
         """On (re)start: tell trials whose run is in the ledger, re-queue the ones in flight."""
@@ -141,9 +141,8 @@ class Controller:
     def _actor(self, slot: int):
         if self.actors[slot] is None:
             res = self.cfg.resources
-            self.actors[slot] = start_actor(self.cfg.backend.name, dict(self.cfg.backend.settings),
-                                            worker=f"w{slot}", num_cpus=res.num_cpus, num_gpus=res.num_gpus,
-                                            name=f"skillscale:{self.cfg.name}:w{slot}")
+            self.actors[slot] = start_actor(self.cfg.backend, worker=f"w{slot}", num_cpus=res.num_cpus,
+                                            num_gpus=res.num_gpus, name=f"skillscale:{self.cfg.name}:w{slot}")
         return self.actors[slot]
 
     def _free_slots(self) -> list[int]:

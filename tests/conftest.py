@@ -18,6 +18,17 @@ TINY_TORCH_SETTINGS = dict(device="cpu", seq_len=32, knowledge_entities=50, doma
                            heldout_tokens=4_000, eval_samples=16, heldout_rows=4, checkpoint_every=0, log_every=1)
 
 
+def torch_backend_section(settings: dict) -> dict:
+    """Flat settings like TINY_TORCH_SETTINGS as a study's typed `backend:` section (trainer and data fields)."""
+    import dataclasses
+
+    from trainers.data import DataSettings
+
+    data_fields = {f.name for f in dataclasses.fields(DataSettings)}
+    return {"name": "torch", "trainer": {k: v for k, v in settings.items() if k not in data_fields},
+            "data": {k: v for k, v in settings.items() if k in data_fields}}
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -64,7 +75,7 @@ SMALL_STUDY = {
     "compute_cap": 1e21,
     "max_concurrent": 2,
     "resources": {"num_cpus": 0.5},
-    "backend": {"name": "simulated", "settings": {"truth": "knowledge-code", "noise": 0.005}},
+    "backend": {"name": "simulated", "truth": "knowledge-code", "noise": 0.005},
     "proposer": {"n_boot": 100, "overhead_flops": 1e17, "inner_trials": 16, "n_candidates": 512},
     "seed": 0,
 }

@@ -1,16 +1,32 @@
-"""The backend interface: what a TrainerActor runs.
+"""The backend interface (what a TrainerActor runs) and the typed configs that build backends.
 
-Lifecycle: the actor constructs a backend once (`make_backend(name, settings)`), then calls
-`run(spec, run_dir)` for each run it is given, possibly many times; `run` must resume from the
-newest checkpoint in `run_dir` if one exists, and return a RunResult (status "diverged" on NaN/inf,
-never raise for a diverged run).
+Lifecycle: the actor builds a backend once from the study's typed config (`make_backend(cfg.backend)`),
+then calls `run(spec, run_dir)` for each run it is given, possibly many times; `run` must resume from the
+newest checkpoint in `run_dir` if one exists, and return a RunResult (status "diverged" on NaN/inf, never
+raise for a diverged run).
+
+A study's `backend:` section is one of the configs in BACKEND_CONFIGS, chosen by its `name` (a pydantic
+discriminated union, validated when the study config loads; errors name the field, e.g.
+`backend.trainer.seq_len: ...`):
+
+    backend: {name: simulated, truth: knowledge-code, noise: 0.005}
+    backend: {name: torch, trainer: {device: cuda, seq_len: 256}, data: {knowledge_entities: 3000}}
+
+Adding a backend: write a config class (a ConfigModel with `name: Literal["mine"]`, its fields, a
+`build(self) -> Backend` method that imports the backend lazily, and a `check(self, skills, spec)` method
+that raises InputError for what cannot work, run by `skillscale run` before Ray starts), then add the
+class to BACKEND_CONFIGS. Nothing else dispatches on the name.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import Annotated, Any, Literal, Protocol, Union
 
+from pydantic import BeforeValidator, Field, PlainSerializer
+
+from skillscale.config_types import ConfigModel, dataclass_fields_dict, dataclass_section
+from trainers.simulated import SimulatedConfig
 from trainers.spec import RunResult, RunSpec
 
 
@@ -20,15 +36,58 @@ class Backend(Protocol):
         ...
 
 
-def make_backend(name: str, settings: dict | None = None) -> Backend:
-    """Build a backend by name: "simulated" or "torch"."""
-    settings = dict(settings or {})
-    if name == "simulated":
-        from trainers.simulated import SimulatedBackend
+def _trainer_settings(value: Any):
+    from trainers.torch_backend import TrainerSettings  # imports torch: only when a torch backend is configured
 
-        return SimulatedBackend(**settings)
-    if name == "torch":
+    return dataclass_section(TrainerSettings, value, "trainer")
+
+
+def _data_settings(value: Any):
+    from trainers.data import DataSettings
+
+    return dataclass_section(DataSettings, value, "data")
+
+
+_AsMapping = PlainSerializer(dataclass_fields_dict, return_type=dict)
+
+
+class TorchConfig(ConfigModel):
+    """The built-in trainer (trainers/torch_backend.py). `trainer`: how runs execute (TrainerSettings:
+    device, compile, seq_len, checkpoint_every, ...); `data`: what the data is (trainers.data.DataSettings:
+    corpora, knowledge_entities, eval_samples, ...). Both are the trainer's own frozen dataclasses,
+    validated field by field here; after loading they are instances of those dataclasses."""
+
+    name: Literal["torch"]
+    trainer: Annotated[Any, BeforeValidator(_trainer_settings), _AsMapping] = Field(
+        default_factory=dict, validate_default=True, description="trainers.torch_backend.TrainerSettings fields")
+    data: Annotated[Any, BeforeValidator(_data_settings), _AsMapping] = Field(
+        default_factory=dict, validate_default=True, description="trainers.data.DataSettings fields")
+
+    def build(self) -> Backend:
         from trainers.torch_backend import TorchBackend
 
-        return TorchBackend(**settings)
-    raise ValueError(f"backend: expected 'simulated' or 'torch', got {name!r}")
+        return TorchBackend(trainer=self.trainer, data=self.data)
+
+    def check(self, skills: list[str], spec: RunSpec) -> None:
+        """Before a study starts: the skills are ones the trainer evaluates and `spec` (the smallest run, with
+        the study's hparams) plans; on the CPU, since the driver (a cluster head) may have no GPU."""
+        from dataclasses import replace
+
+        from skillscale.errors import InputError
+        from trainers.data import SKILLS
+        from trainers.torch_backend import TorchBackend
+
+        unknown = [s for s in skills if s not in SKILLS]
+        if unknown:
+            raise InputError(f"skills: the torch backend evaluates {list(SKILLS)}, not {unknown}")
+        TorchBackend(trainer=replace(self.trainer, device="cpu"), data=self.data).plan(spec)
+
+
+BACKEND_CONFIGS = (SimulatedConfig, TorchConfig)  # add a backend's config class here (see the module docstring)
+BackendConfig = Annotated[Union[BACKEND_CONFIGS], Field(discriminator="name")]  # noqa: UP007 (built from a tuple)
+BACKEND_NAMES = tuple(c.model_fields["name"].annotation.__args__[0] for c in BACKEND_CONFIGS)
+
+
+def make_backend(config) -> Backend:
+    """Build the backend a typed config describes (one of BACKEND_CONFIGS)."""
+    return config.build()

@@ -10,6 +10,8 @@ Per skill s, the truth is a mixture-aware Chinchilla law (fitting.law.Parametric
 observed with multiplicative log-normal noise, L_obs = L_s·exp(σ·z), z ~ N(0, 1) drawn from
 (seed, run_id) so a re-dispatched run reports the same losses. An optional sleep proportional to
 FLOPs stands in for training time; progress is checkpointed so a resumed run sleeps only the rest.
+
+Configured in a study as `backend: {name: simulated, truth: knowledge-code, noise: 0.005}` (SimulatedConfig).
 """
 
 from __future__ import annotations
@@ -19,11 +21,14 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
+from pydantic import Field, field_validator
 
 from fitting.law import ParametricLaw
 from skillscale.atomic import atomic_write_json
+from skillscale.config_types import ConfigModel, FieldError, Number
 from skillscale.errors import InputError
 from trainers.spec import RunResult, RunSpec
 
@@ -52,18 +57,52 @@ def resolve_truth(truth: str | dict) -> dict[str, ParametricLaw]:
     """A preset name, or a mapping skill -> {E, A, B, alpha, beta[, transfer]}."""
     if isinstance(truth, str):
         if truth not in PRESETS:
-            raise InputError(f"backend.settings.truth: unknown preset {truth!r} (presets: {', '.join(PRESETS)})")
+            raise InputError(f"backend.truth: unknown preset {truth!r} (presets: {', '.join(PRESETS)})")
         return PRESETS[truth]
     if not isinstance(truth, dict) or not truth:
-        raise InputError("backend.settings.truth: expected a preset name or a mapping skill -> law parameters")
+        raise InputError("backend.truth: expected a preset name or a mapping skill -> law parameters")
     laws = {}
     for skill, params in truth.items():
         try:
             laws[skill] = ParametricLaw(**params)
         except TypeError:
             expected = "expected keys E, A, B, alpha, beta[, transfer]"
-            raise InputError(f"backend.settings.truth.{skill}: {expected}") from None
+            raise InputError(f"backend.truth.{skill}: {expected}") from None
     return laws
+
+
+class SimulatedConfig(ConfigModel):
+    """`backend: {name: simulated, ...}`: known laws plus noise instead of training (see the module docstring)."""
+
+    name: Literal["simulated"]
+    truth: str | dict[str, dict] = Field(
+        default="knowledge-code", description=f"a preset ({', '.join(PRESETS)}) or skill -> {{E, A, B, alpha, beta"
+                                              "[, transfer]}")
+    noise: Number = Field(default=0.01, ge=0, allow_inf_nan=False, description="log-normal loss noise (std of log L)")
+    sleep_per_flop: Number = Field(default=0.0, ge=0, description="seconds slept per FLOP of 6ND (tests, demos)")
+    checkpoint_every_s: Number = Field(default=0.5, gt=0, description="seconds between progress checkpoints")
+    diverge_above_params: Number | None = Field(default=None, description="report N above this as diverged "
+                                                                          "(fault-injection tests)")
+
+    @field_validator("truth")
+    @classmethod
+    def _known_truth(cls, truth):
+        try:
+            resolve_truth(truth)
+        except InputError as exc:  # "backend.truth[.skill]: message" -> the field below `truth`
+            where, _, message = str(exc).partition(": ")
+            raise FieldError(where.removeprefix("backend.truth").lstrip("."), message) from None
+        return truth
+
+    def build(self) -> SimulatedBackend:
+        return SimulatedBackend(**self.model_dump(exclude={"name"}))
+
+    def check(self, skills: list[str], spec: RunSpec) -> None:
+        """Before a study starts: every skill of the study has a simulated truth."""
+        truth = resolve_truth(self.truth)
+        missing = [s for s in skills if s not in truth]
+        if missing:
+            raise InputError(f"skills: {missing} have no simulated truth (truth has: {', '.join(truth)})")
 
 
 def _run_seed(seed: int, run_id: str) -> int:
@@ -78,7 +117,7 @@ class SimulatedBackend:
                  diverge_above_params: float | None = None):
         self.truth = resolve_truth(truth)
         if not (noise >= 0 and math.isfinite(noise)):
-            raise InputError(f"backend.settings.noise: expected a finite number >= 0, got {noise!r}")
+            raise InputError(f"backend.noise: expected a finite number >= 0, got {noise!r}")
         self.noise = float(noise)
         self.sleep_per_flop = float(sleep_per_flop)
         self.checkpoint_every_s = float(checkpoint_every_s)

@@ -157,17 +157,25 @@ def _optimizer(model: Transformer, hp: HParams, device: torch.device) -> torch.o
 class TorchBackend:
     """Backend (trainers/backend.py) that really trains. Construct once, call run() per RunSpec."""
 
-    def __init__(self, **settings):
-        data_fields = {f.name for f in dataclasses.fields(DataSettings)}
-        trainer_fields = {f.name for f in dataclasses.fields(TrainerSettings)}
-        for key in settings:
-            if key not in data_fields | trainer_fields:
-                raise InputError(
-                    f"torch backend: unknown setting {key!r}; allowed: "
-                    f"{', '.join(sorted(data_fields | trainer_fields))}"
-                )
-        self.settings = TrainerSettings(**{k: v for k, v in settings.items() if k in trainer_fields})
-        self.data = DataSettings(**{k: v for k, v in settings.items() if k in data_fields})
+    def __init__(self, trainer: TrainerSettings | None = None, data: DataSettings | None = None, **settings):
+        """`TorchBackend(trainer=TrainerSettings(...), data=DataSettings(...))` is what a study's typed
+        `backend: {name: torch, trainer: ..., data: ...}` builds; flat keyword settings, sorted into the two
+        by field name, are still accepted when neither is given."""
+        if trainer is not None or data is not None:
+            if settings:
+                raise TypeError(f"TorchBackend: pass trainer=/data= or flat settings, not both ({sorted(settings)})")
+            self.settings, self.data = trainer or TrainerSettings(), data or DataSettings()
+        else:
+            data_fields = {f.name for f in dataclasses.fields(DataSettings)}
+            trainer_fields = {f.name for f in dataclasses.fields(TrainerSettings)}
+            for key in settings:
+                if key not in data_fields | trainer_fields:
+                    raise InputError(
+                        f"torch backend: unknown setting {key!r}; allowed: "
+                        f"{', '.join(sorted(data_fields | trainer_fields))}"
+                    )
+            self.settings = TrainerSettings(**{k: v for k, v in settings.items() if k in trainer_fields})
+            self.data = DataSettings(**{k: v for k, v in settings.items() if k in data_fields})
         s = self.settings
         if s.device == "auto":
             self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

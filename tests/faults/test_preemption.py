@@ -91,7 +91,7 @@ def test_resume_with_a_changed_config_is_refused(tmp_path, small_study):
 def test_worker_killed_mid_run_is_requeued_and_resumes_from_checkpoint(ray_local, small_study, tmp_path):
     """Simulated runs that 'train' for a while, checkpointing every 0.2 s; a worker is killed mid-run."""
     small_study.update(max_concurrent=1, max_runs=3, name="killworker", flops=[1e18, 2e18])
-    small_study["backend"]["settings"].update(sleep_per_flop=1.5 / 1e18, checkpoint_every_s=0.2)  # 1.5-3 s a run
+    small_study["backend"].update(sleep_per_flop=1.5 / 1e18, checkpoint_every_s=0.2)  # 1.5-3 s a run
     cfg = parse_study_config(small_study)
     ctl = Controller(cfg, tmp_path)
 
@@ -126,7 +126,7 @@ def test_worker_killed_mid_run_is_requeued_and_resumes_from_checkpoint(ray_local
 def test_a_result_missing_a_skill_is_recorded_as_failed(ray_local, small_study, tmp_path):
     small_study.update(max_concurrent=1, max_runs=2, name="badtruth")
     # a custom truth without the 'code' skill: the backend reports only knowledge losses
-    small_study["backend"]["settings"]["truth"] = {"knowledge": {"E": 2, "A": 480, "B": 380, "alpha": 0.34,
+    small_study["backend"]["truth"] = {"knowledge": {"E": 2, "A": 480, "B": 380, "alpha": 0.34,
                                                                  "beta": 0.28}}
     cfg = parse_study_config(small_study)
     result = Controller(cfg, tmp_path).run()
@@ -193,7 +193,7 @@ def test_time_limit_pauses_and_the_same_command_resumes(ray_local, small_study, 
     import threading
 
     small_study.update(max_concurrent=2, max_runs=4, name="paused", flops=[1e18, 2e18])
-    small_study["backend"]["settings"].update(sleep_per_flop=2.0 / 1e18, checkpoint_every_s=0.2)  # 2-4 s a run
+    small_study["backend"].update(sleep_per_flop=2.0 / 1e18, checkpoint_every_s=0.2)  # 2-4 s a run
     cfg = parse_study_config(small_study)
     ctl = Controller(cfg, tmp_path, time_limit_s=3600)
 

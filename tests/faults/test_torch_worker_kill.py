@@ -5,12 +5,13 @@ import time
 
 import pytest
 
-from tests.conftest import TINY_TORCH_SETTINGS
+from tests.conftest import TINY_TORCH_SETTINGS, torch_backend_section
+from trainers.backend import TorchConfig
 from trainers.spec import RunSpec
 
 pytestmark = pytest.mark.slow
 
-SETTINGS = {**TINY_TORCH_SETTINGS, "checkpoint_every": 3}
+BACKEND = TorchConfig.model_validate(torch_backend_section({**TINY_TORCH_SETTINGS, "checkpoint_every": 3}))
 SPEC = RunSpec(n_params=70_000, n_tokens=30_000, mix={"knowledge": 0.5, "code": 0.3, "general": 0.2}, seed=3,
                hparams={"batch_tokens": 512})
 
@@ -21,12 +22,12 @@ def test_killed_torch_worker_resumes_to_identical_losses(ray_local, tmp_path):
     from scheduler.actor import start_actor
     from trainers.spec import RunResult
 
-    reference = start_actor("torch", SETTINGS, "ref", num_cpus=0.5, num_gpus=0, name=None)
+    reference = start_actor(BACKEND, "ref", num_cpus=0.5, num_gpus=0, name=None)
     want = RunResult.from_dict(ray.get(reference.run.remote(SPEC.to_dict(), str(tmp_path / "ref"))))
     ray.kill(reference)
 
     run_dir = tmp_path / "killed"
-    worker = start_actor("torch", SETTINGS, "w0", num_cpus=0.5, num_gpus=0, name=None)
+    worker = start_actor(BACKEND, "w0", num_cpus=0.5, num_gpus=0, name=None)
     ref = worker.run.remote(SPEC.to_dict(), str(run_dir))
     deadline = time.monotonic() + 300
     while not list((run_dir / "checkpoints").glob("step_*.pt")) if (run_dir / "checkpoints").exists() else True:
@@ -38,7 +39,7 @@ def test_killed_torch_worker_resumes_to_identical_losses(ray_local, tmp_path):
         ray.get(ref)
     steps_at_kill = sorted(p.name for p in (run_dir / "checkpoints").glob("step_*.pt"))
 
-    replacement = start_actor("torch", SETTINGS, "w1", num_cpus=0.5, num_gpus=0, name=None)
+    replacement = start_actor(BACKEND, "w1", num_cpus=0.5, num_gpus=0, name=None)
     got = RunResult.from_dict(ray.get(replacement.run.remote(SPEC.to_dict(), str(run_dir))))
     ray.kill(replacement)
     assert steps_at_kill, "killed before any checkpoint"

@@ -78,8 +78,8 @@ def test_missing_and_malformed_files(tmp_path):
 def test_unknown_truth_preset_is_refused_before_ray(tmp_path, small_study, capsys):
     from scheduler.cli import main
 
-    small_study["backend"]["settings"]["truth"] = "gpt-4"
+    small_study["backend"]["truth"] = "gpt-4"
     config = tmp_path / "s.yaml"
     config.write_text(yaml.safe_dump(small_study))
     assert main(["run", str(config), "--study-dir", str(tmp_path / "s")]) == 2
-    assert "backend.settings.truth" in capsys.readouterr().err
+    assert "backend.truth" in capsys.readouterr().err

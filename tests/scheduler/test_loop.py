@@ -7,15 +7,14 @@ from optuna.trial import TrialState
 
 from scheduler.config import parse_study_config
 from scheduler.controller import Controller, open_optuna_study
-from tests.conftest import TINY_TORCH_SETTINGS
-from trainers.simulated import SimulatedBackend
+from tests.conftest import TINY_TORCH_SETTINGS, torch_backend_section
 
 
 def test_study_stops_by_itself_near_the_truth(ray_local, small_study, tmp_path):
     cfg = parse_study_config(small_study)
     result = Controller(cfg, tmp_path).run()
     assert result["stop_reason"] == "converged", result
-    truth = SimulatedBackend(**cfg.backend.settings).truth
+    truth = cfg.backend.build().truth
     for target in result["targets"]:
         (skill,) = target["weights"]
         true_n = float(truth[skill].optimum(target["flops"], cfg.target_mix(cfg.targets[0]))[0][0])
@@ -44,7 +43,7 @@ def test_budget_cap_stops_the_study(ray_local, small_study, tmp_path):
 
 
 def test_diverged_runs_are_recorded_and_excluded(ray_local, small_study, tmp_path):
-    small_study["backend"]["settings"]["diverge_above_params"] = 3e8
+    small_study["backend"]["diverge_above_params"] = 3e8
     small_study["max_runs"] = 20
     cfg = parse_study_config(small_study)
     result = Controller(cfg, tmp_path).run()
@@ -68,7 +67,7 @@ def test_torch_backend_study_runs_real_training(ray_local, tmp_path):
         "n_params": [7e4, 2e5], "n_tokens": [1e4, 3e4],
         "targets": [{"name": "knowledge", "weights": {"knowledge": 1.0}, "flops": 1e12}],
         "compute_cap": 1e13, "max_runs": 3, "max_concurrent": 1, "resources": {"num_cpus": 1},
-        "backend": {"name": "torch", "settings": TINY_TORCH_SETTINGS},
+        "backend": torch_backend_section(TINY_TORCH_SETTINGS),
         "proposer": {"n_boot": 50},
     }
     cfg = parse_study_config(study)

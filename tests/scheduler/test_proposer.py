@@ -9,12 +9,11 @@ from scheduler.estimates import precision_text, refit
 from scheduler.ledger import Ledger
 from scheduler.proposer import Proposer
 from skillscale.errors import InputError
-from trainers.simulated import SimulatedBackend
 from trainers.spec import RunSpec
 
 
 def _seeded_ledger(cfg, tmp_path, n):
-    backend = SimulatedBackend(**cfg.backend.settings)
+    backend = cfg.backend.build()
     proposer = Proposer(cfg)
     ledger = Ledger(tmp_path / "runs.parquet")
     for i, p in enumerate(proposer.propose(n, None, [], 0, cfg.compute_cap)):

@@ -117,7 +117,10 @@ def test_divergence_is_a_status_not_an_exception(tmp_path, tiny_settings):
 
 
 def test_backend_factory_and_bad_settings(tiny_settings):
-    assert isinstance(make_backend("torch", tiny_settings), TorchBackend)
+    from tests.conftest import torch_backend_section
+    from trainers.backend import TorchConfig
+
+    assert isinstance(make_backend(TorchConfig.model_validate(torch_backend_section(tiny_settings))), TorchBackend)
     with pytest.raises(InputError, match="'sequence_length'"):
         TorchBackend(sequence_length=3)
     with pytest.raises(InputError, match="trainer.cuda_graphs: expected true or false"):
