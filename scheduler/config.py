@@ -183,6 +183,8 @@ class StudyConfig(_Model):
     def _consistent(self) -> StudyConfig:
         if len(set(self.skills)) != len(self.skills):
             raise _field_error("skills", "duplicate names")
+        if hasattr(self.backend, "with_skills"):  # command/python: the trainer is told the skills to report
+            object.__setattr__(self, "backend", self.backend.with_skills(self.skills))
         domains = self.domains or list(self.skills)
         object.__setattr__(self, "domains", domains)
         if not self.skill_domains:
@@ -286,7 +288,7 @@ def _format_validation_error(exc: ValidationError) -> str:
                    and str(p) else repr(p) for p in parts).replace(".[", "[")
     ctx_err = (err.get("ctx") or {}).get("error")
     if isinstance(ctx_err, FieldError):
-        where = ".".join(p for p in (loc, ctx_err.field) if p)
+        where = ".".join(p for p in (loc, ctx_err.field) if p).replace(".[", "[")
         return f"{where or '(top level)'}: {ctx_err.message}"
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":

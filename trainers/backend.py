@@ -26,6 +26,8 @@ from typing import Annotated, Any, Literal, Protocol, Union
 from pydantic import BeforeValidator, Field, PlainSerializer
 
 from skillscale.config_types import ConfigModel, dataclass_fields_dict, dataclass_section
+from trainers.command import CommandConfig
+from trainers.function import PythonConfig
 from trainers.simulated import SimulatedConfig
 from trainers.spec import RunResult, RunSpec
 
@@ -83,7 +85,8 @@ class TorchConfig(ConfigModel):
         TorchBackend(trainer=replace(self.trainer, device="cpu"), data=self.data).plan(spec)
 
 
-BACKEND_CONFIGS = (SimulatedConfig, TorchConfig)  # add a backend's config class here (see the module docstring)
+# Add a backend's config class here (see the module docstring).
+BACKEND_CONFIGS = (SimulatedConfig, TorchConfig, CommandConfig, PythonConfig)
 BackendConfig = Annotated[Union[BACKEND_CONFIGS], Field(discriminator="name")]  # noqa: UP007 (built from a tuple)
 BACKEND_NAMES = tuple(c.model_fields["name"].annotation.__args__[0] for c in BACKEND_CONFIGS)
 

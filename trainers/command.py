@@ -39,7 +39,11 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Literal
 
+from pydantic import Field, PrivateAttr, field_validator
+
+from skillscale.config_types import ConfigModel, FieldError, Number
 from skillscale.errors import InputError
 from trainers.contract import (
     LOG_FILE,
@@ -102,6 +106,49 @@ def placeholder_values(spec: RunSpec, run_dir: Path) -> dict[str, str]:
             "n_tokens": str(int(spec.n_tokens)), "seed": str(int(spec.seed)),
             "mix_json": json.dumps(spec.mix, sort_keys=True, separators=(",", ":")), "flops": f"{spec.flops:.6g}",
             "spec": str(run_dir / "spec.json"), "python": sys.executable}
+
+
+class CommandConfig(ConfigModel):
+    """`backend: {name: command, command: [...], ...}`: run a program per run (see the module docstring)."""
+
+    name: Literal["command"]
+    command: list[str] = Field(min_length=1, description="the program and its arguments (a list, no shell); "
+                                                         "placeholders: " + ", ".join(PLACEHOLDERS))
+    timeout_s: Number | None = Field(default=None, gt=0, description="seconds one attempt may run before it is "
+                                                                     "stopped (SIGTERM) and counted as failed")
+    kill_grace_s: Number = Field(default=30.0, ge=0, description="seconds between SIGTERM and SIGKILL")
+    env: dict[str, str] = Field(default_factory=dict, description="extra environment variables for the program")
+    cwd: str | None = Field(default=None, description="working directory of the program (default: the worker's; "
+                                                      "relative program paths resolve against it)")
+    _skills: tuple[str, ...] = PrivateAttr(default=())  # the study's skills (with_skills), not part of the YAML
+
+    @field_validator("command")
+    @classmethod
+    def _placeholders(cls, command: list[str]) -> list[str]:
+        try:
+            check_command(command, field="")
+        except InputError as exc:  # "[i]: message" -> the field below `command`
+            where, _, message = str(exc).partition(": ")
+            raise FieldError(where, message) from None
+        return command
+
+    def with_skills(self, skills: Sequence[str]) -> CommandConfig:
+        """This config, knowing the study's skills (written to spec.json; each must be in result.json)."""
+        copy = self.model_copy()
+        copy._skills = tuple(skills)
+        return copy
+
+    def build(self) -> CommandBackend:
+        return CommandBackend(self.command, timeout_s=self.timeout_s, kill_grace_s=self.kill_grace_s, env=self.env,
+                              cwd=self.cwd, skills=self._skills)
+
+    def check(self, skills: list[str], spec: RunSpec) -> None:
+        """Before a study starts: a bare program name is on this machine's PATH, a path exists. (A program
+        that only the workers have fails there instead, as a failed run naming it.)"""
+        program = fill_placeholders(self.command[0], placeholder_values(spec, Path(self.cwd or ".") / "run"))
+        if _resolve_program(program, os.environ.get("PATH"), self.cwd) is None:
+            raise InputError(f"backend.command[0]: program {program!r} not found"
+                             + (f" in {self.cwd}" if self.cwd else " (on PATH, or relative to this directory)"))
 
 
 class CommandBackend:

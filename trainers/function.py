@@ -24,7 +24,11 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Literal
 
+from pydantic import PrivateAttr, field_validator
+
+from skillscale.config_types import ConfigModel
 from skillscale.errors import InputError
 from trainers.contract import LOG_FILE, parse_result, spec_payload, write_spec
 from trainers.spec import RunResult, RunSpec
@@ -52,6 +56,35 @@ def load_function(target: str, field: str = "backend.function") -> Callable:
     if not callable(obj):
         raise InputError(f"{field}: {target!r} is a {type(obj).__name__}, not a callable")
     return obj
+
+
+class PythonConfig(ConfigModel):
+    """`backend: {name: python, function: "package.module:function"}` (see the module docstring)."""
+
+    name: Literal["python"]
+    function: str
+    _skills: tuple[str, ...] = PrivateAttr(default=())  # the study's skills (with_skills), not part of the YAML
+
+    @field_validator("function")
+    @classmethod
+    def _well_formed(cls, function: str) -> str:
+        module_name, sep, attr = function.partition(":")
+        if not sep or not module_name or not attr:
+            raise ValueError(f"expected 'package.module:function', got {function!r}")
+        return function
+
+    def with_skills(self, skills: Sequence[str]) -> PythonConfig:
+        """This config, knowing the study's skills (in the spec; each must be in the returned losses)."""
+        copy = self.model_copy()
+        copy._skills = tuple(skills)
+        return copy
+
+    def build(self) -> FunctionBackend:
+        return FunctionBackend(self.function, skills=self._skills)
+
+    def check(self, skills: list[str], spec: RunSpec) -> None:
+        """Before a study starts: the function imports here (one line naming it if not)."""
+        load_function(self.function)
 
 
 class FunctionBackend:
