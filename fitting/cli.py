@@ -2,8 +2,12 @@
 
     skillscale fit runs.parquet --bootstrap 500 --target-flops 1e21 1e22 --json laws.json --plot laws.png
 
-Bad input (a missing file or column, non-positive or NaN values, too few runs) raises InputError, which
-scheduler/cli.py prints as one line with exit status 2.
+The table may be a study's own ledger (`skillscale fit studies/quickstart/runs.parquet`: its ok runs, one
+law per `loss/<skill>` column). Bad input (a missing file or column, non-positive or NaN values, too few
+distinct runs to determine a law) raises InputError, which scheduler/cli.py prints as one line with exit
+status 2. A law whose fitted exponent sits on the solver's bound (fitting/parametric.py) is reported as
+not identifiable: its optimum and intervals are null in the JSON and "n/a" in the table, because such an
+interval is narrow because of the bound, not the data.
 """
 
 from __future__ import annotations
@@ -11,9 +15,11 @@ from __future__ import annotations
 import argparse
 import os
 
+import numpy as np
+
 from fitting.report import LAWS, fit_report
 from fitting.table import load_runs
-from skillscale.atomic import atomic_write_json
+from skillscale.atomic import atomic_write_json, finite_or_none
 from skillscale.errors import InputError
 
 
@@ -39,7 +45,31 @@ def write_json_atomic(obj, path) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise InputError(f"{path}: directory {directory} does not exist")
-    atomic_write_json(path, obj)
+    atomic_write_json(path, finite_or_none(obj))  # JSON has no inf/NaN: null
+
+
+def mark_unidentifiable(report: dict, fits: dict) -> None:
+    """Per skill: "identifiable" and "degenerate" (exponents on the solver's bound); a degenerate law's
+    optima and their intervals become None (null): the bound decided them, not the data."""
+    for skill, r in report["skills"].items():
+        degenerate = list(fits[skill].exponents_at_bounds()) if skill in fits else []
+        r["identifiable"], r["degenerate"] = not degenerate, degenerate
+        if degenerate:
+            r["exponent_a"], r["exponent_a_ci95"] = None, [None, None]
+            for o in r["optimum"]:
+                o.update(n_params=None, n_params_ci95=[None, None], n_tokens=None, n_tokens_ci95=[None, None])
+
+
+def _g(value, spec: str) -> str:
+    """A number as the table prints it; "n/a" where there is none (not identifiable) or it is not finite."""
+    if value is None or not np.isfinite(value):
+        return "n/a"
+    return format(value, spec)
+
+
+def _ci(pair, spec: str) -> str:
+    lo, hi = pair
+    return "n/a" if _g(lo, spec) == "n/a" or _g(hi, spec) == "n/a" else f"[{_g(lo, spec)}, {_g(hi, spec)}]"
 
 
 def print_report(report: dict) -> None:
@@ -48,21 +78,19 @@ def print_report(report: dict) -> None:
 
     console = Console()
     for skill, r in report["skills"].items():
-        t = Table(title=f"skill {skill} ({report['law']} law)", title_justify="left")
+        why = f": not identifiable ({', '.join(r['degenerate'])} on the solver's bound)" if r.get("degenerate") else ""
+        t = Table(title=f"skill {skill} ({report['law']} law){why}", title_justify="left")
         t.add_column("quantity")
         t.add_column("estimate", justify="right")
         t.add_column("95% interval", justify="right")
         for name, value in r["law"].items():
             if isinstance(value, dict):
                 continue
-            lo, hi = r["ci95"][name]
-            t.add_row(name, f"{value:.4g}", f"[{lo:.4g}, {hi:.4g}]")
-        lo, hi = r["exponent_a_ci95"]
-        t.add_row("a (N* ~ C^a)", f"{r['exponent_a']:.4g}", f"[{lo:.4g}, {hi:.4g}]")
+            t.add_row(name, _g(value, ".4g"), _ci(r["ci95"][name], ".4g"))
+        t.add_row("a (N* ~ C^a)", _g(r["exponent_a"], ".4g"), _ci(r["exponent_a_ci95"], ".4g"))
         for o in r["optimum"]:
-            (nl, nh), (dl, dh) = o["n_params_ci95"], o["n_tokens_ci95"]
-            t.add_row(f"N* at C={o['flops']:.2e}", f"{o['n_params']:.3e}", f"[{nl:.3e}, {nh:.3e}]")
-            t.add_row(f"D* at C={o['flops']:.2e}", f"{o['n_tokens']:.3e}", f"[{dl:.3e}, {dh:.3e}]")
+            t.add_row(f"N* at C={o['flops']:.2e} FLOPs", _g(o["n_params"], ".3e"), _ci(o["n_params_ci95"], ".3e"))
+            t.add_row(f"D* at C={o['flops']:.2e} FLOPs", _g(o["n_tokens"], ".3e"), _ci(o["n_tokens_ci95"], ".3e"))
         console.print(t)
     console.print(f"conventions: N = {report['conventions']['n_params']}; {report['conventions']['flops']}")
 
@@ -74,6 +102,8 @@ def run_fit(args) -> int:
     fitted: dict = {}
     report = fit_report(table, law=args.law, n_boot=args.bootstrap, target_flops=args.target_flops,
                         exclude_top=args.exclude_top, seed=args.seed, keep=fitted)
+    if args.law == "parametric":
+        mark_unidentifiable(report, fitted["fits"])
     print_report(report)
     if args.json:
         write_json_atomic(report, args.json)
@@ -88,5 +118,10 @@ def _write_plots(table, args, report, fits, ensembles) -> None:
     base, ext = os.path.splitext(args.plot)
     plot_isoflop(table, {s: f.law for s, f in fits.items()}, args.plot)
     targets = [o["flops"] for o in next(iter(report["skills"].values()))["optimum"]]
+    not_identifiable = {s: f"{', '.join(r['degenerate'])} on the solver's bound"
+                        for s, r in report["skills"].items() if r.get("degenerate")}
+    mix = None
+    if table.mix is not None:  # where the report reads a mixture-aware law's optimum
+        mix = {d: float(m) for d, m in zip(table.domains, table.mix.mean(axis=0), strict=True)}
     plot_optimum(ensembles, [table.flops.min(), max(targets)], f"{base}_optimum{ext or '.png'}",
-                 target_flops=targets)
+                 target_flops=targets, not_identifiable=not_identifiable, mix=mix)

@@ -8,7 +8,15 @@ Columns (one row per run and skill, "long" format):
     skill      which skill the loss is for                                       optional, default "all"
     flops      training compute C                                                optional, default 6 N D
     run_id     identity of the run (rows of one run share it)                    optional, default (N, D, mix)
-    mix/<dom>  training-mix weight of domain <dom>                               optional
+    mix/<dom>  training-mix weight of domain <dom>                               optional (ignored if constant)
+
+A study's own ledger (`<study_dir>/runs.parquet`, "wide": one row per run with a `loss/<skill>` column per
+skill and a `status`) is read too: each run gives one row per skill, and runs whose status is not "ok"
+(diverged, failed) are left out, as the study's own fits leave them out.
+
+A law is fitted only where the data can determine it: a skill needs more distinct (N, D[, mix]) points
+than the law has parameters, and at least MIN_DISTINCT distinct N and distinct D (with fewer, N^-alpha or
+D^-beta is a constant that E absorbs); 30 copies of one run are one point, not 30.
 
 Every problem a user can fix raises skillscale.errors.InputError("<file>: <what is wrong>"), which the CLI
 prints as one line with exit status 2.
@@ -32,7 +40,9 @@ from skillscale.errors import InputError
 
 REQUIRED = ("n_params", "n_tokens", "loss")
 MIX_PREFIX = "mix/"
+LOSS_PREFIX = "loss/"  # a study ledger's per-skill loss columns
 N_LAW_PARAMS = 5
+MIN_DISTINCT = 3  # distinct N and distinct D values a skill needs (see the module docstring)
 
 
 @dataclass(frozen=True)
@@ -93,6 +103,25 @@ def _read(path: str):
                          f"({first})") from None
 
 
+def _long_from_ledger(table, path: str):
+    """A study ledger (one row per run, `loss/<skill>` columns) as one row per (run, skill), ok runs only."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    skills = [c[len(LOSS_PREFIX):] for c in table.column_names if c.startswith(LOSS_PREFIX)]
+    if "status" in table.column_names:
+        table = table.filter(pc.equal(table.column("status"), "ok"))
+    if table.num_rows == 0:
+        raise InputError(f"{path}: no runs with status 'ok' to fit")
+    keep = [c for c in ("n_params", "n_tokens", "flops", "run_id") if c in table.column_names]
+    keep += [c for c in table.column_names if c.startswith(MIX_PREFIX)]
+    parts = []
+    for skill in skills:
+        part = table.select(keep).append_column("loss", table.column(LOSS_PREFIX + skill))
+        parts.append(part.append_column("skill", pa.array([skill] * table.num_rows, pa.string())))
+    return pa.concat_tables(parts)
+
+
 def _numeric(table, name: str, path: str) -> np.ndarray:
     col = table.column(name)
     try:
@@ -109,6 +138,8 @@ def load_runs(path) -> RunsTable:
     """Read and validate a runs table (CSV, or parquet by extension .parquet/.pq)."""
     path = os.fspath(path)
     table = _read(path)
+    if "loss" not in table.column_names and any(c.startswith(LOSS_PREFIX) for c in table.column_names):
+        table = _long_from_ledger(table, path)
     missing = [c for c in REQUIRED if c not in table.column_names]
     if missing:
         raise InputError(f"{path}: missing column(s) {', '.join(missing)}; need {', '.join(REQUIRED)}")
@@ -132,6 +163,8 @@ def load_runs(path) -> RunsTable:
         mix = np.stack([_numeric(table, MIX_PREFIX + d, path) for d in domains], axis=1)
         if np.any(mix < 0) or np.any(np.abs(mix.sum(1) - 1) > 1e-3):
             raise InputError(f"{path}: mix/* columns must be non-negative and sum to 1 in every row")
+        if np.all(np.abs(mix - mix[0]) < 1e-9):  # one mix for every run (a fixed-mix study): no transfer to fit
+            mix, domains = None, ()
     if "run_id" in table.column_names:
         keys = [str(k) for k in table.column("run_id").to_pylist()]
     else:
@@ -143,11 +176,22 @@ def load_runs(path) -> RunsTable:
     runs = RunsTable(path, values["n_params"], values["n_tokens"], flops, values["loss"], skill, run_index,
                      mix, domains)
     for s in runs.skills:
-        n_par = N_LAW_PARAMS + (len(domains) - 1 if runs.own_domain(s) else 0)
-        if runs.rows(s).size <= n_par:
-            raise InputError(f"{path}: skill {s!r} has {runs.rows(s).size} runs, fewer than needed to fit "
-                             f"{n_par} law parameters (need at least {n_par + 1})")
+        _check_identifiable(runs, s)
     return runs
+
+
+def _check_identifiable(runs: RunsTable, skill: str) -> None:
+    """InputError unless `skill`'s rows can determine its law (see the module docstring)."""
+    r = runs.rows(skill)
+    n_par = N_LAW_PARAMS + (len(runs.domains) - 1 if runs.own_domain(skill) else 0)
+    columns = [runs.n_params[r], runs.n_tokens[r]] + ([runs.mix[r]] if runs.mix is not None else [])
+    points = np.unique(np.column_stack(columns), axis=0).shape[0]
+    n_distinct, d_distinct = np.unique(runs.n_params[r]).size, np.unique(runs.n_tokens[r]).size
+    if points <= n_par or min(n_distinct, d_distinct) < MIN_DISTINCT:
+        raise InputError(f"{runs.path}: skill {skill!r}: the law is not identifiable from {r.size} rows at "
+                         f"{points} distinct (N, D) points ({n_distinct} distinct N, {d_distinct} distinct D), "
+                         f"fewer than needed to fit {n_par} law parameters (at least {n_par + 1} distinct points, "
+                         f"{MIN_DISTINCT} distinct N and {MIN_DISTINCT} distinct D)")
 
 
 def fit_skills(table: RunsTable, *, exclude_top: int = 0,
