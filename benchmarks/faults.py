@@ -16,7 +16,6 @@ import copy
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -146,23 +145,22 @@ def main() -> None:
     args = ap.parse_args()
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="skillscale-faults-"))
-    os.environ["RAY_AUTH_MODE"] = "disabled"  # a throwaway loopback-only cluster
-    ray_bin = shutil.which("ray") or str(Path(sys.executable).parent / "ray")
-    port = "6392"
-    subprocess.run([ray_bin, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
-                    "--include-dashboard=false", "--disable-usage-stats"], check=True, capture_output=True)
-    address = f"127.0.0.1:{port}"
+    # A throwaway cluster that this process starts and alone stops (ray.shutdown), as tests/conftest.py does:
+    # `ray stop --force` would kill every Ray process on the host, other people's included. Token auth is off
+    # so the controller subprocesses attach without a token file; they inherit the setting.
+    os.environ["RAY_AUTH_MODE"] = "disabled"
     import ray
 
     t0 = time.time()
+    context = ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="ERROR",
+                       log_to_driver=False)
     try:
-        ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+        address = context.address_info["gcs_address"]
         out = {"date": time.strftime("%Y-%m-%d"), **controller_kills(work, address, args.kills, rng),
                **{f"workers_{k}": v for k, v in worker_kills(work, args.worker_kills).items()},
                **bad_inputs(args.fuzz, rng)}
     finally:
         ray.shutdown()
-        subprocess.run([ray_bin, "stop", "--force"], capture_output=True)
     out["faults_injected"] = out["controller_sigkills"] + out["workers_worker_kills"]
     out["wall_s"] = round(time.time() - t0, 1)
     for key, value in out.items():

@@ -3,11 +3,14 @@
     skillscale report studies/quickstart            # -> studies/quickstart/report/index.html
 
 Refits the laws from runs.parquet (the same fit the controller uses) and writes, atomically:
-  isoflop.png      loss vs N per skill, runs coloured by budget, the fitted law along isoFLOP lines
-  optimum.png      N*(C) per skill with its 95% band, targets marked
+  isoflop.png      loss vs N per skill, the fitted law along the isoFLOP line of each budget the runs were
+                   trained at (legend: budget and runs), runs at lone budgets in grey
+  optimum.png      N*(C) per skill and per composite target with its 95% band, target budgets marked; a law
+                   that is not identifiable gets no band, only a note saying why
   composition.png  the validation-composition what-if: N*(C_target) as the skill weights move
   runs.png         the runs in (N, D) space, coloured by the order they were proposed
-  index.html       the plots, the targets with intervals, the laws and the runs table
+  index.html       the plots, the targets with intervals, the laws and the runs table ("n/a" where a
+                   quantity is not identifiable, never inf or nan)
 """
 
 from __future__ import annotations
@@ -22,14 +25,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from fitting.conventions import FLOPS_PER_PARAM_TOKEN  # noqa: E402
 from fitting.optimum import composition_whatif  # noqa: E402
-from fitting.plots import plot_optimum  # noqa: E402
+from fitting.plots import N_LABEL, plot_isoflop_panels, plot_optimum, save_figure  # noqa: E402
 from scheduler.config import StudyConfig, load_study_config  # noqa: E402
-from scheduler.estimates import Estimates, fit_inputs, precision_text, refit  # noqa: E402
+from scheduler.estimates import Estimates, fit_inputs, precision_text, refit, target_optimum  # noqa: E402
 from scheduler.ledger import Ledger, read_result  # noqa: E402
-from skillscale.atomic import atomic_write_bytes, atomic_write_text  # noqa: E402
+from skillscale.atomic import atomic_write_text  # noqa: E402
 from skillscale.errors import InputError  # noqa: E402
+
+MAX_COMPOSITES = 8  # composite targets drawn in optimum.png (all of them are in the page's table)
 
 
 def add_report_parser(sub: argparse._SubParsersAction) -> None:
@@ -39,65 +43,38 @@ def add_report_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_report)
 
 
-def _save(fig, path: Path) -> None:
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-
-
 def plot_isoflop_runs(cfg: StudyConfig, rows: list[dict], est: Estimates, path: Path) -> None:
-    """Per skill: observed loss vs N coloured by log C; the law along isoFLOP lines at 4 budgets."""
+    """Per skill: observed loss vs N, the law along the isoFLOP line of each budget the runs were trained at
+    (fitting.plots.plot_isoflop_panels), over the N the study allows at that budget."""
     data = fit_inputs(cfg, rows)
-    flops = FLOPS_PER_PARAM_TOKEN * data["n_params"] * data["n_tokens"]
-    fig, axes = plt.subplots(1, len(cfg.skills), figsize=(5.6 * len(cfg.skills), 4.2), squeeze=False,
-                             constrained_layout=True)
-    norm = matplotlib.colors.LogNorm(flops.min(), flops.max())
-    levels = np.geomspace(flops.min(), flops.max(), 4)
-    for ax, skill in zip(axes[0], cfg.skills, strict=True):
-        sc = ax.scatter(data["n_params"], data["loss"][skill], c=flops, norm=norm, cmap="viridis", s=12)
-        law = est.fits[skill].law
-        for c in levels:
-            n_lo, n_hi = cfg.n_bounds(c)
-            n = np.geomspace(float(n_lo), float(n_hi), 80)
-            mix = cfg.mix.fixed if cfg.mix.space == "fixed" else None
-            ax.plot(n, law.loss(n, c / (FLOPS_PER_PARAM_TOKEN * n), mix if law.transfer else None),
-                    color=plt.cm.viridis(norm(c)), lw=1.2)
-            n_opt, d_opt = law.optimum(c)
-            if cfg.n_params.lo / 10 <= n_opt[0] <= cfg.n_params.hi * 10:  # degenerate fits put it far away
-                ax.plot(n_opt, law.loss(n_opt, d_opt), "kx")
-        ax.set(xscale="log", xlabel="N (non-embedding params)", ylabel="loss (nats/token)", title=f"{skill}")
-        fig.colorbar(sc, ax=ax, label="C = 6ND (FLOPs)")
-    _save(fig, path)
+    runs = {s: (data["n_params"], data["n_tokens"], data["loss"][s]) for s in cfg.skills}
+    mix = cfg.mix.fixed if cfg.mix.space == "fixed" else cfg.target_mix(cfg.targets[0])
+    plot_isoflop_panels(runs, {s: est.fits[s].law for s in cfg.skills}, path, mix=mix,
+                        n_range=lambda c: tuple(float(v) for v in cfg.n_bounds(c)),
+                        optimum_window=(cfg.n_params.lo / 10, cfg.n_params.hi * 10))
 
 
-def _identifiable_members(ens, flops_range) -> np.ndarray:
-    """Members whose N*(C) is finite and positive at both ends of the range."""
-    with np.errstate(all="ignore"):
-        ns = [ens.optimum(c)[0] for c in flops_range]
-    return np.logical_and.reduce([np.isfinite(n) & (n > 0) & (n < 1e30) for n in ns])
+def not_identifiable_laws(est: Estimates) -> dict[str, str]:
+    """skill -> why its law cannot place N* (an exponent on the solver's bound), for the plots' notes."""
+    return {s: f"{', '.join(f.exponents_at_bounds())} on the solver's bound" for s, f in est.fits.items()
+            if f.exponents_at_bounds()}
 
 
-def plot_optimum_robust(est: Estimates, flops_range, path: Path, target_flops) -> None:
-    """N*(C) bands over the members with a finite optimum; a note instead where no member has one."""
-    kept = {}
-    for skill, ens in est.ensembles.items():
-        mask = _identifiable_members(ens, flops_range)
-        if mask.mean() >= 0.5:  # a band over a minority of members would be misleading
-            arrays = {k: np.asarray(v)[mask] for k, v in ens.params().items()}
-            if ens.transfer is not None:
-                arrays["transfer"] = np.asarray(ens.transfer)[mask]
-            kept[skill] = ens.with_params(**arrays)
-    if kept:
-        plot_optimum(kept, flops_range, path, target_flops=target_flops)
-        return
-    fig, ax = plt.subplots(figsize=(6, 2))
-    ax.text(0.5, 0.5, "N*(C) is not identifiable from these runs:\nthe fitted laws put the optimum at 0 or infinity",
-            ha="center", va="center")
-    ax.axis("off")
-    _save(fig, path)
+def plot_optimum_study(cfg: StudyConfig, est: Estimates, flops_range, path: Path) -> int:
+    """N*(C) per skill and per composite target (the first MAX_COMPOSITES), bands only where identifiable.
+    Returns how many composite targets were left out of the plot."""
+    mix = cfg.target_mix(cfg.targets[0]) if cfg.mix.space == "simplex" else None
+    composite = [t for t in cfg.targets if sum(w > 0 for w in t.weights.values()) > 1]
+    curves = {}
+    for target in composite[:MAX_COMPOSITES]:
+        degenerate = [s for s, w in target.weights.items() if w > 0 and s in not_identifiable_laws(est)]
+        if degenerate:
+            continue  # a composition of a degenerate law is as undetermined as the law (named in its note)
+        curves[f"target {target.name}"] = (
+            lambda c, t=target: target_optimum(est.ensembles, cfg, t.model_copy(update={"flops": float(c)}))[0])
+    plot_optimum(est.ensembles, flops_range, path, target_flops=sorted({t.flops for t in cfg.targets}),
+                 not_identifiable=not_identifiable_laws(est), composites=curves, mix=mix)
+    return max(0, len(composite) - MAX_COMPOSITES)
 
 
 def plot_runs(cfg: StudyConfig, rows: list[dict], path: Path) -> None:
@@ -114,11 +91,12 @@ def plot_runs(cfg: StudyConfig, rows: list[dict], path: Path) -> None:
     for c in np.geomspace(cfg.min_run_flops, cfg.max_run_flops, 4):
         nn = np.geomspace(cfg.n_params.lo, cfg.n_params.hi, 50)
         ax.plot(nn, c / (6 * nn), color="grey", lw=0.6, ls=":")
-    ax.set(xscale="log", yscale="log", xlabel="N", ylabel="D (tokens)", title="runs, coloured by proposal order",
+    ax.set(xscale="log", yscale="log", xlabel=N_LABEL, ylabel="D (training tokens)",
+           title="runs, coloured by proposal order (dotted: isoFLOP lines)",
            xlim=(cfg.n_params.lo / 1.5, cfg.n_params.hi * 1.5), ylim=(cfg.n_tokens.lo / 1.5, cfg.n_tokens.hi * 1.5))
-    fig.colorbar(sc, ax=ax, label="proposal order")
+    fig.colorbar(sc, ax=ax, label="proposal order (run number)")
     ax.legend(fontsize=8)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_composition(cfg: StudyConfig, est: Estimates, path: Path) -> list[dict]:
@@ -135,17 +113,38 @@ def plot_composition(cfg: StudyConfig, est: Estimates, path: Path) -> list[dict]
     lo, hi = np.array([r["n_params_ci95"] for r in rows]).T
     fig, ax = plt.subplots(figsize=(6, 4.2))
     ok = np.isfinite(mid) & (mid > 0) & np.isfinite(lo) & (lo > 0) & np.isfinite(hi)
+    degenerate = {s: why for s, why in not_identifiable_laws(est).items() if s in (a, b)}
+    if degenerate:  # the compositions inherit the degenerate law's bound: no band, no numbers
+        ok[:] = False
+        for r in rows:
+            r.update(n_params=float("nan"), n_params_ci95=[float("nan")] * 2, n_params_ratio=float("nan"))
     if not ok.any():
-        ax.text(0.5, 0.5, "N* of the compositions is not identifiable from these runs", ha="center", va="center")
+        why = "; ".join(f"{s}: {w}" for s, w in degenerate.items()) or "the laws put N* at 0 or infinity"
+        ax.text(0.5, 0.5, f"N* of the compositions is not identifiable from these runs\n({why})", ha="center",
+                va="center")
         ax.axis("off")
-        _save(fig, path)
+        save_figure(fig, path)
         return rows
     ax.plot(w[ok], mid[ok], "o-")
     ax.fill_between(w[ok], lo[ok], hi[ok], alpha=0.25)
-    ax.set(yscale="log", xlabel=f"validation weight on {a} (rest {b})", ylabel=f"N* at C={c:.2g}",
+    ax.set(yscale="log", xlabel=f"validation weight on {a} (rest on {b})",
+           ylabel=f"N* at C = {c:.2g} FLOPs (non-embedding parameters)",
            title="what the validation composition does to N*")
-    _save(fig, path)
+    save_figure(fig, path)
     return rows
+
+
+def _num(value, spec: str) -> str:
+    """A number for the page; "n/a" where there is none or it is not finite (never "inf" or "nan")."""
+    if value is None or not np.isfinite(value):
+        return "n/a"
+    return format(value, spec)
+
+
+def _ci(pair, spec: str) -> str:
+    if pair is None or _num(pair[0], spec) == "n/a" or _num(pair[1], spec) == "n/a":
+        return "n/a"
+    return f"[{_num(pair[0], spec)}, {_num(pair[1], spec)}]"
 
 
 def _table(headers: list[str], rows: list[list]) -> str:
@@ -175,24 +174,28 @@ def _write_report(study_dir: Path, out: Path) -> Path:
     plot_isoflop_runs(cfg, rows, est, out / "isoflop.png")
     c_lo = cfg.min_run_flops
     c_hi = max(t.flops for t in cfg.targets)
-    plot_optimum_robust(est, [c_lo, c_hi], out / "optimum.png", [t.flops for t in cfg.targets])
+    composites_left_out = plot_optimum_study(cfg, est, [c_lo, c_hi], out / "optimum.png")
     whatif = plot_composition(cfg, est, out / "composition.png")
     plot_runs(cfg, rows, out / "runs.png")
     result = read_result(study_dir)
     status = (f"stopped: {result['stop_reason']}" if result else "in progress or interrupted")
     spent = sum(r["flops"] for r in rows)
-    targets = [[t.name, ", ".join(f"{k}={v:g}" for k, v in t.weights.items()), f"{t.flops:.3g}", f"{t.n_params:.4g}",
-                f"[{t.n_params_ci95[0]:.4g}, {t.n_params_ci95[1]:.4g}]", f"{t.n_tokens:.4g}",
-                precision_text(t.rel_halfwidth, t.degenerate)] for t in est.targets]
-    laws = [[s, *(f"{v:.4g}" for v in (f.law.E, f.law.A, f.law.B, f.law.alpha, f.law.beta)),
-             f"{f.law.exponent_a:.3f}", f"{est.noise[s]:.4f}"] for s, f in est.fits.items()]
-    runs = [[r.get("trial_number"), r["run_id"], r["status"], f"{r['n_params']:.3g}", f"{r['n_tokens']:.3g}",
-             f"{r['flops']:.3g}", *(f"{r.get(f'loss/{s}', float('nan')):.4f}" for s in cfg.skills),
-             f"{r.get('wall_s', 0):.1f}", f"{r.get('mfu', 0):.3f}"]
+    targets = []
+    for t in est.targets:
+        shown = np.isfinite(t.rel_halfwidth)  # not identifiable: no number beside the "n/a" that says why
+        targets.append([t.name, ", ".join(f"{k}={v:g}" for k, v in t.weights.items()), f"{t.flops:.3g}",
+                        _num(t.n_params if shown else None, ".4g"), _ci(t.n_params_ci95 if shown else None, ".4g"),
+                        _num(t.n_tokens if shown else None, ".4g"), precision_text(t.rel_halfwidth, t.degenerate)])
+    laws = [[s, *(_num(v, ".4g") for v in (f.law.E, f.law.A, f.law.B, f.law.alpha, f.law.beta)),
+             _num(f.law.exponent_a, ".3f"), _num(est.noise[s], ".4f")] for s, f in est.fits.items()]
+    runs = [[r.get("trial_number"), r["run_id"], r["status"], _num(r["n_params"], ".3g"), _num(r["n_tokens"], ".3g"),
+             _num(r["flops"], ".3g"), *(_num(r.get(f"loss/{s}"), ".4f") for s in cfg.skills),
+             _num(r.get("wall_s"), ".1f"), _num(r.get("mfu"), ".3f")]
             for r in sorted(rows, key=lambda r: r.get("trial_number", 0))]
-    whatif_rows = [[", ".join(f"{k}={v:.1f}" for k, v in w["weights"].items()), f"{w['n_params']:.4g}",
-                    f"[{w['n_params_ci95'][0]:.4g}, {w['n_params_ci95'][1]:.4g}]", f"{w['n_params_ratio']:.3f}"]
-                   for w in whatif]
+    whatif_rows = [[", ".join(f"{k}={v:.1f}" for k, v in w["weights"].items()), _num(w["n_params"], ".4g"),
+                    _ci(w["n_params_ci95"], ".4g"), _num(w["n_params_ratio"], ".3f")] for w in whatif]
+    left_out = (f"<p>optimum.png draws the first {MAX_COMPOSITES} composite targets; {composites_left_out} more are "
+                "in the table only.</p>") if composites_left_out else ""
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>skillscale: {html.escape(cfg.name)}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse;font-size:13px}}
 td,th{{border:1px solid #ccc;padding:3px 7px;text-align:right}}img{{max-width:100%}}</style></head><body>
@@ -205,7 +208,7 @@ runs; ±rel = (hi − lo) / (2·N*).</p>
 <h2>Targets</h2>{_table(["target", "weights", "C_target", "N*", "N* 95% CI", "D*", "±rel"], targets)}
 <h2>Laws: L = E + A·N^-α + B·D^-β</h2>
 {_table(["skill", "E", "A", "B", "α", "β", "a = β/(α+β)", "noise (log std)"], laws)}
-<h2>Plots</h2><img src="isoflop.png"><img src="optimum.png"><img src="runs.png">
+<h2>Plots</h2>{left_out}<img src="isoflop.png"><img src="optimum.png"><img src="runs.png">
 {'<img src="composition.png">' if whatif else ''}
 {('<h2>Validation-composition what-if</h2>' + _table(["weights", "N*", "95% CI", "N* / first"], whatif_rows))
  if whatif else ''}
@@ -217,6 +220,11 @@ runs; ±rel = (hi − lo) / (2·N*).</p>
 
 def cmd_report(args: argparse.Namespace) -> int:
     study_dir = Path(args.study_dir)
-    page = write_report(study_dir, Path(args.out) if args.out else study_dir / "report")
+    out = Path(args.out) if args.out else study_dir / "report"
+    try:
+        page = write_report(study_dir, out)
+    except OSError as exc:  # a read-only study, a full disk: the study itself is untouched
+        raise InputError(f"{exc.filename or out}: cannot write the report ({exc.strerror or exc}); "
+                         "choose a writable folder with --out DIR") from None
     print(f"report: {page}")
     return 0

@@ -69,3 +69,121 @@ def test_degenerate_fits_from_a_real_gpu_study_are_reported_not_crashed(tmp_path
     assert len(Proposer(cfg).propose(2, est, [], len(rows), cfg.compute_cap)) == 2  # keeps exploring
     write_report(study, study / "report")
     assert (study / "report" / "optimum.png").stat().st_size > 1000
+
+
+def _capture_figures(monkeypatch):
+    """Figures the plots would write, kept open for inspection (name -> Figure)."""
+    import fitting.plots
+    import scheduler.report
+
+    figures = {}
+    for module in (fitting.plots, scheduler.report):
+        monkeypatch.setattr(module, "save_figure", lambda fig, path: figures.__setitem__(Path(path).name, fig))
+    return figures
+
+
+@pytest.fixture(scope="module")
+def h100_fit():
+    """The refit of examples/skills-h100, computed once for the report tests (it is the slow part)."""
+    from scheduler.config import load_study_config
+    from scheduler.estimates import refit
+    from scheduler.ledger import Ledger
+
+    cfg = load_study_config(ROOT / "examples" / "skills-h100" / "study.yaml")
+    return refit(cfg, Ledger(ROOT / "examples" / "skills-h100" / "runs.parquet").rows)
+
+
+def _example(tmp_path, monkeypatch, h100_fit):
+    """A copy of examples/skills-h100 whose report reuses the module's refit."""
+    import shutil
+
+    import scheduler.report
+
+    study = tmp_path / "study"
+    shutil.copytree(ROOT / "examples" / "skills-h100", study, ignore=shutil.ignore_patterns("report"))
+    monkeypatch.setattr(scheduler.report, "refit", lambda cfg, rows: h100_fit)
+    return study
+
+
+def test_report_isoflop_curves_sit_at_the_runs_budgets_with_a_legend(tmp_path, monkeypatch, h100_fit):
+    import re
+
+    import numpy as np
+
+    from scheduler.ledger import Ledger
+    from scheduler.report import write_report
+
+    study = _example(tmp_path, monkeypatch, h100_fit)
+    figures = _capture_figures(monkeypatch)
+    write_report(study, tmp_path / "out")
+    flops = np.array([6 * r["n_params"] * r["n_tokens"] for r in Ledger(study / "runs.parquet").rows
+                      if r["status"] == "ok"])
+    for ax in figures["isoflop.png"].axes:
+        if not ax.get_xlabel():
+            continue  # a colorbar
+        assert ax.get_xlabel() == "N (non-embedding parameters)" and "nats/token" in ax.get_ylabel()
+        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+        budgets = [float(m.group(1)) for t in labels if (m := re.match(r"C ≈ (\S+) FLOPs", t))]
+        assert budgets, labels
+        for c in budgets:  # every curve is at a budget runs were trained at
+            assert np.min(np.abs(np.log(flops / c))) < np.log(1.25)
+
+
+def test_report_draws_no_band_for_a_law_that_is_not_identifiable(tmp_path, monkeypatch, h100_fit):
+    """examples/skills-h100: knowledge's alpha sits on the solver's bound (README); its N*(C) band used to be
+    drawn, as narrow as the bound makes it."""
+    from scheduler.report import write_report
+
+    study = _example(tmp_path, monkeypatch, h100_fit)
+    figures = _capture_figures(monkeypatch)
+    page = write_report(study, tmp_path / "out").read_text()
+    (ax,) = figures["optimum.png"].axes
+    drawn = [t.get_text() for t in ax.get_legend().get_texts()] if ax.get_legend() else []
+    notes = " ".join(t.get_text() for t in ax.texts)
+    assert "knowledge" not in drawn and "knowledge: alpha=" in notes and "not identifiable" in notes
+    assert "FLOPs" in ax.get_xlabel() and "parameters" in ax.get_ylabel()
+    for poly in ax.collections:  # a band, where drawn, stays within what the study's N range makes plausible
+        ys = poly.get_paths()[0].vertices[:, 1]
+        assert ys.min() > 1e3 and ys.max() < 1e12
+    cells = page.split("<h2>Targets</h2>")[1].split("<h2>")[0]
+    assert "n/a" in cells
+    for token in (">inf<", ">nan<", "[nan", "inf]", "nan]"):
+        assert token not in page
+
+
+def test_report_plots_composite_targets(ray_local, small_study, tmp_path, monkeypatch):
+    from scheduler.config import parse_study_config
+    from scheduler.controller import Controller
+    from scheduler.report import write_report
+
+    small_study["max_runs"] = 16
+    small_study["targets"].append({"name": "mixed", "weights": {"knowledge": 0.6, "code": 0.4}, "flops": 1e20})
+    Controller(parse_study_config(small_study), tmp_path).run()
+    figures = _capture_figures(monkeypatch)
+    write_report(tmp_path, tmp_path / "report")
+    (ax,) = figures["optimum.png"].axes
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "target mixed" in labels and "knowledge" in labels
+    assert "FLOPs" in figures["composition.png"].axes[0].get_ylabel()
+
+
+def test_report_that_cannot_be_written_is_one_line(tmp_path, capsys, monkeypatch, h100_fit):
+    """A read-only study (or a full disk): one line naming the file, exit status 2, the study untouched."""
+    import errno
+
+    import scheduler.report
+    from scheduler.cli import main
+
+    study = _example(tmp_path, monkeypatch, h100_fit)
+    (tmp_path / "a-file").write_text("")
+    assert main(["report", str(study), "--out", str(tmp_path / "a-file" / "report")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot write the report" in err and "--out DIR" in err
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(scheduler.report, "atomic_write_text", full)
+    assert main(["report", str(study), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "index.html: cannot write the report (No space left on device)" in err
