@@ -1,30 +1,60 @@
 """Built-in, offline, generated training domains and their skill evaluation sets.
 
-Everything is deterministic from a data seed (`random.Random`), identical across runs of a study, so
-every run is scored on the same questions.
+Everything is deterministic from a data seed, identical across runs of a study, so every run is scored on
+the same questions. The default code and general domains are real text (trainers/python_sources.py); the
+generated ones here are the knowledge world and, opt-in, generated programs and filler prose.
 
-- knowledge: a synthetic world of `n_entities` people, each with six attributes (birth date, birth city,
-  university, field, employer, work city), rendered as biographies in varied sentence templates, with
-  a few question/answer lines in *training* question phrasings. The skill eval asks about the same
-  facts and scores the NLL of the answer tokens only. By default ("recall") it asks in the training
-  phrasings ("Q: In which city was X born?\nA:" -> " Paris.") about random (person, attribute) pairs,
-  whose fact every biography states and whose QA line training may or may not have shown: closed-book
-  recall. "extract" asks in *held-out* phrasings ("Q: Where was X born?\nA:"); at the few-million-
-  parameter scale of a one-GPU study its answer NLL was not monotone in tokens (examples/skills-h100,
-  first study: the ambiguous "Where ..." forms grow more confidently wrong), so it is opt-in. The world
-  carries ~n_entities * 40 bits of facts (default 20,000 entities, ~0.8 Mbit), so models of a few
-  million parameters are capacity-limited (Allen-Zhu & Li 2024 measure about 2 bits of knowledge per
-  parameter at best).
-- code: small generated Python programs (assignments, arithmetic, loops, lists, ifs) followed by
-  "# output:" and what they print; the values are computed while generating (no exec). The skill eval
-  is the NLL of the output given the program, on held-out programs never emitted for training.
-- general: filler English-like text from a small grammar.
+knowledge: a synthetic world of `n_entities` people, each with six attributes drawn uniformly and
+independently (birth date, birth city, university, field, employer, work city; ~43 bits per person),
+rendered as biographies in varied sentence templates (every biography states all six, in a random order),
+with a few question/answer lines in *training* question phrasings.
+
+Popularity is heavy-tailed. Allen-Zhu & Li's bioS (arXiv:2404.05405) draws attributes uniformly and
+controls the number of exposures per person, which is the right design for measuring bits per parameter
+at a fixed exposure count; in a scaling study it makes recall a memorisation threshold (every person
+seen about equally often: below the threshold nothing is known, above it everything; measured on an
+H200, issue 15: 9% seed spread, no power law). Here the biography stream draws person r (rank r = 0, 1,
+... in the world's order) with probability p_r proportional to (r + 1 + offset)^-exponent (Zipf-
+Mandelbrot), as mentions of real entities are (Kandpal et al. 2023, arXiv:2211.08411: QA accuracy of LLMs
+grows with the number of pretraining documents about an entity). A run of B biographies exposes person r
+~B p_r times, so the set of people seen often enough to be learned grows smoothly with D, and with N
+(larger models learn from fewer exposures and store more); under Zipf features with exponent 1 + a the
+expected error falls as a power law, ~n^(-a/(1+a)) in the number of samples n (Hutter 2021,
+arXiv:2102.04074). Defaults (exponent 1.2, offset 20, 300,000 people, a 64M-token stream) were sized by
+a threshold model of recall so that a one-GPU study (N 0.5M-30M parameters, D 1e7-1e9 byte tokens) neither
+learns the whole distribution nor nothing: the most popular person is ~1% of the stream, a 64M-token
+stream mentions ~15,000 distinct people, and the share of mentions belonging to people seen fewer than
+~30 times spans ~0.9 (D = 1e7, knowledge 30% of the mix) to ~0.3 (D = 1e9). The attributes are
+independent of popularity.
+
+The skill eval ("recall", default) asks about facts in the training phrasings ("Q: In which city was X
+born?\nA:" -> " Paris.") and scores the NLL of the answer tokens only. Its questions sample the
+popularity *of the training stream*: draw i picks the person at quantile (i + 1/2)/n of the stream's
+mention counts (systematic sampling: stratified by popularity with one draw per stratum, self-weighting),
+attributes in shuffled blocks of six; identical questions are merged into one row with a weight (their
+count), so the popular head costs one row per question, not thousands. Every asked fact appears in
+training. With n draws the eval's own sampling error is at most std(per-draw NLL) / sqrt(n) (the i.i.d.
+bound; systematic sampling is no worse), which trainers/evaluate.py reports per skill; the default 2^18
+draws keep it below 0.3% of the loss for a per-draw coefficient of variation up to 1.5, the threshold
+model's worst case over the study's range. "extract" asks in *held-out* phrasings ("Q: Where was X
+born?\nA:"); at the few-million-parameter scale its answer NLL was not monotone in tokens
+(examples/skills-h100, first study), so it is opt-in.
+
+code (generated, opt-in): small Python programs (assignments, arithmetic, loops, lists, ifs) followed by
+"# output:" and what they print; the values are computed while generating (no exec). Its skill eval is
+the NLL of the output given the program, on held-out programs never emitted for training.
+
+general (generated, opt-in): filler English-like text from a small grammar. It carried no scaling
+signal (0.471-0.476 held-out loss at every N and D, issue 15), so no default mix uses it.
 """
 
 from __future__ import annotations
 
 import random
+from collections import Counter
 from dataclasses import dataclass
+
+import numpy as np
 
 # ----------------------------------------------------------------------------- knowledge
 
@@ -124,34 +154,72 @@ EVAL_QUESTIONS = {
 }
 
 
+
 @dataclass(frozen=True)
 class Entity:
     name: str
     facts: dict  # attribute -> value string
 
 
-def make_world(n_entities: int, seed: int) -> list[Entity]:
+SURNAME_SUFFIXES = ("", "son", "er", "ski", "ini", "berg", "ova", "sen")
+KNOWLEDGE_EVALS = ("recall", "extract")
+
+
+class World:
+    """A synthetic world of n people; person r has popularity rank r (0: the most mentioned).
+
+    Names are unique ("First X. Lastsuffix"); attributes are drawn uniformly and independently with a
+    numpy PCG64 generator seeded by the data seed. Entities are built lazily (a world of 10^6 people costs
+    24 MB of attribute indices, not a million dicts)."""
+
+    def __init__(self, n_entities: int, seed: int):
+        pool = len(FIRST) * 26 * len(LAST) * len(SURNAME_SUFFIXES)
+        if n_entities > pool:
+            raise ValueError(f"knowledge: at most {pool} entities, got {n_entities}")
+        rng = np.random.Generator(np.random.PCG64([seed, 0x5EED]))
+        self.n, self.seed = n_entities, seed
+        self._name_codes = rng.permutation(pool)[:n_entities]
+        sizes = (len(MONTHS), 28, 80, len(CITIES), len(UNIVERSITIES), len(FIELDS), len(EMPLOYERS), len(CITIES))
+        self._values = np.stack([rng.integers(0, k, size=n_entities) for k in sizes], axis=1)  # (n, 8)
+        self._cache: dict[int, Entity] = {}
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        return (self[r] for r in range(self.n))
+
+    def name(self, r: int) -> str:
+        code = int(self._name_codes[r])
+        code, first = divmod(code, len(FIRST))
+        code, initial = divmod(code, 26)
+        suffix, last = divmod(code, len(LAST))
+        return f"{FIRST[first]} {chr(65 + initial)}. {LAST[last]}{SURNAME_SUFFIXES[suffix]}"
+
+    def __getitem__(self, r: int) -> Entity:
+        if r not in self._cache:
+            month, day, year, city, uni, fld, emp, wcity = (int(v) for v in self._values[r])
+            facts = {
+                "birth_date": f"{MONTHS[month]} {day + 1}, {1920 + year}",
+                "birth_city": CITIES[city],
+                "university": UNIVERSITIES[uni],
+                "field": FIELDS[fld],
+                "employer": EMPLOYERS[emp],
+                "work_city": CITIES[wcity],
+            }
+            self._cache[r] = Entity(self.name(r), facts)
+        return self._cache[r]
+
+
+def make_world(n_entities: int, seed: int) -> World:
     """The synthetic world: n_entities people with unique names and six attributes each."""
-    rng = random.Random(f"world:{seed}")
-    pool = len(FIRST) * len(LAST) * 26
-    if n_entities > pool:
-        raise ValueError(f"knowledge: at most {pool} entities, got {n_entities}")
-    names = set()
-    while len(names) < n_entities:
-        names.add(f"{rng.choice(FIRST)} {chr(65 + rng.randrange(26))}. {rng.choice(LAST)}")
-    world = []
-    for name in sorted(names):
-        facts = {
-            "birth_date": f"{rng.choice(MONTHS)} {rng.randint(1, 28)}, {rng.randint(1920, 1999)}",
-            "birth_city": rng.choice(CITIES),
-            "university": rng.choice(UNIVERSITIES),
-            "field": rng.choice(FIELDS),
-            "employer": rng.choice(EMPLOYERS),
-            "work_city": rng.choice(CITIES),
-        }
-        world.append(Entity(name, facts))
-    rng.shuffle(world)
-    return world
+    return World(n_entities, seed)
+
+
+def popularity(n_entities: int, exponent: float, offset: float) -> np.ndarray:
+    """p_r proportional to (r + 1 + offset)^-exponent, r = 0..n-1 (Zipf-Mandelbrot; exponent 0: uniform)."""
+    p = (np.arange(n_entities, dtype=np.float64) + 1.0 + offset) ** -exponent
+    return p / p.sum()
 
 
 def biography(entity: Entity, rng: random.Random) -> str:
@@ -164,33 +232,43 @@ def biography(entity: Entity, rng: random.Random) -> str:
     return text
 
 
-def knowledge_documents(world: list[Entity], seed: int, n_chars: int) -> list[str]:
-    """Biographies, in passes over the whole world (every entity appears in every pass) until n_chars."""
+def knowledge_stream(world: World, seed: int, n_chars: int, weights: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """Biographies of people drawn i.i.d. with probability `weights` until n_chars characters; returns
+    (documents, person index of each document). Draws come from numpy (PCG64), text from random.Random."""
+    draws = np.random.Generator(np.random.PCG64([seed, 0xB10])).random
+    cdf = np.cumsum(weights)
+    cdf[-1] = 1.0
     rng = random.Random(f"knowledge-docs:{seed}")
-    docs, total = [], 0
+    docs, ids, total = [], [], 0
     while total < n_chars:
-        order = list(range(len(world)))
-        rng.shuffle(order)
-        for i in order:
-            docs.append(biography(world[i], rng))
+        for r in np.searchsorted(cdf, draws(4096), side="right").tolist():
+            docs.append(biography(world[r], rng))
+            ids.append(r)
             total += len(docs[-1])
-    return docs
+            if total >= n_chars:
+                break
+    return docs, np.asarray(ids, dtype=np.int64)
 
 
-KNOWLEDGE_EVALS = ("recall", "extract")
-
-
-def knowledge_questions(world: list[Entity], seed: int, n: int, phrasing: str = "recall") -> list[tuple[str, str]]:
-    """QA pairs (prompt, answer) about facts that appear in training, in training ("recall") or held-out
-    ("extract") question phrasings."""
+def knowledge_questions(
+    world: World, mention_counts: np.ndarray, seed: int, n: int, phrasing: str = "recall"
+) -> list[tuple[str, str, float]]:
+    """(prompt, answer, weight) rows: n draws systematically sampled from the mention counts (draw i takes
+    the person at quantile (i + 1/2) / n of the cumulative counts), attributes in shuffled blocks of six,
+    in training ("recall") or held-out ("extract") phrasings; identical rows merged, weight = their count."""
     questions = {"recall": TRAIN_QUESTIONS, "extract": EVAL_QUESTIONS}[phrasing]
     rng = random.Random(f"knowledge-eval:{seed}")
-    out = []
-    for _ in range(n):
-        e = rng.choice(world)
-        a = rng.choice(ATTRIBUTES)
-        out.append((f"Q: {rng.choice(questions[a]).format(n=e.name)}\nA:", f" {e.facts[a]}."))
-    return out
+    cum = np.cumsum(mention_counts)
+    people = np.searchsorted(cum, (np.arange(n) + 0.5) / n * cum[-1], side="right").tolist()
+    rows: Counter = Counter()
+    block: list[str] = []
+    for r in people:
+        if not block:
+            block = rng.sample(ATTRIBUTES, len(ATTRIBUTES))
+        a = block.pop()
+        e = world[r]
+        rows[(f"Q: {rng.choice(questions[a]).format(n=e.name)}\nA:", f" {e.facts[a]}.")] += 1
+    return [(p, a, float(w)) for (p, a), w in rows.items()]
 
 
 # ----------------------------------------------------------------------------- code

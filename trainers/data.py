@@ -1,24 +1,46 @@
-"""Training data: one token stream per domain, and a deterministic mixture sampler over them.
+"""Training data: one token stream per domain, a deterministic mixture sampler over them, and the skills'
+evaluation sets.
 
-Domains are the generated ones in trainers/corpora.py ("knowledge", "code", "general") or real corpora
-given as `corpora={"name": path}`: a .txt file, a .jsonl file or a .parquet file with a `text` column, or
-a directory of Python sources (*.py, recursively; a real code domain). Real corpora are tokenised once
-and cached as .npy under `cache_dir` (atomic write); the last 1% of their tokens is held out.
+Built-in domains (the default mix is knowledge + code; nothing generated stands in for real text):
+- "knowledge": the synthetic world of trainers/corpora.py, biographies whose people have Zipf-like
+  popularity (`knowledge_popularity`, `knowledge_popularity_offset`, `knowledge_entities`), a stream of
+  `domain_tokens` tokens. Skill "knowledge": recall questions sampled from the stream's mention counts.
+- "code": real Python, the running interpreter's standard library (`code_source: stdlib`; add
+  `+site-packages` for what is installed there; `generated` for the old generated programs), files split
+  by a hash of their path, `heldout_percent` of them held out (trainers/python_sources.py). Skill "code":
+  NLL of held-out function bodies given their signature and docstring.
+- "general": real English, the docstrings and comments of those same files (`general_source: stdlib`;
+  `generated` for the old filler grammar), same file split.
+Real streams are capped at `domain_tokens` / `heldout_tokens` (tests use tiny caps, so they read a few
+files), tokenised once and cached on disk under `cache_dir` (atomic write), keyed by the interpreter, the
+files' fingerprint, the settings and the tokenizer: the full stdlib takes ~20 s to parse once per machine,
+then well under a second to load.
+
+User data:
+- Training domains from files or directories: `corpora={"name": path}` (a name that is also built in
+  replaces it): a .txt file, a .jsonl file with a `text` field per line, a .parquet file with a `text`
+  column, or a directory of Python sources (*.py, recursively). Tokenised once and cached like the built-in
+  real streams; the last 1% of their tokens is held out. A mix may then name the domain.
+- Skills with their own evaluation sets: `skill_evals={"skill": path}` (a name that is also built in
+  replaces its evaluation set). A .jsonl file of {"prompt": ..., "answer": ...} lines is scored like the
+  built-in skills, as the answer tokens' mean NLL given the prompt (an optional numeric "weight" per line
+  counts it that many times); a .jsonl file of {"text": ...} lines, a .txt file, a .parquet file with a
+  `text` column or a directory of *.py is held-out text, scored as its mean NLL per token. Each is read
+  whole (at most `eval_samples` rows). A bad line: InputError naming the file and the line.
 
 Each domain's stream is a 1-D token array (documents separated by EOS). A training row is a window of
 seq_len + 1 tokens at an offset drawn from a generator seeded by (seed, step, domain); the number of
 rows per domain in a batch is the largest-remainder rounding of mix * rows (ties to the domain that
 sorts first). So the batch of a step is a pure function of (seed, step, mix, data settings): a resumed
-run continues the identical stream with nothing but the step number as its data cursor.
-
-Generated streams are `domain_tokens` long and are sampled with replacement; a run longer than that
-revisits text (epochs). The knowledge stream always holds at least one full pass over the world.
+run continues the identical stream with nothing but the step number as its data cursor. Streams are
+sampled with replacement; a run longer than its stream revisits text (epochs).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,37 +49,85 @@ import numpy as np
 
 from skillscale.atomic import atomic_open
 from skillscale.errors import InputError
-from trainers import corpora
+from trainers import corpora, python_sources
 from trainers.tokenizer import ByteTokenizer
 
 BUILTIN_DOMAINS = ("knowledge", "code", "general")
-SKILLS = ("knowledge", "code")
-HELDOUT_FRACTION = 0.01  # of a real corpus's tokens
+SKILLS = ("knowledge", "code")  # built-in skills; skill_names(settings) adds the user's
+HELDOUT_FRACTION = 0.01  # of a user corpus's tokens
+CODE_SOURCES = (*python_sources.SOURCES, "generated")
+TEXT_SUFFIXES_NOTE = ".jsonl (prompt/answer or text lines), .txt, .parquet (text column) or a directory of .py"
 
 
 @dataclass(frozen=True)
 class DataSettings:
-    """What the data is; identical settings give identical streams and evaluation sets."""
+    """What the data is; identical settings give identical streams and evaluation sets (on one interpreter:
+    the code and general domains read its standard library, which differs slightly between versions)."""
 
-    data_seed: int = 0  # the world, the eval sets and the generated text (not the run's sampling order)
-    knowledge_entities: int = 20_000
-    domain_tokens: int = 16_000_000  # length of each generated training stream
-    heldout_tokens: int = 131_072  # length of each generated held-out stream
-    eval_samples: int = 256  # QA prompts / programs per skill
-    knowledge_eval: str = "recall"  # "recall": training question phrasings; "extract": held-out phrasings
-    corpora: dict = field(default_factory=dict)  # domain name -> local path of a real corpus
-    cache_dir: str = ""  # where tokenised real corpora are cached ("" -> ~/.cache/skillscale/tokens)
+    data_seed: int = 0
+    """The world, the eval sets and the generated text (not the run's sampling order, which is the run's seed)."""
+    knowledge_entities: int = 300_000
+    """People in the knowledge world. The stream mentions only those its popularity reaches (~35,000 of
+    300,000 in 64M tokens); a larger world lengthens the tail of people mentioned once or twice."""
+    knowledge_popularity: float = 1.2
+    """Zipf exponent s of mentions per person: person r is drawn with probability ~(r + 1 + offset)^-s.
+    0 gives every person equal exposure (the memorisation-threshold world of earlier studies)."""
+    knowledge_popularity_offset: float = 20.0
+    """Zipf-Mandelbrot offset: flattens the head (the most popular person is ~1% of the stream, not ~20%)."""
+    domain_tokens: int = 64_000_000
+    """Length of each generated training stream; the cap on each built-in real stream (code ~28M, general
+    ~5M byte tokens of Python 3.11's stdlib fit under the default)."""
+    heldout_tokens: int = 131_072
+    """Length (cap) of each built-in held-out stream; the domain losses read its first windows."""
+    eval_samples: int = 262_144
+    """Per skill: knowledge draws (merged into ~80,000 distinct questions at the defaults), at most this many
+    held-out functions for code (~5,000 exist at the defaults), at most this many rows of a user eval file."""
+    knowledge_eval: str = "recall"
+    """"recall": training question phrasings; "extract": held-out phrasings."""
+    code_source: str = "stdlib"
+    """The code domain: "stdlib" (the interpreter's standard library), "stdlib+site-packages", "generated"."""
+    general_source: str = "stdlib"
+    """The general domain: prose of the code source's files ("stdlib", "stdlib+site-packages"), "generated"."""
+    heldout_percent: float = 10.0
+    """Percent of real source files held out (by a hash of their path): held-out domain streams, code eval."""
+    code_eval_max_chars: int = 1024
+    """Longest function (signature + docstring + body, characters) in the code eval."""
+    skill_evals: dict[str, str] = field(default_factory=dict)
+    """User skills: skill name -> evaluation file (see the module docstring)."""
+    corpora: dict[str, str] = field(default_factory=dict)
+    """User training domains: domain name -> local path of a real corpus."""
+    cache_dir: str = ""
+    """Where tokenised real streams (and trained BPE tokenizers) are cached ("" -> ~/.cache/skillscale/tokens)."""
 
     def __post_init__(self):
-        for name in ("knowledge_entities", "domain_tokens", "heldout_tokens", "eval_samples"):
+        for name in ("knowledge_entities", "domain_tokens", "heldout_tokens", "eval_samples", "code_eval_max_chars"):
             if int(getattr(self, name)) <= 0:
                 raise InputError(f"data.{name}: expected a positive integer, got {getattr(self, name)}")
+        for name in ("knowledge_popularity", "knowledge_popularity_offset"):
+            if not float(getattr(self, name)) >= 0:
+                raise InputError(f"data.{name}: expected a number >= 0, got {getattr(self, name)}")
+        if not 0 < float(self.heldout_percent) < 100:
+            raise InputError(f"data.heldout_percent: expected a number in (0, 100), got {self.heldout_percent}")
         if self.knowledge_eval not in corpora.KNOWLEDGE_EVALS:
             raise InputError(f"data.knowledge_eval: expected one of {', '.join(corpora.KNOWLEDGE_EVALS)}, "
                              f"got {self.knowledge_eval!r}")
+        if self.code_source not in CODE_SOURCES:
+            raise InputError(f"data.code_source: expected one of {', '.join(CODE_SOURCES)}, got {self.code_source!r}")
+        if self.general_source not in CODE_SOURCES:
+            raise InputError(
+                f"data.general_source: expected one of {', '.join(CODE_SOURCES)}, got {self.general_source!r}")
+        for section in ("skill_evals", "corpora"):
+            value = getattr(self, section)
+            if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) and k and v
+                                                      for k, v in value.items()):
+                raise InputError(f"data.{section}: expected a mapping of names to file paths, got {value!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def cache_path(self) -> Path:
+        return Path(self.cache_dir or Path.home() / ".cache" / "skillscale" / "tokens").expanduser()
 
 
 @dataclass
@@ -68,42 +138,120 @@ class Domain:
 
 
 _DOMAIN_CACHE: dict = {}  # process-level: (name, settings json, tokenizer name) -> Domain
-_WORLD_CACHE: dict = {}
+_WORLD_CACHE: dict = {}  # (entities, seed) -> corpora.World
+_MENTIONS_CACHE: dict = {}  # (knowledge settings, n_chars) -> mention count per person in the training stream
 
 
 def _encode_docs(tokenizer, docs: list[str]) -> np.ndarray:
-    """Token ids of the documents, each followed by EOS. Byte-level fast path: one encode of the join."""
+    """Token ids of the documents, each followed by EOS. Byte-level fast path: one encode of the join (real
+    text has its NUL characters removed when read, so NUL can stand for EOS)."""
     if isinstance(tokenizer, ByteTokenizer):
         ids = np.frombuffer("\x00".join(docs).encode("utf-8") + b"\x00", dtype=np.uint8).astype(np.int32)
-        ids[ids == 0] = tokenizer.EOS  # generated text never contains NUL; real text goes the slow way
+        ids[ids == 0] = tokenizer.EOS
         return ids
     parts = []
-    for d in docs:
-        parts.append(tokenizer.encode_array(d))
+    for ids in tokenizer.encode_batch_arrays(docs):
+        parts.append(ids)
         parts.append(np.asarray([tokenizer.eos_id], dtype=np.int32))
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
 
 
-def world(settings: DataSettings) -> list:
+def world(settings: DataSettings) -> corpora.World:
     key = (settings.knowledge_entities, settings.data_seed)
     if key not in _WORLD_CACHE:
         _WORLD_CACHE[key] = corpora.make_world(settings.knowledge_entities, settings.data_seed)
     return _WORLD_CACHE[key]
 
 
-def _bytes_per_token(tokenizer) -> float:
-    return 1.0 if isinstance(tokenizer, ByteTokenizer) else 4.0
+def bytes_per_token(tokenizer) -> float:
+    """Characters of text per token assumed when sizing a stream of N tokens (4 for a BPE vocabulary)."""
+    return 1.0 if tokenizer is None or isinstance(tokenizer, ByteTokenizer) else 4.0
+
+
+def _knowledge_key(settings: DataSettings, n_chars: int) -> tuple:
+    return (settings.knowledge_entities, settings.data_seed, settings.knowledge_popularity,
+            settings.knowledge_popularity_offset, n_chars)
+
+
+def knowledge_documents(settings: DataSettings, n_chars: int, heldout: bool = False) -> list[str]:
+    """The knowledge training (or held-out: fresh renderings of the same popularity) biographies."""
+    w = world(settings)
+    weights = corpora.popularity(len(w), settings.knowledge_popularity, settings.knowledge_popularity_offset)
+    seed = settings.data_seed + (1_000_003 if heldout else 0)
+    docs, ids = corpora.knowledge_stream(w, seed, n_chars, weights)
+    if not heldout:
+        _MENTIONS_CACHE[_knowledge_key(settings, n_chars)] = np.bincount(ids, minlength=len(w))
+    return docs
+
+
+def knowledge_mentions(settings: DataSettings, tokenizer=None) -> np.ndarray:
+    """(n_entities,) mentions of each person in the knowledge training stream (built if not yet built)."""
+    n_chars = int(settings.domain_tokens * bytes_per_token(tokenizer))
+    key = _knowledge_key(settings, n_chars)
+    if key not in _MENTIONS_CACHE:
+        knowledge_documents(settings, n_chars)
+    return _MENTIONS_CACHE[key]
+
+
+# ----------------------------------------------------------------------------- built-in real streams
+
+
+def _real_builtin_texts(name: str, settings: DataSettings, n_chars: int, n_held_chars: int):
+    """(training documents, held-out documents) of the built-in code or general domain from Python sources."""
+    source = settings.code_source if name == "code" else settings.general_source
+    train_files, held_files = python_sources.split_files(source, settings.heldout_percent)
+    if name == "code":
+        return (python_sources.read_until(train_files, n_chars),
+                python_sources.read_until(held_files, n_held_chars))
+    extract = python_sources.ProseExtractor()  # one for both: a held-out paragraph never repeats a trained one
+    train = python_sources.read_until(train_files, n_chars, extract)
+    return train, python_sources.read_until(held_files, n_held_chars, extract)
+
+
+def _cached_arrays(cache: Path, build) -> dict[str, np.ndarray]:
+    """np.savez arrays at `cache`, built by build() and written atomically when missing or unreadable."""
+    if cache.exists():
+        try:
+            with np.load(cache) as z:
+                return {k: z[k] for k in z.files}
+        except (OSError, ValueError, KeyError):  # unreadable cache: rebuild it
+            pass
+    arrays = build()
+    with atomic_open(cache) as f:
+        np.savez(f, **arrays)
+    return arrays
+
+
+def _builtin_real(name: str, settings: DataSettings, tokenizer) -> Domain:
+    source = settings.code_source if name == "code" else settings.general_source
+    bpt = bytes_per_token(tokenizer)
+    n_chars, n_held = int(settings.domain_tokens * bpt), int(settings.heldout_tokens * bpt)
+    files = python_sources.source_files(source)
+    key = json.dumps({
+        "domain": name, "source": source, "python": sys.version, "roots": [str(r) for _, r in
+                                                                           python_sources.roots(source)],
+        "files": python_sources.fingerprint(files), "heldout_percent": settings.heldout_percent,
+        "n_chars": n_chars, "n_held": n_held, "tokenizer": tokenizer.name,
+        "extractor": python_sources.EXTRACTOR_VERSION,
+    }, sort_keys=True)
+    cache = settings.cache_path / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
+
+    def build():
+        train, held = _real_builtin_texts(name, settings, n_chars, n_held)
+        return {"train": _encode_docs(tokenizer, train), "heldout": _encode_docs(tokenizer, held)}
+
+    arrays = _cached_arrays(cache, build)
+    return Domain(name, arrays["train"], arrays["heldout"])
 
 
 def _generated(name: str, settings: DataSettings, tokenizer) -> Domain:
-    seed, bpt = settings.data_seed, _bytes_per_token(tokenizer)
+    seed, bpt = settings.data_seed, bytes_per_token(tokenizer)
     n_train, n_held = int(settings.domain_tokens * bpt), int(settings.heldout_tokens * bpt)
     if name == "knowledge":
-        w = world(settings)
-        train = corpora.knowledge_documents(w, seed, n_train)
-        held = corpora.knowledge_documents(w, seed + 1_000_003, n_held)
+        train = knowledge_documents(settings, n_train)
+        held = knowledge_documents(settings, n_held, heldout=True)
     elif name == "code":
-        exclude = {p for p, _ in corpora.code_eval_programs(seed, settings.eval_samples)}
+        exclude = {p for p, _ in corpora.code_eval_programs(seed, min(settings.eval_samples, 4096))}
         train = corpora.code_documents(seed, n_train, exclude)
         held = corpora.code_documents(seed + 1_000_003, n_held, exclude)
     else:
@@ -112,12 +260,16 @@ def _generated(name: str, settings: DataSettings, tokenizer) -> Domain:
     return Domain(name, _encode_docs(tokenizer, train), _encode_docs(tokenizer, held))
 
 
-def _read_texts(path: Path) -> list[str]:
+# ----------------------------------------------------------------------------- user corpora
+
+
+def _read_texts(path: Path, what: str = "corpus") -> list[str]:
+    """The documents of a user file or directory (see the module docstring)."""
     if path.is_dir():
         files = sorted(p for p in path.rglob("*.py") if p.is_file())
         if not files:
-            raise InputError(f"corpus: directory {str(path)!r} contains no *.py files")
-        return [p.read_text(encoding="utf-8", errors="replace") for p in files]
+            raise InputError(f"{what}: directory {str(path)!r} contains no *.py files")
+        return [p.read_text(encoding="utf-8", errors="replace").replace("\x00", "") for p in files]
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         import pyarrow.parquet as pq
@@ -125,25 +277,30 @@ def _read_texts(path: Path) -> list[str]:
         try:
             table = pq.read_table(path)
         except Exception as exc:  # pyarrow raises several types for bad files
-            raise InputError(f"corpus: {str(path)!r} is not a readable parquet file ({exc})") from exc
+            raise InputError(f"{what}: {str(path)!r} is not a readable parquet file ({exc})") from exc
         if "text" not in table.column_names:
-            raise InputError(f"corpus: {str(path)!r} has no 'text' column (columns: {table.column_names})")
-        return [t for t in table.column("text").to_pylist() if t]
+            raise InputError(f"{what}: {str(path)!r} has no 'text' column (columns: {table.column_names})")
+        return [t.replace("\x00", "") for t in table.column("text").to_pylist() if t]
     if suffix == ".jsonl":
-        texts = []
-        with open(path, encoding="utf-8") as f:
-            for i, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InputError(f"corpus: {str(path)!r} line {i} is not JSON ({exc.msg})") from exc
-                if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-                    raise InputError(f"corpus: {str(path)!r} line {i} has no string 'text' field")
-                texts.append(row["text"])
-        return texts
-    return [path.read_text(encoding="utf-8", errors="replace")]
+        return [row["text"].replace("\x00", "") for _, row in _jsonl_rows(path, what, ("text",))]
+    return [path.read_text(encoding="utf-8", errors="replace").replace("\x00", "")]
+
+
+def _jsonl_rows(path: Path, what: str, required: tuple[str, ...]):
+    """(line number, row) of a JSONL file whose rows are objects with string fields `required`."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{what}: {str(path)!r} line {i} is not JSON ({exc.msg})") from exc
+            missing = [k for k in required if not isinstance(row, dict) or not isinstance(row.get(k), str)]
+            if missing:
+                raise InputError(f"{what}: {str(path)!r} line {i} has no string {' or '.join(map(repr, missing))} "
+                                 "field")
+            yield i, row
 
 
 def _real(name: str, path_str: str, settings: DataSettings, tokenizer, seq_len: int) -> Domain:
@@ -155,8 +312,7 @@ def _real(name: str, path_str: str, settings: DataSettings, tokenizer, seq_len: 
         )
     stat = path.stat()
     key = hashlib.sha256(f"{path.resolve()}|{stat.st_mtime_ns}|{stat.st_size}|{tokenizer.name}".encode())
-    cache_dir = Path(settings.cache_dir or Path.home() / ".cache" / "skillscale" / "tokens").expanduser()
-    cache = cache_dir / f"{name}-{key.hexdigest()[:16]}.npy"
+    cache = settings.cache_path / f"{name}-{key.hexdigest()[:16]}.npy"
     tokens = None
     if cache.exists():
         try:
@@ -176,12 +332,20 @@ def _real(name: str, path_str: str, settings: DataSettings, tokenizer, seq_len: 
     return Domain(name, tokens[:-n_held], tokens[-n_held:])
 
 
+def domain_names(settings: DataSettings) -> tuple[str, ...]:
+    """Every domain a mix may name: the built-in ones and the user's corpora."""
+    return tuple(sorted(set(BUILTIN_DOMAINS) | set(settings.corpora)))
+
+
 def load_domain(name: str, settings: DataSettings, tokenizer, seq_len: int) -> Domain:
-    """The token streams of a domain (process-level cache)."""
+    """The token streams of a domain (process-level cache; real streams also on disk)."""
     key = (name, json.dumps(settings.to_dict(), sort_keys=True), tokenizer.name, seq_len)
     if key not in _DOMAIN_CACHE:
         if name in settings.corpora:
             _DOMAIN_CACHE[key] = _real(name, settings.corpora[name], settings, tokenizer, seq_len)
+        elif name in ("code", "general") and (settings.code_source if name == "code"
+                                              else settings.general_source) != "generated":
+            _DOMAIN_CACHE[key] = _builtin_real(name, settings, tokenizer)
         elif name in BUILTIN_DOMAINS:
             _DOMAIN_CACHE[key] = _generated(name, settings, tokenizer)
         else:
@@ -192,11 +356,35 @@ def load_domain(name: str, settings: DataSettings, tokenizer, seq_len: int) -> D
     return _DOMAIN_CACHE[key]
 
 
+def domain_texts(name: str, settings: DataSettings, n_chars: int) -> list[str]:
+    """Raw training documents of a domain, about n_chars characters (what a BPE tokenizer is trained on)."""
+    if name in settings.corpora:
+        path = Path(settings.corpora[name]).expanduser()
+        if not path.exists():
+            raise InputError(f"corpus {name!r}: file {str(path)!r} not found")
+        docs, total = [], 0
+        for d in _read_texts(path):
+            docs.append(d[: n_chars - total])
+            total += len(docs[-1])
+            if total >= n_chars:
+                break
+        return docs
+    if name == "knowledge":
+        return knowledge_documents(settings, n_chars, heldout=True)  # the same people and templates
+    source = settings.code_source if name == "code" else settings.general_source
+    if name not in BUILTIN_DOMAINS:
+        raise InputError(f"mix: unknown domain {name!r}; known domains are {', '.join(domain_names(settings))}")
+    if source == "generated":
+        return corpora.code_documents(settings.data_seed, n_chars, set()) if name == "code" else \
+            corpora.general_documents(settings.data_seed, n_chars)
+    return _real_builtin_texts(name, settings, n_chars, 0)[0]
+
+
 def validate_mix(mix: dict, settings: DataSettings) -> dict[str, float]:
     """The mix as {domain: weight}, checked: known domains, weights >= 0 summing to 1 (within 1e-6)."""
     if not mix:
         raise InputError("mix: empty; give domain=weight pairs summing to 1, e.g. knowledge=0.5,code=0.5")
-    known = set(BUILTIN_DOMAINS) | set(settings.corpora)
+    known = set(domain_names(settings))
     for name, weight in mix.items():
         if name not in known:
             raise InputError(f"mix: unknown domain {name!r}; known domains are {', '.join(sorted(known))}")
@@ -255,11 +443,71 @@ def heldout_windows(domain: Domain, seq_len: int, max_rows: int) -> np.ndarray:
     return np.stack([domain.heldout[i * seq_len : i * seq_len + seq_len + 1] for i in range(n)])
 
 
-def skill_examples(skill: str, settings: DataSettings) -> list[tuple[str, str]]:
-    """(prompt, answer) pairs of a skill's held-out evaluation set."""
+# ----------------------------------------------------------------------------- skills
+
+
+def skill_names(settings: DataSettings) -> tuple[str, ...]:
+    """Every skill the torch backend evaluates: the built-in ones and the user's skill_evals."""
+    return tuple(dict.fromkeys([*SKILLS, *sorted(settings.skill_evals)]))
+
+
+def _user_skill_examples(skill: str, path_str: str, settings: DataSettings) -> list[tuple]:
+    what = f"skill_evals.{skill}"
+    path = Path(path_str).expanduser()
+    if not path.exists():
+        raise InputError(f"{what}: file {str(path)!r} not found; give {TEXT_SUFFIXES_NOTE}")
+    if path.is_file() and path.suffix.lower() == ".jsonl":
+        rows = []
+        with open(path, encoding="utf-8", errors="replace") as f:
+            first = next((ln for ln in f if ln.strip()), "")
+        try:
+            is_text = isinstance(json.loads(first), dict) and "text" in json.loads(first) and \
+                "prompt" not in json.loads(first)
+        except json.JSONDecodeError:
+            is_text = False  # _jsonl_rows reports the line
+        if is_text:
+            texts = [row["text"] for _, row in _jsonl_rows(path, what, ("text",))]
+            return [("", t) for t in texts[: settings.eval_samples] if t]
+        for i, row in _jsonl_rows(path, what, ("prompt", "answer")):
+            weight = row.get("weight", 1.0)
+            if isinstance(weight, bool) or not isinstance(weight, int | float) or not weight > 0:
+                raise InputError(f"{what}: {str(path)!r} line {i}: 'weight' must be a positive number, got {weight!r}")
+            if not row["answer"]:
+                raise InputError(f"{what}: {str(path)!r} line {i}: 'answer' is empty")
+            rows.append((row["prompt"], row["answer"], float(weight)))
+            if len(rows) >= settings.eval_samples:
+                break
+        if not rows:
+            raise InputError(f"{what}: {str(path)!r} has no rows")
+        return rows
+    texts = [t for t in _read_texts(path, what) if t]
+    if not texts:
+        raise InputError(f"{what}: {str(path)!r} has no text")
+    return [("", t) for t in texts[: settings.eval_samples]]
+
+
+_CODE_EVAL_CACHE: dict = {}
+
+
+def skill_examples(skill: str, settings: DataSettings, tokenizer=None) -> list[tuple]:
+    """A skill's held-out evaluation set: (prompt, answer) or (prompt, answer, weight) rows, scored as the
+    answer tokens' NLL given the prompt; a row with an empty prompt is held-out text, every token scored.
+    `tokenizer` only sizes the knowledge stream whose mentions the knowledge questions sample (bytes if None)."""
+    if skill in settings.skill_evals:
+        return _user_skill_examples(skill, settings.skill_evals[skill], settings)
     if skill == "knowledge":
-        return corpora.knowledge_questions(world(settings), settings.data_seed, settings.eval_samples,
-                                           phrasing=settings.knowledge_eval)
+        return corpora.knowledge_questions(world(settings), knowledge_mentions(settings, tokenizer),
+                                           settings.data_seed, settings.eval_samples, phrasing=settings.knowledge_eval)
     if skill == "code":
-        return corpora.code_eval_programs(settings.data_seed, settings.eval_samples)
-    raise InputError(f"skill: unknown {skill!r}; skills are {', '.join(SKILLS)}")
+        if settings.code_source == "generated":
+            return corpora.code_eval_programs(settings.data_seed, settings.eval_samples)
+        key = (settings.code_source, settings.heldout_percent, settings.eval_samples, settings.code_eval_max_chars)
+        if key not in _CODE_EVAL_CACHE:
+            held = python_sources.split_files(settings.code_source, settings.heldout_percent)[1]
+            _CODE_EVAL_CACHE[key] = python_sources.code_eval_examples(held, settings.eval_samples,
+                                                                      settings.code_eval_max_chars)
+            if not _CODE_EVAL_CACHE[key]:
+                raise InputError(f"data.code_source: no held-out functions in {settings.code_source!r} "
+                                 f"(heldout_percent {settings.heldout_percent})")
+        return _CODE_EVAL_CACHE[key]
+    raise InputError(f"skill: unknown {skill!r}; skills are {', '.join(skill_names(settings))}")

@@ -2,13 +2,27 @@
 
 Skill loss (as in arXiv:2503.10061): the mean negative log-likelihood of the *answer* tokens given the
 prompt, over a held-out set per skill, token-weighted (sum of answer-token NLLs / number of answer
-tokens). Prompt and answer are encoded separately and concatenated; a pair longer than seq_len keeps
-its end (the answer) and loses the start of the prompt.
+tokens; a row with a weight w counts w times: the knowledge eval merges repeated questions). Prompt and
+answer are encoded separately and concatenated. A pair longer than seq_len + 1 tokens is cut to a window
+that keeps up to seq_len / 2 tokens of the prompt before the answer (the prompt's end) and as much of the
+answer as fits: a short answer after a long prompt keeps the end, a long function body keeps its start
+and its signature. A row whose prompt is empty is held-out text (a user's text file): it is cut into
+consecutive windows of seq_len + 1 tokens and every token after the first is scored (mean NLL per token).
+
+Rows are only as long as the longest example needs (rounded up to a multiple of 16, at most seq_len):
+short questions are not padded to seq_len, so an eval of ~10^5 questions costs ~10^7 tokens of forward.
+Evaluation runs the eager model, not the compiled training forward, so its shapes cost no recompiles.
+
+Each skill's loss comes with its own sampling error (Evaluator.run_with_errors): the delta-method
+standard error of the ratio estimator, sqrt(sum_i w_i (s_i - L t_i)^2) / sum_i w_i t_i over examples i
+(s_i: the example's summed answer NLL, t_i its answer tokens, L the loss), i.e. std(per-example NLL) /
+sqrt(n) for equal lengths: the error from scoring a finite set of questions instead of the population.
 """
 
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,20 +32,54 @@ from skillscale.atomic import atomic_open
 from trainers.data import Domain, heldout_windows
 from trainers.model import IGNORE_INDEX, Transformer
 
+ROW_MULTIPLE = 16  # row lengths are rounded up to this (fewer distinct shapes)
+EVAL_BATCH_TOKENS = 16_384  # tokens per evaluation forward (rows x row length)
 
-def encode_examples(examples: list[tuple[str, str]], tokenizer, seq_len: int, pad_id: int):
-    """(inputs, targets) int64 arrays (n, T); targets are IGNORE_INDEX except on answer tokens."""
-    n = len(examples)
-    inputs = np.full((n, seq_len), pad_id, dtype=np.int64)
-    targets = np.full((n, seq_len), IGNORE_INDEX, dtype=np.int64)
-    for i, (prompt, answer) in enumerate(examples):
-        p, a = tokenizer.encode(prompt), tokenizer.encode(answer)
-        ids = (p + a)[-(seq_len + 1) :]
-        n_answer = min(len(a), len(ids) - 1)
+
+@dataclass
+class EvalSet:
+    """Encoded evaluation rows of one skill."""
+
+    inputs: np.ndarray  # (rows, T) int64
+    targets: np.ndarray  # (rows, T) int64, IGNORE_INDEX except on scored tokens
+    weights: np.ndarray  # (rows,) float64: how many times a row counts
+    example: np.ndarray  # (rows,) int64: the example a row belongs to (a text spans several rows)
+
+
+def _window(p: list[int], a: list[int], seq_len: int) -> tuple[list[int], int]:
+    """(ids of at most seq_len + 1 tokens, number of scored answer tokens at their end or after the prompt)."""
+    ids = p + a
+    if len(ids) <= seq_len + 1:
+        return ids, len(a)
+    start = max(0, min(len(ids) - (seq_len + 1), len(p) - seq_len // 2))
+    return ids[start : start + seq_len + 1], len(ids[start : start + seq_len + 1]) - max(0, len(p) - start)
+
+
+def encode_examples(examples: list[tuple], tokenizer, seq_len: int, pad_id: int) -> EvalSet:
+    """Rows of (prompt, answer) or (prompt, answer, weight) examples; an empty prompt makes a text example."""
+    rows: list[tuple[list[int], int, float, int]] = []  # (ids, scored tokens at the end / -1: all, weight, example)
+    for i, ex in enumerate(examples):
+        prompt, answer = ex[0], ex[1]
+        weight = float(ex[2]) if len(ex) > 2 else 1.0
+        if prompt == "":
+            ids = tokenizer.encode(answer)
+            for start in range(0, max(len(ids) - 1, 0), seq_len):
+                rows.append((ids[start : start + seq_len + 1], -1, weight, i))
+            continue
+        ids, n_answer = _window(tokenizer.encode(prompt), tokenizer.encode(answer), seq_len)
+        rows.append((ids, min(n_answer, len(ids) - 1), weight, i))
+    longest = max((len(r[0]) - 1 for r in rows), default=1)
+    T = min(seq_len, -(-max(longest, 1) // ROW_MULTIPLE) * ROW_MULTIPLE)
+    inputs = np.full((len(rows), T), pad_id, dtype=np.int64)
+    targets = np.full((len(rows), T), IGNORE_INDEX, dtype=np.int64)
+    for r, (ids, n_scored, _, _) in enumerate(rows):
         x, y = ids[:-1], ids[1:]
-        inputs[i, : len(x)] = x
-        targets[i, len(y) - n_answer : len(y)] = y[len(y) - n_answer :]
-    return inputs, targets
+        inputs[r, : len(x)] = x
+        keep = len(y) if n_scored < 0 else n_scored
+        targets[r, len(y) - keep : len(y)] = y[len(y) - keep :]
+    weights = np.asarray([r[2] for r in rows], dtype=np.float64)
+    example = np.asarray([r[3] for r in rows], dtype=np.int64)
+    return EvalSet(inputs, targets, weights, example)
 
 
 def _autocast(device: torch.device):
@@ -41,22 +89,50 @@ def _autocast(device: torch.device):
 
 
 @torch.no_grad()
-def mean_nll(
-    model: Transformer, inputs: np.ndarray, targets: np.ndarray, device: torch.device, batch_rows: int = 64
-) -> float:
-    """Token-weighted mean NLL over the non-ignored targets (nats/token)."""
+def row_nll(
+    model: Transformer, inputs: np.ndarray, targets: np.ndarray, device: torch.device,
+    batch_tokens: int = EVAL_BATCH_TOKENS,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(summed NLL, number of scored tokens) per row, float64 / int64 arrays of shape (rows,)."""
     was_training = model.training
     model.eval()
-    total, count = 0.0, 0
+    batch_rows = max(1, batch_tokens // max(inputs.shape[1], 1))
+    sums, counts = [], []
     for i in range(0, len(inputs), batch_rows):
         x = torch.as_tensor(inputs[i : i + batch_rows], dtype=torch.long, device=device)
         y = torch.as_tensor(targets[i : i + batch_rows], dtype=torch.long, device=device)
         with _autocast(device):
             per_token = model(x, y, reduction="none")  # (b, T), 0 where ignored
-        total += float(per_token.double().sum())
-        count += int((y != IGNORE_INDEX).sum())
+        sums.append(per_token.double().sum(dim=1).cpu().numpy())
+        counts.append((y != IGNORE_INDEX).sum(dim=1).cpu().numpy())
     model.train(was_training)
-    return total / max(count, 1)
+    if not sums:
+        return np.zeros(0), np.zeros(0, dtype=np.int64)
+    return np.concatenate(sums), np.concatenate(counts).astype(np.int64)
+
+
+def mean_nll(
+    model: Transformer, inputs: np.ndarray, targets: np.ndarray, device: torch.device, batch_rows: int = 64
+) -> float:
+    """Token-weighted mean NLL over the non-ignored targets (nats/token)."""
+    sums, counts = row_nll(model, inputs, targets, device, batch_tokens=batch_rows * inputs.shape[1])
+    return float(sums.sum() / max(int(counts.sum()), 1))
+
+
+def weighted_loss(sums: np.ndarray, counts: np.ndarray, weights: np.ndarray, example: np.ndarray):
+    """(loss, its standard error) from per-row sums and counts: examples' rows added up first, then the
+    weighted ratio estimator and its delta-method standard error (module docstring)."""
+    n_examples = int(example.max()) + 1 if len(example) else 0
+    s = np.bincount(example, weights=sums, minlength=n_examples)
+    t = np.bincount(example, weights=counts.astype(np.float64), minlength=n_examples)
+    w = np.zeros(n_examples)
+    w[example] = weights
+    total_tokens = float((w * t).sum())
+    if total_tokens <= 0:
+        return float("nan"), float("nan")
+    loss = float((w * s).sum() / total_tokens)
+    se = float(np.sqrt((w * (s - loss * t) ** 2).sum()) / total_tokens)
+    return loss, se
 
 
 class Evaluator:
@@ -64,7 +140,7 @@ class Evaluator:
 
     def __init__(
         self,
-        skill_sets: dict[str, list[tuple[str, str]]],
+        skill_sets: dict[str, list[tuple]],
         domains: dict[str, Domain],
         tokenizer,
         seq_len: int,
@@ -77,10 +153,20 @@ class Evaluator:
             rows = heldout_windows(dom, seq_len, heldout_rows).astype(np.int64)
             self.domains[name] = (rows[:, :-1], rows[:, 1:])
 
+    def run_with_errors(
+        self, model: Transformer, device: torch.device
+    ) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+        """(skill losses, domain losses, each skill loss's standard error from its finite eval set)."""
+        skills, errors = {}, {}
+        for s, ev in sorted(self.skills.items()):
+            sums, counts = row_nll(model, ev.inputs, ev.targets, device)
+            skills[s], errors[s] = weighted_loss(sums, counts, ev.weights, ev.example)
+        domains = {d: mean_nll(model, x, y, device) for d, (x, y) in sorted(self.domains.items())}
+        return skills, domains, errors
+
     def run(self, model: Transformer, device: torch.device) -> tuple[dict[str, float], dict[str, float]]:
         """(skill losses, domain losses)."""
-        skills = {s: mean_nll(model, x, y, device) for s, (x, y) in sorted(self.skills.items())}
-        domains = {d: mean_nll(model, x, y, device) for d, (x, y) in sorted(self.domains.items())}
+        skills, domains, _ = self.run_with_errors(model, device)
         return skills, domains
 
 
