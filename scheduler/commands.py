@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
+import math
 from pathlib import Path
 
-from scheduler.config import StudyConfig, load_study_config
+from scheduler.config import StudyConfig
 from scheduler.estimates import precision_text
 from skillscale.errors import InputError
 from trainers.spec import RunSpec
@@ -54,68 +53,33 @@ def check_backend(cfg: StudyConfig) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    cfg = load_study_config(args.config)
-    check_backend(cfg)
-    study_dir = Path(args.study_dir or Path("studies") / cfg.name)
-    import ray
-
-    from scheduler.controller import Controller
+    from scheduler.controller import run_study
     from scheduler.progress import Progress
 
-    address = args.address or os.environ.get("RAY_ADDRESS")
-    init = {"namespace": "skillscale", "logging_level": "WARNING", "log_to_driver": False}
-    if address:
-        init["address"] = address
-    else:
-        init.update(include_dashboard=args.dashboard, dashboard_host=args.dashboard_host, num_cpus=args.num_cpus)
-    progress = Progress(quiet=args.quiet)
-    try:
-        context = ray.init(**init)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        where = f"--address {address}" if address else "local Ray instance"
-        raise InputError(f"{where}: cannot start/connect to Ray ({str(exc).splitlines()[0][:200]})") from None
-    try:
-        if args.dashboard and not address:
-            progress.log(f"Ray dashboard: http://{context.dashboard_url} (actors are named by study "
-                         "and worker; each run is a task named 'run <run_id> N=.. D=..')")
-        progress.log(f"study {cfg.name!r} in {study_dir}: {len(cfg.targets)} targets, tolerance "
-                     f"±{100 * cfg.tolerance:.0f}%, cap {cfg.compute_cap:.3g} FLOPs, {cfg.max_concurrent} workers "
-                     f"({cfg.backend.name} backend)")
-        result = Controller(cfg, study_dir, progress, time_limit_s=args.time_limit).run()
-    finally:
-        ray.shutdown()
+    result = run_study(args.config, args.study_dir, address=args.address, num_cpus=args.num_cpus,
+                       dashboard=args.dashboard, dashboard_host=args.dashboard_host,
+                       progress=Progress(quiet=args.quiet), time_limit_s=args.time_limit)
     return 0 if result["stop_reason"] in ("converged", "budget_exhausted", "max_runs", "time_limit") else 1
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from scheduler.ledger import Ledger, read_result
+    from scheduler.study import read_status
 
-    study_dir = Path(args.study_dir)
-    if not (study_dir / "study.yaml").exists():
-        raise InputError(f"{study_dir}: not a study directory (no study.yaml)")
+    status = read_status(Path(args.study_dir))
     console = Console(highlight=False)
-    ledger = Ledger(study_dir / "runs.parquet") if (study_dir / "runs.parquet").exists() else None
-    n = len(ledger) if ledger else 0
-    spent = ledger.flops_spent() if ledger else 0.0
-    result_path = study_dir / "result.json"
-    if result_path.exists():
-        result = read_result(study_dir)
-        console.print(f"stopped: {result['stop_reason']} after {result['n_runs']} runs, "
-                      f"{result['flops_spent']:.3g} FLOPs")
-        targets = result["targets"]
+    if status.stop_reason is not None:
+        console.print(f"stopped: {status.stop_reason} after {status.n_runs} runs, {status.flops_spent:.3g} FLOPs")
     else:
-        fits = sorted((study_dir / "fits").glob("fit-*.json")) if (study_dir / "fits").exists() else []
-        targets = json.loads(fits[-1].read_text())["targets"] if fits else []
-        console.print(f"running or interrupted: {n} runs finished, {spent:.3g} FLOPs spent "
+        console.print(f"running or interrupted: {status.n_runs} runs finished, {status.flops_spent:.3g} FLOPs spent "
                       "(rerun `skillscale run` with the same config to resume)")
-    for t in targets:
-        if t.get("rel_halfwidth") is None or t["n_params"] is None:
-            why = f" ({precision_text(None, t['degenerate'])})" if t.get("degenerate") else ""
-            console.print(f"  {t['name']:<16} N*({t['flops']:.3g}) not identifiable from these runs yet{why}")
+    for t in status.targets:
+        if not (math.isfinite(t.rel_halfwidth) and math.isfinite(t.n_params)):
+            why = f" ({precision_text(None, t.degenerate)})" if t.degenerate else ""
+            console.print(f"  {t.name:<16} N*({t.flops:.3g}) not identifiable from these runs yet{why}")
             continue
-        lo, hi = t["n_params_ci95"]
-        console.print(f"  {t['name']:<16} N*({t['flops']:.3g}) = {t['n_params']:.3g}  95% CI [{lo:.3g}, {hi:.3g}]"
-                      f"  ±{100 * t['rel_halfwidth']:.1f}%")
+        lo, hi = t.n_params_ci95
+        console.print(f"  {t.name:<16} N*({t.flops:.3g}) = {t.n_params:.3g}  95% CI [{lo:.3g}, {hi:.3g}]"
+                      f"  ±{100 * t.rel_halfwidth:.1f}%")
     return 0

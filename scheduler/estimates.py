@@ -44,6 +44,17 @@ class TargetEstimate:
         d["degenerate"] = list(self.degenerate)
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict) -> TargetEstimate:
+        """Back from to_dict() as written to JSON (a null number, i.e. not identifiable, reads as inf/nan)."""
+        num = lambda v, missing: missing if v is None else float(v)  # noqa: E731
+        return cls(name=d["name"], weights=dict(d["weights"]), mix=dict(d.get("mix") or {}), flops=float(d["flops"]),
+                   n_params=num(d.get("n_params"), np.nan),
+                   n_params_ci95=tuple(num(v, np.nan) for v in d.get("n_params_ci95") or (None, None)),
+                   n_tokens=num(d.get("n_tokens"), np.nan),
+                   n_tokens_ci95=tuple(num(v, np.nan) for v in d.get("n_tokens_ci95") or (None, None)),
+                   rel_halfwidth=num(d.get("rel_halfwidth"), np.inf), degenerate=tuple(d.get("degenerate") or ()))
+
 
 @dataclass(frozen=True)
 class Estimates:

@@ -46,16 +46,17 @@ def freeze_config(study_dir: Path, frozen: dict) -> None:
 
 
 class Ledger:
-    """runs.parquet: one row per finished run, rewritten atomically on every append.
+    """runs.parquet: one row per finished run, rewritten atomically on every append (path None: in memory).
 
     Columns: run_id, trial_number, status, error, requested_n_params, n_params, n_tokens, flops,
     mix/<domain>..., loss/<skill>..., domain_loss/<domain>..., wall_s, tokens_per_s, mfu, tries,
     finished_at (unix seconds).
     """
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self._rows: list[dict] = self._read() if self.path.exists() else []
+    def __init__(self, path: Path | None):
+        self.path = Path(path) if path is not None else None
+        self._rows: list[dict] = self._read() if self.path is not None and self.path.exists() else []
+        self._by_id = {r["run_id"]: r for r in self._rows}
 
     def _read(self) -> list[dict]:
         try:
@@ -76,18 +77,27 @@ class Ledger:
         return len(self._rows)
 
     def run_ids(self) -> set[str]:
-        return {r["run_id"] for r in self._rows}
+        return set(self._by_id)
 
-    def append(self, spec: RunSpec, result: RunResult, tries: int = 1) -> None:
-        if result.run_id in self.run_ids():
-            return  # a finished run is never recorded twice
-        rows = self._rows + [ledger_row(spec, result, tries)]
-        columns = sorted({k for r in rows for k in r}, key=_column_order)
-        table = pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in rows])
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink)
-        atomic_write_bytes(self.path, sink.getvalue().to_pybytes())
+    def row(self, run_id: str) -> dict | None:
+        """The row of a finished run, None if it has not finished."""
+        return self._by_id.get(run_id)
+
+    def append(self, spec: RunSpec, result: RunResult, tries: int = 1) -> dict:
+        """Record a finished run and return its row; a run already recorded keeps its first row (returned)."""
+        if result.run_id in self._by_id:
+            return self._by_id[result.run_id]  # a finished run is never recorded twice
+        row = ledger_row(spec, result, tries)
+        rows = self._rows + [row]
+        if self.path is not None:
+            columns = sorted({k for r in rows for k in r}, key=_column_order)
+            table = pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in rows])
+            sink = pa.BufferOutputStream()
+            pq.write_table(table, sink)
+            atomic_write_bytes(self.path, sink.getvalue().to_pybytes())
         self._rows = rows
+        self._by_id[row["run_id"]] = row
+        return row
 
     def flops_spent(self) -> float:
         return float(sum(r["flops"] for r in self._rows))

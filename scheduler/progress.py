@@ -10,16 +10,19 @@ from rich.console import Console
 from rich.table import Table
 
 from scheduler.estimates import precision_text
+from scheduler.study import StudyStatus
 
 
-def _fmt_targets(estimates) -> str:
-    if estimates is None:
+def _fmt_targets(status: StudyStatus) -> str:
+    if not status.targets:
         return "laws not yet identifiable"
     return "  ".join(f"{t.name} N*={t.n_params:.3g} {precision_text(t.rel_halfwidth, t.degenerate, digits=0)}"
-                     for t in estimates.targets)
+                     for t in status.targets)
 
 
 class Progress:
+    """Lines for a person (or a log file); every method reads a StudyStatus (scheduler/study.py)."""
+
     def __init__(self, quiet: bool = False, console: Console | None = None):
         self.quiet = quiet
         self.console = console or Console(highlight=False, soft_wrap=True)
@@ -34,27 +37,28 @@ class Progress:
         if not self.quiet:
             self.console.print(f"[{self._elapsed()}] {message}")
 
-    def run_finished(self, ctl, spec, result) -> None:
+    def run_finished(self, status: StudyStatus, result) -> None:
+        """One line per recorded run (`result`: the RunResult as recorded)."""
         if self.quiet:
             return
-        cap = ctl.cfg.compute_cap
-        spent = ctl.ledger.flops_spent()
+        cap, spent = status.compute_cap, status.flops_spent
         losses = " ".join(f"{k}={v:.4f}" for k, v in result.losses.items())
-        self.log(f"run {len(ctl.ledger):>3} {result.status:<8} N={result.n_params:.3g} D={result.n_tokens:.3g} "
-                 f"{losses} | in flight {len(ctl.in_flight)} | FLOPs {spent:.3g}/{cap:.3g} "
-                 f"({100 * spent / cap:.1f}%) | {_fmt_targets(ctl.estimates)} (tol ±{100 * ctl.cfg.tolerance:.0f}%)")
+        self.log(f"run {status.n_runs:>3} {result.status:<8} N={result.n_params:.3g} D={result.n_tokens:.3g} "
+                 f"{losses} | in flight {status.n_in_flight} | FLOPs {spent:.3g}/{cap:.3g} "
+                 f"({100 * spent / cap:.1f}%) | {_fmt_targets(status)} (tol ±{100 * status.tolerance:.0f}%)")
 
-    def heartbeat(self, ctl) -> None:
+    def heartbeat(self, status: StudyStatus) -> None:
         now = time.monotonic()
         if self.quiet or now - self._last_beat < 30:
             return
         self._last_beat = now
-        self.log(f"waiting: {len(ctl.in_flight)} runs training, {len(ctl.ledger)} finished")
+        self.log(f"waiting: {status.n_in_flight} runs training, {status.n_runs} finished")
 
-    def finished(self, ctl, result: dict) -> None:
+    def finished(self, status: StudyStatus, result: dict, study_dir=None) -> None:
+        """The final table, from the result dict (result.json)."""
         if self.quiet:
             return
-        table = Table(title=f"{ctl.cfg.name}: stopped ({result['stop_reason']}) after {result['n_runs']} runs, "
+        table = Table(title=f"{status.name}: stopped ({result['stop_reason']}) after {result['n_runs']} runs, "
                             f"{result['flops_spent']:.3g} FLOPs")
         for col in ("target", "C_target", "N*", "N* 95% CI", "D*", "±rel"):
             table.add_column(col, justify="right")
@@ -64,5 +68,5 @@ class Progress:
             rel = precision_text(t["rel_halfwidth"], t.get("degenerate", ()))
             table.add_row(t["name"], g(t["flops"]), g(t["n_params"]), f"[{g(lo)}, {g(hi)}]", g(t["n_tokens"]), rel)
         self.console.print(table)
-        self.console.print("N counts non-embedding matmul parameters; C = 6ND. "
-                           f"Result: {ctl.study_dir / 'result.json'}")
+        where = f" Result: {study_dir}/result.json" if study_dir is not None else ""
+        self.console.print(f"N counts non-embedding matmul parameters; C = 6ND.{where}")

@@ -138,22 +138,20 @@ def test_a_result_missing_a_skill_is_recorded_as_failed(ray_local, small_study, 
 def test_a_run_that_keeps_failing_is_marked_failed_after_max_tries(ray_local, small_study, tmp_path):
     from ray.exceptions import ActorDiedError
 
-    from trainers.spec import RunSpec
+    from scheduler.proposer import Point
 
     small_study.update(max_tries=3, name="retries")
     cfg = parse_study_config(small_study)
     ctl = Controller(cfg, tmp_path)
-    spec = RunSpec(10_000_000, 200_000_000, cfg.mix.fixed, trial_number=0)
-    ctl.study.enqueue_trial(ctl.space.to_params(ctl.space.from_params(
-        {"log10_n_params": 7.0, "log10_n_tokens": 8.30103})))
-    ctl.study.ask(ctl.space.optuna_distributions())
+    ctl.study.reconcile()
+    (spec,) = ctl.study.ask([Point(10_000_000, 200_000_000, cfg.mix.fixed)])
     for attempt in range(1, 4):
         ctl._on_error(spec, 0, ActorDiedError() if attempt == 1 else RuntimeError("CUDA error: out of memory"))
-        assert len(ctl.ledger) == (1 if attempt == 3 else 0)
+        assert len(ctl.study.ledger) == (1 if attempt == 3 else 0)
         if attempt < 3:
             assert ctl.pending.popleft() == spec  # re-queued at the front, as dispatch would take it
-    assert not ctl.pending
-    (row,) = ctl.ledger.rows
+    assert not ctl.pending and not ctl.study.outstanding
+    (row,) = ctl.study.ledger.rows
     assert row["status"] == "failed" and "out of memory" in row["error"] and row["tries"] == 3
     assert json.loads((tmp_path / "attempts.json").read_text())[spec.run_id]["tries"] == 3
 
@@ -172,7 +170,7 @@ def test_truncated_ledger_is_detected(tmp_path, small_study):
 
 
 def test_corrupt_journal_is_detected_and_a_torn_tail_is_tolerated(tmp_path, small_study):
-    from scheduler.controller import open_optuna_study
+    from scheduler.study import open_optuna_study
 
     cfg = parse_study_config(small_study)
     study = open_optuna_study(cfg, tmp_path)

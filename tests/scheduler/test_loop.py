@@ -6,7 +6,8 @@ import pyarrow.parquet as pq
 from optuna.trial import TrialState
 
 from scheduler.config import parse_study_config
-from scheduler.controller import Controller, open_optuna_study
+from scheduler.controller import Controller
+from scheduler.study import open_optuna_study
 from tests.conftest import TINY_TORCH_SETTINGS, torch_backend_section
 
 

@@ -1,0 +1,390 @@
+"""The Study: everything a study decides, in one Ray-free object that the controller, the benchmark and the
+tests all drive.
+
+    study = Study(cfg, study_dir)            # study_dir=None: in memory (benchmarks, tests)
+    resumed = study.reconcile()              # once, first: runs that were in flight when a process stopped
+    while study.stop_reason() is None:
+        specs = study.propose(k)             # up to k new runs (fewer when the budget is short)
+        ...train them anywhere...
+        study.record(spec, result)           # as each one finishes, in any order
+        study.status()                       # a frozen StudyStatus snapshot: what progress/metrics/CLI show
+    result = study.finish(study.stop_reason())   # result.json
+
+Lifecycle, like Ray Tune's Searcher (suggest / on_trial_complete) and Optuna's ask/tell. Between
+`propose` and `record` a run is *outstanding*: the Study counts its FLOPs as committed, conditions further
+proposals on it, and does not stop for max_runs or the budget while it trains. A dispatcher that gives up
+on a run calls `abandon(spec)` (its trial is failed), one that retries simply dispatches the same spec
+again (same run_id: the backend resumes from its checkpoint), and one that is stopped by a time limit
+leaves it outstanding: the next process's `reconcile()` hands it back.
+
+What it owns, in <study_dir> (see DESIGN.md "Study directory"):
+- the frozen config (study.yaml: a resume with another estimand is refused),
+- the ledger (runs.parquet, scheduler/ledger.py), the record of finished runs,
+- the persistent Optuna study (optuna.journal or `storage:`), spoken to through ask/tell/enqueue_trial only:
+  each proposal is enqueued and asked, so a trial's params are the run's spec,
+- the refits (scheduler/estimates.py) and their snapshots (fits/fit-NNNNN.json),
+- the stop rule: "converged" once `confirm_refits` consecutive refits (each after a new ok run) have every
+  target's 95% half-width within tolerance, with at least `seed_runs` ok runs; "max_runs" once that many
+  trials were asked and none is outstanding; "budget_exhausted" when nothing is outstanding and nothing
+  affordable is left to propose. (A time limit is the dispatcher's: the controller adds "time_limit".)
+
+Order of writes on a recorded run: the ledger first, then Optuna's tell, then the fit snapshot; a process
+killed between any two is reconciled on restart (a run in the ledger whose trial is still RUNNING is told
+then, not trained again).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import optuna
+import yaml
+from optuna.trial import TrialState
+
+from fitting.conventions import conventions_dict
+from fitting.report import parametric_skill_report
+from scheduler.config import StudyConfig
+from scheduler.estimates import Estimates, TargetEstimate, fit_inputs, refit
+from scheduler.ledger import Ledger, freeze_config, read_result
+from scheduler.proposer import Point, Proposer, SearchSpace
+from skillscale.atomic import atomic_write_json, finite_or_none
+from skillscale.errors import InputError
+from trainers.spec import RunResult, RunSpec
+
+STOP_REASONS = ("converged", "max_runs", "budget_exhausted")  # the Study's; the controller adds "time_limit"
+
+
+@dataclass(frozen=True)
+class StudyStatus:
+    """Where a study stands: a frozen snapshot for logs, metrics, `skillscale status` and reports."""
+
+    name: str
+    n_runs: int  # finished: ok, diverged or failed (rows of the ledger)
+    n_runs_ok: int
+    n_runs_diverged: int
+    n_runs_failed: int
+    n_in_flight: int  # proposed (or resumed) and not yet recorded
+    n_asked: int  # trials of the persistent study
+    flops_spent: float  # 6ND of the finished runs
+    flops_in_flight: float  # 6ND of the outstanding runs
+    flops_abandoned: float  # 6ND of runs abandoned at a stop
+    compute_cap: float
+    tolerance: float
+    targets: tuple[TargetEstimate, ...]  # current estimate and 95% interval per target; () until identifiable
+    converged_streak: int  # consecutive refits with every target within tolerance
+    confirm_refits: int  # the streak needed to stop
+    stop_reason: str | None  # None while the study should go on
+
+    @property
+    def precision(self) -> dict[str, float]:
+        """Per target: the relative 95% half-width of N*(C_target) (inf while not identifiable)."""
+        return {t.name: t.rel_halfwidth for t in self.targets}
+
+
+def open_optuna_study(cfg: StudyConfig, study_dir: Path | None) -> optuna.Study:
+    """The persistent study: a journal file in the study dir, the configured RDB URL, or (no study dir and no
+    storage) an in-memory study."""
+    if cfg.storage:
+        storage = cfg.storage
+    elif study_dir is None:
+        storage = None
+    else:
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        path = Path(study_dir) / "optuna.journal"
+        try:
+            storage = JournalStorage(JournalFileBackend(str(path)))
+        except Exception as exc:  # a truncated/corrupt journal fails to replay
+            raise InputError(f"{path}: Optuna journal is unreadable ({type(exc).__name__}: {exc})") from None
+    try:
+        study = optuna.create_study(storage=storage, study_name=cfg.name, load_if_exists=True,
+                                    directions=["minimize"] * len(cfg.skills))
+    except (ImportError, ValueError, RuntimeError, OSError) as exc:  # a bad RDB URL, an unreachable database
+        raise InputError(f"storage: cannot open Optuna storage {cfg.storage or 'journal'!r} "
+                         f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+    except Exception as exc:  # SQLAlchemy's own errors (optional dependency) are not importable here
+        if type(exc).__module__.startswith("sqlalchemy"):
+            raise InputError(f"storage: cannot open Optuna storage {cfg.storage!r} ({type(exc).__name__})") from None
+        raise
+    if study.metric_names is None:
+        with warnings.catch_warnings():  # marked experimental by Optuna; only labels the values
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([f"loss/{s}" for s in cfg.skills])
+    return study
+
+
+class Study:
+    """One study's decisions and state (see the module docstring for the lifecycle)."""
+
+    def __init__(self, cfg: StudyConfig, study_dir: Path | None = None):
+        self.cfg = cfg
+        self.study_dir = Path(study_dir) if study_dir is not None else None
+        if self.study_dir is not None:
+            self.study_dir.mkdir(parents=True, exist_ok=True)
+            freeze_config(self.study_dir, cfg.frozen_dict())
+        self.ledger = Ledger(self.study_dir / "runs.parquet" if self.study_dir is not None else None)
+        self.optuna = open_optuna_study(cfg, self.study_dir)
+        self.space = SearchSpace(cfg)
+        self.proposer = Proposer(cfg)
+        self.outstanding: dict[str, RunSpec] = {}  # run_id -> spec: proposed or resumed, not yet recorded
+        self.flops_abandoned = 0.0
+        self.estimates: Estimates | None = None
+        self.converged_streak = 0
+        self._nothing_left = False  # the last proposal found nothing affordable while nothing was outstanding
+        self._reconciled = False
+        self._restore_fit()
+
+    # ------------------------------------------------------------------------------- lifecycle
+    def reconcile(self) -> list[RunSpec]:
+        """Call once, before the first `propose`: trials whose run is already in the ledger are told; the
+        specs of trials still RUNNING (or enqueued and WAITING) are returned, outstanding, to be dispatched
+        again (same run_id, so the backend resumes from the run's last checkpoint)."""
+        self._reconciled = True
+        resumed = []
+        for trial in self.optuna.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            spec = self._spec(trial.number, trial.params)
+            row = self.ledger.row(spec.run_id)
+            if row is not None:
+                self._tell(trial.number, row)
+            else:
+                resumed.append(spec)
+        distributions = self.space.optuna_distributions()
+        while self.optuna.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            trial = self.optuna.ask(distributions)  # pops the enqueued trial, params as enqueued
+            resumed.append(self._spec(trial.number, trial.params))
+        self.outstanding.update({s.run_id: s for s in resumed})
+        return resumed
+
+    def propose(self, k: int) -> list[RunSpec]:
+        """Up to k new runs (fewer at max_runs or when the budget left affords fewer), each a new trial of
+        the persistent study, chosen given every outstanding run (scheduler/proposer.py)."""
+        if not self._reconciled:
+            raise RuntimeError("Study.reconcile() must be called once before propose()")
+        k = min(k, self.cfg.max_runs - self.n_asked)
+        points = []
+        if k > 0:
+            in_flight = [Point(s.n_params, s.n_tokens, s.mix) for s in self.outstanding.values()]
+            points = self.proposer.propose(k, self.estimates, in_flight, self.n_asked,
+                                           budget_left=self.cfg.compute_cap - self.flops_committed)
+        self._nothing_left = not points and not self.outstanding and k > 0
+        return self.ask(points)
+
+    def ask(self, points: list[Point]) -> list[RunSpec]:
+        """Make trials of the given points (enqueue + ask) and hand out their specs, outstanding. `propose`
+        uses it; a benchmark baseline (grid, random) may call it with its own points."""
+        distributions = self.space.optuna_distributions()
+        specs = []
+        for point in points:
+            self.optuna.enqueue_trial(self.space.to_params(point))
+            trial = self.optuna.ask(distributions)
+            spec = self._spec(trial.number, trial.params)
+            self.outstanding[spec.run_id] = spec
+            specs.append(spec)
+        return specs
+
+    def record(self, spec: RunSpec, result: RunResult, tries: int = 1, refit_now: bool = True) -> RunResult:
+        """A run finished (ok, diverged or failed): ledger, Optuna's tell, refit, stop rule. Returns the result
+        as recorded: "ok" without a loss for every skill becomes "failed", a non-finite loss "diverged".
+        `refit_now=False` defers the refit to an explicit `refit()` (benchmarks that refit every few runs)."""
+        missing = [s for s in self.cfg.skills if s not in result.losses]
+        if result.status == "ok" and missing:
+            result = RunResult(**{**result.to_dict(), "status": "failed",
+                                  "losses": {s: result.losses.get(s, math.nan) for s in self.cfg.skills},
+                                  "error": f"backend reported no loss for skills {missing}"})
+        elif result.status == "ok" and not result.finite:
+            result = RunResult(**{**result.to_dict(), "status": "diverged", "error": "non-finite loss"})
+        row = self.ledger.append(spec, result, tries=tries)
+        self._tell(spec.trial_number, row)
+        self.outstanding.pop(spec.run_id, None)
+        if refit_now:
+            self.refit()
+        return result
+
+    def record_failure(self, spec: RunSpec, reason: str, tries: int) -> RunResult:
+        """A run that could not be trained (its tries used up): recorded as failed, excluded from fits."""
+        result = RunResult(run_id=spec.run_id, status="failed", n_params=spec.n_params, n_tokens=spec.n_tokens,
+                           flops=spec.flops, losses={s: math.nan for s in self.cfg.skills}, error=reason)
+        return self.record(spec, result, tries=tries)
+
+    def abandon(self, spec: RunSpec) -> None:
+        """A run stopped unfinished at the study's stop: its trial is failed and its FLOPs counted as abandoned."""
+        self.flops_abandoned += spec.flops
+        self.optuna.tell(spec.trial_number, state=TrialState.FAIL, skip_if_finished=True)
+        self.outstanding.pop(spec.run_id, None)
+
+    def stop_reason(self) -> str | None:
+        """Why the study should stop now (one of STOP_REASONS), or None."""
+        if self.converged_streak >= self.cfg.confirm_refits:
+            return "converged"
+        if self.n_asked >= self.cfg.max_runs and not self.outstanding:
+            return "max_runs"
+        if self._nothing_left and not self.outstanding:
+            return "budget_exhausted"
+        return None
+
+    def finish(self, stop: str) -> dict:
+        """The study's result (written to <study_dir>/result.json): why it stopped, spend, estimates, laws."""
+        result = self.result(stop)
+        if self.study_dir is not None:
+            atomic_write_json(self.study_dir / "result.json", result)
+        return result
+
+    def stopped_result(self) -> dict | None:
+        """result.json of a study that already stopped (a time limit is a pause, not a stop), else None."""
+        previous = read_result(self.study_dir) if self.study_dir is not None else None
+        return previous if previous is not None and previous["stop_reason"] != "time_limit" else None
+
+    # ---------------------------------------------------------------------------------- reading
+    @property
+    def n_asked(self) -> int:
+        """Trials of the persistent study (its `trials` property would deep-copy every one)."""
+        return len(self.optuna.get_trials(deepcopy=False))
+
+    @property
+    def flops_committed(self) -> float:
+        """FLOPs of finished runs plus those of outstanding runs: what the budget has left to give."""
+        return self.ledger.flops_spent() + sum(s.flops for s in self.outstanding.values())
+
+    def status(self) -> StudyStatus:
+        rows = self.ledger.rows
+        count = lambda status: sum(r["status"] == status for r in rows)  # noqa: E731
+        return StudyStatus(
+            name=self.cfg.name, n_runs=len(rows), n_runs_ok=count("ok"), n_runs_diverged=count("diverged"),
+            n_runs_failed=count("failed"), n_in_flight=len(self.outstanding), n_asked=self.n_asked,
+            flops_spent=self.ledger.flops_spent(), flops_in_flight=sum(s.flops for s in self.outstanding.values()),
+            flops_abandoned=self.flops_abandoned, compute_cap=self.cfg.compute_cap, tolerance=self.cfg.tolerance,
+            targets=tuple(self.estimates.targets) if self.estimates is not None else (),
+            converged_streak=self.converged_streak, confirm_refits=self.cfg.confirm_refits,
+            stop_reason=self.stop_reason())
+
+    def result(self, stop: str) -> dict:
+        """The result.json dict (see `finish`)."""
+        status, cfg, estimates = self.status(), self.cfg, self.estimates
+        targets = [{**t.to_dict(), "identifiable": math.isfinite(t.rel_halfwidth)} for t in status.targets]
+        return finite_or_none({
+            "stop_reason": stop,
+            "tolerance": cfg.tolerance,
+            "flops_spent": status.flops_spent,
+            "flops_abandoned": status.flops_abandoned,
+            "compute_cap": cfg.compute_cap,
+            "n_runs": status.n_runs,
+            "n_runs_ok": status.n_runs_ok,
+            "n_runs_diverged": status.n_runs_diverged,
+            "n_runs_failed": status.n_runs_failed,
+            "conventions": conventions_dict(),
+            "interval": "95% bias-corrected bootstrap percentile interval; rel_halfwidth = (hi - lo) / (2 * point)",
+            "targets": targets,
+            "laws": self._laws() if estimates is not None else {},
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        })
+
+    # ------------------------------------------------------------------------------ refit, rule
+    def refit(self) -> None:
+        """Refit after runs were recorded. The stop rule's streak moves only when a new ok run joined the fit:
+        a failed or diverged run changes nothing the fit sees, so it must not count as a confirmation."""
+        n_ok_before = self.estimates.n_runs if self.estimates is not None else 0
+        rows = self.ledger.rows
+        self.estimates = refit(self.cfg, rows)
+        n_ok = self.estimates.n_runs if self.estimates is not None else 0
+        if n_ok != n_ok_before or self.estimates is None:
+            self.converged_streak = self.converged_streak + 1 if self._inside(self.estimates, rows) else 0
+        self._write_fit_snapshot()
+
+    def _inside(self, estimates: Estimates | None, rows: list[dict]) -> bool:
+        n_ok = sum(r["status"] == "ok" for r in rows)
+        return (estimates is not None and n_ok >= self.cfg.proposer.seed_runs
+                and estimates.converged(self.cfg.tolerance))
+
+    def _restore_fit(self) -> None:
+        """On (re)start: the current fit, and the stop rule's streak replayed over the refits that followed the
+        last ok runs, so a restarted study stops exactly where an uninterrupted one would."""
+        rows = self.ledger.rows
+        if not rows:
+            return
+        self.estimates = refit(self.cfg, rows)
+        ok_ends = [i + 1 for i, r in enumerate(rows) if r["status"] == "ok"]  # prefixes ending in an ok run
+        for j, end in enumerate(reversed(ok_ends[-self.cfg.confirm_refits:])):
+            prefix = rows[:end]
+            est = self.estimates if j == 0 else refit(self.cfg, prefix)
+            if not self._inside(est, prefix):
+                break
+            self.converged_streak += 1
+        self._write_fit_snapshot()
+
+    def _write_fit_snapshot(self) -> None:
+        if self.estimates is None or self.study_dir is None:
+            return
+        snapshot = {"n_runs": self.estimates.n_runs, "flops_spent": self.ledger.flops_spent(),
+                    "targets": [t.to_dict() for t in self.estimates.targets],
+                    "laws": {s: f.law.to_dict() for s, f in self.estimates.fits.items()},
+                    "noise": self.estimates.noise}
+        atomic_write_json(self.study_dir / "fits" / f"fit-{len(self.ledger):05d}.json", finite_or_none(snapshot))
+
+    def _laws(self) -> dict:
+        """Per skill, the law block `skillscale fit` reports (fitting/report.py), from this study's own fits,
+        plus the measured noise; optima at the targets' budgets (a simplex study's at the runs' mean mix)."""
+        flops = sorted({t.flops for t in self.cfg.targets})
+        mix = None
+        if self.cfg.mix.space == "simplex":
+            mix = fit_inputs(self.cfg, self.ledger.rows)["mix"].mean(axis=0)
+        with np.errstate(all="ignore"):  # a degenerate fit's optimum is 0 or inf; written as null
+            return {s: {**parametric_skill_report(self.estimates.fits[s], self.estimates.ensembles[s], flops, mix),
+                        "noise_log_std": self.estimates.noise[s]} for s in self.cfg.skills}
+
+    # ---------------------------------------------------------------------------------- Optuna
+    def _spec(self, trial_number: int, params: dict) -> RunSpec:
+        point = self.space.from_params(params)
+        return RunSpec(n_params=point.n_params, n_tokens=point.n_tokens, mix=point.mix, seed=self.cfg.seed,
+                       hparams=self.cfg.hparams.overrides(), trial_number=trial_number)
+
+    def _tell(self, trial_number: int, row: dict) -> None:
+        if row["status"] == "ok":
+            self.optuna.tell(trial_number, [row[f"loss/{s}"] for s in self.cfg.skills], skip_if_finished=True)
+        else:
+            self.optuna.tell(trial_number, state=TrialState.FAIL, skip_if_finished=True)
+
+
+def read_status(study_dir: Path) -> StudyStatus:
+    """The status of a study on disk, read without opening it (no Optuna, no lock, no refit): the ledger, the
+    newest fit snapshot and result.json, as `skillscale status` shows them."""
+    study_dir = Path(study_dir)
+    frozen_path = study_dir / "study.yaml"
+    if not frozen_path.exists():
+        raise InputError(f"{study_dir}: not a study directory (no study.yaml)")
+    try:
+        frozen = yaml.safe_load(frozen_path.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        raise InputError(f"{frozen_path}: frozen study config is unreadable") from None
+    ledger = Ledger(study_dir / "runs.parquet") if (study_dir / "runs.parquet").exists() else Ledger(None)
+    rows = ledger.rows
+    result = read_result(study_dir)
+    if result is not None:
+        targets = result["targets"]
+    else:
+        fits = sorted((study_dir / "fits").glob("fit-*.json")) if (study_dir / "fits").exists() else []
+        targets = _read_json(fits[-1])["targets"] if fits else []
+    count = lambda status: sum(r["status"] == status for r in rows)  # noqa: E731
+    return StudyStatus(
+        name=str(frozen.get("name", study_dir.name)), n_runs=len(rows), n_runs_ok=count("ok"),
+        n_runs_diverged=count("diverged"), n_runs_failed=count("failed"), n_in_flight=0, n_asked=len(rows),
+        flops_spent=ledger.flops_spent(), flops_in_flight=0.0,
+        flops_abandoned=float((result or {}).get("flops_abandoned") or 0.0),
+        compute_cap=float(frozen.get("compute_cap") or math.nan), tolerance=float(frozen.get("tolerance") or math.nan),
+        targets=tuple(TargetEstimate.from_dict(t) for t in targets), converged_streak=0,
+        confirm_refits=int(frozen.get("confirm_refits") or 0),
+        stop_reason=result["stop_reason"] if result is not None else None)
+
+
+def _read_json(path: Path) -> dict:
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise InputError(f"{path}: unreadable fit snapshot (delete it; the next refit writes a new one)") from None

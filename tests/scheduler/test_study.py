@@ -1,0 +1,80 @@
+"""The Study in process, without Ray: the whole loop to convergence on the simulated backend, resume, status."""
+
+import subprocess
+import sys
+
+import pytest
+
+from scheduler import Study, StudyStatus, parse_study_config, read_status
+from scheduler.study import STOP_REASONS
+
+
+def _drive(study: Study, backend, k: int, tmp_path) -> str:
+    """Keep k runs outstanding; finish the oldest first (a stand-in for the controller)."""
+    queue = list(study.reconcile())
+    while (stop := study.stop_reason()) is None:
+        queue += study.propose(k - len(queue))
+        if not queue:
+            return study.stop_reason()
+        spec = queue.pop(0)
+        study.record(spec, backend.run(spec, tmp_path / spec.run_id))
+    return stop
+
+
+def test_study_converges_in_process_near_the_truth(small_study, tmp_path):
+    """One skill (Chinchilla's law), a 20% tolerance and a small ensemble keep this to seconds."""
+    small_study.update(skills=["all"], domains=["all"], mix={"space": "fixed", "fixed": {"all": 1.0}},
+                       targets=[{"name": "all", "weights": {"all": 1.0}, "flops": 1e20}], tolerance=0.2)
+    small_study["backend"] = {"name": "simulated", "truth": "chinchilla", "noise": 0.005}
+    small_study["proposer"] = {"n_boot": 40, "inner_trials": 0, "n_candidates": 128, "overhead_flops": 1e17,
+                               "seed_runs": 8}
+    cfg = parse_study_config(small_study)
+    study = Study(cfg, tmp_path)
+    backend = cfg.backend.build()
+    assert _drive(study, backend, k=2, tmp_path=tmp_path) == "converged"
+    status = study.status()
+    assert isinstance(status, StudyStatus) and status.stop_reason == "converged"
+    assert status.n_runs == status.n_runs_ok == len(study.ledger) >= cfg.proposer.seed_runs
+    assert status.converged_streak >= cfg.confirm_refits
+    assert 0 < status.flops_spent <= cfg.compute_cap
+    (target,) = status.targets
+    true_n = float(backend.truth["all"].optimum(target.flops)[0][0])
+    assert status.precision["all"] <= cfg.tolerance
+    assert abs(target.n_params / true_n - 1) <= cfg.tolerance, (target, true_n)
+    result = study.finish("converged")
+    assert result["n_runs"] == status.n_runs and set(result["laws"]) == {"all"}
+    on_disk = read_status(tmp_path)  # what `skillscale status` shows
+    assert on_disk.stop_reason == "converged" and on_disk.n_runs == status.n_runs
+    assert [t.n_params for t in on_disk.targets] == pytest.approx([t.n_params for t in status.targets])
+
+
+def test_a_restarted_study_hands_back_what_was_outstanding(small_study, tmp_path):
+    cfg = parse_study_config(small_study)
+    first = Study(cfg, tmp_path)
+    assert first.reconcile() == []
+    specs = first.propose(3)
+    assert len(specs) == 3 and first.status().n_in_flight == 3
+    backend = cfg.backend.build()
+    first.record(specs[0], backend.run(specs[0], tmp_path))
+    second = Study(cfg, tmp_path)  # the process died with two runs training
+    assert {s.run_id for s in second.reconcile()} == {s.run_id for s in specs[1:]}
+    assert second.status().n_runs == 1 and second.status().n_in_flight == 2
+    assert second.propose(1)[0].trial_number == 3  # new trials continue the sequence
+
+
+def test_budget_and_max_runs_stop_the_study(small_study, tmp_path):
+    small_study.update(max_runs=3)
+    cfg = parse_study_config(small_study)
+    study = Study(cfg)  # in memory
+    assert _drive(study, cfg.backend.build(), k=2, tmp_path=tmp_path) == "max_runs"
+    small_study.update(max_runs=500, compute_cap=2e18)
+    cfg = parse_study_config(small_study)
+    study = Study(cfg)
+    assert _drive(study, cfg.backend.build(), k=2, tmp_path=tmp_path) == "budget_exhausted"
+    assert study.status().flops_spent <= 2e18 and set(STOP_REASONS) >= {study.stop_reason()}
+
+
+def test_the_study_does_not_import_ray():
+    code = ("import sys; import scheduler, scheduler.study, scheduler.progress, scheduler.metrics; "
+            "assert 'ray' not in sys.modules, 'ray imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
