@@ -4,18 +4,21 @@ Never imports Ray. See DESIGN.md "Laws and fitting" and each module's docstring 
 """
 
 from fitting.conventions import Conventions, conventions_dict, training_flops
+from fitting.forecast import Forecast, forecast_to_tolerance
 from fitting.isoflop import IsoflopFit, bootstrap_isoflop, fit_isoflop, group_budgets
 from fitting.law import LawEnsemble, ParametricLaw, interval
 from fitting.mixture import MixtureFit, fit_mixture
+from fitting.noise import NoiseModel, estimate_noise
 from fitting.optimum import composition_exponent, composition_optimum, composition_whatif
 from fitting.parametric import ParametricFit, bootstrap_parametric, fit_parametric
 from fitting.report import fit_report, loss_interval
 from fitting.table import RunsTable, bootstrap_skills, fit_skills, load_runs
+from fitting.truths import CrossTermLaw, RepeatedDataLaw
 
 __all__ = [
-    "Conventions", "IsoflopFit", "LawEnsemble", "MixtureFit", "ParametricFit", "ParametricLaw",
-    "RunsTable", "bootstrap_isoflop", "bootstrap_parametric", "bootstrap_skills", "composition_exponent",
-    "composition_optimum", "composition_whatif", "conventions_dict", "fit_isoflop", "fit_mixture",
-    "fit_parametric", "fit_report", "fit_skills", "group_budgets", "interval", "load_runs", "loss_interval",
-    "training_flops",
+    "Conventions", "CrossTermLaw", "Forecast", "IsoflopFit", "LawEnsemble", "MixtureFit", "NoiseModel",
+    "ParametricFit", "ParametricLaw", "RepeatedDataLaw", "RunsTable", "bootstrap_isoflop", "bootstrap_parametric",
+    "bootstrap_skills", "composition_exponent", "composition_optimum", "composition_whatif", "conventions_dict",
+    "estimate_noise", "fit_isoflop", "fit_mixture", "fit_parametric", "fit_report", "fit_skills",
+    "forecast_to_tolerance", "group_budgets", "interval", "load_runs", "loss_interval", "training_flops",
 ]

@@ -48,11 +48,33 @@ def test_shared_resamples_are_used():
     n, d = isoflop_design(CHINCHILLA)
     loss = noisy_loss(CHINCHILLA, n, d, 0.01, 0)
     idx = np.random.default_rng(5).integers(0, n.size, size=(20, n.size))
-    a = bootstrap_parametric(n, d, loss, n_boot=20, resamples=idx)
-    b = bootstrap_parametric(n, d, loss, n_boot=20, resamples=idx, seed=99)
+    a = bootstrap_parametric(n, d, loss, n_boot=20, resamples=idx, method="residual")
+    b = bootstrap_parametric(n, d, loss, n_boot=20, resamples=idx, seed=99, method="residual")
+    c = bootstrap_parametric(n, d, loss, n_boot=20, seed=99, method="residual")
+    np.testing.assert_allclose(a.alpha, b.alpha)
+    assert not np.allclose(a.alpha, c.alpha)
+
+
+def test_shared_normal_draws_are_used_by_the_parametric_bootstrap():
+    n, d = isoflop_design(CHINCHILLA)
+    loss = noisy_loss(CHINCHILLA, n, d, 0.01, 0)
+    draws = np.random.default_rng(5).standard_normal((20, n.size))
+    a = bootstrap_parametric(n, d, loss, n_boot=20, draws=draws)
+    b = bootstrap_parametric(n, d, loss, n_boot=20, draws=draws, seed=99)
     c = bootstrap_parametric(n, d, loss, n_boot=20, seed=99)
     np.testing.assert_allclose(a.alpha, b.alpha)
     assert not np.allclose(a.alpha, c.alpha)
+
+
+def test_laplace_draws_match_the_parametric_bootstrap_spread():
+    """The sandwich covariance under the noise model and refits of simulated data agree on log N*."""
+    n, d = isoflop_design(CHINCHILLA)
+    loss = noisy_loss(CHINCHILLA, n, d, 0.01, 1)
+    fit = fit_parametric(n, d, loss)
+    boot = np.log(bootstrap_parametric(n, d, loss, n_boot=200, fit=fit).optimum(1e22)[0])
+    lap = np.log(bootstrap_parametric(n, d, loss, n_boot=2000, fit=fit, method="laplace").optimum(1e22)[0])
+    assert np.std(lap) == pytest.approx(np.std(boot), rel=0.3)
+    assert fit.noise is not None and fit.noise.sigma_ref == pytest.approx(0.01, rel=0.3)
 
 
 def test_too_few_points_is_an_input_error():
