@@ -58,24 +58,31 @@ def _parametric_report(table, n_boot, target_flops, exclude_top, seed, keep) -> 
         keep.update(fits=fits, ensembles=ensembles)
     skills = {}
     for s in table.skills:
-        fit, ens = fits[s], ensembles[s]
-        point = fit.law.to_dict()
-        ci = {name: list(interval(v, point=point[name])) for name, v in ens.params().items()}
-        mix, extra = None, None
-        if ens.transfer is not None:
-            for j, dom in enumerate(ens.domains):
-                ci[f"transfer/{dom}"] = list(interval(ens.transfer[:, j], point=point["transfer"][dom]))
-            mix = table.mix[table.rows(s)].mean(axis=0)
-            extra = {"mix": {d: float(m) for d, m in zip(ens.domains, mix, strict=True)}}
-        skills[s] = {
-            "law": fit.law.to_dict(), "ci95": ci,
-            "exponent_a": fit.law.exponent_a,
-            "exponent_a_ci95": list(interval(ens.exponent_a, point=fit.law.exponent_a)),
-            "residual_std": fit.residual_std, "n_points": fit.n_points, "excluded": list(fit.excluded),
-            "optimum": _optimum_rows(lambda c, f=fit, m=mix: f.law.optimum(c, m),
-                                     lambda c, e=ens, m=mix: e.optimum(c, m), target_flops, extra),
-        }
+        mix = table.mix[table.rows(s)].mean(axis=0) if ensembles[s].transfer is not None else None
+        skills[s] = parametric_skill_report(fits[s], ensembles[s], target_flops, mix)
     return skills
+
+
+def parametric_skill_report(fit, ens: LawEnsemble, target_flops: Sequence[float], mix=None) -> dict:
+    """One skill's block of the report (module docstring) from its point fit and bootstrap ensemble; a
+    mixture-aware law's optima are read at `mix` (the mean mix of its runs). The scheduler's result.json
+    uses it with the study's own fits."""
+    point = fit.law.to_dict()
+    ci = {name: list(interval(v, point=point[name])) for name, v in ens.params().items()}
+    extra = None
+    if ens.transfer is not None:
+        for j, dom in enumerate(ens.domains):
+            ci[f"transfer/{dom}"] = list(interval(ens.transfer[:, j], point=point["transfer"][dom]))
+        extra = {"mix": {d: float(m) for d, m in zip(ens.domains, mix, strict=True)}}
+    else:
+        mix = None
+    return {
+        "law": fit.law.to_dict(), "ci95": ci,
+        "exponent_a": fit.law.exponent_a,
+        "exponent_a_ci95": list(interval(ens.exponent_a, point=fit.law.exponent_a)),
+        "residual_std": fit.residual_std, "n_points": fit.n_points, "excluded": list(fit.excluded),
+        "optimum": _optimum_rows(lambda c: fit.law.optimum(c, mix), lambda c: ens.optimum(c, mix), target_flops, extra),
+    }
 
 
 def _isoflop_report(table, n_boot, target_flops, seed) -> dict:
