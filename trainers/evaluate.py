@@ -33,7 +33,14 @@ from trainers.data import Domain, heldout_windows
 from trainers.model import IGNORE_INDEX, Transformer
 
 ROW_MULTIPLE = 16  # row lengths are rounded up to this (fewer distinct shapes)
-EVAL_BATCH_TOKENS = 16_384  # tokens per evaluation forward (rows x row length)
+EVAL_BATCH_TOKENS = 16_384  # tokens per evaluation forward (rows x row length) for mean_nll's callers
+EVAL_LOGIT_BUDGET = 2**25  # per skill-eval forward: tokens x vocabulary (byte vocab: 128k tokens; 32k vocab: 1k)
+
+
+def eval_batch_tokens(vocab_size: int) -> int:
+    """Tokens per skill-eval forward: many short rows at once (the eager model is launch-bound on a GPU),
+    bounded so that the logits stay ~128 MB in fp32."""
+    return int(min(131_072, max(8_192, EVAL_LOGIT_BUDGET // max(vocab_size, 1))))
 
 
 @dataclass
@@ -159,7 +166,7 @@ class Evaluator:
         """(skill losses, domain losses, each skill loss's standard error from its finite eval set)."""
         skills, errors = {}, {}
         for s, ev in sorted(self.skills.items()):
-            sums, counts = row_nll(model, ev.inputs, ev.targets, device)
+            sums, counts = row_nll(model, ev.inputs, ev.targets, device, eval_batch_tokens(model.cfg.vocab_size))
             skills[s], errors[s] = weighted_loss(sums, counts, ev.weights, ev.example)
         domains = {d: mean_nll(model, x, y, device) for d, (x, y) in sorted(self.domains.items())}
         return skills, domains, errors

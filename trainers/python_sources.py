@@ -127,7 +127,7 @@ def read_until(files: list[SourceFile], n_chars: int, extract=None) -> list[str]
 
 def _strip_indent(lines: list[str], indent: int) -> list[str]:
     """Remove `indent` leading spaces where present (textwrap.dedent gives up on strings at column 0)."""
-    return [ln[indent:] if ln[:indent].strip() == "" else ln for ln in lines]
+    return [ln.lstrip(" ") if not ln.strip() else ln[indent:] if ln[:indent].strip() == "" else ln for ln in lines]
 
 
 def function_examples(text: str, max_chars: int, min_answer_chars: int = 24) -> list[tuple[str, str]]:
@@ -141,9 +141,8 @@ def function_examples(text: str, max_chars: int, min_answer_chars: int = 24) -> 
         return []
     lines = text.splitlines(keepends=True)
     out = []
-    for node in ast.walk(tree):
-        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) or not node.body:
-            continue
+    functions = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.body]
+    for node in sorted(functions, key=lambda n: n.lineno):  # ast.walk is breadth-first
         first = node.body[0]
         has_doc = isinstance(first, ast.Expr) and isinstance(getattr(first, "value", None), ast.Constant) and \
             isinstance(first.value.value, str)
@@ -193,6 +192,15 @@ def _reads_as_prose(text: str) -> bool:
     return len(_LETTERS.findall(text)) >= 0.85 * len(text)
 
 
+def _encodable(text: str) -> bool:
+    """False for strings with lone surrogates ("\\udc80" escapes in test modules): they are not text."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _clean_docstring(text: str) -> str:
     """Dedented (inspect.cleandoc), doctest blocks (a `>>>` line up to the next blank line) removed,
     blank-line runs collapsed."""
@@ -221,7 +229,7 @@ def prose_paragraphs(text: str) -> list[str]:
         for node in ast.walk(tree):
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and len(node.value) >= _PROSE_MIN_CHARS:
                 cleaned = _clean_docstring(node.value)
-                if _reads_as_prose(cleaned):
+                if _reads_as_prose(cleaned) and _encodable(cleaned):
                     found.append((node.lineno, cleaned))
     run: list[str] = []
     run_start = 0
