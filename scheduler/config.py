@@ -93,6 +93,12 @@ class HParamOverrides(_Model):
     weight_decay: HParamNumber | None = Field(default=None, ge=0)
     grad_clip: HParamNumber | None = Field(default=None, gt=0)
     init_std: HParamNumber | None = Field(default=None, gt=0)
+    schedule: Literal["cosine", "wsd"] | None = Field(default=None, description="lr decay after warmup")
+    cooldown_fraction: HParamNumber | None = Field(default=None, gt=0, le=1,
+                                                   description="wsd: fraction of the steps in the final decay")
+    cooldown_shape: Literal["linear", "1-sqrt"] | None = Field(default=None, description="wsd: the decay's shape")
+    rule_n_tokens: HParamNumber | None = Field(default=None, gt=0,
+                                               description="D at which the lr/batch/warmup rules are evaluated")
 
     def overrides(self) -> dict:
         """What RunSpec.hparams carries (and what the run id hashes): the fields that were set."""

@@ -4,6 +4,9 @@ Written atomically (temporary file in the same directory, then os.replace) as
 <run_dir>/checkpoints/step_00000123.pt; the newest KEEP are kept. Loaded with
 torch.load(weights_only=True), so RNG states are stored as tensors and everything else as plain types.
 
+`fork` copies a checkpoint into another run's directory (a run family's branch taking over its trunk's state at
+the branch point, trainers/torch_backend.py).
+
 Each checkpoint carries a fingerprint of what it trains (run_id, shape, resolved hyperparameters, data
 settings, tokenizer). Policy on load, newest first:
 - a checkpoint that cannot be read (truncated, corrupt, not a checkpoint) is skipped with a warning and
@@ -43,6 +46,28 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
         return []
     found = [(int(m.group(1)), p) for p in d.iterdir() if (m := _NAME.match(p.name))]
     return [p for _, p in sorted(found, reverse=True)]
+
+
+def newest_step(run_dir: Path) -> int | None:
+    """The step of the newest checkpoint file in run_dir, read from its name (None: there is none)."""
+    paths = list_checkpoints(run_dir)
+    return int(_NAME.match(paths[0].name).group(1)) if paths else None
+
+
+def fork(src_dir: Path, src_fingerprint: dict, dst_dir: Path, dst_fingerprint: dict) -> int:
+    """Copy the newest usable checkpoint of src_dir into dst_dir as a checkpoint of another run, at the same step.
+
+    For a run that shares every step so far with the source run (a family's branch and its trunk, up to the
+    branch's cooldown): model, optimizer, RNG and loss curve are taken over; the fingerprint becomes the new
+    run's, and the timing starts afresh (the time was spent by the source run). Returns the step."""
+    ckpt = load_latest(src_dir, src_fingerprint)
+    if ckpt is None:
+        raise CheckpointError(f"checkpoint: {checkpoint_dir(src_dir)} has no checkpoint to fork from")
+    payload = {k: v for k, v in ckpt.items() if k not in ("format", "step")}
+    payload["fingerprint"] = dst_fingerprint
+    payload["timing"] = {"wall_s": 0.0, "timed_s": 0.0, "timed_tokens": 0}
+    save(dst_dir, ckpt["step"], payload)
+    return int(ckpt["step"])
 
 
 def rng_state() -> dict:

@@ -3,17 +3,28 @@
     skillscale train --params 1e6 --tokens 2e6 --mix knowledge=0.5,code=0.3,general=0.2 --out runs/a
     skillscale train --params 2e7 --tokens 4e8 --device cuda --compile --out runs/b
     skillscale train ... --out runs/a --resume        # continue from runs/a's newest checkpoint
+    skillscale train ... --hparam schedule=wsd        # warmup-stable-decay instead of cosine
+
+Every setting of the trainer (TrainerSettings) and of the data (DataSettings) is a flag named after its field
+(`seq_len` -> `--seq-len`, a true-by-default switch `cuda_graphs` -> `--no-cuda-graphs`, a mapping `corpora` ->
+`--corpus DOMAIN=PATH`, repeatable), with the field's default and comment as its help: the dataclasses are the
+one place defaults are written.
 
 Writes OUT/result.json atomically: run_id, status, n_params, n_tokens, flops, shape, losses
 (per-skill answer NLL), domain_losses, wall_s, tokens_per_s, mfu (non-finite numbers as null).
-Bad input is one line on stderr and exit status 2.
+Bad input is one line on stderr and exit status 2: also a size that cannot fit in the device's memory (the
+message names the memory needed and available) and a token count below one batch (it names the minimum).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import inspect
 import math
+import re
 import sys
+import typing
 from pathlib import Path
 
 from skillscale.atomic import atomic_write_json, finite_or_none
@@ -21,6 +32,8 @@ from skillscale.errors import InputError, OneLineArgumentParser
 
 DEFAULT_MIX = "knowledge=0.5,code=0.3,general=0.2"
 _SUFFIX = {"k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "B": 1e9, "T": 1e12}
+_FLAG_NAMES = {"corpora": "corpus", "skill_evals": "skill-eval"}  # mapping fields: one KEY=VALUE per flag
+_NOT_FLAGS = ("progress",)  # fields the command line cannot express (a callback)
 
 
 def parse_count(text: str, what: str) -> int:
@@ -55,7 +68,85 @@ def parse_pairs(text: str, what: str, number: bool = True) -> dict:
     return out
 
 
+def _whole(text: str, what: str) -> int:
+    """A whole number, zero and suffixes allowed ('0', '16e6', '64M'); the field's own check judges its range."""
+    return 0 if str(text).strip() in ("0", "0.0") else parse_count(text, what)
+
+
+def _field_comments(cls: type) -> dict[str, str]:
+    """name -> the comment after a dataclass field's definition (`name: type = default  # comment`)."""
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return {}
+    return {m.group(1): m.group(2).strip() for m in re.finditer(r"^\s+(\w+):[^\n#]*#\s*([^\n]*)$", source, re.M)}
+
+
+def _default(f: dataclasses.Field):
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+def settings_flags(cls: type) -> list[tuple[dataclasses.Field, type, str]]:
+    """(field, type, flag) for each field of the settings dataclass `cls` that is a command-line flag."""
+    hints = typing.get_type_hints(cls)
+    flags = []
+    for f in dataclasses.fields(cls):
+        if f.init and f.name not in _NOT_FLAGS and "Callable" not in str(hints[f.name]):
+            name = _FLAG_NAMES.get(f.name, f.name.replace("_", "-"))
+            if hints[f.name] is bool and _default(f) is True:
+                name = f"no-{name}"
+            flags.append((f, hints[f.name], f"--{name}"))
+    return flags
+
+
+def _add_settings_arguments(p: argparse.ArgumentParser, cls: type, section: str) -> None:
+    """One flag per field of `cls` (module docstring); parsed values land in args.<section>__<field>, None when
+    the flag is not given, so the dataclass's own default applies."""
+    comments = _field_comments(cls)
+    for f, kind, flag in settings_flags(cls):
+        dest, default = f"{section}__{f.name}", _default(f)
+        what = comments.get(f.name, f"{section} setting {f.name}")
+        if kind is bool:
+            p.add_argument(flag, dest=dest, action="store_const", const=not default, default=None,
+                           help=f"{what} (default: {'on' if default else 'off'})")
+        elif isinstance(default, dict):
+            p.add_argument(flag, dest=dest, action="append", default=None, metavar="KEY=PATH",
+                           help=f"{what} (repeatable)")
+        else:
+            p.add_argument(flag, dest=dest, default=None, metavar=f.name.upper(), help=f"{what} (default: {default!r})")
+
+
+def _settings_from_args(args, cls: type, section: str):
+    """The settings dataclass built from the flags given (the others keep the dataclass defaults)."""
+    values = {}
+    for f, kind, flag in settings_flags(cls):
+        raw = getattr(args, f"{section}__{f.name}", None)
+        if raw is None:
+            continue
+        default = _default(f)
+        if kind is bool:
+            values[f.name] = raw
+        elif isinstance(default, dict):
+            values[f.name] = {k: v for item in raw for k, v in parse_pairs(item, flag, number=False).items()}
+        elif kind is int:
+            values[f.name] = _whole(raw, flag)
+        elif kind is float:
+            try:
+                values[f.name] = float(raw)
+            except ValueError:
+                raise InputError(f"{flag}: expected a number, got {raw!r}") from None
+        elif isinstance(default, bool) or kind == (bool | str):  # use_triton: true, false or 'auto'
+            text = str(raw).strip().lower()
+            values[f.name] = {"true": True, "on": True, "false": False, "off": False}.get(text, text)
+        else:
+            values[f.name] = str(raw)
+    return cls(**values)
+
+
 def add_train_parser(subparsers) -> argparse.ArgumentParser:
+    from trainers.data import DataSettings
+    from trainers.settings import TrainerSettings
+
     p = subparsers.add_parser(
         "train", help="train one model (torch backend)", description=__doc__.split("\n\n")[0]
     )
@@ -64,46 +155,44 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--mix", default=DEFAULT_MIX, help=f"domain=weight pairs summing to 1 (default {DEFAULT_MIX})"
     )
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--out", default="", help="run directory (default runs/<run_id>)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--seed", default="0", help="initialisation and sampling seed")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA)")
-    p.add_argument("--no-triton", action="store_true", help="use the torch reference ops even on CUDA")
-    p.add_argument("--seq-len", default="512")
-    p.add_argument("--tokenizer", default="bytes", help="'bytes' or a tokenizers JSON file")
-    p.add_argument(
-        "--corpus",
-        action="append",
-        default=[],
-        metavar="DOMAIN=PATH",
-        help="a real corpus for a domain (.txt, .jsonl, .parquet with 'text', or a dir of .py)",
-    )
     p.add_argument(
         "--hparam",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a hyperparameter (lr, batch_tokens, warmup_steps, ...)",
+        help="override a hyperparameter (lr, batch_tokens, warmup_steps, schedule=wsd, ...; trainers/hparams.py)",
     )
-    p.add_argument("--eval-every", default="0", help="evaluate every k steps (0: at the end only)")
-    p.add_argument("--checkpoint-every", default="1000", help="checkpoint every k steps")
-    p.add_argument("--eval-samples", default="256", help="held-out prompts per skill")
-    p.add_argument("--knowledge-entities", default="20000", help="size of the synthetic world")
-    p.add_argument("--knowledge-eval", choices=("recall", "extract"), default="recall",
-                   help="knowledge questions in training (recall) or held-out (extract) phrasings")
-    p.add_argument("--domain-tokens", default="16e6", help="length of each generated training stream")
+    p.add_argument("--no-triton", dest="trainer__use_triton", action="store_const", const=False,
+                   help="use the torch reference ops even on CUDA (the same as --use-triton false)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_settings_arguments(p, TrainerSettings, "trainer")
+    _add_settings_arguments(p, DataSettings, "data")
     p.set_defaults(func=run_train)
     return p
 
 
-def _nonnegative(text: str, what: str) -> int:
-    return 0 if str(text).strip() in ("0", "0.0") else parse_count(text, what)
+def _hparams(items: list[str]) -> dict:
+    """--hparam KEY=VALUE items: numbers where they parse (whole numbers for batch and step counts), text else."""
+    hparams: dict = {}
+    for item in items:
+        for key, value in parse_pairs(item, "--hparam", number=False).items():
+            try:
+                number = float(value)
+            except ValueError:
+                hparams[key] = value  # schedule=wsd, cooldown_shape=1-sqrt
+                continue
+            integral = key in ("batch_tokens", "warmup_steps", "rule_n_tokens") and number.is_integer()
+            hparams[key] = int(number) if integral else number
+    return hparams
 
 
 def run_train(args) -> int:
     from trainers import checkpoint
+    from trainers.data import DataSettings
+    from trainers.settings import TrainerSettings
     from trainers.shapes import count_params
     from trainers.spec import RunSpec
     from trainers.torch_backend import TorchBackend
@@ -111,32 +200,11 @@ def run_train(args) -> int:
     n_params = parse_count(args.params, "--params")
     n_tokens = parse_count(args.tokens, "--tokens")
     mix = parse_pairs(args.mix, "--mix")
-    corpora = {}
-    for item in args.corpus:
-        corpora.update(parse_pairs(item, "--corpus", number=False))
-    hparams = {}
-    for item in args.hparam:
-        hparams.update(parse_pairs(item, "--hparam"))
-    if "batch_tokens" in hparams or "warmup_steps" in hparams:
-        hparams.update({k: int(v) for k, v in hparams.items() if k in ("batch_tokens", "warmup_steps")})
-    seed = _nonnegative(args.seed, "--seed")
-    spec = RunSpec(n_params=n_params, n_tokens=n_tokens, mix=mix, seed=seed, hparams=hparams)
-    settings = dict(
-        device=args.device,
-        compile=args.compile,
-        seq_len=parse_count(args.seq_len, "--seq-len"),
-        tokenizer=args.tokenizer,
-        corpora=corpora,
-        eval_every=_nonnegative(args.eval_every, "--eval-every"),
-        checkpoint_every=_nonnegative(args.checkpoint_every, "--checkpoint-every"),
-        eval_samples=parse_count(args.eval_samples, "--eval-samples"),
-        knowledge_entities=parse_count(args.knowledge_entities, "--knowledge-entities"),
-        knowledge_eval=args.knowledge_eval,
-        domain_tokens=parse_count(args.domain_tokens, "--domain-tokens"),
-    )
-    if args.no_triton:
-        settings["use_triton"] = False
-    for path in corpora.values():
+    seed = _whole(args.seed, "--seed")
+    spec = RunSpec(n_params=n_params, n_tokens=n_tokens, mix=mix, seed=seed, hparams=_hparams(args.hparam))
+    trainer = _settings_from_args(args, TrainerSettings, "trainer")
+    data = _settings_from_args(args, DataSettings, "data")
+    for path in data.corpora.values():
         if not Path(path).expanduser().exists():
             raise InputError(f"--corpus: file {path!r} not found")
     out = Path(args.out or Path("runs") / spec.run_id)
@@ -163,13 +231,14 @@ def run_train(args) -> int:
         def progress(step, n_steps, loss, lr):
             progress_bar.update(task, completed=step, total=n_steps, loss=loss, lr=lr)
 
-        settings["progress"] = progress
-    backend = TorchBackend(**settings)
+        trainer = dataclasses.replace(trainer, progress=progress)
+    backend = TorchBackend(trainer=trainer, data=data)
     cfg, hp, _ = backend.plan(spec)  # all input errors surface here, before any data or model is built
+    backend.check_fits(cfg, hp)
     print(
         f"run {spec.run_id}: N={count_params(cfg):,} "
         f"(d_model {cfg.d_model} x {cfg.n_layers} layers, {cfg.n_heads} heads), D={n_tokens:,}, "
-        f"{hp.n_steps} steps of {hp.batch_seqs}x{hp.seq_len}, lr {hp.lr:.2e}, device {backend.device}",
+        f"{hp.n_steps} steps of {hp.batch_seqs}x{hp.seq_len}, lr {hp.lr:.2e} ({hp.schedule}), device {backend.device}",
         file=sys.stderr,
     )
     if progress_bar is not None:

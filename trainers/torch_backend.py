@@ -1,16 +1,38 @@
-"""The torch trainer backend: one real pretraining run per RunSpec, resumable from its run directory.
+"""The torch trainer backend: one real pretraining run per RunSpec, resumable from its run directory; run families.
 
-    backend = TorchBackend(device="cuda", compile=True)        # the GPU configuration
-    backend = TorchBackend(device="cpu", seq_len=128)          # tests / CI: fp32, torch reference ops
+    backend = TorchBackend(trainer=TrainerSettings(device="cuda", compile=True), data=DataSettings())  # the GPU
+    backend = TorchBackend(device="cpu", seq_len=128)    # flat settings, sorted into the two by field name (tests)
     result = backend.run(RunSpec(n_params=5e6, n_tokens=1e8, mix={"knowledge": .5, "code": .3,
                                                                   "general": .2}), Path("runs/x"))
+    results = backend.run_family(FamilySpec(n_params=5e6, n_tokens=(2e7, 5e7, 1e8), mix=...), Path("runs/f"))
 
-Order of a run: shape (trainers/shapes.py) -> hyperparameters (trainers/hparams.py) -> data streams and
-evaluation sets (process-level caches) -> model (cached per shape and device; re-initialised from the
-run's seed) -> optional speed-ups in one place, in this order: Triton kernels (use_triton), then
-torch.compile (on CUDA with CUDA graphs, mode "reduce-overhead", unless cuda_graphs is off) -> resume
-from the newest checkpoint in run_dir -> train exactly D tokens -> evaluate -> RunResult. A NaN/inf
-training loss ends the run with status "diverged" (no exception).
+A run, in five steps (TorchBackend.run):
+1. plan: shape (trainers/shapes.py, snapped to the shape grid) -> hyperparameters (trainers/hparams.py) ->
+   the memory check -> data streams and evaluation sets (built once per backend, BackendCache);
+2. resume: the model (cached per shape and device, re-initialised from the run's seed) with the optional
+   speed-ups applied in one place, in this order: Triton kernels (use_triton), then torch.compile (on CUDA with
+   CUDA graphs, mode "reduce-overhead", unless cuda_graphs is off); then the newest checkpoint in run_dir;
+3. train exactly D tokens, checkpointing every `checkpoint_every` steps; a NaN/inf training loss ends the run
+   with status "diverged" (no exception);
+4. evaluate: per-skill answer NLL and per-domain held-out loss (`evaluation_row`, the one place a curve's
+   evaluation row is built: at step 0, every `eval_every` steps and at the end);
+5. finish: the final checkpoint (a rerun only re-evaluates), the loss curve, the RunResult.
+
+A run family (TorchBackend.run_family, FamilySpec in trainers/spec.py): the branches are wsd runs that share
+their steps up to each one's cooldown start. The longest branch is the trunk: it is trained to the branch point
+of the shortest branch, checkpointed, and that checkpoint is forked into the branch's directory (its own
+fingerprint, timing reset); the branch cools down from it as an ordinary resumed run; then the trunk continues to
+the next branch point, and so on; the trunk's own cooldown comes last. Layout of the family directory:
+
+    <run_dir>/family.json          the FamilySpec and its branches' run_ids
+    <run_dir>/branch-<i>/          branch i's run directory (checkpoints, loss curve, run.json) ...
+    <run_dir>/branch-<i>/result.json   ... and its RunResult, written atomically once it is finished
+
+A family killed at any point and run again resumes from the newest checkpoints: a branch with a result.json is
+never trained again, a branch with a checkpoint resumes from it, and the trunk from its own. Cost accounting:
+a branch's `flops` is its own cooldown plus its share of the stable phase (trainers.spec.family_branch_flops);
+the branches' flops sum to the family's true cost, the stable phase once plus every cooldown. A branch's
+`wall_s` counts its own sessions only (the stable phase is in the trunk's), so wall times sum as well.
 
 On CUDA: bf16 autocast with fp32 master weights, TF32 matmuls, fused AdamW. On CPU: fp32, references.
 On CPU a run is bitwise reproducible, and a stopped-and-resumed run bitwise equal to an uninterrupted one
@@ -18,9 +40,18 @@ On CPU a run is bitwise reproducible, and a stopped-and-resumed run bitwise equa
 checkpoint holds the exact model and optimizer state. On CUDA, atomics in some backward kernels make runs
 reproducible only to rounding.
 
-Caches are per process (generated corpora, evaluation tensors, one model per shape and device, re-initialised
-for each run), so an actor reusing the backend across runs skips setup and keeps compiled graphs warm. One
-run at a time per process: the cached model is shared.
+State: what a backend keeps between runs (tokenizer, evaluation tensors, one model per shape and device) is
+its BackendCache, so an actor reusing the backend across runs skips setup and keeps compiled graphs warm. One
+run at a time per backend: the cached model is shared. Process-wide switches (TF32, dynamo's recompile limit,
+the watch on torch.compile's fallback to eager) are set in `configure_process` and nowhere else; torch.compile's
+own caches are per process, so a process compiles for one backend.
+
+Compiled across shapes: dynamo caches compiled code per function and, past `recompile_limit` entries, silently
+runs it eagerly (3.98M -> 1.34M tok/s measured on an H200). The trainer keeps the compiled path: the shape grid
+keeps the shapes a study meets few (trainers/shapes.py), the limit is raised (`trainer.recompile_limit`), and
+before a new shape would pass half of it (or the CUDA graphs pass GRAPH_MEMORY_FRACTION of the device memory)
+every compiled model is dropped and dynamo reset, so compilation starts afresh. A fallback that happens anyway
+is counted (RunResult.compile_fallbacks) and warned about, never silent.
 
 tokens/s counts training steps only (not evaluation or checkpoint I/O, not the session's first step,
 which carries compilation); MFU = (6N + 6*L*T*d) * tokens/s / the GPU's dense bf16 peak (0 if unknown).
@@ -32,8 +63,11 @@ import contextlib
 import dataclasses
 import gc
 import json
+import logging
 import math
+import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,15 +75,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fitting.conventions import training_flops
 from skillscale.atomic import atomic_write_json
 from skillscale.errors import InputError
 from trainers import checkpoint
-from trainers.data import SKILLS, DataSettings, MixtureSampler, load_domain, skill_examples, validate_mix
+from trainers.checkpoint import CheckpointError
+from trainers.data import DataSettings, MixtureSampler, load_domain, skill_examples, skill_names, validate_mix
 from trainers.evaluate import Evaluator, write_curve
 from trainers.hparams import HParams, lr_at, resolve, step_rows
 from trainers.model import IGNORE_INDEX, Transformer
+from trainers.settings import TrainerSettings
 from trainers.shapes import ModelConfig, count_params, flops_per_token, shape_for
-from trainers.spec import RunResult, RunSpec
+from trainers.spec import FamilySpec, RunResult, RunSpec, family_branch_flops
 from trainers.tokenizer import make_tokenizer
 
 # dense bf16 tensor-core peaks, FLOP/s (vendor datasheets; SXM parts)
@@ -62,6 +99,9 @@ GPU_BF16_PEAK = {
     "L4": 121e12,
     "A10G": 70e12,
 }
+MODEL_CACHE_SIZE = 2  # adaptive studies ask for a new shape almost every run: keep memory bounded
+GRAPH_MEMORY_FRACTION = 0.3  # with CUDA graphs: reserved memory past which compiled models are dropped
+GiB = 2**30
 
 
 def peak_flops(device: torch.device) -> float:
@@ -79,64 +119,234 @@ class RunStopped(Exception):
     """Raised by run(..., stop_after_steps=k) after checkpointing step k (a simulated preemption)."""
 
 
-@dataclass(frozen=True)
-class TrainerSettings:
-    """How runs are executed (not what is trained); the data settings are DataSettings."""
-
-    device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
-    compile: bool = False  # torch.compile the training forward (CUDA: recommended)
-    cuda_graphs: bool = True  # with compile on CUDA: replay forward/backward as CUDA graphs ("reduce-overhead")
-    use_triton: bool | str = "auto"  # Triton kernels: "auto" -> on CUDA when kernels.triton_ops imports
-    seq_len: int = 512
-    tokenizer: str = "bytes"  # or a path to a tokenizers JSON file
-    eval_every: int = 0  # steps between evaluations during training, and at step 0 (0: only at the end)
-    checkpoint_every: int = 1000  # steps between checkpoints (0: only the final one)
-    log_every: int = 10  # steps between host syncs of the training loss (divergence checks, progress)
-    micro_batch_rows: int = 0  # sequences per forward/backward (0: the whole batch at once)
-    heldout_rows: int = 64  # held-out windows per domain for the domain losses
-    progress: Callable | None = field(default=None, compare=False)  # progress(step, n_steps, loss, lr)
-
-    def __post_init__(self):
-        for name in ("seq_len", "log_every"):
-            if int(getattr(self, name)) <= 0:
-                raise InputError(f"trainer.{name}: expected a positive integer, got {getattr(self, name)}")
-        for name in ("eval_every", "checkpoint_every", "micro_batch_rows"):
-            if int(getattr(self, name)) < 0:
-                raise InputError(f"trainer.{name}: expected >= 0, got {getattr(self, name)}")
-        if not isinstance(self.cuda_graphs, bool):
-            raise InputError(f"trainer.cuda_graphs: expected true or false, got {self.cuda_graphs!r}")
-        if self.use_triton not in (True, False, "auto"):
-            raise InputError(f"trainer.use_triton: expected true, false or 'auto', got {self.use_triton!r}")
+# ---------------------------------------------------------------------- process-wide switches, in one place
 
 
-_MODEL_CACHE: dict = {}  # (ModelConfig, device, use_triton, compile, cuda graphs) -> (model, training forward)
-MODEL_CACHE_SIZE = 2  # adaptive studies ask for a new shape almost every run: keep memory bounded
-GRAPH_MEMORY_FRACTION = 0.3  # with CUDA graphs: reserved memory past which graphs are freed (see below)
-_EVALUATOR_CACHE: dict = {}
-_TOKENIZER_CACHE: dict = {}
+def configure_process(settings: TrainerSettings, device: torch.device) -> None:
+    """Every process-wide switch the trainer sets, here and nowhere else (called by TorchBackend.__init__):
+
+    - on CUDA, TF32 for fp32 matmuls and convolutions (the master weights are fp32; under bf16 autocast this
+      touches only the ops autocast leaves in fp32);
+    - with compile, dynamo's per-function recompile limit raised to `settings.recompile_limit` (never
+      lowered: another backend in the process may need more), so a study's shapes stay compiled;
+    - with compile, a watch on dynamo's log that counts fallbacks to eager (RecompileLimitWatch), read by
+      every run. No log level is changed."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if settings.compile:
+        config = torch._dynamo.config
+        name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"  # torch < 2.6
+        setattr(config, name, max(int(getattr(config, name)), settings.recompile_limit))
+        RecompileLimitWatch.install()
 
 
-def _release_cuda_graphs_if_over_budget(device: torch.device) -> None:
-    """Before a new shape is compiled: if the device's reserved memory has grown past GRAPH_MEMORY_FRACTION of
-    it, drop every compiled model and the CUDA graphs they recorded, and give the memory back.
+class RecompileLimitWatch(logging.Handler):
+    """Counts dynamo's "hit config.recompile_limit" warnings: each is a function that torch.compile gave up
+    on and runs eagerly from then on. One instance per process, on the `torch._dynamo` logger."""
+
+    _instance: RecompileLimitWatch | None = None
+    MARKER = "torch._dynamo hit config."
+
+    def __init__(self):
+        super().__init__(level=logging.WARNING)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if str(record.msg).startswith(self.MARKER):
+            self.count += 1
+
+    @classmethod
+    def install(cls) -> RecompileLimitWatch:
+        if cls._instance is None:
+            cls._instance = cls()
+            logging.getLogger("torch._dynamo").addHandler(cls._instance)
+        return cls._instance
+
+    @classmethod
+    def fallbacks(cls) -> int:
+        """Fallbacks to eager in this process so far (0 when nothing was ever compiled)."""
+        return cls._instance.count if cls._instance is not None else 0
+
+
+# ---------------------------------------------------------------------- what a backend keeps between runs
+
+
+@dataclass
+class BackendCache:
+    """What a TorchBackend keeps between runs, so an actor reusing it skips setup and keeps compiled graphs warm.
+
+    `models` holds at most MODEL_CACHE_SIZE (model, training forward) pairs, oldest first; `compiled_shapes`
+    counts the shapes compiled since torch.compile's state was last reset (`reset_compiled`)."""
+
+    tokenizers: dict = field(default_factory=dict)  # tokenizer spec -> tokenizer
+    evaluators: dict = field(default_factory=dict)  # (data, tokenizer, seq_len, domains, rows) -> Evaluator
+    models: dict = field(default_factory=dict)  # (shape, device, triton, compile, graphs) -> (model, forward)
+    compiled_shapes: int = 0  # shapes compiled since the last reset
+
+    def reset_compiled(self) -> None:
+        """Drop every cached model, the code torch.compile generated for them and their CUDA graphs.
+
+        Graphs cannot be freed on their own: a compiled function whose graphs were freed under it fails
+        ("Running CUDAGraph after shutdown", measured on the H100), so the compiled code goes too."""
+        self.models.clear()
+        self.compiled_shapes = 0
+        torch._dynamo.reset()
+        if torch.cuda.is_available():
+            from torch._inductor.cudagraph_trees import reset_cudagraph_trees
+
+            reset_cudagraph_trees()  # part of torch._dynamo.reset() in recent versions; explicit for older ones
+            gc.collect()
+            torch.cuda.empty_cache()
+
+
+def graph_memory_over_budget(device: torch.device) -> bool:
+    """With CUDA graphs: whether the device's reserved memory has grown past GRAPH_MEMORY_FRACTION of it.
 
     torch.compile reuses one compiled graph, with dynamic shapes, across model shapes; with CUDA graphs
     ("reduce-overhead") it records new graphs for each shape and keeps every one, in a memory pool that lives
     as long as the compiled code: ~24 MiB of reserved memory per shape in the GPU test, without bound over a
-    study. Freeing them means recompiling the next shape (seconds), so it is done only past the budget.
-    Graphs cannot be freed on their own: a compiled function whose graphs were freed under it fails
-    ("Running CUDAGraph after shutdown"), so the compiled code goes too (torch._dynamo.reset)."""
+    study. Freeing them means recompiling the next shape (seconds), so it is done only past the budget."""
     torch.cuda.empty_cache()  # drop free cached blocks first: what stays reserved is live memory and graph pools
     total = torch.cuda.get_device_properties(device).total_memory
-    if torch.cuda.memory_reserved(device) <= GRAPH_MEMORY_FRACTION * total:
-        return
-    from torch._inductor.cudagraph_trees import reset_cudagraph_trees
+    return torch.cuda.memory_reserved(device) > GRAPH_MEMORY_FRACTION * total
 
-    _MODEL_CACHE.clear()
-    torch._dynamo.reset()
-    reset_cudagraph_trees()  # part of torch._dynamo.reset() in recent versions; explicit for older ones
-    gc.collect()
-    torch.cuda.empty_cache()
+
+# ---------------------------------------------------------------------- memory: refuse what cannot fit
+
+ACTIVATION_BYTES_PER_TOKEN_LAYER_WIDTH = 34  # 16-bit activations kept for backward, per token, layer and unit of
+# d_model (Korthikanti et al. 2022, arXiv:2205.05198, Sec. 4.1: 34*s*b*h per layer without the attention-score
+# term, which SDPA's fused attention never stores); twice that in fp32 on the CPU
+
+
+def training_memory_bytes(cfg: ModelConfig, hp: HParams, micro_batch_rows: int, device: torch.device,
+                          use_triton: bool) -> tuple[int, int]:
+    """(state, activations) bytes a run needs: fp32 weights, gradients and both AdamW moments (16 bytes per
+    parameter, embedding and gains included), and the activations of one micro-batch; plus, with the reference
+    ops, the (M, V) fp32 logits and their gradient that a fused head loss never stores. An estimate, for
+    refusing runs that cannot fit (not for packing runs tightly)."""
+    n_all = count_params(cfg) + cfg.vocab_size * cfg.d_model + (2 * cfg.n_layers + 1) * cfg.d_model
+    state = 16 * n_all
+    rows = min(micro_batch_rows or hp.batch_seqs, hp.batch_seqs)
+    tokens = rows * hp.seq_len
+    width = 1 if device.type == "cuda" else 2  # bf16 autocast vs fp32
+    activations = tokens * cfg.n_layers * cfg.d_model * ACTIVATION_BYTES_PER_TOKEN_LAYER_WIDTH * width
+    if not use_triton:
+        activations += tokens * cfg.vocab_size * 4 * 2
+    return state, activations
+
+
+def available_memory_bytes(device: torch.device) -> int:
+    """Memory a run may use: the GPU's total memory, or the host's available memory (MemAvailable)."""
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+# ---------------------------------------------------------------------- one run's plan and state
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything decided about a run before it trains."""
+
+    spec: RunSpec
+    cfg: ModelConfig  # the realised shape
+    hp: HParams  # resolved hyperparameters
+    mix: dict[str, float]  # validated mix
+    n_params: int  # the exact N of the shape
+    fingerprint: dict  # what its checkpoints must match (trainers/checkpoint.py)
+
+    @property
+    def flops(self) -> float:
+        return float(training_flops(self.n_params, self.spec.n_tokens))
+
+
+class TrainingClock:
+    """Wall time and timed training (seconds, tokens) of a run over all its sessions.
+
+    Timed: training steps only. The clock stops at each host sync and restarts when the next stretch of steps
+    begins, so evaluation and checkpoint I/O are left out; the session's first step carries compilation and
+    warm-up, so it is timed apart and counts only when it is the session's only step."""
+
+    def __init__(self, before: dict | None = None):
+        self.before = dict(before or {"wall_s": 0.0, "timed_s": 0.0, "timed_tokens": 0})  # earlier sessions
+        self.started = time.perf_counter()
+        self.steps = 0  # steps in this session
+        self.timed_s, self.timed_tokens = 0.0, 0
+        self._first_began, self._first_tokens, self._first_s = 0.0, 0, 0.0
+        self._stretch_began: float | None = None
+        self._stretch_tokens = 0
+
+    def step_begins(self) -> None:
+        if self.steps == 0:
+            self._first_began = time.perf_counter()
+
+    def step_ends(self, n_targets: int) -> None:
+        self.steps += 1
+        if self.steps == 1:
+            self._first_tokens = n_targets
+        else:
+            self._stretch_tokens += n_targets
+
+    def synced(self) -> None:
+        """The device has finished every step so far."""
+        now = time.perf_counter()
+        if self.steps == 1:
+            self._first_s = now - self._first_began
+        elif self._stretch_began is not None:
+            self.timed_s += now - self._stretch_began
+            self.timed_tokens += self._stretch_tokens
+        self._stretch_tokens = 0
+
+    def restart(self) -> None:
+        """Training resumes (after a sync, an evaluation, a checkpoint)."""
+        self._stretch_began = time.perf_counter()
+
+    def totals(self, final: bool = False) -> dict:
+        """Wall and timed seconds and tokens over all sessions so far; `final`: the session has ended."""
+        timed_s, timed_tokens = self.timed_s, self.timed_tokens
+        if final and self.steps == 1:  # a one-step session: its only step is all there is to time
+            timed_s, timed_tokens = self._first_s, self._first_tokens
+        return {
+            "wall_s": float(self.before["wall_s"] + time.perf_counter() - self.started),
+            "timed_s": float(self.before["timed_s"] + timed_s),
+            "timed_tokens": int(self.before["timed_tokens"] + timed_tokens),
+        }
+
+
+@dataclass
+class RunState:
+    """The mutable state of a run being trained (what a checkpoint holds, plus the session's clock)."""
+
+    model: Transformer
+    forward: Callable  # the training forward: the model, or its compiled wrapper
+    optimizer: torch.optim.Optimizer
+    step: int  # optimizer steps done
+    curve: list[dict]  # loss-curve rows so far
+    clock: TrainingClock
+    resumed_step: int | None  # the step of the checkpoint resumed from (None: a fresh start)
+
+
+def evaluation_row(evaluator: Evaluator, model: Transformer, device: torch.device, step: int,
+                   tokens: int) -> tuple[dict, dict[str, float], dict[str, float]]:
+    """Evaluate `model` and build its loss-curve row: (row, skill losses, domain losses). The one place an
+    evaluation row is made (initial, periodic, final)."""
+    skills, domains = evaluator.run(model, device)
+    row = {"step": step, "tokens": tokens, **{f"eval/{k}": v for k, v in skills.items()},
+           **{f"heldout/{k}": v for k, v in domains.items()}}
+    return row, skills, domains
+
+
+def _is_evaluation_row(row: dict, step: int) -> bool:
+    return row.get("step") == step and any(k.startswith("eval/") for k in row)
 
 
 def _triton_available() -> bool:
@@ -155,28 +365,23 @@ def _optimizer(model: Transformer, hp: HParams, device: torch.device) -> torch.o
 
 
 class TorchBackend:
-    """Backend (trainers/backend.py) that really trains. Construct once, call run() per RunSpec."""
+    """Backend (trainers/backend.py) that really trains. Construct once, call run() per RunSpec (or
+    run_family() per FamilySpec)."""
 
-    def __init__(self, trainer: TrainerSettings | None = None, data: DataSettings | None = None, **settings):
+    def __init__(self, trainer: TrainerSettings | None = None, data: DataSettings | None = None, *,
+                 cache: BackendCache | None = None, **settings):
         """`TorchBackend(trainer=TrainerSettings(...), data=DataSettings(...))` is what a study's typed
         `backend: {name: torch, trainer: ..., data: ...}` builds; flat keyword settings, sorted into the two
-        by field name, are still accepted when neither is given."""
+        by field name, are still accepted when neither is given. `cache`: share one BackendCache between
+        backends (default: a new one)."""
         if trainer is not None or data is not None:
             if settings:
                 raise TypeError(f"TorchBackend: pass trainer=/data= or flat settings, not both ({sorted(settings)})")
-            self.settings, self.data = trainer or TrainerSettings(), data or DataSettings()
+            self.trainer, self.data = trainer or TrainerSettings(), data or DataSettings()
         else:
-            data_fields = {f.name for f in dataclasses.fields(DataSettings)}
-            trainer_fields = {f.name for f in dataclasses.fields(TrainerSettings)}
-            for key in settings:
-                if key not in data_fields | trainer_fields:
-                    raise InputError(
-                        f"torch backend: unknown setting {key!r}; allowed: "
-                        f"{', '.join(sorted(data_fields | trainer_fields))}"
-                    )
-            self.settings = TrainerSettings(**{k: v for k, v in settings.items() if k in trainer_fields})
-            self.data = DataSettings(**{k: v for k, v in settings.items() if k in data_fields})
-        s = self.settings
+            self.trainer, self.data = split_settings(settings)
+        self.cache = cache if cache is not None else BackendCache()
+        s = self.trainer
         if s.device == "auto":
             self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         else:
@@ -190,63 +395,109 @@ class TorchBackend:
             self.use_triton = self.device.type == "cuda" and _triton_available()
         else:
             self.use_triton = bool(s.use_triton)
-        if self.device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
-        if s.tokenizer not in _TOKENIZER_CACHE:
-            _TOKENIZER_CACHE[s.tokenizer] = make_tokenizer(s.tokenizer)
-        self.tokenizer = _TOKENIZER_CACHE[s.tokenizer]
+        configure_process(s, self.device)
+        if s.tokenizer not in self.cache.tokenizers:
+            self.cache.tokenizers[s.tokenizer] = make_tokenizer(s.tokenizer)
+        self.tokenizer = self.cache.tokenizers[s.tokenizer]
+
+    @property
+    def settings(self) -> TrainerSettings:
+        """The trainer settings (the older name of `trainer`)."""
+        return self.trainer
 
     # ------------------------------------------------------------------ planning (no training)
 
     def plan(self, spec: RunSpec) -> tuple[ModelConfig, HParams, dict[str, float]]:
         """Shape, hyperparameters and validated mix of a spec; raises InputError for bad input."""
         mix = validate_mix(spec.mix, self.data)
-        cfg = shape_for(spec.n_params, self.tokenizer.vocab_size, self.settings.seq_len)
-        hp = resolve(count_params(cfg), spec.n_tokens, self.settings.seq_len, spec.hparams)
+        cfg = shape_for(spec.n_params, self.tokenizer.vocab_size, self.trainer.seq_len, self.trainer.shape_grid)
+        hp = resolve(count_params(cfg), spec.n_tokens, self.trainer.seq_len, spec.hparams)
         return cfg, hp, mix
 
-    def _model(self, cfg: ModelConfig):
-        key = (cfg, str(self.device), self.use_triton, self.settings.compile, self._cuda_graphs)
-        if key not in _MODEL_CACHE:
-            if self._cuda_graphs:
-                _release_cuda_graphs_if_over_budget(self.device)
-            while len(_MODEL_CACHE) >= MODEL_CACHE_SIZE:  # evict the oldest (dicts keep insertion order)
-                _MODEL_CACHE.pop(next(iter(_MODEL_CACHE)))
-            model = Transformer(cfg, use_triton=self.use_triton).to(self.device)
-            forward = model  # kernels first, then compile
-            if self.settings.compile:
-                forward = torch.compile(model, mode="reduce-overhead" if self._cuda_graphs else None)
-            _MODEL_CACHE[key] = (model, forward)
-        return _MODEL_CACHE[key]
+    def check_fits(self, cfg: ModelConfig, hp: HParams) -> None:
+        """InputError, naming the memory needed and available, when a run of this shape cannot fit."""
+        state, activations = training_memory_bytes(cfg, hp, self.trainer.micro_batch_rows, self.device,
+                                                   self.use_triton)
+        available = available_memory_bytes(self.device)
+        if state + activations > available:
+            raise InputError(
+                f"n_params: N={count_params(cfg):,} (d_model {cfg.d_model} x {cfg.n_layers} layers) needs about "
+                f"{(state + activations) / GiB:,.1f} GiB to train (weights, gradients and AdamW state "
+                f"{state / GiB:,.1f} GiB, activations {activations / GiB:,.1f} GiB) but {self.device} has "
+                f"{available / GiB:,.1f} GiB; ask for fewer parameters"
+                + (" or set micro_batch_rows" if activations > state else "")
+            )
+
+    def _plan_run(self, spec: RunSpec) -> RunPlan:
+        cfg, hp, mix = self.plan(spec)
+        return RunPlan(spec=spec, cfg=cfg, hp=hp, mix=mix, n_params=count_params(cfg),
+                       fingerprint=self._fingerprint(spec, cfg, hp))
+
+    def _fingerprint(self, spec: RunSpec, cfg: ModelConfig, hp: HParams) -> dict:
+        """What a checkpoint must match to be resumed by this run: what is trained, not who asked for it (the
+        trial number, family and branch index are left out)."""
+        trained = {k: v for k, v in spec.to_dict().items() if k not in ("trial_number", "family_id", "branch")}
+        return {
+            "run_id": spec.run_id,
+            "spec": json.dumps(trained, sort_keys=True),
+            "shape": json.dumps(cfg.to_dict(), sort_keys=True),
+            "hparams": json.dumps(hp.to_dict(), sort_keys=True),
+            "data": json.dumps(self.data.to_dict(), sort_keys=True),
+            "tokenizer": self.tokenizer.name,
+        }
+
+    def _data(self, plan: RunPlan) -> tuple[MixtureSampler, Evaluator]:
+        seq_len = self.trainer.seq_len
+        domains = {name: load_domain(name, self.data, self.tokenizer, seq_len) for name in plan.mix}
+        return MixtureSampler(domains, plan.mix, seq_len, plan.spec.seed), self._evaluator(domains)
 
     def _evaluator(self, domains: dict) -> Evaluator:
         key = (
             json.dumps(self.data.to_dict(), sort_keys=True),
             self.tokenizer.name,
-            self.settings.seq_len,
+            self.trainer.seq_len,
             tuple(sorted(domains)),
-            self.settings.heldout_rows,
+            self.trainer.heldout_rows,
         )
-        if key not in _EVALUATOR_CACHE:
-            sets = {s: skill_examples(s, self.data) for s in SKILLS}
-            _EVALUATOR_CACHE[key] = Evaluator(
-                sets, domains, self.tokenizer, self.settings.seq_len, self.settings.heldout_rows
+        if key not in self.cache.evaluators:
+            sets = {s: skill_examples(s, self.data, self.tokenizer) for s in skill_names(self.data)}
+            self.cache.evaluators[key] = Evaluator(
+                sets, domains, self.tokenizer, self.trainer.seq_len, self.trainer.heldout_rows
             )
-        return _EVALUATOR_CACHE[key]
+        return self.cache.evaluators[key]
+
+    def _model(self, cfg: ModelConfig) -> tuple[Transformer, Callable]:
+        """The cached (model, training forward) of a shape; a new shape may first reset torch.compile's state
+        (module docstring, Compiled across shapes)."""
+        key = (cfg, str(self.device), self.use_triton, self.trainer.compile, self._cuda_graphs)
+        cache = self.cache
+        if key not in cache.models:
+            if self.trainer.compile:
+                too_many = cache.compiled_shapes >= max(1, self.trainer.recompile_limit // 2)
+                if too_many or (self._cuda_graphs and graph_memory_over_budget(self.device)):
+                    cache.reset_compiled()
+            while len(cache.models) >= MODEL_CACHE_SIZE:  # evict the oldest (dicts keep insertion order)
+                cache.models.pop(next(iter(cache.models)))
+            model = Transformer(cfg, use_triton=self.use_triton).to(self.device)
+            forward = model  # kernels first, then compile
+            if self.trainer.compile:
+                forward = torch.compile(model, mode="reduce-overhead" if self._cuda_graphs else None)
+                cache.compiled_shapes += 1
+            cache.models[key] = (model, forward)
+        return cache.models[key]
 
     @property
     def _cuda_graphs(self) -> bool:
         """Whether the compiled forward/backward are CUDA graphs. Small models are launch-bound without them:
         at d_model 128 the step's kernels take 3.0 ms but the step 6.3 ms (BENCHMARKS.md, Trainer speed)."""
-        return self.settings.compile and self.settings.cuda_graphs and self.device.type == "cuda"
+        return self.trainer.compile and self.trainer.cuda_graphs and self.device.type == "cuda"
 
     def _autocast(self):
         if self.device.type == "cuda":
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _sync(self):
+    def _device_sync(self):
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
@@ -258,198 +509,218 @@ class TorchBackend:
         stop_after_steps: write a checkpoint after that many optimizer steps and raise RunStopped
         (used to test resumption; a real preemption simply kills the process)."""
         run_dir = Path(run_dir)
-        cfg, hp, mix = self.plan(spec)
-        n_params = count_params(cfg)
-        seq_len = self.settings.seq_len
-        domains = {name: load_domain(name, self.data, self.tokenizer, seq_len) for name in mix}
-        sampler = MixtureSampler(domains, mix, seq_len, spec.seed)
-        evaluator = self._evaluator(domains)
-        fingerprint = {
-            "run_id": spec.run_id,
-            "spec": json.dumps({k: v for k, v in spec.to_dict().items() if k != "trial_number"}, sort_keys=True),
-            "shape": json.dumps(cfg.to_dict(), sort_keys=True),
-            "hparams": json.dumps(hp.to_dict(), sort_keys=True),
-            "data": json.dumps(self.data.to_dict(), sort_keys=True),
-            "tokenizer": self.tokenizer.name,
-        }
+        plan = self._plan_run(spec)  # 1. plan
+        self.check_fits(plan.cfg, plan.hp)
+        sampler, evaluator = self._data(plan)
+        fallbacks_before = RecompileLimitWatch.fallbacks()
+        state = self._resume(plan, run_dir)  # 2. resume
+        diverged = self._train(plan, state, sampler, evaluator, run_dir, stop_after_steps)  # 3. train
+        if diverged:
+            write_curve(state.curve, run_dir / "loss_curve.parquet")
+            result = self._result(plan, state, "diverged", error=f"non-finite training loss by step {state.step}")
+        else:
+            result = self._evaluate_and_finish(plan, state, evaluator, run_dir)  # 4. evaluate, 5. finish
+        fallbacks = RecompileLimitWatch.fallbacks() - fallbacks_before
+        if fallbacks:
+            warnings.warn(
+                f"run {spec.run_id}: torch.compile fell back to eager {fallbacks} time(s) (dynamo's recompile "
+                f"limit, {self.trainer.recompile_limit}); raise trainer.recompile_limit or use a coarser "
+                "trainer.shape_grid", RuntimeWarning, stacklevel=2)
+            result = dataclasses.replace(result, compile_fallbacks=fallbacks)
+        return result
 
-        model, forward = self._model(cfg)
-        torch.manual_seed(spec.seed)
-        model.init_weights(hp.init_std)
+    def _resume(self, plan: RunPlan, run_dir: Path) -> RunState:
+        """The model initialised from the run's seed, its optimizer, and the newest checkpoint's state if any."""
+        model, forward = self._model(plan.cfg)
+        torch.manual_seed(plan.spec.seed)
+        model.init_weights(plan.hp.init_std)
         model.train()
-        optimizer = _optimizer(model, hp, self.device)
-        step, curve = 0, []
-        before = {"wall_s": 0.0, "timed_s": 0.0, "timed_tokens": 0}  # earlier sessions of this run
-        ckpt = checkpoint.load_latest(run_dir, fingerprint, map_location="cpu")  # load_state_dict moves to device
+        optimizer = _optimizer(model, plan.hp, self.device)
+        state = RunState(model=model, forward=forward, optimizer=optimizer, step=0, curve=[], clock=TrainingClock(),
+                         resumed_step=None)
+        ckpt = checkpoint.load_latest(run_dir, plan.fingerprint, map_location="cpu")  # load_state_dict moves it
         if ckpt is not None:
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
             checkpoint.set_rng_state(ckpt["rng"])
-            step, curve, before = ckpt["step"], list(ckpt["curve"]), dict(ckpt["timing"])
+            state.step, state.curve, state.resumed_step = ckpt["step"], list(ckpt["curve"]), ckpt["step"]
+            state.clock = TrainingClock(ckpt["timing"])
         run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(
-            run_dir / "run.json",
-            {
-                "spec": spec.to_dict(),
-                "shape": cfg.to_dict(),
-                "hparams": hp.to_dict(),
-                "n_params": n_params,
-                "data": self.data.to_dict(),
-            },
-            indent=2,
-            sort_keys=True,
-        )
+        atomic_write_json(run_dir / "run.json", {"spec": plan.spec.to_dict(), "shape": plan.cfg.to_dict(),
+                                                 "hparams": plan.hp.to_dict(), "n_params": plan.n_params,
+                                                 "data": self.data.to_dict()}, indent=2, sort_keys=True)
+        return state
 
-        def timing() -> dict:
-            """Wall and timed training seconds and tokens over all sessions so far."""
-            return {
-                "wall_s": float(before["wall_s"] + time.perf_counter() - t_start),
-                "timed_s": float(before["timed_s"] + timed_s),
-                "timed_tokens": int(before["timed_tokens"] + timed_tokens),
-            }
+    def _save(self, plan: RunPlan, state: RunState, run_dir: Path, final: bool = False) -> None:
+        checkpoint.save(run_dir, state.step, {
+            "fingerprint": plan.fingerprint,
+            "model": state.model.state_dict(),
+            "optimizer": state.optimizer.state_dict(),
+            "rng": checkpoint.rng_state(),
+            "curve": state.curve,
+            "timing": state.clock.totals(final=final),
+            "tokens": int(min(state.step * plan.hp.batch_tokens, plan.spec.n_tokens)),
+        })
+        write_curve(state.curve, run_dir / "loss_curve.parquet")
 
-        def save(at_step: int):
-            checkpoint.save(
-                run_dir,
-                at_step,
-                {
-                    "fingerprint": fingerprint,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "rng": checkpoint.rng_state(),
-                    "curve": curve,
-                    "timing": timing(),
-                    "tokens": int(min(at_step * hp.batch_tokens, spec.n_tokens)),
-                },
-            )
-            write_curve(curve, run_dir / "loss_curve.parquet")
-
-        t_start = time.perf_counter()
-        if self.settings.eval_every and step == 0 and not curve:  # the curve starts from the initialisation
-            skills, doms = evaluator.run(model, self.device)
-            curve.append(
-                {
-                    "step": 0,
-                    "tokens": 0,
-                    **{f"eval/{k}": v for k, v in skills.items()},
-                    **{f"heldout/{k}": v for k, v in doms.items()},
-                }
-            )
-        timed_s, timed_tokens, session_steps = 0.0, 0, 0
+    def _train(self, plan: RunPlan, state: RunState, sampler: MixtureSampler, evaluator: Evaluator,
+               run_dir: Path, stop_after_steps: int | None) -> bool:
+        """Train from state.step to the last step; True if the training loss became non-finite."""
+        hp, spec, every, clock = plan.hp, plan.spec, self.trainer, state.clock
+        if every.eval_every and state.step == 0 and not state.curve:  # the curve starts from the initialisation
+            state.curve.append(evaluation_row(evaluator, state.model, self.device, 0, 0)[0])
         pending: list[tuple[int, float, torch.Tensor]] = []  # (step, lr, loss) not yet synced to host
-        clock, clock_tokens = None, 0  # start of the current timed stretch, and its tokens
-        diverged = False
-        every = self.settings
-        while step < hp.n_steps:
-            first = session_steps == 0
-            if first:  # the session's first step carries compilation / warm-up: timed apart
-                t_first = time.perf_counter()
-            lr = lr_at(step, hp)
-            n_rows, n_targets = step_rows(step, hp, spec.n_tokens)
-            pending.append(
-                (step, lr, self._train_step(forward, optimizer, model, sampler, step, n_rows, n_targets, lr, hp))
-            )
-            step += 1
-            session_steps += 1
-            if not first:
-                clock_tokens += n_targets
-            evaluate_now = bool(every.eval_every) and step % every.eval_every == 0 and step < hp.n_steps
-            stopping = stop_after_steps is not None and step == stop_after_steps and step < hp.n_steps
-            save_now = stopping or (
-                bool(every.checkpoint_every) and step % every.checkpoint_every == 0 and step < hp.n_steps
-            )
-            if not (first or step % every.log_every == 0 or step == hp.n_steps or evaluate_now or save_now):
+        while state.step < hp.n_steps:
+            clock.step_begins()
+            lr = lr_at(state.step, hp)
+            n_rows, n_targets = step_rows(state.step, hp, spec.n_tokens)
+            loss = self._train_step(state.forward, state.optimizer, state.model, sampler, state.step, n_rows,
+                                    n_targets, lr, hp)
+            pending.append((state.step, lr, loss))
+            state.step += 1
+            clock.step_ends(n_targets)
+            step, last = state.step, state.step == hp.n_steps
+            evaluate_now = bool(every.eval_every) and step % every.eval_every == 0 and not last
+            stopping = stop_after_steps is not None and step == stop_after_steps and not last
+            save_now = stopping or (bool(every.checkpoint_every) and step % every.checkpoint_every == 0 and not last)
+            if not (clock.steps == 1 or step % every.log_every == 0 or last or evaluate_now or save_now):
                 continue  # no host sync: the GPU runs ahead
             # sync point: losses to the host, divergence check, throughput accounting
             values = torch.stack([p[2] for p in pending]).tolist()
             for (s, lr_s, _), v in zip(pending, values, strict=True):
-                curve.append(
-                    {
-                        "step": s + 1,
-                        "tokens": min((s + 1) * hp.batch_tokens, spec.n_tokens),
-                        "lr": lr_s,
-                        "train_loss": v,
-                    }
-                )
+                state.curve.append({"step": s + 1, "tokens": min((s + 1) * hp.batch_tokens, spec.n_tokens),
+                                    "lr": lr_s, "train_loss": v})
             pending.clear()
-            self._sync()
-            now = time.perf_counter()
-            if first:
-                first_s, first_tokens = now - t_first, n_targets
-            elif clock is not None:
-                timed_s += now - clock
-                timed_tokens += clock_tokens
-            clock_tokens = 0
+            self._device_sync()
+            clock.synced()
             if not all(math.isfinite(v) for v in values):
-                diverged = True
-                break
+                return True
             if every.progress is not None:
                 every.progress(step, hp.n_steps, values[-1], lr)
             if evaluate_now:
-                skills, doms = evaluator.run(model, self.device)
-                curve.append(
-                    {
-                        "step": step,
-                        "tokens": min(step * hp.batch_tokens, spec.n_tokens),
-                        **{f"eval/{k}": v for k, v in skills.items()},
-                        **{f"heldout/{k}": v for k, v in doms.items()},
-                    }
-                )
+                tokens = min(step * hp.batch_tokens, spec.n_tokens)
+                state.curve.append(evaluation_row(evaluator, state.model, self.device, step, tokens)[0])
             if save_now:
-                save(step)
+                self._save(plan, state, run_dir)
             if stopping:
                 raise RunStopped(f"stopped after step {step} of {hp.n_steps}; checkpoint written to {run_dir}")
-            clock = time.perf_counter()  # evaluation and checkpoint I/O are not training time
+            clock.restart()  # evaluation and checkpoint I/O are not training time
+        return False
 
-        if session_steps == 1:  # a one-step session: its only step is all there is to time
-            timed_s, timed_tokens = first_s, first_tokens
-        total = timing()
+    def _evaluate_and_finish(self, plan: RunPlan, state: RunState, evaluator: Evaluator, run_dir: Path) -> RunResult:
+        """The final evaluation, the final checkpoint (once) and the loss curve; the RunResult."""
+        row, skills, domains = evaluation_row(evaluator, state.model, self.device, state.step, int(plan.spec.n_tokens))
+        if not all(math.isfinite(v) for v in [*skills.values(), *domains.values()]):
+            write_curve(state.curve, run_dir / "loss_curve.parquet")
+            return self._result(plan, state, "diverged", skills, domains, error="non-finite evaluation loss")
+        if not (state.curve and _is_evaluation_row(state.curve[-1], state.step)):
+            state.curve.append(row)
+        if state.resumed_step is None or state.resumed_step < plan.hp.n_steps:
+            self._save(plan, state, run_dir, final=True)  # the final weights; a rerun only re-evaluates
+        else:
+            write_curve(state.curve, run_dir / "loss_curve.parquet")
+        return self._result(plan, state, "ok", skills, domains)
+
+    def _result(self, plan: RunPlan, state: RunState, status: str, losses: dict | None = None,
+                domains: dict | None = None, error: str = "") -> RunResult:
+        """The RunResult of a run that ended with `status`; a diverged training run has NaN losses."""
+        total = state.clock.totals(final=True)
         tokens_per_s = total["timed_tokens"] / total["timed_s"] if total["timed_s"] > 0 else 0.0
         peak = peak_flops(self.device)
-        mfu = flops_per_token(cfg, attention=True) * tokens_per_s / peak if peak else 0.0
-        common = dict(
-            run_id=spec.run_id,
-            n_params=n_params,
-            n_tokens=int(spec.n_tokens),
-            flops=6.0 * n_params * spec.n_tokens,
-            shape=cfg.to_dict(),
+        return RunResult(
+            run_id=plan.spec.run_id,
+            status=status,
+            n_params=plan.n_params,
+            n_tokens=int(plan.spec.n_tokens),
+            flops=plan.flops,
+            losses=losses if losses is not None else {s: float("nan") for s in skill_names(self.data)},
+            domain_losses=domains or {},
+            wall_s=total["wall_s"],
             tokens_per_s=tokens_per_s,
-            mfu=mfu,
+            mfu=flops_per_token(plan.cfg, attention=True) * tokens_per_s / peak if peak else 0.0,
+            shape=plan.cfg.to_dict(),
+            error=error,
+            family_id=plan.spec.family_id,
+            branch=plan.spec.branch,
         )
-        if diverged:
-            write_curve(curve, run_dir / "loss_curve.parquet")
-            return RunResult(
-                status="diverged",
-                losses={s: float("nan") for s in SKILLS},
-                wall_s=timing()["wall_s"],
-                error=f"non-finite training loss by step {step}",
-                **common,
-            )
-        skills, doms = evaluator.run(model, self.device)
-        if not all(math.isfinite(v) for v in [*skills.values(), *doms.values()]):
-            write_curve(curve, run_dir / "loss_curve.parquet")
-            return RunResult(
-                status="diverged",
-                losses=skills,
-                domain_losses=doms,
-                wall_s=timing()["wall_s"],
-                error="non-finite evaluation loss",
-                **common,
-            )
-        if not curve or "eval/knowledge" not in curve[-1] or curve[-1]["step"] != step:
-            curve.append(
-                {
-                    "step": step,
-                    "tokens": int(spec.n_tokens),
-                    **{f"eval/{k}": v for k, v in skills.items()},
-                    **{f"heldout/{k}": v for k, v in doms.items()},
-                }
-            )
-        if ckpt is None or ckpt["step"] < hp.n_steps:
-            save(hp.n_steps)  # the final weights; a rerun only re-evaluates
-        else:
-            write_curve(curve, run_dir / "loss_curve.parquet")
-        return RunResult(status="ok", losses=skills, domain_losses=doms, wall_s=timing()["wall_s"], **common)
+
+    # ------------------------------------------------------------------ run families
+
+    def run_family(self, family: FamilySpec, run_dir: Path) -> list[RunResult]:
+        """Train a run family (module docstring): the stable phase once, every branch's cooldown from its branch
+        point; one RunResult per branch, in order of D, each also kept as <run_dir>/branch-<i>/result.json.
+
+        Run again after a kill it resumes: finished branches are read back, never trained again."""
+        family_dir = Path(run_dir)
+        branches = family.branches()
+        plans = [self._plan_run(b) for b in branches]
+        if len({(p.cfg, p.hp.lr, p.hp.batch_seqs, p.hp.warmup_steps) for p in plans}) != 1:
+            raise InputError(f"family {family.family_id}: its branches resolve to different shapes or "
+                             "hyperparameters, so they cannot share a stable phase")
+        self.check_fits(plans[-1].cfg, plans[-1].hp)
+        self._claim_family_dir(family, branches, family_dir)
+        starts = [p.hp.cooldown_start for p in plans]  # branch points, in optimizer steps
+        batch_tokens = plans[-1].hp.batch_tokens
+        flops = family_branch_flops(plans[-1].n_params, [s * batch_tokens for s in starts],
+                                    [b.n_tokens for b in branches])
+        trunk, trunk_plan = branches[-1], plans[-1]  # the longest branch trains the stable phase
+        trunk_dir = family_dir / f"branch-{len(branches) - 1}"
+        results: list[RunResult] = []
+        stable_diverged: RunResult | None = None  # the trunk's result if it diverged before a branch point
+        for i, (branch, plan) in enumerate(zip(branches, plans, strict=True)):
+            branch_dir = family_dir / f"branch-{i}"
+            result = _read_branch_result(branch_dir, branch)
+            if result is None:
+                needs_fork = branch is not trunk and starts[i] > 0 and not checkpoint.list_checkpoints(branch_dir)
+                if needs_fork and stable_diverged is None:
+                    stable_diverged = self._train_trunk_to(trunk, trunk_plan, trunk_dir, starts[i])
+                    if stable_diverged is None:
+                        checkpoint.fork(trunk_dir, trunk_plan.fingerprint, branch_dir, plan.fingerprint)
+                if stable_diverged is not None and (needs_fork or branch is trunk):
+                    result = RunResult(run_id=branch.run_id, status="diverged", n_params=plan.n_params,
+                                       n_tokens=int(branch.n_tokens), flops=0.0,
+                                       losses={s: float("nan") for s in skill_names(self.data)},
+                                       shape=plan.cfg.to_dict(),
+                                       error=f"the family's stable phase: {stable_diverged.error}",
+                                       family_id=branch.family_id, branch=branch.branch)
+                else:
+                    result = self.run(branch, branch_dir)
+                result = dataclasses.replace(result, flops=flops[i])  # its cooldown and its share of the stable phase
+                atomic_write_json(branch_dir / "result.json", result.to_dict(), sort_keys=True)
+            results.append(result)
+        return results
+
+    def _train_trunk_to(self, trunk: RunSpec, plan: RunPlan, trunk_dir: Path, step: int) -> RunResult | None:
+        """Train the family's trunk to `step` (a branch point) and checkpoint it there; None when it got there,
+        its diverged RunResult when its loss became non-finite on the way."""
+        at = checkpoint.newest_step(trunk_dir) or 0
+        if at == step:
+            return None
+        if at > step:
+            raise CheckpointError(
+                f"checkpoint: the stable phase in {trunk_dir} is at step {at}, past the branch point {step} of a "
+                f"branch that has no checkpoint; delete {trunk_dir.parent} to train the family afresh")
+        try:
+            return self.run(trunk, trunk_dir, stop_after_steps=step)  # returns only if it diverged
+        except RunStopped:
+            return None
+
+    @staticmethod
+    def _claim_family_dir(family: FamilySpec, branches: list[RunSpec], family_dir: Path) -> None:
+        """Write <family_dir>/family.json, or check that the directory holds this family."""
+        path = family_dir / "family.json"
+        if path.exists():
+            try:
+                found = json.loads(path.read_text()).get("family", {}).get("family_id")
+            except (OSError, ValueError, AttributeError) as exc:
+                raise CheckpointError(f"family: {path} is unreadable ({exc}); delete {family_dir} to start "
+                                      "afresh") from None
+            if found != family.family_id:
+                raise CheckpointError(f"family: {family_dir} belongs to family {found}, not {family.family_id}; "
+                                      "use a new directory or delete this one")
+            return
+        atomic_write_json(path, {"family": family.to_dict(), "branches": [b.run_id for b in branches]},
+                          sort_keys=True)
 
     def _train_step(self, forward, optimizer, model, sampler, step, n_rows, n_targets, lr, hp) -> torch.Tensor:
         """One optimizer step on n_rows sequences, of which the first n_targets targets count; the loss.
@@ -457,7 +728,7 @@ class TorchBackend:
         Every micro-batch has the same shape (a partial last batch is padded with ignored rows), so a
         compiled model never recompiles for the last step."""
         inputs, targets, _ = sampler.batch(step, n_rows)
-        micro = min(self.settings.micro_batch_rows or hp.batch_seqs, hp.batch_seqs)
+        micro = min(self.trainer.micro_batch_rows or hp.batch_seqs, hp.batch_seqs)
         padded = math.ceil(max(n_rows, hp.batch_seqs) / micro) * micro
         x_host = np.zeros((padded, hp.seq_len), dtype=np.int64)  # padding rows: token 0, no targets
         y_host = np.full((padded, hp.seq_len), IGNORE_INDEX, dtype=np.int64)
@@ -487,3 +758,31 @@ class TorchBackend:
         optimizer.step()
         optimizer.zero_grad(set_to_none=not self._cuda_graphs)  # graphs: keep the buffers, zeroed
         return total
+
+
+def _read_branch_result(branch_dir: Path, branch: RunSpec) -> RunResult | None:
+    """A finished branch's RunResult from <branch_dir>/result.json (None: not finished, or unreadable)."""
+    path = branch_dir / "result.json"
+    if not path.exists():
+        return None
+    try:
+        result = RunResult.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError) as exc:
+        warnings.warn(f"{path} is unreadable ({exc}); the branch is evaluated again", stacklevel=3)
+        return None
+    if result.run_id != branch.run_id:
+        raise CheckpointError(f"family: {path} holds run {result.run_id}, not branch {branch.branch} "
+                              f"({branch.run_id}); delete {branch_dir.parent} to train the family afresh")
+    return result
+
+
+def split_settings(settings: dict) -> tuple[TrainerSettings, DataSettings]:
+    """Flat settings sorted into TrainerSettings and DataSettings by field name; InputError for an unknown one."""
+    data_fields = {f.name for f in dataclasses.fields(DataSettings)}
+    trainer_fields = {f.name for f in dataclasses.fields(TrainerSettings)}
+    for key in settings:
+        if key not in data_fields | trainer_fields:
+            raise InputError(f"torch backend: unknown setting {key!r}; allowed: "
+                             f"{', '.join(sorted(data_fields | trainer_fields))}")
+    return (TrainerSettings(**{k: v for k, v in settings.items() if k in trainer_fields}),
+            DataSettings(**{k: v for k, v in settings.items() if k in data_fields}))

@@ -1,11 +1,15 @@
 """`skillscale train`: bad input is one line on stderr and exit status 2; a good run writes result.json."""
 
+import dataclasses
 import json
 
 import pytest
 import torch
 
-from trainers.cli import main, parse_count
+from trainers import torch_backend
+from trainers.cli import main, parse_count, settings_flags
+from trainers.data import DataSettings
+from trainers.settings import TrainerSettings
 
 TINY = [
     "--params",
@@ -52,6 +56,9 @@ NO_CUDA = [] if torch.cuda.is_available() else [(["--device", "cuda"], "CUDA")]
         (["--tokens", "-5"], "--tokens"),
         (["--corpus", "web=/nonexistent/web.parquet", "--mix", "web=1"], "/nonexistent/web.parquet"),
         (["--hparam", "learning_rate=0.1"], "'learning_rate'"),
+        (["--tokens", "100", "--seq-len", "512"], "at least 512"),  # below one batch (one sequence, the smallest)
+        (["--seq-len", "-3"], "--seq-len"),
+        (["--hparam", "schedule=linear"], "hparams.schedule"),
         *NO_CUDA,
     ],
 )
@@ -94,3 +101,28 @@ def test_parse_count():
     assert parse_count("1e6", "x") == 1_000_000
     assert parse_count("2_000_000", "x") == 2_000_000
     assert parse_count("1.5M", "x") == 1_500_000
+
+
+def test_a_size_that_cannot_fit_is_refused_naming_the_memory(tmp_path, capsys, monkeypatch):
+    """--params 1e15 realises the largest shape (~13e9 parameters: ~200 GiB of weights, gradients and AdamW
+    state); on a machine with 24 GiB that is one line naming both, exit 2, before any data or model is built."""
+    monkeypatch.setattr(torch_backend, "available_memory_bytes", lambda device: 24 * 2**30)
+    code = main(["train", *TINY, "--out", str(tmp_path / "run"), "--params", "1e15"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "needs about" in err and "GiB" in err and "has 24.0 GiB" in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_flags_take_their_defaults_from_the_settings_dataclasses():
+    """Every field of TrainerSettings and DataSettings (but the progress callback) is a flag, and a flag not
+    given leaves the dataclass default: no default is restated in the CLI."""
+    from trainers.cli import _settings_from_args
+
+    for cls, section in ((TrainerSettings, "trainer"), (DataSettings, "data")):
+        names = {f.name for f, _, _ in settings_flags(cls)}
+        assert names == {f.name for f in dataclasses.fields(cls)} - {"progress"}
+        args = type("Args", (), {})()  # no flag given
+        assert _settings_from_args(args, cls, section) == cls()
+    flags = {flag for f, _, flag in settings_flags(TrainerSettings)}
+    assert {"--seq-len", "--compile", "--no-cuda-graphs", "--shape-grid"} <= flags

@@ -36,3 +36,48 @@ def test_overrides_and_unknown_keys():
     with pytest.raises(InputError, match="beta2"):
         resolve(1e6, 1e6, 128, {"beta2": 1.5})
     assert "lr" in OVERRIDABLE
+
+
+@pytest.mark.parametrize("shape", ["linear", "1-sqrt"])
+def test_wsd_warmup_then_constant_then_cooldown_to_the_floor(shape):
+    hp = resolve(1_000_000, 2_000_000, 128, {"schedule": "wsd", "cooldown_fraction": 0.2, "cooldown_shape": shape})
+    lrs = [lr_at(s, hp) for s in range(hp.n_steps)]
+    assert hp.cooldown_steps == round(0.2 * hp.n_steps) and hp.cooldown_start == hp.n_steps - hp.cooldown_steps
+    assert lrs[hp.warmup_steps - 1] == pytest.approx(hp.lr)
+    assert all(lr == hp.lr for lr in lrs[hp.warmup_steps : hp.cooldown_start])  # the stable phase
+    cooldown = lrs[hp.cooldown_start - 1 :]
+    assert all(a > b for a, b in zip(cooldown, cooldown[1:], strict=False))
+    assert lrs[-1] == pytest.approx(0.1 * hp.lr)
+    middle = lrs[hp.cooldown_start + hp.cooldown_steps // 2 - 1]  # half-way through the cooldown
+    fall = 0.5 if shape == "linear" else 0.5**0.5  # 1-sqrt falls faster early
+    assert middle == pytest.approx(hp.lr - (hp.lr - 0.1 * hp.lr) * fall, rel=0.05)
+
+
+def test_the_stable_phase_does_not_depend_on_where_the_run_ends():
+    """The basis of run families: with the rules evaluated at one D (rule_n_tokens), runs to different D share
+    lr, batch and warmup, and every step before the shorter run's cooldown has the same lr in both."""
+    common = {"schedule": "wsd", "rule_n_tokens": 4_000_000}
+    short, long = resolve(1e6, 1_000_000, 128, common), resolve(1e6, 4_000_000, 128, common)
+    assert (short.lr, short.batch_seqs, short.warmup_steps) == (long.lr, long.batch_seqs, long.warmup_steps)
+    shared = range(short.cooldown_start)
+    assert [lr_at(s, short) for s in shared] == [lr_at(s, long) for s in shared]
+    assert lr_at(short.cooldown_start, short) < lr_at(short.cooldown_start, long)
+
+
+def test_token_counts_below_one_batch_are_refused_naming_the_minimum():
+    with pytest.raises(InputError, match=r"n_tokens: 100 is below one batch .* at least 512"):
+        resolve(1e6, 100, 512)
+    assert resolve(1e6, 512, 512).n_steps == 1
+    with pytest.raises(InputError, match="at least 4,096"):
+        resolve(1e6, 1_000, 512, {"batch_tokens": 4096})
+
+
+def test_bad_schedule_overrides_name_the_key():
+    with pytest.raises(InputError, match="hparams.schedule: expected one of cosine, wsd"):
+        resolve(1e6, 1e6, 128, {"schedule": "linear"})
+    with pytest.raises(InputError, match="hparams.cooldown_shape"):
+        resolve(1e6, 1e6, 128, {"schedule": "wsd", "cooldown_shape": "cosine"})
+    with pytest.raises(InputError, match="hparams.cooldown_fraction"):
+        resolve(1e6, 1e6, 128, {"schedule": "wsd", "cooldown_fraction": 1.5})
+    with pytest.raises(InputError, match="inside the .*warmup"):
+        resolve(1e6, 1e6, 128, {"schedule": "wsd", "cooldown_fraction": 0.99, "warmup_steps": 10})

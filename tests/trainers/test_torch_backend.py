@@ -177,17 +177,54 @@ def test_cuda_graph_memory_budget_frees_compiled_models_only_past_it(monkeypatch
     stood in for, so this runs without a GPU; the GPU test measures the memory itself."""
     import torch._inductor.cudagraph_trees as cudagraph_trees
 
-    calls, reserved, cache = [], {"bytes": 200}, {"a model": object()}
+    calls, reserved = [], {"bytes": 200}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append("empty_cache"))
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(total_memory=1000))
     monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: reserved["bytes"])
     monkeypatch.setattr(torch._dynamo, "reset", lambda: calls.append("dynamo"))
     monkeypatch.setattr(cudagraph_trees, "reset_cudagraph_trees", lambda: calls.append("graphs"))
-    monkeypatch.setattr(torch_backend, "_MODEL_CACHE", cache)
     monkeypatch.setattr(torch_backend, "GRAPH_MEMORY_FRACTION", 0.3)
 
-    torch_backend._release_cuda_graphs_if_over_budget(torch.device("cuda"))  # 200 of 1000: under 30%
-    assert cache and "dynamo" not in calls and "graphs" not in calls
+    assert not torch_backend.graph_memory_over_budget(torch.device("cuda"))  # 200 of 1000: under 30%
     reserved["bytes"] = 400
-    torch_backend._release_cuda_graphs_if_over_budget(torch.device("cuda"))
-    assert not cache and "dynamo" in calls and "graphs" in calls
+    assert torch_backend.graph_memory_over_budget(torch.device("cuda"))
+    cache = torch_backend.BackendCache(models={"a shape": (object(), object())}, compiled_shapes=3)
+    cache.reset_compiled()
+    assert not cache.models and cache.compiled_shapes == 0 and "dynamo" in calls and "graphs" in calls
+
+
+def test_compiled_shapes_are_bounded_by_half_the_recompile_limit(monkeypatch, tiny_settings):
+    """With compile on, a new shape past recompile_limit // 2 shapes since the last reset resets torch.compile's
+    state first, so dynamo never reaches its limit and falls back to eager (torch.compile stood in for)."""
+    resets = []
+    monkeypatch.setattr(torch, "compile", lambda model, mode=None: model)
+    monkeypatch.setattr(torch_backend.BackendCache, "reset_compiled",
+                        lambda self: (resets.append(self.compiled_shapes), self.models.clear(),
+                                      setattr(self, "compiled_shapes", 0)))
+    backend = TorchBackend(**{**tiny_settings, "compile": True, "recompile_limit": 4})
+    shapes = [backend.plan(RunSpec(n_params=n, n_tokens=6_000, mix=MIX))[0] for n in (7e4, 1.3e5, 2e5, 3e5, 5e5)]
+    assert len(set(shapes)) == 5
+    for cfg in shapes:
+        backend._model(cfg)
+    assert resets == [2, 2]  # 2 = 4 // 2 shapes compiled, then the third one resets (twice in five shapes)
+    assert backend.cache.compiled_shapes == 1
+
+
+def test_a_fallback_to_eager_is_counted():
+    """RecompileLimitWatch counts dynamo's recompile-limit warnings (each one is code that runs eagerly from then
+    on); a function compiled for three dtypes with a limit of 1 falls back once (then it runs eagerly for good)."""
+    import torch._dynamo
+
+    torch_backend.RecompileLimitWatch.install()
+    before = torch_backend.RecompileLimitWatch.fallbacks()
+
+    def double(x):
+        return x * 2
+
+    compiled = torch.compile(double, backend="eager")
+    with torch._dynamo.config.patch(recompile_limit=1):
+        for dtype in (torch.float32, torch.float64, torch.int64):
+            compiled(torch.ones(3, dtype=dtype))
+    torch._dynamo.reset()
+    assert torch_backend.RecompileLimitWatch.fallbacks() - before == 1

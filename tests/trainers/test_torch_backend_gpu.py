@@ -62,8 +62,7 @@ def test_cuda_graphs_memory_stays_bounded(tmp_path, monkeypatch):
     must stay correct after each reset (a compiled function that outlived its graphs failed with "Running
     CUDAGraph after shutdown")."""
     monkeypatch.setattr(torch_backend, "GRAPH_MEMORY_FRACTION", 0.0)
-    monkeypatch.setattr(torch_backend, "_MODEL_CACHE", {})
-    torch._dynamo.reset()
+    torch._dynamo.reset()  # the backend below is new, and so is its BackendCache
     settings = dict(device="cuda", compile=True, seq_len=128, knowledge_entities=200, domain_tokens=300_000,
                     eval_samples=16, eval_every=10_000, checkpoint_every=0, micro_batch_rows=8)
     backend = TorchBackend(**settings)
