@@ -1,169 +1,351 @@
-"""A short isoFLOP ladder through the real trainer: several model sizes at one FLOP budget, one data mix.
+"""isoFLOP ladders through the real trainer: several model sizes at each of several FLOP budgets, one data mix;
+per-skill U-shapes and the Approach-2 fit N*(C) = k C^a per skill with bootstrap intervals (issue #15, item 7).
 
-    PYTHONPATH=. python3 benchmarks/isoflop_ladder.py --out benchmarks/results/isoflop_ladder.json
-    PYTHONPATH=. python3 benchmarks/isoflop_ladder.py --budget 3e16 --sizes 5e6,1e7,2e7,4e7,8e7 --out l.json
-    PYTHONPATH=. python3 benchmarks/isoflop_ladder.py --device cpu --budget 2e11 --sizes 7e4,2e5 \
-        --seq-len 64 --no-compile --eval-samples 32 --domain-tokens 2e5 --out /tmp/ladder.json  # CPU smoke
+    PYTHONPATH=. python3 benchmarks/isoflop_ladder.py --budget 1.25e14,5e14,2e15 --sizes 3e5,6e5,1.2e6,2.4e6,4.8e6 \
+        --rows benchmarks/results/gpu_runs.jsonl --fit-out benchmarks/results/isoflop_ladders.jsonl \
+        --plot benchmarks/results/isoflop_ladders.png
+    PYTHONPATH=. python3 benchmarks/isoflop_ladder.py --analyze-only --rows benchmarks/results/gpu_runs.jsonl \
+        --fit-out benchmarks/results/isoflop_ladders.jsonl --plot benchmarks/results/isoflop_ladders.png
+    PYTHONPATH=. python3 benchmarks/isoflop_ladder.py --device cpu --budget 1e11,4e11 --sizes 7e4,1.2e5,2e5 \
+        --seq-len 64 --eval-samples 16 --rows /tmp/rows.jsonl --out /tmp/ladder.json            # CPU smoke
 
-For each target N the exact N comes from the shape rule (trainers/shapes.py) and D = C / (6 N), so every
-run costs the same C = 6·N·D. Each run goes through TorchBackend.run (GPU: bf16 autocast, Triton kernels,
-torch.compile), one process, one backend, so generated corpora and evaluation sets are built once. Prints
-per-skill answer NLL, per-domain held-out loss, tokens/s and MFU per size, with the size that minimises
-each skill (the per-skill compute-optimal N at this budget, to within the ladder's spacing), and writes
-all of it with the GPU name, versions and date to --out (JSON) and appends one line to --append.
+For each target N the exact N comes from the shape rule (trainers/shapes.py) and D = C / (6 N), so every run of
+a budget costs the same C = 6·N·D. The same sizes are used at every budget, so a study of B budgets and S sizes
+compiles S shapes, not B x S. Runs go through TorchBackend.run (GPU: bf16 autocast, Triton kernels,
+torch.compile), one process (benchmarks/_trainer_runs.py): generated corpora and evaluation sets are built once,
+each finished run is appended to --rows at once, and a rerun with the same --rows trains only what is missing
+(a ladder continues across GPU sittings).
 
-Default budget 1e16 FLOPs: about 2-5 minutes of H100 time for the five default sizes plus compilation.
+Analysis (for every skill's answer NLL and every domain's held-out loss): per budget the sizes' losses, the size
+with the lowest loss and whether it is interior (a U), the minimum of the parabola in log N
+(fitting.isoflop: Chinchilla Approach 2, Hoffmann et al. 2022 §3.2); then N*(C) = k C^a over the budgets, and
+a stratified bootstrap over runs (resampled within each budget, the same resamples for every loss, so ratios
+pair up) for 95% percentile intervals of a, of N* at each budget and of the knowledge/code ratio of N*. Where
+the rows also hold seed replicates (benchmarks/seed_noise.py), a second interval refits the ladder to its losses
+perturbed by the largest relative seed std measured for that loss (a parametric bootstrap: the scatter of the
+fit if every run were retrained with another seed), since 5-7 points per budget make the pairs bootstrap coarse.
+--fit-out appends one row per run (kind "run"), per loss (kind "fit") and the ratio (kind "ratio").
 """
 
 from __future__ import annotations
 
-import datetime
+import math
 import os
 import sys
-import time
+import tempfile
 from pathlib import Path
 
-import torch
+import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from _provenance import append_rows  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from _trainer_runs import (  # noqa: E402
+    PlannedRun,
+    add_backend_args,
+    execute,
+    loss_items,
+    make_backend,
+    parse_floats,
+    read_rows,
+    tokens_for_budget,
+    trained_rows,
+)
 
 from fitting.conventions import conventions_dict  # noqa: E402
-from skillscale.atomic import atomic_write_json  # noqa: E402
-from skillscale.errors import OneLineArgumentParser  # noqa: E402
-from trainers.cli import parse_count, parse_pairs  # noqa: E402
-from trainers.shapes import count_params  # noqa: E402
-from trainers.spec import RunSpec  # noqa: E402
-from trainers.torch_backend import TorchBackend  # noqa: E402
+from fitting.isoflop import bootstrap_isoflop, fit_isoflop  # noqa: E402
+from skillscale.atomic import atomic_write_json, finite_or_none  # noqa: E402
+from skillscale.errors import InputError, OneLineArgumentParser  # noqa: E402
+from trainers.cli import parse_pairs  # noqa: E402
+
+RATIO = ("knowledge", "code")  # N*(knowledge) / N*(code): arXiv:2503.10061 finds knowledge capacity-hungry
+
+
+def plan(backend, budgets: list[float], sizes: list[float], mix: dict[str, float], seed: int = 0) -> list[PlannedRun]:
+    """One run per (size, budget), sizes outermost so that a shape's runs are consecutive."""
+    return [
+        PlannedRun("isoflop", n, tokens_for_budget(backend, n, c, mix), c, seed=seed)
+        for n in sizes
+        for c in budgets
+    ]
+
+
+def ladder_rows(rows: list[dict], seed: int = 0) -> list[dict]:
+    """Rule-LR runs at `seed`, one per (budget, N): the ladder's points."""
+    keep = {}
+    for row in trained_rows(rows):
+        if row["seed"] == seed and row["lr_multiplier"] == 1.0:
+            keep[(row["budget"], row["n_params"])] = row
+    return [keep[k] for k in sorted(keep)]
+
+
+def _percentile_ci(values: np.ndarray) -> tuple[float | None, float | None, float]:
+    """95% percentile interval over the finite members and the fraction of members that were finite."""
+    finite = values[np.isfinite(values)]
+    if finite.size < 10:
+        return None, None, finite.size / max(values.size, 1)
+    lo, hi = np.percentile(finite, [2.5, 97.5])
+    return float(lo), float(hi), finite.size / values.size
+
+
+def stratified_resamples(budgets: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, n) row indices, each resample drawing with replacement within every budget."""
+    rng = np.random.default_rng(seed)
+    idx = np.empty((n_boot, budgets.size), dtype=int)
+    for c in np.unique(budgets):
+        members = np.flatnonzero(budgets == c)
+        idx[:, members] = members[rng.integers(0, members.size, size=(n_boot, members.size))]
+    return idx
+
+
+def noise_members(n, d, loss, budget, rel_std: float, n_boot: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(k, a) of n_boot refits to the losses perturbed by the measured seed noise, loss * (1 + rel_std * z):
+    what the fit would scatter by if each run were retrained with another seed (a parametric bootstrap)."""
+    rng = np.random.default_rng(seed)
+    k, a = np.full(n_boot, np.nan), np.full(n_boot, np.nan)
+    for i in range(n_boot):
+        try:
+            fit = fit_isoflop(n, d, loss * (1.0 + rel_std * rng.standard_normal(loss.size)), flops=budget)
+        except InputError:
+            continue
+        k[i], a[i] = fit.k[0], fit.a[0]
+    return k, a
+
+
+def analyze(rows: list[dict], n_boot: int = 2000, seed: int = 0) -> dict:
+    """U-shapes, N*(C) fits with intervals and the knowledge/code ratio (module docstring)."""
+    import seed_noise
+
+    noise: dict[str, float] = {}  # the largest relative seed std measured for each loss, at any point
+    for s in seed_noise.summarize(rows):
+        noise[s["skill"]] = max(noise.get(s["skill"], 0.0), s["rel_std"])
+    ladder = ladder_rows(rows)
+    if not ladder:
+        raise InputError("isoflop analysis: no finished rule-LR seed-0 runs in the rows given")
+    n = np.array([r["n_params"] for r in ladder], float)
+    d = np.array([r["n_tokens"] for r in ladder], float)
+    budget = np.array([r["budget"] for r in ladder], float)
+    budgets = np.unique(budget)
+    names = sorted(set.intersection(*(set(loss_items(r)) for r in ladder)))
+    resamples = stratified_resamples(budget, n_boot, seed)
+    fits, boots, noise_fits = {}, {}, {}
+    out = {"budgets": budgets.tolist(), "n_runs": len(ladder), "n_boot": n_boot, "losses": {}}
+    for name in names:
+        loss = np.array([loss_items(r)[name] for r in ladder], float)
+        curves = []
+        for c in budgets:
+            at = budget == c
+            order = np.argsort(n[at])
+            sizes, values = n[at][order], loss[at][order]
+            best = int(np.argmin(values))
+            curves.append({"budget": float(c), "n_params": sizes.tolist(), "n_tokens": d[at][order].tolist(),
+                           "loss": values.tolist(), "best_n": float(sizes[best]),
+                           "interior_minimum": 0 < best < sizes.size - 1})
+        entry = {"curves": curves}
+        try:
+            fit = fit_isoflop(n, d, loss, flops=budget)
+            boot = bootstrap_isoflop(n, d, loss, flops=budget, resamples=resamples)
+        except InputError as exc:
+            entry["fit_error"] = str(exc)
+            out["losses"][name] = entry
+            continue
+        fits[name], boots[name] = fit, boot
+        for curve, vertex in zip(curves, fit.n_opt_per_budget[0], strict=True):
+            curve["parabola_n_opt"] = finite_or_none(float(vertex))
+        a_lo, a_hi, a_ok = _percentile_ci(boot.a)
+        entry.update({
+            "a": finite_or_none(float(fit.a[0])),
+            "k": finite_or_none(float(fit.k[0])),
+            "a_ci95": [a_lo, a_hi],
+            "bootstrap_finite_fraction": a_ok,
+            "budgets_with_minimum": int(np.isfinite(fit.n_opt_per_budget[0]).sum()),
+            "n_opt": [],
+        })
+        if name in noise:
+            noise_k, noise_a = noise_members(n, d, loss, budget, noise[name], n_boot, seed)
+            lo, hi, ok = _percentile_ci(noise_a)
+            entry.update({"seed_rel_std": noise[name], "a_ci95_seed_noise": [lo, hi],
+                          "seed_noise_finite_fraction": ok})
+            noise_fits[name] = (noise_k, noise_a)
+        for c in budgets:
+            point = float(fit.optimum(c)[0][0])
+            lo, hi, _ = _percentile_ci(boot.optimum(c)[0])
+            at = {"budget": float(c), "n_opt": finite_or_none(point), "ci95": [lo, hi]}
+            if name in noise_fits:
+                nk, na = noise_fits[name]
+                at["ci95_seed_noise"] = list(_percentile_ci(nk * c**na)[:2])
+            entry["n_opt"].append(at)
+        out["losses"][name] = entry
+    if all(s in fits for s in RATIO):
+        ratio = {"numerator": RATIO[0], "denominator": RATIO[1], "at": []}
+        for c in budgets:
+            point = float(fits[RATIO[0]].optimum(c)[0][0] / fits[RATIO[1]].optimum(c)[0][0])
+            members = boots[RATIO[0]].optimum(c)[0] / boots[RATIO[1]].optimum(c)[0]
+            lo, hi, ok = _percentile_ci(members)
+            at = {"budget": float(c), "ratio": finite_or_none(point), "ci95": [lo, hi],
+                  "bootstrap_finite_fraction": ok}
+            if all(s in noise_fits for s in RATIO):  # independent seed-noise draws for the two skills
+                (k1, a1), (k2, a2) = (noise_fits[s] for s in RATIO)
+                at["ci95_seed_noise"] = list(_percentile_ci(k1 * c**a1 / (k2 * c**a2))[:2])
+            ratio["at"].append(at)
+        out["ratio"] = ratio
+    return out
+
+
+def analysis_rows(rows: list[dict], analysis: dict) -> list[dict]:
+    """The rows --fit-out appends: every ladder run, one fit per loss, the ratio; provenance on each."""
+    ladder = ladder_rows(rows)
+    last = ladder[-1]
+    prov = {k: last.get(k) for k in ("gpu", "torch", "triton", "commit", "date")}
+    prov["conventions"] = conventions_dict()
+    keep = ("key", "run_id", "shape", "n_params", "n_tokens", "budget", "flops", "seed", "lr", "batch_tokens",
+            "n_steps", "losses", "domain_losses", "tokens_per_s", "mfu", "wall_s", "gpu", "torch", "triton",
+            "commit", "date")
+    out = [{"kind": "run", **{k: r.get(k) for k in keep}} for r in ladder]
+    for name, entry in analysis["losses"].items():
+        out.append({"kind": "fit", "loss": name, "n_boot": analysis["n_boot"], **entry, **prov})
+    if "ratio" in analysis:
+        out.append({"kind": "ratio", "n_boot": analysis["n_boot"], **analysis["ratio"], **prov})
+    return out
+
+
+def _noise_text(ci, rel_std) -> str:
+    if not ci or ci[0] is None:
+        return ""
+    at = f" at {rel_std:.2%}" if rel_std is not None else ""
+    return f"; under the measured seed noise{at}: [{ci[0]:.2f}, {ci[1]:.2f}]"
+
+
+def print_analysis(analysis: dict) -> None:
+    for name, entry in analysis["losses"].items():
+        print(f"{name}:")
+        for curve in entry["curves"]:
+            cells = "  ".join(f"{n / 1e6:.2f}M {v:.4f}" for n, v in zip(curve["n_params"], curve["loss"], strict=True))
+            vertex = curve.get("parabola_n_opt")
+            print(f"  C={curve['budget']:.2e}: {cells}   lowest {curve['best_n'] / 1e6:.2f}M "
+                  f"({'interior' if curve['interior_minimum'] else 'EDGE'}), parabola "
+                  f"{'none' if vertex is None else f'{vertex / 1e6:.2f}M'}")
+        if "a" in entry:
+            lo, hi = entry["a_ci95"]
+            ci = "n/a" if lo is None else f"[{lo:.2f}, {hi:.2f}]"
+            a = "n/a" if entry["a"] is None else f"{entry['a']:.2f}"
+            print(f"  N*(C) = k C^a: a = {a}, 95% CI {ci} ({entry['bootstrap_finite_fraction']:.0%} of "
+                  f"resamples finite)" + _noise_text(entry.get("a_ci95_seed_noise"), entry.get("seed_rel_std")))
+        else:
+            print(f"  no fit: {entry.get('fit_error')}")
+    if "ratio" in analysis:
+        for at in analysis["ratio"]["at"]:
+            lo, hi = at["ci95"]
+            ci = "n/a" if lo is None else f"[{lo:.2f}, {hi:.2f}]"
+            r = "n/a" if at["ratio"] is None else f"{at['ratio']:.2f}"
+            print(f"N*(knowledge)/N*(code) at C={at['budget']:.2e}: {r}, 95% CI {ci}"
+                  + _noise_text(at.get("ci95_seed_noise"), None))
+
+
+def plot(analysis: dict, path: Path) -> None:
+    """Loss against N per budget (one panel per loss) with the fitted parabolas, and N*(C) with intervals."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(analysis["losses"])
+    cols = 3
+    rows_n = math.ceil((len(names) + 1) / cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(4.2 * cols, 3.4 * rows_n), squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, name in zip(axes.flat, names, strict=False):
+        entry = analysis["losses"][name]
+        for i, curve in enumerate(entry["curves"]):
+            x, y = np.log(curve["n_params"]), np.array(curve["loss"])
+            colour = colours[i % len(colours)]
+            ax.plot(curve["n_params"], y, "o", color=colour, label=f"C={curve['budget']:.1e}")
+            if len(x) >= 3:
+                coef = np.polyfit(x, y, 2)
+                grid = np.linspace(x.min(), x.max(), 50)
+                ax.plot(np.exp(grid), np.polyval(coef, grid), "-", color=colour, lw=1)
+            vertex = curve.get("parabola_n_opt")
+            if vertex and min(curve["n_params"]) / 2 < vertex < 2 * max(curve["n_params"]):
+                ax.axvline(vertex, color=colour, ls=":", lw=1)
+        ax.set_xscale("log")
+        ax.set_title(name)
+        ax.set_xlabel("N (parameters)")
+        ax.set_ylabel("loss (nats/token)")
+        ax.legend(fontsize=7)
+    ax = axes.flat[len(names)]
+    for i, (name, entry) in enumerate(analysis["losses"].items()):
+        if "n_opt" not in entry:
+            continue
+        c = [p["budget"] for p in entry["n_opt"]]
+        mid = [p["n_opt"] or np.nan for p in entry["n_opt"]]
+        lo = [p["ci95"][0] or np.nan for p in entry["n_opt"]]
+        hi = [p["ci95"][1] or np.nan for p in entry["n_opt"]]
+        ax.plot(c, mid, "-o", color=colours[i % len(colours)], label=f"{name} (a={entry['a'] or np.nan:.2f})")
+        ax.fill_between(c, lo, hi, color=colours[i % len(colours)], alpha=0.15)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_title("N*(C), 95% bootstrap band")
+    ax.set_xlabel("C (FLOPs, 6ND)")
+    ax.set_ylabel("N*")
+    ax.legend(fontsize=7)
+    for extra in list(axes.flat)[len(names) + 1 :]:
+        extra.axis("off")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    os.replace(tmp, path)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = OneLineArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--budget", default="1e16", help="FLOPs per run, C = 6*N*D")
-    p.add_argument("--sizes", default="5e6,1e7,2e7,4e7,8e7", help="target N, comma separated")
-    p.add_argument("--mix", default="knowledge=0.5,code=0.3,general=0.2")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--no-compile", action="store_true")
-    p.add_argument("--no-triton", action="store_true")
-    p.add_argument("--seq-len", type=int, default=512)
+    p.add_argument("--budget", "--budgets", dest="budgets", default="1.25e14,5e14,2e15",
+                   help="FLOPs per run, C = 6*N*D; comma separated for several ladders")
+    p.add_argument("--sizes", default="3e5,6e5,1.2e6,2.4e6,4.8e6", help="target N, comma separated")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eval-samples", type=int, default=512)
-    p.add_argument("--knowledge-entities", type=int, default=20_000)
-    p.add_argument("--domain-tokens", default="32e6", help="length of each generated training stream")
-    p.add_argument("--runs-dir", default="", help="where the runs' checkpoints go (default: a temp dir)")
-    p.add_argument("--out", required=True, help="JSON file for the results")
-    p.add_argument(
-        "--append",
-        default=os.path.join(os.path.dirname(__file__), "results", "isoflop_ladder.jsonl"),
-        help="also append one JSON line to this file ('' for none)",
-    )
+    p.add_argument("--knowledge-entities", type=int, default=0, help="(older data settings) world size")
+    p.add_argument("--domain-tokens", default="", help="(older data settings) generated stream length")
+    p.add_argument("--rows", default="", help="JSON-lines file of run rows: read to resume, appended to")
+    p.add_argument("--analyze-only", action="store_true", help="no training: analyse --rows")
+    p.add_argument("--n-boot", type=int, default=2000)
+    p.add_argument("--fit-out", default="", help="JSON-lines file the run, fit and ratio rows are appended to")
+    p.add_argument("--plot", default="", help="PNG of the U-shapes and N*(C)")
+    p.add_argument("--out", default="", help="JSON file with the runs and the analysis")
+    p.add_argument("--append", default="", help="(older interface) also append the --out record to this file")
+    add_backend_args(p)
     args = p.parse_args(argv)
-
-    budget = float(args.budget)
-    sizes = [parse_count(s, "--sizes") for s in args.sizes.split(",") if s.strip()]
-    mix = parse_pairs(args.mix, "--mix")
-    settings = dict(
-        device=args.device,
-        compile=not args.no_compile,
-        seq_len=args.seq_len,
-        eval_samples=args.eval_samples,
-        knowledge_entities=args.knowledge_entities,
-        domain_tokens=parse_count(args.domain_tokens, "--domain-tokens"),
-        checkpoint_every=0,
-    )
-    if args.no_triton:
-        settings["use_triton"] = False
-    backend = TorchBackend(**settings)
-    runs_dir = Path(args.runs_dir or f"/tmp/skillscale-ladder-{os.getpid()}")
-
-    rows = []
-    for target in sizes:
-        probe = RunSpec(n_params=target, n_tokens=1, mix=mix, seed=args.seed)
-        cfg, _, _ = backend.plan(probe)
-        n_params = count_params(cfg)
-        n_tokens = int(round(budget / (6.0 * n_params)))
-        spec = RunSpec(n_params=target, n_tokens=n_tokens, mix=mix, seed=args.seed)
-        _, hp, _ = backend.plan(spec)
-        t0 = time.perf_counter()
-        result = backend.run(spec, runs_dir / spec.run_id)
-        rows.append(
-            {
-                "target_n": target,
-                "n_params": n_params,
-                "n_tokens": n_tokens,
-                "flops": result.flops,
-                "shape": f"{cfg.d_model}x{cfg.n_layers}",
-                "status": result.status,
-                "lr": hp.lr,
-                "batch_tokens": hp.batch_tokens,
-                "n_steps": hp.n_steps,
-                "losses": result.losses,
-                "domain_losses": result.domain_losses,
-                "tokens_per_s": result.tokens_per_s,
-                "mfu": result.mfu,
-                "wall_s": time.perf_counter() - t0,
-            }
-        )
-        print(
-            f"  {cfg.d_model}x{cfg.n_layers} N={n_params:,} D={n_tokens:,}: {result.status} {result.losses} "
-            f"{result.tokens_per_s:,.0f} tok/s",
-            file=sys.stderr,
-        )
-
-    skills = sorted({s for r in rows for s in r["losses"]})
-    domains = sorted({d for r in rows for d in r["domain_losses"]})
-    header = [
-        "shape",
-        "N",
-        "D",
-        *[f"{s} NLL" for s in skills],
-        *[f"{d} loss" for d in domains],
-        "tok/s",
-        "MFU",
-        "wall s",
-    ]
-    table = [
-        [
-            r["shape"],
-            f"{r['n_params'] / 1e6:.1f}M",
-            f"{r['n_tokens'] / 1e6:.0f}M",
-            *[f"{r['losses'][s]:.4f}" for s in skills],
-            *[f"{r['domain_losses'].get(d, float('nan')):.4f}" for d in domains],
-            f"{r['tokens_per_s']:,.0f}",
-            f"{r['mfu']:.1%}",
-            f"{r['wall_s']:.0f}",
-        ]
-        for r in rows
-    ]
-    widths = [max(len(h), *(len(t[i]) for t in table)) for i, h in enumerate(header)]
-    print(f"isoFLOP ladder at C = {budget:.2e} FLOPs, mix {mix}, device {backend.device}")
-    print("  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True)))
-    for t in table:
-        print("  ".join(c.rjust(w) for c, w in zip(t, widths, strict=True)))
-    finite = [r for r in rows if r["status"] == "ok"]
-    best = {s: min(finite, key=lambda r: r["losses"][s])["n_params"] for s in skills} if finite else {}
-    for s, n in best.items():
-        print(f"lowest {s} NLL at N = {n:,}")
-
-    record = {
-        "benchmark": "isoflop_ladder",
-        "date": datetime.datetime.now(datetime.UTC).isoformat(),
-        "device": torch.cuda.get_device_name() if backend.device.type == "cuda" else "cpu",
-        "torch": torch.__version__,
-        "compile": settings["compile"],
-        "use_triton": backend.use_triton,
-        "budget_flops": budget,
-        "mix": mix,
-        "seq_len": args.seq_len,
-        "seed": args.seed,
-        "conventions": conventions_dict(),
-        "runs": rows,
-        "best_n_per_skill": best,
-    }
-    atomic_write_json(Path(args.out), record, indent=2)
-    if args.append:
-        append_rows(args.append, [record])
+    rows_path = args.rows or os.path.join(tempfile.mkdtemp(prefix="skillscale-ladder-"), "rows.jsonl")
+    try:
+        if not args.analyze_only:
+            mix = parse_pairs(args.mix, "--mix")
+            budgets = parse_floats(args.budgets, "--budget")
+            sizes = parse_floats(args.sizes, "--sizes")
+            if args.knowledge_entities:
+                args.set.append(f"knowledge_entities={args.knowledge_entities}")
+            if args.domain_tokens:
+                args.set.append(f"domain_tokens={int(float(args.domain_tokens))}")
+            backend = make_backend(args)
+            runs_dir = args.runs_dir or tempfile.mkdtemp(prefix="skillscale-ladder-runs-")
+            execute(plan(backend, budgets, sizes, mix, args.seed), backend, mix, rows_out=rows_path,
+                    recorded=read_rows([rows_path]), runs_dir=runs_dir, deadline_s=args.deadline_s)
+        rows = read_rows([rows_path])
+        analysis = analyze(rows, n_boot=args.n_boot, seed=args.seed)
+    except InputError as exc:
+        print(f"isoflop_ladder: {exc}", file=sys.stderr)
+        return 2
+    print_analysis(analysis)
+    if args.fit_out:
+        append_rows(args.fit_out, analysis_rows(rows, analysis))
+    if args.plot:
+        plot(analysis, Path(args.plot))
+    if args.out or args.append:
+        record = {"benchmark": "isoflop_ladder", "conventions": conventions_dict(), "runs": ladder_rows(rows),
+                  "analysis": analysis}
+        if args.out:
+            atomic_write_json(Path(args.out), record, indent=2)
+        if args.append:
+            append_rows(args.append, [record])
     return 0
 
 

@@ -1,0 +1,341 @@
+"""Planned real-trainer runs for the GPU measurements, executed in one process and recorded one JSON line each.
+
+Used by benchmarks/seed_noise.py, lr_sweep.py, isoflop_ladder.py and gpu_sitting.py (which runs the plans of
+several of them in one process, so that corpora, evaluation sets and compiled graphs are built once).
+
+A `PlannedRun` is what one measurement wants trained: a target N, an exact D, a seed and an LR multiplier on
+the trainer's rule (trainers/hparams.py). Two measurements that want the same run (the isoFLOP ladder's seed-0
+run is also the seed-noise point's first seed and the LR sweep's rule point) share it: a run is identified by
+`run_key` = the RunSpec's run_id plus a fingerprint of the backend settings that change what is trained (data,
+sequence length, tokenizer), so a recorded row is found again and never trained twice.
+
+`execute` trains the runs not yet recorded, in the order given, and appends each finished run to a JSON-lines
+file at once (atomically, benchmarks/_provenance.append_rows): a sitting killed at its time limit keeps every
+run it finished, and the next sitting, given those rows, continues where it stopped. Before each run it
+estimates the run's time (tokens / tokens-per-second measured so far at that shape, or a prior; plus a
+compilation allowance for a shape not yet seen in this process) and skips runs that would overrun the
+sitting's deadline.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from _provenance import append_rows, git_commit
+
+from trainers.shapes import count_params
+from trainers.spec import RunSpec
+
+# Prior throughput for a shape not yet trained in this process: 5e6 tok/s at N = 1e6, falling as N^-0.2
+# (H200 2026-12-01, compiled + CUDA graphs: 0.93M ~4-8M tok/s, 7.3M 3.98M, 22M 2.2M tok/s; DESIGN.md).
+PRIOR_TOKENS_PER_S_AT_1M = 5e6
+PRIOR_EXPONENT = -0.2
+COMPILE_ALLOWANCE_S = 30.0  # a new shape's compilation, 15-40 s measured (DESIGN.md, Measured facts)
+EVAL_ALLOWANCE_S = 3.0  # per run, evaluation and the final checkpoint
+
+
+# RunResult fields the row carries under its own names; any others (standard errors of the evaluation,
+# compile fallbacks, ... as the trainer adds them) are kept under "result_extra"
+_RESULT_IN_ROW = {"run_id", "status", "n_params", "n_tokens", "flops", "losses", "domain_losses", "wall_s",
+                  "tokens_per_s", "mfu", "shape"}
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run a measurement wants: target N, exact D, seed, LR = multiplier x the trainer's rule."""
+
+    experiment: str  # "isoflop", "seed_noise", "lr_sweep", ...
+    target_n: float
+    n_tokens: int
+    budget: float  # nominal C = 6 N D the run was planned at (exact N differs from target_n by the shape rule)
+    seed: int = 0
+    lr_multiplier: float = 1.0
+
+    def spec(self, mix: dict[str, float], rule_lr: float) -> RunSpec:
+        """The RunSpec; LR multiplier 1 leaves hparams empty, so the rule's run is the same run for every
+        measurement (same run_id)."""
+        hparams = {} if self.lr_multiplier == 1.0 else {"lr": rule_lr * self.lr_multiplier}
+        return RunSpec(n_params=int(self.target_n), n_tokens=int(self.n_tokens), mix=mix, seed=self.seed,
+                       hparams=hparams)
+
+
+def trainer_settings(backend):
+    """The backend's TrainerSettings (`backend.trainer`; `backend.settings` in older trainers)."""
+    return getattr(backend, "trainer", None) or backend.settings
+
+
+def settings_fingerprint(backend) -> str:
+    """12 hex digits over what changes the trained function besides the spec: data, seq_len, tokenizer."""
+    what = {"data": backend.data.to_dict(), "seq_len": trainer_settings(backend).seq_len,
+            "tokenizer": backend.tokenizer.name}
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def exact_n(backend, target_n: float, mix: dict[str, float]) -> int:
+    """N of the shape the trainer builds for target_n."""
+    cfg, _, _ = backend.plan(RunSpec(n_params=int(target_n), n_tokens=10**10, mix=mix))  # D: any valid one
+    return count_params(cfg)
+
+
+def tokens_for_budget(backend, target_n: float, budget: float, mix: dict[str, float]) -> int:
+    """D such that 6 N D = budget for the exact N of target_n's shape."""
+    return int(round(budget / (6.0 * exact_n(backend, target_n, mix))))
+
+
+def run_key(spec: RunSpec, fingerprint: str) -> str:
+    return f"{spec.run_id}-{fingerprint}"
+
+
+def read_rows(paths: Iterable[str | Path]) -> list[dict]:
+    """Run rows from JSON-lines files (missing files are skipped; rows without a key are ignored)."""
+    rows = []
+    for path in paths:
+        path = Path(path)
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                if "key" in row:
+                    rows.append(row)
+    return rows
+
+
+def environment(device: torch.device) -> dict:
+    """GPU name, versions, commit and date for every row."""
+    env = {"gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+           "torch": torch.__version__, "commit": git_commit(),
+           "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
+    try:
+        import triton
+
+        env["triton"] = triton.__version__
+    except ImportError:
+        env["triton"] = None
+    return env
+
+
+@dataclass
+class Throughput:
+    """Measured tokens/s per shape in this process (training steps only) and which shapes are compiled."""
+
+    tokens_per_s: dict[str, float] = field(default_factory=dict)
+    seen: set[str] = field(default_factory=set)
+
+    def estimate_s(self, shape: str, n_params: int, n_tokens: int, compiled: bool) -> float:
+        prior = PRIOR_TOKENS_PER_S_AT_1M * (n_params / 1e6) ** PRIOR_EXPONENT
+        rate = self.tokens_per_s.get(shape, prior)
+        new_shape = compiled and shape not in self.seen
+        return n_tokens / rate + EVAL_ALLOWANCE_S + (COMPILE_ALLOWANCE_S if new_shape else 0.0)
+
+
+def execute(
+    planned: list[PlannedRun],
+    backend,
+    mix: dict[str, float],
+    *,
+    rows_out: str | Path,
+    recorded: list[dict] = (),
+    runs_dir: str | Path,
+    deadline_s: float = math.inf,
+    log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
+) -> list[dict]:
+    """Train every planned run not already in `recorded` (in the order given, duplicates merged), appending
+    each finished run's row to `rows_out` at once; returns the rows of all planned runs (recorded or new).
+
+    A run whose estimated time would end past `deadline_s` (seconds from now) is skipped and logged."""
+    t0 = time.perf_counter()
+    fingerprint = settings_fingerprint(backend)
+    done = {row["key"]: row for row in recorded if row.get("status") == "ok"}
+    env = environment(backend.device)
+    throughput = Throughput()
+    trainer = trainer_settings(backend)
+    compiled = bool(trainer.compile) and backend.device.type == "cuda"
+    merged: dict[str, tuple[PlannedRun, RunSpec, list[str]]] = {}
+    for run in planned:
+        rule_lr = backend.plan(RunSpec(n_params=int(run.target_n), n_tokens=int(run.n_tokens), mix=mix))[1].lr
+        spec = run.spec(mix, rule_lr)
+        key = run_key(spec, fingerprint)
+        if key in merged:
+            merged[key][2].append(run.experiment)
+        else:
+            merged[key] = (run, spec, [run.experiment])
+    out_rows = []
+    for key, (run, spec, experiments) in merged.items():
+        if key in done:
+            out_rows.append(done[key])
+            continue
+        cfg, hp, _ = backend.plan(spec)
+        shape = f"{cfg.d_model}x{cfg.n_layers}"
+        n_params = count_params(cfg)
+        estimate = throughput.estimate_s(shape, n_params, spec.n_tokens, compiled)
+        elapsed = time.perf_counter() - t0
+        if elapsed + estimate > deadline_s:
+            log(f"skip {shape} D={spec.n_tokens:,} seed={spec.seed} lr x{run.lr_multiplier}: "
+                f"~{estimate:.0f} s would pass the deadline ({elapsed:.0f} of {deadline_s:.0f} s used)")
+            continue
+        rule_lr = backend.plan(RunSpec(n_params=spec.n_params, n_tokens=spec.n_tokens, mix=mix))[1].lr
+        start = time.perf_counter()
+        result = backend.run(spec, Path(runs_dir) / spec.run_id)
+        wall = time.perf_counter() - start
+        throughput.seen.add(shape)
+        if result.tokens_per_s > 0:
+            throughput.tokens_per_s[shape] = result.tokens_per_s
+        row = {
+            "key": key,
+            "experiments": experiments,
+            "run_id": spec.run_id,
+            "target_n": run.target_n,
+            "n_params": n_params,
+            "n_tokens": int(spec.n_tokens),
+            "budget": run.budget,
+            "flops": 6.0 * n_params * spec.n_tokens,
+            "seed": spec.seed,
+            "lr": hp.lr,
+            "lr_rule": rule_lr,
+            "lr_multiplier": run.lr_multiplier,
+            "batch_tokens": hp.batch_tokens,
+            "n_steps": hp.n_steps,
+            "shape": shape,
+            "status": result.status,
+            "losses": result.losses,
+            "domain_losses": result.domain_losses,
+            "tokens_per_s": result.tokens_per_s,
+            "mfu": result.mfu,
+            "wall_s": wall,
+            "result_extra": {k: v for k, v in result.to_dict().items() if k not in _RESULT_IN_ROW},
+            "mix": mix,
+            "settings": {"fingerprint": fingerprint, "seq_len": trainer.seq_len,
+                         "compile": bool(trainer.compile), "use_triton": bool(backend.use_triton),
+                         "tokenizer": backend.tokenizer.name, "data": backend.data.to_dict()},
+            **env,
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        }
+        append_rows(rows_out, [row])
+        out_rows.append(row)
+        losses = " ".join(f"{k}={v:.4f}" for k, v in sorted(result.losses.items()))
+        log(f"{'+'.join(experiments)} {shape} N={n_params:,} D={spec.n_tokens:,} seed={spec.seed} "
+            f"lr={hp.lr:.2e} (x{run.lr_multiplier}): {result.status} {losses} "
+            f"{result.tokens_per_s:,.0f} tok/s, {wall:.1f} s (est {estimate:.0f}), t={time.perf_counter() - t0:.0f} s")
+    return out_rows
+
+
+def by_shape(planned: list[PlannedRun]) -> list[PlannedRun]:
+    """The runs reordered so that each shape's runs are consecutive (fewest compilations), smallest N first,
+    keeping the given order within a shape."""
+    first = {}
+    for i, run in enumerate(planned):
+        first.setdefault(run.target_n, i)
+    return sorted(planned, key=lambda r: (r.target_n, first[r.target_n]))
+
+
+# ---------------------------------------------------------------------------------------- command-line pieces
+
+
+def parse_setting(text: str) -> tuple[str, object]:
+    """'name=value' for a TorchBackend setting; the value is read as JSON when it parses (numbers, true,
+    {"code": "stdlib"}), else kept as a string."""
+    from skillscale.errors import InputError
+
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise InputError(f"--set: expected NAME=VALUE (a TorchBackend setting), got {text!r}")
+    try:
+        return name.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return name.strip(), value
+
+
+def add_backend_args(p) -> None:
+    """The trainer flags every measurement script shares."""
+    p.add_argument("--mix", default="knowledge=0.5,code=0.3,general=0.2")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-compile", action="store_true", help="train eager (default: torch.compile on CUDA)")
+    p.add_argument("--no-triton", action="store_true")
+    p.add_argument("--seq-len", type=int, default=256)
+    p.add_argument("--eval-samples", type=int, default=0, help="prompts per skill (0: the trainer's default)")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="any other TorchBackend setting, e.g. --set micro_batch_rows=64 (repeatable)")
+    p.add_argument("--runs-dir", default="", help="where the runs' checkpoints go (default: a temp dir)")
+    p.add_argument("--deadline-s", type=float, default=math.inf,
+                   help="start no run that would end later than this many seconds after the start")
+
+
+def make_backend(args):
+    """TorchBackend from add_backend_args' flags: checkpoints only at the end, compile on CUDA by default."""
+    from trainers.torch_backend import TorchBackend
+
+    settings: dict = {"device": args.device, "seq_len": args.seq_len, "checkpoint_every": 0}
+    if args.eval_samples:
+        settings["eval_samples"] = args.eval_samples
+    if args.no_triton:
+        settings["use_triton"] = False
+    settings.update(parse_setting(s) for s in args.set)
+    on_cuda = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
+    settings.setdefault("compile", on_cuda and not args.no_compile)
+    return TorchBackend(**settings)
+
+
+def parse_points(text: str, what: str) -> list[tuple[float, float]]:
+    """'5e5@1.25e14,2e6@5e14' -> [(target N, budget C), ...]."""
+    from skillscale.errors import InputError
+
+    points = []
+    for part in [p.strip() for p in text.split(",") if p.strip()]:
+        n, sep, c = part.partition("@")
+        try:
+            points.append((float(n), float(c)))
+        except ValueError:
+            raise InputError(f"{what}: expected N@C pairs such as 5e5@1.25e14, got {part!r}") from None
+        if not sep or not (points[-1][0] > 0 and points[-1][1] > 0):
+            raise InputError(f"{what}: expected N@C pairs with positive N and C, got {part!r}")
+    if not points:
+        raise InputError(f"{what}: no N@C points given")
+    return points
+
+
+def parse_floats(text: str, what: str) -> list[float]:
+    from skillscale.errors import InputError
+
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"{what}: expected comma-separated numbers, got {text!r}") from None
+    if not values or not all(math.isfinite(v) and v > 0 for v in values):
+        raise InputError(f"{what}: expected positive numbers, got {text!r}")
+    return values
+
+
+def parse_seeds(text: str, what: str = "--seeds") -> list[int]:
+    from skillscale.errors import InputError
+
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"{what}: expected comma-separated integers, got {text!r}") from None
+
+
+def trained_rows(rows: list[dict], fingerprint: str | None = None) -> list[dict]:
+    """Finished runs; with several settings fingerprints present, those of `fingerprint` (default: the most
+    recent row's), so rows trained on other data never mix into one analysis."""
+    ok = [r for r in rows if r.get("status") == "ok"]
+    if not ok:
+        return []
+    fingerprint = fingerprint or ok[-1]["settings"]["fingerprint"]
+    return [r for r in ok if r["settings"]["fingerprint"] == fingerprint]
+
+
+def loss_items(row: dict) -> dict[str, float]:
+    """A run's losses by name: skills as they are ('knowledge', 'code'), domains as 'domain:<name>'."""
+    out = dict(row["losses"])
+    out.update({f"domain:{k}": v for k, v in row.get("domain_losses", {}).items()})
+    return out

@@ -1,0 +1,138 @@
+"""Seed noise of the real trainer: at several (N, D) points, several training seeds each, the per-skill and
+per-domain mean and standard deviation of the final losses (issue #15, item 6).
+
+    PYTHONPATH=. python3 benchmarks/seed_noise.py --points 5e5@1.25e14,2e6@5e14,4e6@2e15 --seeds 0,1,2 \
+        --rows benchmarks/results/gpu_runs.jsonl --summary benchmarks/results/seed_noise.jsonl
+    PYTHONPATH=. python3 benchmarks/seed_noise.py --summarize-only --rows benchmarks/results/gpu_runs.jsonl \
+        --summary benchmarks/results/seed_noise.jsonl                   # no training: summaries from rows
+    PYTHONPATH=. python3 benchmarks/seed_noise.py --device cpu --points 7e4@2e11 --seeds 0,1 --seq-len 64 \
+        --eval-samples 16 --rows /tmp/rows.jsonl --summary /tmp/noise.jsonl                     # CPU smoke
+
+A point is N@C: the target N of the shape rule and the FLOP budget C = 6 N D that fixes D for that shape. The
+seed changes the initialisation and the order of the training data (trainers/data.py: batches are drawn from
+(seed, step)); the data itself and the evaluation sets are the same for every seed, so the spread is the
+training's own noise, the quantity the scheduler's noise model needs. Runs go through TorchBackend.run, one
+process (benchmarks/_trainer_runs.py): each finished run is appended to --rows at once, and a rerun with the
+same --rows trains only what is missing.
+
+Summary rows (`--summary`, one per point and loss): n_params, n_tokens, skill (a skill such as 'knowledge',
+or 'domain:<name>' for a held-out domain loss), mean, std (sample std, ddof = 1), rel_std = std / mean,
+n_seeds, values, seeds, target_met (rel_std <= 1%, the issue's target), gpu, commit, date.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import tempfile
+from collections import defaultdict
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from _provenance import append_rows  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from _trainer_runs import (  # noqa: E402
+    PlannedRun,
+    add_backend_args,
+    by_shape,
+    execute,
+    loss_items,
+    make_backend,
+    parse_points,
+    parse_seeds,
+    read_rows,
+    tokens_for_budget,
+    trained_rows,
+)
+
+from skillscale.errors import InputError, OneLineArgumentParser  # noqa: E402
+from trainers.cli import parse_pairs  # noqa: E402
+
+TARGET_REL_STD = 0.01  # issue #15: seed std at most 1% of the loss for every target skill
+
+
+def plan(backend, points: list[tuple[float, float]], seeds: list[int], mix: dict[str, float]) -> list[PlannedRun]:
+    """One run per (point, seed), LR by the rule."""
+    return [
+        PlannedRun("seed_noise", n, tokens_for_budget(backend, n, c, mix), c, seed=seed)
+        for n, c in points
+        for seed in seeds
+    ]
+
+
+def summarize(rows: list[dict], min_seeds: int = 2) -> list[dict]:
+    """Mean and std per (N, D) point and loss over the rule-LR runs that differ only in seed."""
+    groups: dict[tuple[int, int], dict[int, dict]] = defaultdict(dict)
+    for row in trained_rows(rows):
+        if row["lr_multiplier"] == 1.0:
+            groups[(row["n_params"], row["n_tokens"])][row["seed"]] = row  # one row per seed
+    out = []
+    for (n_params, n_tokens), by_seed in sorted(groups.items()):
+        if len(by_seed) < min_seeds:
+            continue
+        seeds = sorted(by_seed)
+        items = [loss_items(by_seed[s]) for s in seeds]
+        last = by_seed[seeds[-1]]
+        for name in sorted(set.intersection(*(set(i) for i in items))):
+            values = [i[name] for i in items]
+            mean, std = statistics.fmean(values), statistics.stdev(values)
+            out.append({
+                "n_params": n_params,
+                "n_tokens": n_tokens,
+                "skill": name,
+                "mean": mean,
+                "std": std,
+                "rel_std": std / mean if mean else float("nan"),
+                "n_seeds": len(values),
+                "values": values,
+                "seeds": seeds,
+                "target_met": std <= TARGET_REL_STD * mean,
+                "shape": last["shape"],
+                "budget": last["budget"],
+                "gpu": last["gpu"],
+                "torch": last["torch"],
+                "triton": last.get("triton"),
+                "commit": last["commit"],
+                "date": last["date"],
+            })
+    return out
+
+
+def print_summary(summary: list[dict]) -> None:
+    print(f"{'shape':>7} {'N':>9} {'D':>11} {'loss':>18} {'mean':>8} {'std':>8} {'rel':>7} seeds")
+    for s in summary:
+        print(f"{s['shape']:>7} {s['n_params']:>9,} {s['n_tokens']:>11,} {s['skill']:>18} {s['mean']:8.4f} "
+              f"{s['std']:8.4f} {s['rel_std']:7.2%} {s['n_seeds']}{'' if s['target_met'] else '  > 1%'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = OneLineArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--points", default="5e5@1.25e14,2e6@5e14,4e6@2e15", help="N@C pairs, comma separated")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--rows", required=True, help="JSON-lines file of run rows: read to resume, appended to")
+    p.add_argument("--summary", default="", help="JSON-lines file the summary rows are appended to")
+    p.add_argument("--summarize-only", action="store_true", help="no training: summarise --rows")
+    add_backend_args(p)
+    args = p.parse_args(argv)
+    try:
+        if not args.summarize_only:
+            mix = parse_pairs(args.mix, "--mix")
+            points, seeds = parse_points(args.points, "--points"), parse_seeds(args.seeds)
+            if len(seeds) < 2:
+                raise InputError("--seeds: need at least two seeds for a standard deviation")
+            backend = make_backend(args)
+            runs_dir = args.runs_dir or tempfile.mkdtemp(prefix="skillscale-seed-noise-")
+            execute(by_shape(plan(backend, points, seeds, mix)), backend, mix, rows_out=args.rows,
+                    recorded=read_rows([args.rows]), runs_dir=runs_dir, deadline_s=args.deadline_s)
+        summary = summarize(read_rows([args.rows]))
+    except InputError as exc:
+        print(f"seed_noise: {exc}", file=sys.stderr)
+        return 2
+    print_summary(summary)
+    if args.summary and summary:
+        append_rows(args.summary, summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""The GPU measurement scripts' logic, without training: the runner merges, resumes and respects its deadline
+(benchmarks/_trainer_runs.py, driven with a stand-in backend), and the summaries of seed noise, the LR sweep and
+the isoFLOP ladders recover what synthetic rows were built with."""
+
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import _trainer_runs  # noqa: E402
+import isoflop_ladder  # noqa: E402
+import lr_sweep  # noqa: E402
+import seed_noise  # noqa: E402
+from _trainer_runs import PlannedRun, execute, read_rows  # noqa: E402
+
+from trainers.hparams import resolve  # noqa: E402
+from trainers.shapes import shape_for  # noqa: E402
+from trainers.spec import RunResult  # noqa: E402
+
+MIX = {"code": 0.5, "knowledge": 0.5}
+
+
+@dataclass
+class _Settings:
+    seq_len: int = 64
+    compile: bool = False
+
+
+@dataclass
+class _Data:
+    def to_dict(self):
+        return {"world": "test"}
+
+
+@dataclass
+class _Tokenizer:
+    name: str = "bytes"
+    vocab_size: int = 258
+
+
+@dataclass
+class FakeBackend:
+    """TorchBackend's surface that the runner uses; run() records what it was asked and returns a loss."""
+
+    trainer: _Settings = field(default_factory=_Settings)
+    data: _Data = field(default_factory=_Data)
+    tokenizer: _Tokenizer = field(default_factory=_Tokenizer)
+    device: torch.device = torch.device("cpu")
+    use_triton: bool = False
+    trained: list = field(default_factory=list)
+
+    def plan(self, spec):
+        cfg = shape_for(spec.n_params, self.tokenizer.vocab_size, self.trainer.seq_len)
+        from trainers.shapes import count_params
+
+        return cfg, resolve(count_params(cfg), spec.n_tokens, self.trainer.seq_len, spec.hparams), spec.mix
+
+    def run(self, spec, run_dir):
+        self.trained.append(spec)
+        cfg, hp, _ = self.plan(spec)
+        loss = 1.0 + 0.01 * spec.seed + abs(math.log(hp.lr))  # any deterministic number
+        return RunResult(run_id=spec.run_id, status="ok", n_params=1, n_tokens=spec.n_tokens, flops=1.0,
+                         losses={"code": loss, "knowledge": 2 * loss}, domain_losses={"code": loss / 2},
+                         tokens_per_s=1e6)
+
+
+def test_runner_trains_shared_runs_once_and_resumes_from_recorded_rows(tmp_path):
+    backend = FakeBackend()
+    rows_path = tmp_path / "rows.jsonl"
+    ladder = [PlannedRun("isoflop", 1e5, 100_000, 6e10), PlannedRun("isoflop", 2e5, 50_000, 6e10)]
+    noise = [PlannedRun("seed_noise", 1e5, 100_000, 6e10, seed=s) for s in (0, 1)]
+    rows = execute(ladder + noise, backend, MIX, rows_out=rows_path, runs_dir=tmp_path)
+    assert len(backend.trained) == 3  # the seed-0 run at 1e5 is the ladder's and the seed-noise point's
+    shared = [r for r in rows if r["seed"] == 0 and r["target_n"] == 1e5]
+    assert len(shared) == 1 and shared[0]["experiments"] == ["isoflop", "seed_noise"]
+    assert len(read_rows([rows_path])) == 3  # every run was appended as it finished
+    again = FakeBackend()
+    lr = [PlannedRun("lr_sweep", 1e5, 100_000, 6e10, lr_multiplier=m) for m in (0.5, 1.0, 2.0)]
+    execute(ladder + noise + lr, again, MIX, rows_out=rows_path, recorded=read_rows([rows_path]),
+            runs_dir=tmp_path)
+    assert sorted(s.hparams.get("lr", 0) > 0 for s in again.trained) == [True, True]  # only the two new LRs
+    rule = read_rows([rows_path])[0]["lr_rule"]
+    assert sorted(s.hparams["lr"] / rule for s in again.trained) == pytest.approx([0.5, 2.0])
+
+
+def test_runner_skips_runs_past_the_deadline(tmp_path, monkeypatch):
+    monkeypatch.setattr(_trainer_runs, "PRIOR_TOKENS_PER_S_AT_1M", 1e3)  # every run "takes" ~100 s
+    backend = FakeBackend()
+    execute([PlannedRun("isoflop", 1e5, 100_000, 6e10)], backend, MIX, rows_out=tmp_path / "r.jsonl",
+            runs_dir=tmp_path, deadline_s=10)
+    assert backend.trained == [] and not (tmp_path / "r.jsonl").exists()
+
+
+def _row(n_params, n_tokens, seed, losses, *, lr_multiplier=1.0, budget=None, fingerprint="f1"):
+    return {"key": f"{n_params}-{n_tokens}-{seed}-{lr_multiplier}-{fingerprint}", "status": "ok",
+            "n_params": n_params, "n_tokens": n_tokens, "seed": seed, "lr_multiplier": lr_multiplier,
+            "lr": 1e-3 * lr_multiplier, "lr_rule": 1e-3, "budget": budget or 6.0 * n_params * n_tokens,
+            "losses": dict(losses), "domain_losses": {}, "shape": "64x1", "settings": {"fingerprint": fingerprint},
+            "gpu": "test", "torch": "x", "triton": None, "commit": "abc", "date": "2026-12-01"}
+
+
+def test_seed_noise_summary_gives_sample_std_and_the_one_percent_target():
+    rows = [_row(1000, 5000, s, {"code": c, "knowledge": k})
+            for s, c, k in [(0, 1.00, 0.50), (1, 1.005, 0.60), (2, 0.995, 0.40)]]
+    rows.append(_row(1000, 5000, 0, {"code": 9.0, "knowledge": 9.0}, lr_multiplier=2.0))  # an LR-sweep run
+    rows.insert(0, _row(1000, 5000, 3, {"code": 9.0, "knowledge": 9.0}, fingerprint="f0"))  # older data
+    summary = {s["skill"]: s for s in seed_noise.summarize(rows)}
+    assert summary["code"]["n_seeds"] == 3 and summary["code"]["mean"] == pytest.approx(1.0)
+    assert summary["code"]["std"] == pytest.approx(0.005) and summary["code"]["target_met"]
+    assert summary["knowledge"]["std"] == pytest.approx(0.1) and not summary["knowledge"]["target_met"]
+    assert {"n_params", "n_tokens", "skill", "mean", "std", "n_seeds", "gpu", "commit", "date"} <= set(
+        summary["code"])
+
+
+def test_lr_sweep_finds_the_vertex_and_flags_a_rule_far_from_the_best():
+    multipliers = [0.25, 0.5, 1.0, 2.0, 4.0]
+    near = [1 + (math.log2(m) - math.log2(1.4)) ** 2 for m in multipliers]  # best LR 1.4x the rule's
+    far = [1 + (math.log2(m) - 3) ** 2 for m in multipliers]  # best at 8x: the grid's edge
+    rows = [_row(1000, 5000, 0, {"code": a, "knowledge": b}, lr_multiplier=m)
+            for m, a, b in zip(multipliers, near, far, strict=True)]
+    summary = {s["skill"]: s for s in lr_sweep.summarize(rows)}
+    assert summary["code"]["vertex_multiplier"] == pytest.approx(1.4) and summary["code"]["rule_within_2x"]
+    assert summary["knowledge"]["best_multiplier"] == 4.0 and summary["knowledge"]["vertex_multiplier"] is None
+    assert not summary["knowledge"]["rule_within_2x"]
+
+
+def test_isoflop_analysis_recovers_the_optimum_exponent_of_a_known_law():
+    # L = E + A N^-alpha + B D^-beta; with C = 6ND the optimum is N* ~ C^(beta / (alpha + beta))
+    # (alpha, beta, A, B) per skill, A/B chosen so that N* lies inside the sizes at every budget
+    laws = {"knowledge": (0.3, 0.3, 264.0, 400.0), "code": (0.45, 0.15, 1700.0, 100.0)}
+    rows = []
+    for c in (1e14, 4e14, 1.6e15):
+        for n in np.geomspace(2e5, 4e7, 7):
+            d = c / (6 * n)
+            losses = {s: 1.0 + big_a * n ** -a + big_b * d ** -b for s, (a, b, big_a, big_b) in laws.items()}
+            rows.append(_row(int(n), int(d), 0, losses, budget=c))
+    n, d = rows[3]["n_params"], rows[3]["n_tokens"]  # seed replicates at one point: 0.5% seed noise
+    rows += [_row(n, d, s, {k: v * (1 + z) for k, v in rows[3]["losses"].items()}, budget=1e14)
+             for s, z in ((1, 0.005), (2, -0.005))]
+    analysis = isoflop_ladder.analyze(rows, n_boot=200)
+    for skill, (a, b, _, _) in laws.items():
+        entry = analysis["losses"][skill]
+        assert entry["a"] == pytest.approx(b / (a + b), abs=0.05)
+        assert all(curve["interior_minimum"] for curve in entry["curves"])
+        lo, hi = entry["a_ci95"]
+        assert lo <= entry["a"] <= hi
+        assert entry["seed_rel_std"] == pytest.approx(0.005, rel=0.01)
+        lo, hi = entry["a_ci95_seed_noise"]
+        assert lo < entry["a"] < hi and hi - lo < 0.5
+    ratio = analysis["ratio"]["at"][-1]
+    assert ratio["ratio"] > 1  # knowledge's N* above code's for these exponents
+    out = isoflop_ladder.analysis_rows(rows, analysis)
+    assert [r["kind"] for r in out].count("run") == 21 and {"fit", "ratio"} <= {r["kind"] for r in out}
+    json.dumps(out)  # plain data
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["benchmarks/seed_noise.py", "--rows", "x.jsonl", "--points", "5e5"], "--points: expected N@C pairs"),
+    (["benchmarks/lr_sweep.py", "--rows", "x.jsonl", "--multipliers", "0.5,2"], "--multipliers: must include 1"),
+    (["benchmarks/gpu_sitting.py", "--rows", "x.jsonl", "--experiments", "ladders"], "--experiments: expected"),
+])
+def test_measurement_script_bad_flag_exits_2_with_one_line(argv, expected, tmp_path):
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    argv = [str(root / argv[0]), *argv[1:]]
+    proc = subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and expected in proc.stderr and "Traceback" not in proc.stderr
