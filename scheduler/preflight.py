@@ -1,0 +1,95 @@
+"""Checks before a study's loop starts, so that what cannot work ends within seconds with one line naming
+what was asked and what is there, instead of waiting forever (issue #16: a GPU asked for on a machine
+without one, `--num-cpus 0`, an address with nothing listening all used to hang).
+
+    check_address("127.0.0.1:6399")                 # InputError unless something accepts connections there
+    check_resources(per_worker, nodes, can_grow)     # InputError if no node can host one worker
+    explain_ray_init_error(exc, address)             # a one-line InputError, "auth" when it was token auth
+    LOCAL_RAY_ENV                                    # environment that keeps a local Ray instance on loopback
+
+Ray-free: the controller passes in what it read from Ray (ray.nodes()), the tests pass dicts.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterable, Mapping
+
+from skillscale.errors import InputError
+
+ADDRESS_PROBE_TIMEOUT_S = 3.0
+
+# Ray on Linux advertises and binds the machine's routable IP; this switch (ray._private.ray_constants,
+# ENABLE_RAY_CLUSTER: off means a single-machine instance) makes it use 127.0.0.1 instead, so the GCS,
+# raylets, workers and the metrics agent of a *local* instance listen on loopback only. Measured with
+# Ray 2.60 (`ss -ltnp`): without it the metrics agent listened on 0.0.0.0 and served the study's metrics
+# to anyone on the network, and the GCS and raylet on every interface. Never set for `--address`.
+LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+AUTH_HINT = ("auth: the cluster requires Ray token authentication; run with RAY_AUTH_MODE=token and the "
+             "cluster's token in ~/.ray/auth_token (copy it from the head) or in RAY_AUTH_TOKEN")
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    """(host, port) of a GCS address 'host:port'; None for 'auto', 'local', ray:// or http:// addresses."""
+    if "://" in address or address in ("auto", "local") or ":" not in address:
+        return None
+    host, _, port = address.rpartition(":")
+    try:
+        return host.strip("[]"), int(port)
+    except ValueError:
+        return None
+
+
+def check_address(address: str, timeout_s: float = ADDRESS_PROBE_TIMEOUT_S) -> None:
+    """Raise InputError at once if nothing accepts TCP connections at a host:port cluster address (Ray
+    itself retries such an address for many minutes, printing only connection warnings)."""
+    target = _host_port(address)
+    if target is None:
+        return
+    try:
+        with socket.create_connection(target, timeout=timeout_s):
+            return
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        raise InputError(f"--address {address}: no Ray cluster answers there ({why}); start one with "
+                         "`ray start --head` or pass the head's address (host:6379, or auto on the head)") from None
+
+
+def _fmt(resources: Mapping[str, float]) -> str:
+    return ", ".join(f"{k} {v:g}" for k, v in sorted(resources.items())) or "nothing"
+
+
+def check_resources(per_worker: Mapping[str, float], nodes: Iterable[Mapping], can_grow: bool) -> str | None:
+    """Can any alive node host one worker needing `per_worker` (e.g. {"CPU": 0.5, "GPU": 1})?
+
+    `nodes` are ray.nodes() entries ({"Alive": bool, "Resources": {...}}). No node can: InputError naming what
+    was asked and what each node has, unless `can_grow` (a cluster whose autoscaler may add a node), where
+    the line is returned for the caller to say while it waits."""
+    asked = {k: float(v) for k, v in per_worker.items() if v > 0}
+    alive = [dict(n.get("Resources") or {}) for n in nodes if n.get("Alive", True)]
+    if not asked or any(all(node.get(k, 0.0) >= v for k, v in asked.items()) for node in alive):
+        return None
+    have = "; ".join(_fmt({k: v for k, v in node.items() if k in ("CPU", "GPU") or k in asked})
+                     for node in alive) or "no nodes"
+    line = f"resources: each worker asks for {_fmt(asked)}, but no Ray node has that (nodes: {have})"
+    if can_grow:
+        return line + "; waiting for the autoscaler to add one"
+    raise InputError(line + "; lower resources.num_gpus/num_cpus in the config, or raise --num-cpus")
+
+
+def explain_ray_init_error(exc: BaseException, address: str | None) -> InputError:
+    """ray.init's failure as one line; token-auth failures say "auth" and how to authenticate."""
+    text = str(exc)
+    first = text.strip().splitlines()[0][:200] if text.strip() else type(exc).__name__
+    where = f"--address {address}" if address else "local Ray instance"
+    lowered = text.lower()
+    if any(word in lowered for word in ("auth", "unauthenticated", "token")):
+        return InputError(f"{where}: cannot connect to Ray: {AUTH_HINT} ({first})")
+    return InputError(f"{where}: cannot start/connect to Ray ({first})")
+
+
+def metric_tag(value: str) -> str:
+    """A Ray metric tag value: Ray's C++ recorder takes ASCII only (a unicode study or target name raised
+    UnicodeEncodeError, after Ray had started); other characters become \\u escapes, still readable."""
+    return value.encode("ascii", "backslashreplace").decode("ascii")
