@@ -87,6 +87,7 @@ class RunResult:
     family_id: str = ""  # as in the RunSpec: the family this run is a branch of ("": a plain run)
     branch: int = -1  # the branch index (-1: a plain run)
     compile_fallbacks: int = 0  # times torch.compile gave up and ran eagerly during this run (0: it never did)
+    loss_errors: dict[str, float] = field(default_factory=dict)  # standard error of each skill loss (eval set size)
 
     @property
     def finite(self) -> bool:

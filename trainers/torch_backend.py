@@ -14,8 +14,9 @@ A run, in five steps (TorchBackend.run):
    CUDA graphs, mode "reduce-overhead", unless cuda_graphs is off); then the newest checkpoint in run_dir;
 3. train exactly D tokens, checkpointing every `checkpoint_every` steps; a NaN/inf training loss ends the run
    with status "diverged" (no exception);
-4. evaluate: per-skill answer NLL and per-domain held-out loss (`evaluation_row`, the one place a curve's
-   evaluation row is built: at step 0, every `eval_every` steps and at the end);
+4. evaluate: per-skill answer NLL (and its standard error from the finite evaluation set) and per-domain
+   held-out loss (`evaluation_row`, the one place a curve's evaluation row is built: at step 0, every
+   `eval_every` steps and at the end);
 5. finish: the final checkpoint (a rerun only re-evaluates), the loss curve, the RunResult.
 
 A run family (TorchBackend.run_family, FamilySpec in trainers/spec.py): the branches are wsd runs that share
@@ -335,14 +336,24 @@ class RunState:
     resumed_step: int | None  # the step of the checkpoint resumed from (None: a fresh start)
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """One evaluation of a model: its loss-curve row and the losses it holds."""
+
+    row: dict  # step, tokens, eval/<skill>, eval_se/<skill>, heldout/<domain>
+    skills: dict[str, float]  # per-skill answer NLL
+    domains: dict[str, float]  # per-domain held-out loss
+    errors: dict[str, float]  # each skill loss's standard error from its finite evaluation set
+
+
 def evaluation_row(evaluator: Evaluator, model: Transformer, device: torch.device, step: int,
-                   tokens: int) -> tuple[dict, dict[str, float], dict[str, float]]:
-    """Evaluate `model` and build its loss-curve row: (row, skill losses, domain losses). The one place an
-    evaluation row is made (initial, periodic, final)."""
-    skills, domains = evaluator.run(model, device)
+                   tokens: int) -> Evaluation:
+    """Evaluate `model` and build its loss-curve row. The one place an evaluation row is made (initial,
+    periodic, final)."""
+    skills, domains, errors = evaluator.run_with_errors(model, device)
     row = {"step": step, "tokens": tokens, **{f"eval/{k}": v for k, v in skills.items()},
-           **{f"heldout/{k}": v for k, v in domains.items()}}
-    return row, skills, domains
+           **{f"eval_se/{k}": v for k, v in errors.items()}, **{f"heldout/{k}": v for k, v in domains.items()}}
+    return Evaluation(row=row, skills=skills, domains=domains, errors=errors)
 
 
 def _is_evaluation_row(row: dict, step: int) -> bool:
@@ -568,7 +579,7 @@ class TorchBackend:
         """Train from state.step to the last step; True if the training loss became non-finite."""
         hp, spec, every, clock = plan.hp, plan.spec, self.trainer, state.clock
         if every.eval_every and state.step == 0 and not state.curve:  # the curve starts from the initialisation
-            state.curve.append(evaluation_row(evaluator, state.model, self.device, 0, 0)[0])
+            state.curve.append(evaluation_row(evaluator, state.model, self.device, 0, 0).row)
         pending: list[tuple[int, float, torch.Tensor]] = []  # (step, lr, loss) not yet synced to host
         while state.step < hp.n_steps:
             clock.step_begins()
@@ -599,7 +610,7 @@ class TorchBackend:
                 every.progress(step, hp.n_steps, values[-1], lr)
             if evaluate_now:
                 tokens = min(step * hp.batch_tokens, spec.n_tokens)
-                state.curve.append(evaluation_row(evaluator, state.model, self.device, step, tokens)[0])
+                state.curve.append(evaluation_row(evaluator, state.model, self.device, step, tokens).row)
             if save_now:
                 self._save(plan, state, run_dir)
             if stopping:
@@ -609,32 +620,35 @@ class TorchBackend:
 
     def _evaluate_and_finish(self, plan: RunPlan, state: RunState, evaluator: Evaluator, run_dir: Path) -> RunResult:
         """The final evaluation, the final checkpoint (once) and the loss curve; the RunResult."""
-        row, skills, domains = evaluation_row(evaluator, state.model, self.device, state.step, int(plan.spec.n_tokens))
-        if not all(math.isfinite(v) for v in [*skills.values(), *domains.values()]):
+        final = evaluation_row(evaluator, state.model, self.device, state.step, int(plan.spec.n_tokens))
+        if not all(math.isfinite(v) for v in [*final.skills.values(), *final.domains.values()]):
             write_curve(state.curve, run_dir / "loss_curve.parquet")
-            return self._result(plan, state, "diverged", skills, domains, error="non-finite evaluation loss")
+            return self._result(plan, state, "diverged", final, error="non-finite evaluation loss")
         if not (state.curve and _is_evaluation_row(state.curve[-1], state.step)):
-            state.curve.append(row)
+            state.curve.append(final.row)
         if state.resumed_step is None or state.resumed_step < plan.hp.n_steps:
             self._save(plan, state, run_dir, final=True)  # the final weights; a rerun only re-evaluates
         else:
             write_curve(state.curve, run_dir / "loss_curve.parquet")
-        return self._result(plan, state, "ok", skills, domains)
+        return self._result(plan, state, "ok", final)
 
-    def _result(self, plan: RunPlan, state: RunState, status: str, losses: dict | None = None,
-                domains: dict | None = None, error: str = "") -> RunResult:
-        """The RunResult of a run that ended with `status`; a diverged training run has NaN losses."""
+    def _result(self, plan: RunPlan, state: RunState, status: str, evaluation: Evaluation | None = None,
+                error: str = "") -> RunResult:
+        """The RunResult of a run that ended with `status`; without an evaluation (training diverged) the losses
+        are NaN."""
         total = state.clock.totals(final=True)
         tokens_per_s = total["timed_tokens"] / total["timed_s"] if total["timed_s"] > 0 else 0.0
         peak = peak_flops(self.device)
+        nan = {s: float("nan") for s in skill_names(self.data)}
         return RunResult(
             run_id=plan.spec.run_id,
             status=status,
             n_params=plan.n_params,
             n_tokens=int(plan.spec.n_tokens),
             flops=plan.flops,
-            losses=losses if losses is not None else {s: float("nan") for s in skill_names(self.data)},
-            domain_losses=domains or {},
+            losses=evaluation.skills if evaluation is not None else nan,
+            domain_losses=evaluation.domains if evaluation is not None else {},
+            loss_errors=evaluation.errors if evaluation is not None else {},
             wall_s=total["wall_s"],
             tokens_per_s=tokens_per_s,
             mfu=flops_per_token(plan.cfg, attention=True) * tokens_per_s / peak if peak else 0.0,

@@ -29,6 +29,7 @@ def test_branches_are_the_runs_they_name_and_their_flops_sum_to_the_family_cost(
     assert [backend.plan(b)[1].cooldown_start for b in branches] == list(STARTS)
     for i, (branch, result) in enumerate(zip(branches, results, strict=True)):
         assert result.status == "ok" and result.n_tokens == FAMILY.n_tokens[i]
+        assert set(result.loss_errors) == set(result.losses) and all(e > 0 for e in result.loss_errors.values())
         alone = backend.run(branch, tmp_path / f"alone-{i}")  # the branch's spec trained on its own
         assert alone.losses == result.losses and alone.domain_losses == result.domain_losses, i
         stored = json.loads((tmp_path / "family" / f"branch-{i}" / "result.json").read_text())
