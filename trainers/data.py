@@ -96,11 +96,14 @@ class DataSettings:
     """User skills: skill name -> evaluation file (see the module docstring)."""
     corpora: dict[str, str] = field(default_factory=dict)
     """User training domains: domain name -> local path of a real corpus."""
+    bpe_train_chars: int = 8_000_000
+    """With tokenizer "bpe:<vocab>": characters of each domain's training text the BPE tokenizer learns from."""
     cache_dir: str = ""
     """Where tokenised real streams (and trained BPE tokenizers) are cached ("" -> ~/.cache/skillscale/tokens)."""
 
     def __post_init__(self):
-        for name in ("knowledge_entities", "domain_tokens", "heldout_tokens", "eval_samples", "code_eval_max_chars"):
+        for name in ("knowledge_entities", "domain_tokens", "heldout_tokens", "eval_samples", "code_eval_max_chars",
+                     "bpe_train_chars"):
             if int(getattr(self, name)) <= 0:
                 raise InputError(f"data.{name}: expected a positive integer, got {getattr(self, name)}")
         for name in ("knowledge_popularity", "knowledge_popularity_offset"):

@@ -1,4 +1,5 @@
-"""Tokenizers: byte-level by default (no download), or a Hugging Face `tokenizers` JSON file.
+"""Tokenizers: byte-level by default (no download), a byte-level BPE trained on the study's corpora
+("bpe:<vocab_size>", trainers/bpe.py), or a Hugging Face `tokenizers` JSON file.
 
 Byte-level: ids 0..255 are the UTF-8 bytes, then 4 specials (BOS, EOS, PAD, SEP); vocab 260.
 Concatenating the ids of two strings equals the ids of their concatenation, which the skill
@@ -42,7 +43,7 @@ class HFTokenizer:
         path = Path(path)
         if not path.is_file():
             raise InputError(
-                f"tokenizer: file {str(path)!r} not found; pass a tokenizers JSON file or 'bytes'"
+                f"tokenizer: file {str(path)!r} not found; pass a tokenizers JSON file, 'bpe:<vocab size>' or 'bytes'"
             )
         try:
             from tokenizers import Tokenizer
@@ -69,12 +70,27 @@ class HFTokenizer:
     def encode_array(self, text: str) -> np.ndarray:
         return np.asarray(self.encode(text), dtype=np.int32)
 
+    def encode_batch_arrays(self, texts: list[str], chunk: int = 1024) -> list[np.ndarray]:
+        """encode_array of each text, through the library's parallel batch encoder."""
+        out = []
+        for i in range(0, len(texts), chunk):
+            out += [np.asarray(e.ids, dtype=np.int32)
+                    for e in self._tok.encode_batch(texts[i : i + chunk], add_special_tokens=False)]
+        return out
+
     def decode(self, ids) -> str:
         return self._tok.decode(list(ids))
 
 
-def make_tokenizer(spec: str = "bytes"):
-    """'bytes' (default) or a path to a tokenizers JSON file."""
+def make_tokenizer(spec: str = "bytes", data_settings=None):
+    """'bytes' (default); 'bpe:<vocab_size>' (e.g. 'bpe:8192'): a byte-level BPE trained on the corpora of
+    `data_settings` (trainers.data.DataSettings; its defaults if None) and cached in its cache_dir; or a path
+    to a tokenizers JSON file."""
     if spec in ("bytes", "byte", ""):
         return ByteTokenizer()
+    if spec.startswith("bpe:"):
+        from trainers import bpe
+        from trainers.data import DataSettings
+
+        return HFTokenizer(bpe.bpe_tokenizer_path(spec, data_settings or DataSettings()))
     return HFTokenizer(spec)
