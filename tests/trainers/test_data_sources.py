@@ -198,3 +198,20 @@ def test_weighted_loss_standard_error_matches_its_formula():
     assert loss == pytest.approx((2 + 3 + 2) / (2 + 2 + 2))
     resid = np.array([1 - loss, 3 - 2 * loss, 2 - 2 * loss])
     assert se == pytest.approx(np.sqrt((np.array([2, 1, 1]) * resid**2).sum()) / 6)
+
+
+def test_torch_backend_scores_user_skills(tmp_path, tiny_settings):
+    from trainers.spec import RunSpec
+    from trainers.torch_backend import TorchBackend
+
+    qa = tmp_path / "math.jsonl"
+    qa.write_text("\n".join(json.dumps({"prompt": f"{i}+1=", "answer": str(i + 1)}) for i in range(20)) + "\n")
+    prose = tmp_path / "prose.txt"
+    prose.write_text("It is a truth universally acknowledged that a model in want of data must be trained. " * 5)
+    backend = TorchBackend(**tiny_settings, skill_evals={"math": str(qa), "prose": str(prose)},
+                           cache_dir=str(tmp_path / "cache"))
+    spec = RunSpec(n_params=70_000, n_tokens=2_048, mix={"knowledge": 0.5, "code": 0.5}, seed=0,
+                   hparams={"batch_tokens": 512})
+    result = backend.run(spec, tmp_path / "run")
+    assert result.status == "ok" and set(result.losses) == {"knowledge", "code", "math", "prose"}
+    assert all(np.isfinite(v) and v > 0 for v in result.losses.values())
