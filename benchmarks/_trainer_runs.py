@@ -6,8 +6,10 @@ several of them in one process, so that corpora, evaluation sets and compiled gr
 A `PlannedRun` is what one measurement wants trained: a target N, an exact D, a seed and an LR multiplier on
 the trainer's rule (trainers/hparams.py). Two measurements that want the same run (the isoFLOP ladder's seed-0
 run is also the seed-noise point's first seed and the LR sweep's rule point) share it: a run is identified by
-`run_key` = the RunSpec's run_id plus a fingerprint of the backend settings that change what is trained (data,
-sequence length, tokenizer), so a recorded row is found again and never trained twice.
+its RunSpec's run_id together with the backend settings that change what is trained (data settings, sequence
+length, tokenizer), so a recorded row is found again and never trained twice. Settings are compared field by
+field over the fields both sides have (`compatible`): a data field added to the trainer between two sittings,
+at its default, does not orphan the rows recorded before it.
 
 `execute` trains the runs not yet recorded, in the order given, and appends each finished run to a JSON-lines
 file at once (atomically, benchmarks/_provenance.append_rows): a sitting killed at its time limit keeps every
@@ -95,6 +97,21 @@ def run_key(spec: RunSpec, fingerprint: str) -> str:
     return f"{spec.run_id}-{fingerprint}"
 
 
+def training_settings(backend) -> dict:
+    """What a row records of the settings that change the trained function (compared by `compatible`)."""
+    trainer = trainer_settings(backend)
+    return {"seq_len": trainer.seq_len, "tokenizer": backend.tokenizer.name, "data": backend.data.to_dict()}
+
+
+def compatible(a: dict, b: dict) -> bool:
+    """Whether two rows' settings (row["settings"]) train the same function: equal sequence length and
+    tokenizer, and equal values in every data field that both record."""
+    if a.get("seq_len") != b.get("seq_len") or a.get("tokenizer") != b.get("tokenizer"):
+        return False
+    da, db = a.get("data", {}), b.get("data", {})
+    return all(da[k] == db[k] for k in da.keys() & db.keys())
+
+
 def read_rows(paths: Iterable[str | Path]) -> list[dict]:
     """Run rows from JSON-lines files (missing files are skipped; rows without a key are ignored)."""
     rows = []
@@ -155,7 +172,9 @@ def execute(
     A run whose estimated time would end past `deadline_s` (seconds from now) is skipped and logged."""
     t0 = time.perf_counter()
     fingerprint = settings_fingerprint(backend)
-    done = {row["key"]: row for row in recorded if row.get("status") == "ok"}
+    current = training_settings(backend)
+    done = {row["run_id"]: row for row in recorded
+            if row.get("status") == "ok" and compatible(row.get("settings", {}), current)}
     env = environment(backend.device)
     throughput = Throughput()
     trainer = trainer_settings(backend)
@@ -171,8 +190,8 @@ def execute(
             merged[key] = (run, spec, [run.experiment])
     out_rows = []
     for key, (run, spec, experiments) in merged.items():
-        if key in done:
-            out_rows.append(done[key])
+        if spec.run_id in done:
+            out_rows.append(done[spec.run_id])
             continue
         cfg, hp, _ = backend.plan(spec)
         shape = f"{cfg.d_model}x{cfg.n_layers}"
@@ -214,9 +233,8 @@ def execute(
             "wall_s": wall,
             "result_extra": {k: v for k, v in result.to_dict().items() if k not in _RESULT_IN_ROW},
             "mix": mix,
-            "settings": {"fingerprint": fingerprint, "seq_len": trainer.seq_len,
-                         "compile": bool(trainer.compile), "use_triton": bool(backend.use_triton),
-                         "tokenizer": backend.tokenizer.name, "data": backend.data.to_dict()},
+            "settings": {"fingerprint": fingerprint, **current, "compile": bool(trainer.compile),
+                         "use_triton": bool(backend.use_triton)},
             **env,
             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         }
@@ -324,14 +342,15 @@ def parse_seeds(text: str, what: str = "--seeds") -> list[int]:
         raise InputError(f"{what}: expected comma-separated integers, got {text!r}") from None
 
 
-def trained_rows(rows: list[dict], fingerprint: str | None = None) -> list[dict]:
-    """Finished runs; with several settings fingerprints present, those of `fingerprint` (default: the most
-    recent row's), so rows trained on other data never mix into one analysis."""
+def trained_rows(rows: list[dict]) -> list[dict]:
+    """Finished runs whose settings are `compatible` with the most recent row's, so rows trained on other data
+    never mix into one analysis; one row per run_id (the latest)."""
     ok = [r for r in rows if r.get("status") == "ok"]
     if not ok:
         return []
-    fingerprint = fingerprint or ok[-1]["settings"]["fingerprint"]
-    return [r for r in ok if r["settings"]["fingerprint"] == fingerprint]
+    latest = ok[-1]["settings"]
+    unique = {r["run_id"]: r for r in ok if compatible(r["settings"], latest)}
+    return list(unique.values())
 
 
 def loss_items(row: dict) -> dict[str, float]:

@@ -17,7 +17,8 @@ same --rows trains only what is missing.
 
 Summary rows (`--summary`, one per point and loss): n_params, n_tokens, skill (a skill such as 'knowledge',
 or 'domain:<name>' for a held-out domain loss), mean, std (sample std, ddof = 1), rel_std = std / mean,
-n_seeds, values, seeds, target_met (rel_std <= 1%, the issue's target), gpu, commit, date.
+n_seeds, values, seeds, target_met (rel_std <= 1%, the issue's target), eval_se / eval_rel_se (the evaluation
+set's own standard error, RunResult.loss_errors, mean over the seeds), gpu, commit, date.
 """
 
 from __future__ import annotations
@@ -76,6 +77,8 @@ def summarize(rows: list[dict], min_seeds: int = 2) -> list[dict]:
         for name in sorted(set.intersection(*(set(i) for i in items))):
             values = [i[name] for i in items]
             mean, std = statistics.fmean(values), statistics.stdev(values)
+            errors = [by_seed[s].get("result_extra", {}).get("loss_errors", {}).get(name) for s in seeds]
+            eval_se = statistics.fmean(errors) if all(e is not None for e in errors) else None
             out.append({
                 "n_params": n_params,
                 "n_tokens": n_tokens,
@@ -87,6 +90,8 @@ def summarize(rows: list[dict], min_seeds: int = 2) -> list[dict]:
                 "values": values,
                 "seeds": seeds,
                 "target_met": std <= TARGET_REL_STD * mean,
+                "eval_se": eval_se,  # the evaluation set's own standard error (mean over seeds), skills only
+                "eval_rel_se": eval_se / mean if eval_se is not None and mean else None,
                 "shape": last["shape"],
                 "budget": last["budget"],
                 "gpu": last["gpu"],
@@ -99,10 +104,11 @@ def summarize(rows: list[dict], min_seeds: int = 2) -> list[dict]:
 
 
 def print_summary(summary: list[dict]) -> None:
-    print(f"{'shape':>7} {'N':>9} {'D':>11} {'loss':>18} {'mean':>8} {'std':>8} {'rel':>7} seeds")
+    print(f"{'shape':>7} {'N':>9} {'D':>11} {'loss':>18} {'mean':>8} {'std':>8} {'rel':>7} {'eval se':>7} seeds")
     for s in summary:
+        se = "" if s["eval_rel_se"] is None else f"{s['eval_rel_se']:.2%}"
         print(f"{s['shape']:>7} {s['n_params']:>9,} {s['n_tokens']:>11,} {s['skill']:>18} {s['mean']:8.4f} "
-              f"{s['std']:8.4f} {s['rel_std']:7.2%} {s['n_seeds']}{'' if s['target_met'] else '  > 1%'}")
+              f"{s['std']:8.4f} {s['rel_std']:7.2%} {se:>7} {s['n_seeds']}{'' if s['target_met'] else '  > 1%'}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,8 +35,10 @@ class _Settings:
 
 @dataclass
 class _Data:
+    extra: dict = field(default_factory=dict)  # fields a later trainer version adds
+
     def to_dict(self):
-        return {"world": "test"}
+        return {"world": "test", **self.extra}
 
 
 @dataclass
@@ -72,6 +74,7 @@ class FakeBackend:
 
 
 def test_runner_trains_shared_runs_once_and_resumes_from_recorded_rows(tmp_path):
+    """A run two measurements want is trained once; a rerun trains only what the recorded rows lack."""
     backend = FakeBackend()
     rows_path = tmp_path / "rows.jsonl"
     ladder = [PlannedRun("isoflop", 1e5, 100_000, 6e10), PlannedRun("isoflop", 2e5, 50_000, 6e10)]
@@ -81,7 +84,7 @@ def test_runner_trains_shared_runs_once_and_resumes_from_recorded_rows(tmp_path)
     shared = [r for r in rows if r["seed"] == 0 and r["target_n"] == 1e5]
     assert len(shared) == 1 and shared[0]["experiments"] == ["isoflop", "seed_noise"]
     assert len(read_rows([rows_path])) == 3  # every run was appended as it finished
-    again = FakeBackend()
+    again = FakeBackend(data=_Data({"new_field": 1}))  # a data field added since: the rows still count
     lr = [PlannedRun("lr_sweep", 1e5, 100_000, 6e10, lr_multiplier=m) for m in (0.5, 1.0, 2.0)]
     execute(ladder + noise + lr, again, MIX, rows_out=rows_path, recorded=read_rows([rows_path]),
             runs_dir=tmp_path)
@@ -98,11 +101,13 @@ def test_runner_skips_runs_past_the_deadline(tmp_path, monkeypatch):
     assert backend.trained == [] and not (tmp_path / "r.jsonl").exists()
 
 
-def _row(n_params, n_tokens, seed, losses, *, lr_multiplier=1.0, budget=None, fingerprint="f1"):
-    return {"key": f"{n_params}-{n_tokens}-{seed}-{lr_multiplier}-{fingerprint}", "status": "ok",
+def _row(n_params, n_tokens, seed, losses, *, lr_multiplier=1.0, budget=None, world="test"):
+    run_id = f"{n_params}-{n_tokens}-{seed}-{lr_multiplier}-{world}"
+    return {"key": run_id, "run_id": run_id, "status": "ok",
             "n_params": n_params, "n_tokens": n_tokens, "seed": seed, "lr_multiplier": lr_multiplier,
             "lr": 1e-3 * lr_multiplier, "lr_rule": 1e-3, "budget": budget or 6.0 * n_params * n_tokens,
-            "losses": dict(losses), "domain_losses": {}, "shape": "64x1", "settings": {"fingerprint": fingerprint},
+            "losses": dict(losses), "domain_losses": {}, "shape": "64x1",
+            "settings": {"seq_len": 64, "tokenizer": "bytes", "data": {"world": world}},
             "gpu": "test", "torch": "x", "triton": None, "commit": "abc", "date": "2026-12-01"}
 
 
@@ -110,7 +115,7 @@ def test_seed_noise_summary_gives_sample_std_and_the_one_percent_target():
     rows = [_row(1000, 5000, s, {"code": c, "knowledge": k})
             for s, c, k in [(0, 1.00, 0.50), (1, 1.005, 0.60), (2, 0.995, 0.40)]]
     rows.append(_row(1000, 5000, 0, {"code": 9.0, "knowledge": 9.0}, lr_multiplier=2.0))  # an LR-sweep run
-    rows.insert(0, _row(1000, 5000, 3, {"code": 9.0, "knowledge": 9.0}, fingerprint="f0"))  # older data
+    rows.insert(0, _row(1000, 5000, 3, {"code": 9.0, "knowledge": 9.0}, world="older"))  # other data
     summary = {s["skill"]: s for s in seed_noise.summarize(rows)}
     assert summary["code"]["n_seeds"] == 3 and summary["code"]["mean"] == pytest.approx(1.0)
     assert summary["code"]["std"] == pytest.approx(0.005) and summary["code"]["target_met"]
