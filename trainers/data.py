@@ -55,6 +55,7 @@ from trainers.tokenizer import ByteTokenizer
 BUILTIN_DOMAINS = ("knowledge", "code", "general")
 SKILLS = ("knowledge", "code")  # built-in skills; skill_names(settings) adds the user's
 HELDOUT_FRACTION = 0.01  # of a user corpus's tokens
+GENERATED_CODE_EVAL = 4096  # most held-out generated programs (code_source "generated"), all excluded from training
 CODE_SOURCES = (*python_sources.SOURCES, "generated")
 TEXT_SUFFIXES_NOTE = ".jsonl (prompt/answer or text lines), .txt, .parquet (text column) or a directory of .py"
 
@@ -77,8 +78,8 @@ class DataSettings:
     domain_tokens: int = 64_000_000
     """Length of each generated training stream; the cap on each built-in real stream (code ~28M, general
     ~5M byte tokens of Python 3.11's stdlib fit under the default)."""
-    heldout_tokens: int = 131_072
-    """Length (cap) of each built-in held-out stream; the domain losses read its first windows."""
+    heldout_tokens: int = 1_048_576
+    """Length (cap) of each built-in held-out stream; the domain losses read windows spread evenly over it."""
     eval_samples: int = 262_144
     """Per skill: knowledge draws (merged into ~80,000 distinct questions at the defaults), at most this many
     held-out functions for code (~5,000 exist at the defaults), at most this many rows of a user eval file."""
@@ -254,7 +255,7 @@ def _generated(name: str, settings: DataSettings, tokenizer) -> Domain:
         train = knowledge_documents(settings, n_train)
         held = knowledge_documents(settings, n_held, heldout=True)
     elif name == "code":
-        exclude = {p for p, _ in corpora.code_eval_programs(seed, min(settings.eval_samples, 4096))}
+        exclude = {p for p, _ in corpora.code_eval_programs(seed, min(settings.eval_samples, GENERATED_CODE_EVAL))}
         train = corpora.code_documents(seed, n_train, exclude)
         held = corpora.code_documents(seed + 1_000_003, n_held, exclude)
     else:
@@ -439,11 +440,14 @@ class MixtureSampler:
 
 
 def heldout_windows(domain: Domain, seq_len: int, max_rows: int) -> np.ndarray:
-    """Non-overlapping (rows, T+1) windows from the start of the held-out stream."""
-    n = min(max_rows, (len(domain.heldout) - 1) // seq_len)
+    """Non-overlapping (rows, T+1) windows spread evenly over the held-out stream (its slots of seq_len
+    tokens, every k-th one), so a real domain's loss reads many held-out files, not the first one."""
+    slots = (len(domain.heldout) - 1) // seq_len
+    n = min(max_rows, slots)
     if n <= 0:
         raise InputError(f"domain {domain.name!r}: held-out stream shorter than seq_len + 1")
-    return np.stack([domain.heldout[i * seq_len : i * seq_len + seq_len + 1] for i in range(n)])
+    starts = (np.arange(n) * slots // n) * seq_len
+    return np.stack([domain.heldout[i : i + seq_len + 1] for i in starts])
 
 
 # ----------------------------------------------------------------------------- skills
@@ -503,7 +507,7 @@ def skill_examples(skill: str, settings: DataSettings, tokenizer=None) -> list[t
                                            settings.data_seed, settings.eval_samples, phrasing=settings.knowledge_eval)
     if skill == "code":
         if settings.code_source == "generated":
-            return corpora.code_eval_programs(settings.data_seed, settings.eval_samples)
+            return corpora.code_eval_programs(settings.data_seed, min(settings.eval_samples, GENERATED_CODE_EVAL))
         key = (settings.code_source, settings.heldout_percent, settings.eval_samples, settings.code_eval_max_chars)
         if key not in _CODE_EVAL_CACHE:
             held = python_sources.split_files(settings.code_source, settings.heldout_percent)[1]
