@@ -147,11 +147,42 @@ class ProposerConfig(_Model):
         default="residual", description="how refits resample (fitting/parametric.py): residuals or whole runs")
 
 
+class SkillEntry(_Model):
+    """A skill with its own evaluation set: `skills: [{name: math, eval: data/math.jsonl}, code]`."""
+
+    name: str = Field(min_length=1)
+    eval: str = Field(min_length=1, description="prompt/answer JSONL (answer NLL) or held-out text (mean NLL); "
+                                                "trainers/data.py. A relative path is read from the working dir")
+
+
+def _split_skill_entries(data: Any) -> Any:
+    """`skills:` entries are names or {name, eval}: the names stay in `skills`, the evals join `skill_evals`."""
+    if not isinstance(data, dict) or not isinstance(data.get("skills"), list):
+        return data
+    names, evals = [], dict(data.get("skill_evals") or {})
+    for i, entry in enumerate(data["skills"]):
+        if isinstance(entry, dict):
+            try:
+                skill = SkillEntry.model_validate(entry)
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                where = ".".join(str(p) for p in err["loc"])
+                message = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
+                raise FieldError(f"skills[{i}]" + (f".{where}" if where else ""), message) from None
+            names.append(skill.name)
+            evals[skill.name] = skill.eval
+        else:
+            names.append(entry)
+    return {**data, "skills": names, "skill_evals": evals}
+
+
 class StudyConfig(_Model):
     """A whole study. See configs/quickstart.yaml for a commented example."""
 
     name: str = "study"
-    skills: list[str] = Field(min_length=1)
+    skills: list[str] = Field(min_length=1, description="skill names, or {name, eval} for a user skill")
+    skill_evals: dict[str, str] = Field(default_factory=dict,
+                                        description="skill -> its evaluation file (from `skills: [{name, eval}]`)")
     domains: list[str] = Field(default_factory=list, description="training domains; default: the skills")
     skill_domains: dict[str, str] = Field(default_factory=dict,
                                           description="the training domain that is each skill's own")
@@ -185,12 +216,20 @@ class StudyConfig(_Model):
     def _backend_named(cls, value: Any) -> Any:
         return _backend_mapping(value)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _skill_entries(cls, data: Any) -> Any:
+        return _split_skill_entries(data)
+
     @model_validator(mode="after")
     def _consistent(self) -> StudyConfig:
         if len(set(self.skills)) != len(self.skills):
             raise _field_error("skills", "duplicate names")
-        if hasattr(self.backend, "with_skills"):  # command/python: the trainer is told the skills to report
-            object.__setattr__(self, "backend", self.backend.with_skills(self.skills))
+        for skill in self.skill_evals:
+            if skill not in self.skills:
+                raise _field_error("skill_evals", f"unknown skill {skill!r} (skills: {', '.join(self.skills)})")
+        if hasattr(self.backend, "with_skills"):  # what the skills and their eval files mean to the backend
+            object.__setattr__(self, "backend", self.backend.with_skills(self.skills, self.skill_evals))
         domains = self.domains or list(self.skills)
         object.__setattr__(self, "domains", domains)
         if not self.skill_domains:
@@ -266,8 +305,12 @@ class StudyConfig(_Model):
         return {d: 1.0 / len(self.domains) for d in self.domains}
 
     def frozen_dict(self) -> dict:
-        """What is frozen into <study_dir>/study.yaml and compared on resume (hparams: the overrides set)."""
-        return {**self.model_dump(mode="json"), "hparams": self.hparams.overrides()}
+        """What is frozen into <study_dir>/study.yaml and compared on resume (hparams: the overrides set;
+        skill_evals only when there are some, so studies frozen before the field existed still resume)."""
+        frozen = {**self.model_dump(mode="json"), "hparams": self.hparams.overrides()}
+        if not frozen["skill_evals"]:
+            del frozen["skill_evals"]
+        return frozen
 
 
 def _check_simplex(field: str, weights: dict[str, float], allowed: list[str]) -> None:

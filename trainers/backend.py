@@ -70,6 +70,21 @@ class TorchConfig(ConfigModel):
 
         return TorchBackend(trainer=self.trainer, data=self.data)
 
+    def with_skills(self, skills: list[str], skill_evals: dict[str, str]) -> TorchConfig:
+        """The study's `skills: [{name, eval}]` entries become the trainer's data.skill_evals."""
+        from dataclasses import replace
+
+        from skillscale.config_types import FieldError
+
+        if not skill_evals:
+            return self
+        own = dict(self.data.skill_evals)
+        for skill, path in skill_evals.items():
+            if own.get(skill, path) != path:
+                raise FieldError("skills", f"{skill!r} has two eval files: {path!r} here and {own[skill]!r} in "
+                                           "backend.data.skill_evals")
+        return self.model_copy(update={"data": replace(self.data, skill_evals={**own, **skill_evals})})
+
     def check(self, skills: list[str], spec: RunSpec) -> None:
         """Before a study starts: the skills are ones the trainer evaluates and `spec` (the smallest run, with
         the study's hparams) plans; on the CPU, since the driver (a cluster head) may have no GPU."""

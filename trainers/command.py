@@ -21,7 +21,9 @@ the program inherits the actor's environment):
 
 Stopping the program (timeout, cancellation through `should_stop`, an exception in the actor): SIGTERM to
 its process group, then SIGKILL after `kill_grace_s`. If the actor process itself dies (ray.kill, a lost
-node), Linux sends the program SIGTERM (PR_SET_PDEATHSIG), so a trainer never outlives its worker.
+node), the program dies with it, so a trainer never outlives its worker: Ray kills a dead worker's child
+processes (SIGKILL), and where it does not, Linux sends SIGTERM (PR_SET_PDEATHSIG, set here). No grace period
+is possible then, so a trainer should checkpoint regularly, not only on SIGTERM.
 """
 
 from __future__ import annotations
@@ -121,6 +123,7 @@ class CommandConfig(ConfigModel):
     cwd: str | None = Field(default=None, description="working directory of the program (default: the worker's; "
                                                       "relative program paths resolve against it)")
     _skills: tuple[str, ...] = PrivateAttr(default=())  # the study's skills (with_skills), not part of the YAML
+    _skill_evals: dict[str, str] = PrivateAttr(default_factory=dict)  # skill -> eval file, for the trainer
 
     @field_validator("command")
     @classmethod
@@ -132,15 +135,16 @@ class CommandConfig(ConfigModel):
             raise FieldError(where, message) from None
         return command
 
-    def with_skills(self, skills: Sequence[str]) -> CommandConfig:
+    def with_skills(self, skills: Sequence[str], skill_evals: Mapping[str, str] | None = None) -> CommandConfig:
         """This config, knowing the study's skills (written to spec.json; each must be in result.json)."""
         copy = self.model_copy()
         copy._skills = tuple(skills)
+        copy._skill_evals = dict(skill_evals or {})
         return copy
 
     def build(self) -> CommandBackend:
         return CommandBackend(self.command, timeout_s=self.timeout_s, kill_grace_s=self.kill_grace_s, env=self.env,
-                              cwd=self.cwd, skills=self._skills)
+                              cwd=self.cwd, skills=self._skills, skill_evals=self._skill_evals)
 
     def check(self, skills: list[str], spec: RunSpec) -> None:
         """Before a study starts: a bare program name is on this machine's PATH, a path exists. (A program
@@ -155,11 +159,13 @@ class CommandBackend:
     """Backend (trainers.backend) that runs a program per run; see the module docstring.
 
     Lifecycle: built once per actor; `run(spec, run_dir)` per run, sequentially. `skills` are the study's
-    skills: each must be in result.json's `losses`.
+    skills: each must be in result.json's `losses`; `skill_evals` the evaluation files the study config names
+    for some of them (passed on in spec.json: the trainer evaluates them its own way).
     """
 
     def __init__(self, command: Sequence[str], timeout_s: float | None = None, kill_grace_s: float = 30.0,
-                 env: Mapping[str, str] | None = None, cwd: str | None = None, skills: Sequence[str] = ()):
+                 env: Mapping[str, str] | None = None, cwd: str | None = None, skills: Sequence[str] = (),
+                 skill_evals: Mapping[str, str] | None = None):
         check_command(command)
         self.command = list(command)
         self.timeout_s = timeout_s
@@ -167,6 +173,7 @@ class CommandBackend:
         self.env = {str(k): str(v) for k, v in (env or {}).items()}
         self.cwd = cwd
         self.skills = list(skills)
+        self.skill_evals = dict(skill_evals or {})
 
     def run(self, spec: RunSpec, run_dir: Path, *, should_stop: Callable[[], bool] | None = None) -> RunResult:
         """Run the program for `spec` in `run_dir`; `should_stop()` true (polled) stops it as a cancellation."""
@@ -178,7 +185,7 @@ class CommandBackend:
             if previous.status == "ok":
                 return previous
             result_path.unlink(missing_ok=True)
-        spec_path = write_spec(run_dir, spec_payload(spec, run_dir, self.skills))
+        spec_path = write_spec(run_dir, spec_payload(spec, run_dir, self.skills, self.skill_evals))
         values = placeholder_values(spec, run_dir)
         argv = [fill_placeholders(arg, values) for arg in self.command]
         env = {**os.environ, "SKILLSCALE_RUN_DIR": str(run_dir), "SKILLSCALE_RUN_ID": spec.run_id,

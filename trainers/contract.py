@@ -5,7 +5,7 @@ a `module:function` callable) speak it. Per run, skillscale gives the trainer a 
 
     {"run_id": "3f2a...", "n_params": 2000000, "n_tokens": 40000000, "mix": {"code": 0.5, "general": 0.5},
      "seed": 0, "hparams": {}, "trial_number": 7, "flops": 4.8e14, "skills": ["math", "code"],
-     "run_dir": "/abs/studies/x/runs/3f2a..."}
+     "skill_evals": {"math": "/abs/data/math.jsonl"}, "run_dir": "/abs/studies/x/runs/3f2a..."}
 
 and reads back a *result* (a JSON object; for a program, the file `{run_dir}/result.json`):
 
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +42,13 @@ LOG_FILE = "log.txt"
 STATUSES = ("ok", "diverged", "failed")
 
 
-def spec_payload(spec: RunSpec, run_dir: Path, skills: Sequence[str]) -> dict:
-    """The spec as the trainer sees it: RunSpec.to_dict() plus its FLOPs, the skills to report and the run dir."""
-    return {**spec.to_dict(), "flops": spec.flops, "skills": list(skills), "run_dir": str(Path(run_dir).absolute())}
+def spec_payload(spec: RunSpec, run_dir: Path, skills: Sequence[str],
+                 skill_evals: Mapping[str, str] | None = None) -> dict:
+    """The spec as the trainer sees it: RunSpec.to_dict() plus its FLOPs, the skills to report, the evaluation
+    files the study config gave for some of them (absolute paths) and the run dir."""
+    return {**spec.to_dict(), "flops": spec.flops, "skills": list(skills),
+            "skill_evals": {k: str(Path(v).absolute()) for k, v in (skill_evals or {}).items()},
+            "run_dir": str(Path(run_dir).absolute())}
 
 
 def write_spec(run_dir: Path, payload: dict) -> Path:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import importlib
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -64,6 +64,7 @@ class PythonConfig(ConfigModel):
     name: Literal["python"]
     function: str
     _skills: tuple[str, ...] = PrivateAttr(default=())  # the study's skills (with_skills), not part of the YAML
+    _skill_evals: dict[str, str] = PrivateAttr(default_factory=dict)  # skill -> eval file, for the trainer
 
     @field_validator("function")
     @classmethod
@@ -73,14 +74,15 @@ class PythonConfig(ConfigModel):
             raise ValueError(f"expected 'package.module:function', got {function!r}")
         return function
 
-    def with_skills(self, skills: Sequence[str]) -> PythonConfig:
+    def with_skills(self, skills: Sequence[str], skill_evals: Mapping[str, str] | None = None) -> PythonConfig:
         """This config, knowing the study's skills (in the spec; each must be in the returned losses)."""
         copy = self.model_copy()
         copy._skills = tuple(skills)
+        copy._skill_evals = dict(skill_evals or {})
         return copy
 
     def build(self) -> FunctionBackend:
-        return FunctionBackend(self.function, skills=self._skills)
+        return FunctionBackend(self.function, skills=self._skills, skill_evals=self._skill_evals)
 
     def check(self, skills: list[str], spec: RunSpec) -> None:
         """Before a study starts: the function imports here (one line naming it if not)."""
@@ -93,15 +95,16 @@ class FunctionBackend:
     Lifecycle: built once per actor (importing the function); `run(spec, run_dir)` per run, sequentially.
     """
 
-    def __init__(self, function: str, skills: Sequence[str] = ()):
+    def __init__(self, function: str, skills: Sequence[str] = (), skill_evals: Mapping[str, str] | None = None):
         self.function_name = str(function)
         self.function = load_function(self.function_name)
         self.skills = list(skills)
+        self.skill_evals = dict(skill_evals or {})
 
     def run(self, spec: RunSpec, run_dir: Path) -> RunResult:
         run_dir = Path(run_dir).absolute()
         run_dir.mkdir(parents=True, exist_ok=True)
-        payload = spec_payload(spec, run_dir, self.skills)
+        payload = spec_payload(spec, run_dir, self.skills, self.skill_evals)
         write_spec(run_dir, payload)
         start = time.perf_counter()
         try:

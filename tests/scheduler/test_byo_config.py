@@ -1,6 +1,9 @@
 """The command and python backends' sections of the study config (no Ray): one-line errors naming the field,
 the study's skills reaching the trainer, and the pre-flight check that `skillscale run` makes."""
 
+import json
+from pathlib import Path
+
 import pytest
 
 from scheduler.config import parse_study_config
@@ -48,3 +51,42 @@ def test_preflight_check_names_a_program_or_function_that_is_not_there(small_stu
     small_study["backend"] = {"name": "python", "function": "no_such_module_xyz:train"}
     with pytest.raises(InputError, match=r"^backend.function: cannot import 'no_such_module_xyz:train'"):
         parse_study_config(small_study).backend.check(["knowledge"], spec)
+
+
+def test_user_skills_reach_the_torch_trainer_which_reports_their_loss(small_study, tmp_path):
+    """`skills: [{name: math, eval: math.jsonl}, code]`: the torch backend evaluates math from that file."""
+    from tests.conftest import TINY_TORCH_SETTINGS, torch_backend_section
+
+    evals = tmp_path / "math.jsonl"
+    evals.write_text("".join(json.dumps({"prompt": f"{a}+{b}=", "answer": str(a + b)}) + "\n"
+                             for a in range(6) for b in range(4)))
+    small_study.update(skills=[{"name": "math", "eval": str(evals)}, "code"],
+                       targets=[{"name": "math", "weights": {"math": 1.0}, "flops": 1e12}],
+                       backend=torch_backend_section(TINY_TORCH_SETTINGS))
+    cfg = parse_study_config(small_study)
+    assert cfg.skills == ["math", "code"] and cfg.skill_evals == {"math": str(evals)}
+    assert cfg.backend.data.skill_evals == {"math": str(evals)}
+    spec = RunSpec(n_params=70_000, n_tokens=10_000, mix=cfg.mix.fixed)
+    cfg.backend.check(cfg.skills, spec)  # the pre-flight check knows the user skill
+    result = make_backend(cfg.backend).run(spec, tmp_path / "run")
+    assert result.status == "ok" and 0 < result.losses["math"] < 8 and "code" in result.losses
+
+
+@pytest.mark.parametrize("skills, message", [
+    ([{"name": "math"}, "code"], "skills[0].eval: Field required"),
+    ([{"name": "math", "eval": "m.jsonl", "weight": 2}], "skills[0].weight: unknown field"),
+    (["code", 3], "skills[1]: Input should be a valid string"),
+])
+def test_bad_skill_entries_name_the_entry(small_study, skills, message):
+    small_study["skills"] = skills
+    with pytest.raises(InputError, match="^study config: " + message.replace("[", r"\[").replace("]", r"\]")):
+        parse_study_config(small_study)
+
+
+def test_command_trainers_get_the_eval_files_in_their_spec(small_study, tmp_path):
+    small_study["skills"] = [{"name": "knowledge", "eval": "data/k.jsonl"}, "code"]
+    small_study["backend"] = {"name": "command", "command": ["{python}", "-c", "pass"]}
+    make_backend(parse_study_config(small_study).backend).run(RunSpec(n_params=10, n_tokens=10, mix={}), tmp_path)
+    spec = json.loads((tmp_path / "spec.json").read_text())
+    assert spec["skills"] == ["knowledge", "code"]
+    assert spec["skill_evals"] == {"knowledge": str(Path("data/k.jsonl").absolute())}
