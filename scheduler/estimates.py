@@ -110,9 +110,15 @@ def single_member(law: ParametricLaw, domains: tuple[str, ...]) -> LawEnsemble:
                        transfer=transfer, domains=domains if transfer is not None else ())
 
 
-def target_optimum(ensembles: dict[str, LawEnsemble], cfg: StudyConfig, target: Target):
-    """Per-member (N*, D*) of one target: closed form for one skill, numerical for a composition."""
-    mix = cfg.target_mix(target) if cfg.mix.space == "simplex" else None
+def target_optimum(ensembles: dict[str, LawEnsemble], cfg: StudyConfig, target: Target,
+                   mix: dict[str, float] | None = None):
+    """Per-member (N*, D*) of one target: closed form for one skill, numerical for a composition.
+
+    Mixture-aware ensembles are read at `mix`, by default the target's mix when the study's mix is a simplex
+    (with a fixed mix the fitted laws are plain ones: their data all had that mix). A known mixture-aware truth
+    of a fixed-mix study is read at the fixed mix: pass `mix=cfg.target_mix(target)`."""
+    if mix is None and cfg.mix.space == "simplex":
+        mix = cfg.target_mix(target)
     weights = {s: w for s, w in target.weights.items() if w > 0}
     if len(weights) == 1:
         (skill,) = weights

@@ -1,4 +1,5 @@
-"""`skillscale bench scheduler` on a tiny configuration: schema, FLOP accounting, truths, summary maths."""
+"""`skillscale bench scheduler` (benchmarks/bench_scheduler.py) on a tiny configuration: schema, FLOP accounting,
+truths, summary maths."""
 
 import json
 import math
@@ -6,20 +7,14 @@ import math
 import numpy as np
 import pytest
 
-from scheduler.bench import (
-    GRIDS,
-    BenchConfig,
-    GridSpec,
-    Trace,
-    grid_points,
-    run_adaptive,
-    run_grid,
-    study_config,
-    summarize,
-    true_optima,
-    verdict,
-)
 from scheduler.cli import main
+from scheduler.commands import load_scheduler_benchmark
+
+bench = load_scheduler_benchmark()
+GRIDS, BenchConfig, GridSpec, Trace = bench.GRIDS, bench.BenchConfig, bench.GridSpec, bench.Trace
+grid_points, run_adaptive, run_grid, study_config = bench.grid_points, bench.run_adaptive, bench.run_grid, \
+    bench.study_config
+summarize, true_optima, verdict = bench.summarize, bench.true_optima, bench.verdict
 
 RESULT_KEYS = {"truth", "strategy", "concurrency", "seeds", "flops_to_tolerance_median", "flops_to_tolerance_iqr",
                "reached_fraction", "final_rel_error_median", "coverage"}
