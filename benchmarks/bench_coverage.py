@@ -13,7 +13,9 @@ times the largest run's FLOPs (10x and 100x by default). Designs, each `--runs` 
 - isoflop: an isoFLOP grid inside the band: ~sqrt(runs/2) budgets log-spaced in [c_lo, c_hi], sizes
   log-spaced so D/N spans the band at each budget;
 - edge: what an FLOP-aware adaptive design converges to (the c-optimal design for log N*(C) puts its runs
-  at the band's two edges at small budgets): half the runs at each edge, C log-uniform in [c_lo/10, c_hi/10].
+  at the band's two edges at small budgets): half the runs at each edge, C log-uniform in [c_lo/10, c_hi/10];
+- file: the (N, D) of a real design, e.g. the runs an adaptive study chose (`--design-file`, JSON with
+  lists "n" and "d"); --runs and --band are ignored for it.
 
 Per cell: coverage (with its Wilson 95% interval), the median log half-width of the interval, the median
 |log error| of the point estimate, and `needed_scale`: the factor by which every interval (its side toward
@@ -24,9 +26,11 @@ intervals are wider than needed, above 1 too narrow. Rows go to benchmarks/resul
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 import time
+from pathlib import Path
 
 import numpy as np
 import scipy
@@ -45,9 +49,17 @@ Z95 = 1.959964
 
 
 def design(kind: str, n_runs: int, band: tuple[float, float], c_range: tuple[float, float],
-           rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+           rng: np.random.Generator, design_file: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(N, D) of one design (module docstring), every run with D/N inside `band`."""
     log_band = np.log(band)
+    if kind == "file":
+        if design_file is None:
+            raise InputError("--designs file needs --design-file")
+        try:
+            data = json.loads(Path(design_file).read_text())
+            return np.asarray(data["n"], float), np.asarray(data["d"], float)
+        except (OSError, ValueError, KeyError) as exc:
+            raise InputError(f"{design_file}: expected JSON with lists 'n' and 'd' ({exc})") from None
     if kind == "random":
         c = np.exp(rng.uniform(*np.log(c_range), n_runs))
         ratio = np.exp(rng.uniform(*log_band, n_runs))
@@ -61,7 +73,7 @@ def design(kind: str, n_runs: int, band: tuple[float, float], c_range: tuple[flo
         c = np.exp(rng.uniform(np.log(c_range[0] / 10), np.log(c_range[1] / 10), n_runs))
         ratio = np.where(np.arange(n_runs) < half, band[0], band[1])
     else:
-        raise InputError(f"--designs: unknown design {kind!r} (random, isoflop, edge)")
+        raise InputError(f"--designs: unknown design {kind!r} (random, isoflop, edge, file)")
     n = np.sqrt(c / (6 * ratio))  # C = 6 N D and D = ratio * N
     return n, c / (6 * n)
 
@@ -84,12 +96,12 @@ def run_cell(truth: str, sigma: float, kind: str, args, log=print) -> list[dict]
     fit_seconds = 0.0
     for i in range(args.sets):
         rng = np.random.default_rng([args.seed, i, int(sigma * 1e5), len(kind)])
-        n, d = design(kind, args.runs, tuple(args.band), tuple(args.c_range), rng)
+        n, d = design(kind, args.runs, tuple(args.band), tuple(args.c_range), rng, args.design_file)
         loss = law.loss(n, d) * np.exp(sigma * rng.standard_normal(n.size))
         t0 = time.perf_counter()
         fit = fit_parametric(n, d, loss)
         fit_seconds += time.perf_counter() - t0
-        c_max = float(np.max(6 * n * d))
+        c_max, n_runs = float(np.max(6 * n * d)), int(n.size)
         for method in args.methods:
             t0 = time.perf_counter()
             ens = bootstrap_parametric(n, d, loss, n_boot=args.n_boot, seed=i, fit=fit, method=method)
@@ -110,7 +122,8 @@ def run_cell(truth: str, sigma: float, kind: str, args, log=print) -> list[dict]
         covered, halfwidth, error, scale = (np.array(x) for x in zip(*rec, strict=True))
         hits = int(covered.sum())
         rows.append({
-            "truth": truth, "noise": sigma, "design": kind, "runs": args.runs, "band": list(args.band),
+            "truth": truth, "noise": sigma, "design": kind, "design_file": args.design_file, "runs": n_runs,
+            "band": list(args.band),
             "c_range": list(args.c_range), "extrapolation": factor, "method": method, "sets": args.sets,
             "n_boot": args.n_boot, "coverage": hits / args.sets, "coverage_ci95": list(wilson(hits, args.sets)),
             "median_log_halfwidth": float(np.median(halfwidth)), "median_abs_log_error": float(np.median(error)),
@@ -138,6 +151,7 @@ def main() -> None:
     parser.add_argument("--extrapolation", type=float, nargs="+", default=[10.0, 100.0])
     parser.add_argument("--n-boot", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--design-file", default=None, help="JSON {n: [...], d: [...]} for --designs file")
     parser.add_argument("--no-record", action="store_true", help="print only; append nothing")
     args = parser.parse_args()
     if not (0 < args.band[0] < args.band[1]) or not (0 < args.c_range[0] < args.c_range[1]):
