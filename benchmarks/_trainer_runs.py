@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 from _provenance import append_rows, git_commit
 
+from fitting.conventions import FLOPS_PER_PARAM_TOKEN, training_flops
 from trainers.shapes import count_params
 from trainers.spec import RunSpec
 
@@ -90,7 +91,7 @@ def exact_n(backend, target_n: float, mix: dict[str, float]) -> int:
 
 def tokens_for_budget(backend, target_n: float, budget: float, mix: dict[str, float]) -> int:
     """D such that 6 N D = budget for the exact N of target_n's shape."""
-    return int(round(budget / (6.0 * exact_n(backend, target_n, mix))))
+    return int(round(budget / (FLOPS_PER_PARAM_TOKEN * exact_n(backend, target_n, mix))))
 
 
 def run_key(spec: RunSpec, fingerprint: str) -> str:
@@ -217,7 +218,7 @@ def execute(
             "n_params": n_params,
             "n_tokens": int(spec.n_tokens),
             "budget": run.budget,
-            "flops": 6.0 * n_params * spec.n_tokens,
+            "flops": training_flops(n_params, spec.n_tokens),
             "seed": spec.seed,
             "lr": hp.lr,
             "lr_rule": rule_lr,

@@ -22,6 +22,7 @@ from _provenance import append_rows  # benchmarks/ is on sys.path when run as a 
 from scipy.optimize import minimize
 
 from fitting._solver import Design, _forward, huber
+from fitting.conventions import FLOPS_PER_PARAM_TOKEN
 from fitting.law import ParametricLaw
 from fitting.parametric import bootstrap_parametric, bootstrap_starts, fit_parametric, resample_counts
 from skillscale.errors import OneLineArgumentParser
@@ -40,7 +41,7 @@ def make_runs(n_runs: int, seed: int = 0):
         n_opt = CHINCHILLA.optimum(c)[0][0]
         for f in np.geomspace(1 / 8, 8, per):
             n.append(n_opt * f)
-            d.append(c / (6 * n_opt * f))
+            d.append(c / (FLOPS_PER_PARAM_TOKEN * n_opt * f))
     n, d = np.array(n), np.array(d)
     return n, d, CHINCHILLA.loss(n, d) * np.exp(rng.normal(0, 0.01, n.size))
 

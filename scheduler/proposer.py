@@ -30,6 +30,7 @@ import numpy as np
 import optuna
 from scipy.stats import qmc
 
+from fitting.conventions import FLOPS_PER_PARAM_TOKEN, training_flops
 from scheduler.acquisition import Belief, acquisition, condition
 from scheduler.config import StudyConfig
 from scheduler.estimates import Estimates, derived_seed, target_optimum
@@ -49,7 +50,7 @@ class Point:
 
     @property
     def flops(self) -> float:
-        return 6.0 * self.n_params * self.n_tokens
+        return training_flops(self.n_params, self.n_tokens)
 
 
 class SearchSpace:
@@ -106,7 +107,7 @@ class SearchSpace:
         ok = n_lo <= n_hi
         n = np.exp(np.log(n_lo) + u[:, 1] * (np.log(np.maximum(n_hi, n_lo)) - np.log(n_lo)))
         n = np.where(ok, np.round(n), np.nan)
-        d = np.round(c / (6 * n))
+        d = np.round(c / (FLOPS_PER_PARAM_TOKEN * n))
         return n, d, self._mix_from_unit(u[:, 2:])
 
     def point(self, n: float, d: float, mix_row: np.ndarray) -> Point:
@@ -159,7 +160,7 @@ class Proposer:
                              target_fn=_TargetSamples(self.cfg), v_tol=self.v_tol)
 
     def _value(self, belief: Belief, n, d, mix, avoid: list[Point]) -> np.ndarray:
-        cost = 6.0 * n * d + self.cfg.proposer.overhead_flops
+        cost = training_flops(n, d) + self.cfg.proposer.overhead_flops
         mix_arg = mix if self.space.simplex else None
         value = acquisition(belief, n, d, mix_arg, cost)
         for p in avoid:  # the ensemble update makes repeats unattractive; this makes them impossible

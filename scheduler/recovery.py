@@ -34,6 +34,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from fitting.conventions import training_flops
 from skillscale.atomic import atomic_write_bytes, atomic_write_text
 from skillscale.errors import InputError
 
@@ -159,7 +160,7 @@ def _row_from_trial(cfg, trial, spec, study_dir: Path) -> dict:
         pass
     return {"run_id": spec.run_id, "trial_number": trial.number, "status": "ok",
             "error": "ledger row rebuilt from the Optuna journal", "requested_n_params": spec.n_params,
-            "n_params": n_params, "n_tokens": spec.n_tokens, "flops": 6.0 * n_params * spec.n_tokens,
+            "n_params": n_params, "n_tokens": spec.n_tokens, "flops": training_flops(n_params, spec.n_tokens),
             **{f"mix/{d}": float(w) for d, w in sorted(spec.mix.items())},
             **{f"loss/{s}": float(v) for s, v in zip(cfg.skills, trial.values, strict=True)},
             "wall_s": math.nan, "tokens_per_s": math.nan, "mfu": math.nan, "tries": 1,

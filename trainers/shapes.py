@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+from fitting.conventions import FLOPS_PER_PARAM_TOKEN
 from skillscale.errors import InputError
 
 ASPECT = 64  # target d_model / n_layers
@@ -95,9 +96,9 @@ def count_params(cfg: ModelConfig) -> int:
 
 def flops_per_token(cfg: ModelConfig, attention: bool = True) -> float:
     """Training FLOPs per token: 6N, plus 6*L*T*d for causal attention scores and values (PaLM convention)."""
-    flops = 6.0 * count_params(cfg)
+    flops = FLOPS_PER_PARAM_TOKEN * count_params(cfg)
     if attention:
-        flops += 6.0 * cfg.n_layers * cfg.seq_len * cfg.d_model
+        flops += FLOPS_PER_PARAM_TOKEN * cfg.n_layers * cfg.seq_len * cfg.d_model
     return flops
 
 

@@ -14,6 +14,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
+from fitting.conventions import training_flops
+
 RunStatus = Literal["ok", "diverged", "failed"]
 
 
@@ -58,7 +60,7 @@ class RunSpec:
 
     @property
     def flops(self) -> float:
-        return 6.0 * self.n_params * self.n_tokens
+        return training_flops(self.n_params, self.n_tokens)
 
     def to_dict(self) -> dict:
         return asdict(self)
