@@ -19,7 +19,7 @@ def _run(*argv: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU path")
 @pytest.mark.parametrize("script", ["bench_kernels", "bench_trainer", "profile_trainer",
-                                    "tune_linear_cross_entropy"])
+                                    "tune_linear_cross_entropy", "bench_compile_shapes", "family_parity"])
 def test_gpu_benchmark_without_gpu_exits_2_with_one_line(script):
     proc = _run(f"benchmarks/{script}.py")
     assert proc.returncode == 2, proc.stderr
@@ -29,6 +29,8 @@ def test_gpu_benchmark_without_gpu_exits_2_with_one_line(script):
 @pytest.mark.parametrize("argv, expected", [
     (["benchmarks/tune_linear_cross_entropy.py", "--hidden", "12a"], "--hidden: expected comma-separated integers"),
     (["benchmarks/bench_trainer.py", "--sizes", "12x"], "expected DxL such as 256x4"),
+    (["benchmarks/bench_compile_shapes.py", "--modes", "fast"], "--modes: expected compile and/or eager"),
+    (["benchmarks/family_parity.py", "--tokens-per-param", "20"], "--tokens-per-param: expected two or more"),
 ])
 def test_benchmark_bad_flag_exits_2_with_one_line(argv, expected):
     proc = _run(*argv)
