@@ -184,12 +184,12 @@ def _lbfgs_polish(theta: np.ndarray, design: Design, y: np.ndarray, delta: float
 
 
 def fit_parametric(n_params, n_tokens, loss, *, mix=None, domains=(), own_domain=None,
-                   exclude_top=0, huber_delta=1e-3, seed=0) -> ParametricFit:
+                   exclude_top=0, huber_delta=1e-3) -> ParametricFit:
     """Fit L = E + A N^-alpha + B D_eff^-beta by Huber loss on log-residuals from a grid of starts.
 
     `mix` (n, n_domains) with `domains` and `own_domain` fits the mixture-aware law (transfer t_j >= 0,
     t_own = 1). `exclude_top=k` drops the k highest-loss points (often the smallest, least law-like runs).
-    `seed` is accepted for API symmetry; the point fit is deterministic.
+    The point fit is deterministic (a fixed grid of starts): it takes no seed.
     """
     design, y, _, excluded = _prepare(n_params, n_tokens, loss, mix, domains, own_domain, exclude_top)
     ones = np.ones_like(y)

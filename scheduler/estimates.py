@@ -158,7 +158,7 @@ def refit(cfg: StudyConfig, rows: list[dict], n_boot: int | None = None) -> Esti
     for skill in cfg.skills:
         kw = dict(mix=data["mix"], domains=tuple(cfg.domains) if simplex else (),
                   own_domain=cfg.skill_domains.get(skill) if simplex else None)
-        fits[skill] = fit_parametric(data["n_params"], data["n_tokens"], data["loss"][skill], seed=cfg.seed, **kw)
+        fits[skill] = fit_parametric(data["n_params"], data["n_tokens"], data["loss"][skill], **kw)
         ensembles[skill] = bootstrap_parametric(data["n_params"], data["n_tokens"], data["loss"][skill],
                                                 n_boot=n_boot, resamples=resamples, seed=cfg.seed,
                                                 fit=fits[skill], method=cfg.proposer.bootstrap, **kw)
