@@ -187,3 +187,36 @@ def test_report_that_cannot_be_written_is_one_line(tmp_path, capsys, monkeypatch
     assert main(["report", str(study), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "index.html: cannot write the report (No space left on device)" in err
+
+
+def test_cluster_path_uses_token_auth_and_readme_says_so():
+    """Ray 2.60 clusters need the same token on every node and client (issue #16 item 4): cluster.yaml copies it
+    and turns token mode on; README's job submission uploads the checkout so a relative config path resolves."""
+    config = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    assert config["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
+    for commands in (config["head_start_ray_commands"], config["worker_start_ray_commands"]):
+        assert any("RAY_AUTH_MODE=token" in c and "ray start" in c for c in commands)
+    readme = (ROOT / "README.md").read_text()
+    submit = next(line for line in readme.splitlines() if "ray job submit" in line)
+    assert "RAY_AUTH_MODE=token" in submit and "--working-dir ." in submit
+
+
+def test_readme_names_the_metrics_as_ray_exports_them():
+    """Ray's metrics agent prefixes custom metrics with `ray_` (measured: ray_skillscale_runs_done)."""
+    import re
+
+    from scheduler.config import parse_study_config
+    from scheduler.metrics import StudyMetrics
+    from tests.conftest import SMALL_STUDY
+
+    names = []
+    StudyMetrics(parse_study_config(SMALL_STUDY), lambda name, *a, **k: names.append(name) or _NullGauge())
+    readme = (ROOT / "README.md").read_text()
+    documented = set(re.findall(r"`(ray_skillscale_\w+)", readme))
+    assert documented == {f"ray_{n}" for n in names}
+    assert not re.search(r"(?<!ray_)`skillscale_\w+", readme)
+
+
+class _NullGauge:
+    def set(self, value, tags=None):
+        pass
