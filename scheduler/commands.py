@@ -8,10 +8,7 @@ import math
 import sys
 from pathlib import Path
 
-from scheduler.config import StudyConfig
 from scheduler.estimates import precision_text
-from skillscale.errors import InputError
-from trainers.spec import RunSpec
 
 
 def add_study_parsers(sub: argparse._SubParsersAction) -> None:
@@ -56,20 +53,6 @@ def load_scheduler_benchmark():
     sys.modules["bench_scheduler"] = module  # by name, so worker processes unpickle its functions
     spec.loader.exec_module(module)
     return module
-
-
-def check_backend(cfg: StudyConfig) -> None:
-    """Validate what the backend can check before Ray starts (errors name the field): its `check` hook
-    (trainers/backend.py) on the study's smallest run."""
-    mix = cfg.mix.fixed or {d: 1.0 / len(cfg.domains) for d in cfg.domains}
-    spec = RunSpec(n_params=int(cfg.n_params.lo), n_tokens=int(cfg.n_tokens.lo), mix=mix,
-                   hparams=cfg.hparams.overrides())
-    try:
-        cfg.backend.check(list(cfg.skills), spec)
-    except InputError:
-        raise
-    except (TypeError, ValueError) as exc:  # a setting of the wrong type that the backend did not name
-        raise InputError(f"backend: {str(exc).splitlines()[0]}") from None
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -347,6 +347,22 @@ def _format_validation_error(exc: ValidationError) -> str:
     return f"{loc or '(top level)'}: {msg}"
 
 
+def check_backend(cfg: StudyConfig) -> None:
+    """Validate what the backend can check before Ray starts (errors name the field): its `check` hook
+    (trainers/backend.py) on the study's smallest run."""
+    mix = cfg.mix.fixed or {d: 1.0 / len(cfg.domains) for d in cfg.domains}
+    from trainers.spec import RunSpec
+
+    spec = RunSpec(n_params=int(cfg.n_params.lo), n_tokens=int(cfg.n_tokens.lo), mix=mix,
+                   hparams=cfg.hparams.overrides())
+    try:
+        cfg.backend.check(list(cfg.skills), spec)
+    except InputError:
+        raise
+    except (TypeError, ValueError) as exc:  # a setting of the wrong type that the backend did not name
+        raise InputError(f"backend: {str(exc).splitlines()[0]}") from None
+
+
 def parse_study_config(data: Any, source: str = "study config") -> StudyConfig:
     """Validate a mapping; raise InputError('<source>: <field>: <problem>') on the first problem."""
     if not isinstance(data, dict):

@@ -33,7 +33,7 @@ from ray.exceptions import RayActorError, RayError
 from ray.util.metrics import Gauge
 
 from scheduler.actor import start_actor
-from scheduler.config import StudyConfig, load_study_config
+from scheduler.config import StudyConfig, check_backend, load_study_config
 from scheduler.metrics import StudyMetrics
 from scheduler.progress import Progress
 from scheduler.study import Study
@@ -208,10 +208,8 @@ def run_study(config: StudyConfig | str | Path, study_dir: str | Path | None = N
     `config`: a StudyConfig or the path of a study YAML; `study_dir` defaults to studies/<name>. Ray: the
     cluster at `address` (default $RAY_ADDRESS), else a local instance with `num_cpus` and, if asked, the
     dashboard; a Ray session already initialised in this process is used as is (and left running). The
-    backend's config is checked (scheduler/commands.check_backend) before Ray starts.
+    backend's config is checked (scheduler.config.check_backend) before Ray starts.
     """
-    from scheduler.commands import check_backend
-
     cfg = config if isinstance(config, StudyConfig) else load_study_config(config)
     check_backend(cfg)
     study_dir = Path(study_dir or Path("studies") / cfg.name)
