@@ -67,11 +67,17 @@ def check_resources(per_worker: Mapping[str, float], nodes: Iterable[Mapping], c
     was asked and what each node has, unless `can_grow` (a cluster whose autoscaler may add a node), where
     the line is returned for the caller to say while it waits."""
     asked = {k: float(v) for k, v in per_worker.items() if v > 0}
-    alive = [dict(n.get("Resources") or {}) for n in nodes if n.get("Alive", True)]
-    if not asked or any(all(node.get(k, 0.0) >= v for k, v in asked.items()) for node in alive):
+    alive = [n for n in nodes if n.get("Alive", True)]
+    if not asked or any(all((n.get("Resources") or {}).get(k, 0.0) >= v for k, v in asked.items()) for n in alive):
         return None
-    have = "; ".join(_fmt({k: v for k, v in node.items() if k in ("CPU", "GPU") or k in asked})
-                     for node in alive) or "no nodes"
+
+    def describe(node) -> str:
+        res = {k: v for k, v in (node.get("Resources") or {}).items() if k in ("CPU", "GPU") or k in asked}
+        res.setdefault("CPU", 0.0)
+        where = f"{node['NodeManagerAddress']}: " if node.get("NodeManagerAddress") else ""
+        return where + _fmt(res)
+
+    have = "; ".join(describe(n) for n in alive) or "no nodes"
     line = f"resources: each worker asks for {_fmt(asked)}, but no Ray node has that (nodes: {have})"
     if can_grow:
         return line + "; waiting for the autoscaler to add one"
