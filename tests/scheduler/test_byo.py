@@ -96,14 +96,6 @@ def test_bad_output_becomes_a_failed_or_diverged_run_and_the_study_goes_on(ray_l
     assert len(by_kind) >= 4, f"the 12 runs should show most kinds of breakage, got {sorted(by_kind)}"
 
 
-def test_a_python_function_backend_study(ray_local, small_study, tmp_path):
-    small_study.update(max_runs=7, backend={"name": "python", "function": "tests.scheduler.byo_functions:known_law"})
-    result = Controller(parse_study_config(small_study), tmp_path).run()
-    assert result["n_runs_ok"] == 7, result
-    rows = pq.read_table(tmp_path / "runs.parquet").to_pylist()
-    assert all(r["n_params"] == r["requested_n_params"] - 1 for r in rows)  # the exact N the function reported
-
-
 @pytest.mark.slow
 def test_the_example_trainer_study_runs_to_completion_on_cpu(ray_local, tmp_path):
     """examples/byo-trainer/study.yaml with tiny budgets: real (plain-torch) training runs, a few seconds each."""
