@@ -25,7 +25,7 @@ of the shortest branch, checkpointed, and that checkpoint is forked into the bra
 fingerprint, timing reset); the branch cools down from it as an ordinary resumed run; then the trunk continues to
 the next branch point, and so on; the trunk's own cooldown comes last. Layout of the family directory:
 
-    <run_dir>/family.json          the FamilySpec and its branches' run_ids
+    <run_dir>/family.json          the FamilySpec, its branches' run_ids, their FLOPs and the family's total
     <run_dir>/branch-<i>/          branch i's run directory (checkpoints, loss curve, run.json) ...
     <run_dir>/branch-<i>/result.json   ... and its RunResult, written atomically once it is finished
 
@@ -180,7 +180,7 @@ class BackendCache:
     `models` holds at most MODEL_CACHE_SIZE (model, training forward) pairs, oldest first; `compiled_shapes`
     counts the shapes compiled since torch.compile's state was last reset (`reset_compiled`)."""
 
-    tokenizers: dict = field(default_factory=dict)  # tokenizer spec -> tokenizer
+    tokenizers: dict = field(default_factory=dict)  # (tokenizer spec, data settings json) -> tokenizer
     evaluators: dict = field(default_factory=dict)  # (data, tokenizer, seq_len, domains, rows) -> Evaluator
     models: dict = field(default_factory=dict)  # (shape, device, triton, compile, graphs) -> (model, forward)
     compiled_shapes: int = 0  # shapes compiled since the last reset
@@ -407,9 +407,10 @@ class TorchBackend:
         else:
             self.use_triton = bool(s.use_triton)
         configure_process(s, self.device)
-        if s.tokenizer not in self.cache.tokenizers:
-            self.cache.tokenizers[s.tokenizer] = make_tokenizer(s.tokenizer)
-        self.tokenizer = self.cache.tokenizers[s.tokenizer]
+        tokenizer_key = (s.tokenizer, json.dumps(self.data.to_dict(), sort_keys=True))  # "bpe:N" trains on the data
+        if tokenizer_key not in self.cache.tokenizers:
+            self.cache.tokenizers[tokenizer_key] = make_tokenizer(s.tokenizer, self.data)
+        self.tokenizer = self.cache.tokenizers[tokenizer_key]
 
     @property
     def settings(self) -> TrainerSettings:
@@ -672,11 +673,11 @@ class TorchBackend:
             raise InputError(f"family {family.family_id}: its branches resolve to different shapes or "
                              "hyperparameters, so they cannot share a stable phase")
         self.check_fits(plans[-1].cfg, plans[-1].hp)
-        self._claim_family_dir(family, branches, family_dir)
         starts = [p.hp.cooldown_start for p in plans]  # branch points, in optimizer steps
         batch_tokens = plans[-1].hp.batch_tokens
         flops = family_branch_flops(plans[-1].n_params, [s * batch_tokens for s in starts],
                                     [b.n_tokens for b in branches])
+        self._claim_family_dir(family, branches, family_dir, flops)
         trunk, trunk_plan = branches[-1], plans[-1]  # the longest branch trains the stable phase
         trunk_dir = family_dir / f"branch-{len(branches) - 1}"
         results: list[RunResult] = []
@@ -720,8 +721,9 @@ class TorchBackend:
             return None
 
     @staticmethod
-    def _claim_family_dir(family: FamilySpec, branches: list[RunSpec], family_dir: Path) -> None:
-        """Write <family_dir>/family.json, or check that the directory holds this family."""
+    def _claim_family_dir(family: FamilySpec, branches: list[RunSpec], family_dir: Path, flops: list[float]) -> None:
+        """Write <family_dir>/family.json (the spec, the branches' run_ids, the exact FLOPs per branch and in all),
+        or check that the directory holds this family."""
         path = family_dir / "family.json"
         if path.exists():
             try:
@@ -733,8 +735,8 @@ class TorchBackend:
                 raise CheckpointError(f"family: {family_dir} belongs to family {found}, not {family.family_id}; "
                                       "use a new directory or delete this one")
             return
-        atomic_write_json(path, {"family": family.to_dict(), "branches": [b.run_id for b in branches]},
-                          sort_keys=True)
+        atomic_write_json(path, {"family": family.to_dict(), "branches": [b.run_id for b in branches],
+                                 "branch_flops": flops, "flops": float(sum(flops))}, sort_keys=True)
 
     def _train_step(self, forward, optimizer, model, sampler, step, n_rows, n_targets, lr, hp) -> torch.Tensor:
         """One optimizer step on n_rows sequences, of which the first n_targets targets count; the loss.

@@ -39,6 +39,9 @@ def test_branches_are_the_runs_they_name_and_their_flops_sum_to_the_family_cost(
     cooldowns = sum(d - s * BATCH for d, s in zip(FAMILY.n_tokens, STARTS, strict=True))
     assert sum(r.flops for r in results) == pytest.approx(training_flops(n, STARTS[-1] * BATCH + cooldowns))
     assert results[0].flops < results[1].flops < results[2].flops
+    stored = json.loads((tmp_path / "family" / "family.json").read_text())
+    assert stored["flops"] == pytest.approx(sum(r.flops for r in results))
+    assert stored["family"]["n_tokens"] == [3072, 4608, 6144]
     assert FAMILY.flops == pytest.approx(6 * FAMILY.n_params * (6144 + 0.25 * (3072 + 4608)))
 
 
