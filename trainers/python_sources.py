@@ -32,6 +32,7 @@ import inspect
 import os
 import re
 import sysconfig
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,6 +126,17 @@ def read_until(files: list[SourceFile], n_chars: int, extract=None) -> list[str]
 # ----------------------------------------------------------------------------- code eval: function bodies
 
 
+def _parse(text: str) -> ast.Module | None:
+    """The module's syntax tree, or None for the few deliberately invalid files; silent about the invalid escape
+    sequences of old test modules (a SyntaxWarning on Python 3.12, printed once per string otherwise)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return ast.parse(text)
+        except (SyntaxError, ValueError):
+            return None
+
+
 def _strip_indent(lines: list[str], indent: int) -> list[str]:
     """Remove `indent` leading spaces where present (textwrap.dedent gives up on strings at column 0)."""
     return [ln.lstrip(" ") if not ln.strip() else ln[indent:] if ln[:indent].strip() == "" else ln for ln in lines]
@@ -135,9 +147,8 @@ def function_examples(text: str, max_chars: int, min_answer_chars: int = 24) -> 
 
     Functions that do not parse as part of the module, whose body after the docstring is shorter than
     min_answer_chars, or whose whole text is longer than max_chars are skipped."""
-    try:
-        tree = ast.parse(text)
-    except (SyntaxError, ValueError):  # the stdlib ships a few deliberately invalid files (lib2to3 test data)
+    tree = _parse(text)
+    if tree is None:  # the stdlib ships a few deliberately invalid files (lib2to3 test data)
         return []
     lines = text.splitlines(keepends=True)
     out = []
@@ -221,10 +232,7 @@ def prose_paragraphs(text: str) -> list[str]:
     """English of one module's source, in source order: prose-like string constants (docstrings first among
     them) and runs of full-line comments (code-looking comment runs are dropped by _reads_as_prose)."""
     found: list[tuple[int, str]] = []
-    try:
-        tree = ast.parse(text)
-    except (SyntaxError, ValueError):
-        tree = None
+    tree = _parse(text)
     if tree is not None:
         for node in ast.walk(tree):
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and len(node.value) >= _PROSE_MIN_CHARS:
