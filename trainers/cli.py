@@ -4,6 +4,7 @@
     skillscale train --params 2e7 --tokens 4e8 --device cuda --compile --out runs/b
     skillscale train ... --out runs/a --resume        # continue from runs/a's newest checkpoint
     skillscale train ... --hparam schedule=wsd        # warmup-stable-decay instead of cosine
+    skillscale train --params 1e6 --tokens 1e7,2e7,4e7 --out runs/f   # a run family: one WSD training, 3 cooldowns
 
 Every setting of the trainer (TrainerSettings) and of the data (DataSettings) is a flag named after its field
 (`seq_len` -> `--seq-len`, a true-by-default switch `cuda_graphs` -> `--no-cuda-graphs`, a mapping `corpora` ->
@@ -11,7 +12,9 @@ Every setting of the trainer (TrainerSettings) and of the data (DataSettings) is
 one place defaults are written.
 
 Writes OUT/result.json atomically: run_id, status, n_params, n_tokens, flops, shape, losses
-(per-skill answer NLL), domain_losses, wall_s, tokens_per_s, mfu (non-finite numbers as null).
+(per-skill answer NLL), domain_losses, wall_s, tokens_per_s, mfu (non-finite numbers as null). With several
+--tokens, a run family (trainers/spec.py FamilySpec, cooldowns of --cooldown-fraction of each branch's steps):
+OUT/result.json holds family_id, flops (the family's true cost) and one such record per branch.
 Bad input is one line on stderr and exit status 2: also a size that cannot fit in the device's memory (the
 message names the memory needed and available) and a token count below one batch (it names the minimum).
 """
@@ -19,6 +22,7 @@ message names the memory needed and available) and a token count below one batch
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import inspect
 import math
@@ -151,7 +155,9 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
         "train", help="train one model (torch backend)", description=__doc__.split("\n\n")[0]
     )
     p.add_argument("--params", required=True, help="target N (non-embedding matmul params), e.g. 1e6")
-    p.add_argument("--tokens", required=True, help="training tokens D, e.g. 2e7")
+    p.add_argument("--tokens", required=True, help="training tokens D, e.g. 2e7; several (2e7,4e7): a run family")
+    p.add_argument("--cooldown-fraction", default=None,
+                   help="run family: cooldown as a fraction of each branch's steps (default: FamilySpec's)")
     p.add_argument(
         "--mix", default=DEFAULT_MIX, help=f"domain=weight pairs summing to 1 (default {DEFAULT_MIX})"
     )
@@ -194,21 +200,33 @@ def run_train(args) -> int:
     from trainers.data import DataSettings
     from trainers.settings import TrainerSettings
     from trainers.shapes import count_params
-    from trainers.spec import RunSpec
+    from trainers.spec import FamilySpec, RunSpec
     from trainers.torch_backend import TorchBackend
 
     n_params = parse_count(args.params, "--params")
-    n_tokens = parse_count(args.tokens, "--tokens")
+    token_counts = [parse_count(t, "--tokens") for t in str(args.tokens).split(",") if t.strip()]
     mix = parse_pairs(args.mix, "--mix")
     seed = _whole(args.seed, "--seed")
-    spec = RunSpec(n_params=n_params, n_tokens=n_tokens, mix=mix, seed=seed, hparams=_hparams(args.hparam))
+    family = None
+    if len(token_counts) > 1:
+        fraction = {} if args.cooldown_fraction is None else {"cooldown_fraction": float(args.cooldown_fraction)}
+        family = FamilySpec(n_params=n_params, n_tokens=tuple(token_counts), mix=mix, seed=seed,
+                            hparams=_hparams(args.hparam), **fraction)
+        spec = family.branches()[-1]  # the trunk: planned and printed below
+    elif args.cooldown_fraction is not None:
+        raise InputError("--cooldown-fraction: only for a run family (several --tokens)")
+    else:
+        spec = RunSpec(n_params=n_params, n_tokens=token_counts[0], mix=mix, seed=seed,
+                       hparams=_hparams(args.hparam))
+    n_tokens = spec.n_tokens
     trainer = _settings_from_args(args, TrainerSettings, "trainer")
     data = _settings_from_args(args, DataSettings, "data")
     for path in data.corpora.values():
         if not Path(path).expanduser().exists():
             raise InputError(f"--corpus: file {path!r} not found")
-    out = Path(args.out or Path("runs") / spec.run_id)
-    if checkpoint.list_checkpoints(out) and not args.resume:
+    out = Path(args.out or Path("runs") / (family.family_id if family else spec.run_id))
+    started = (out / "family.json").exists() if family else bool(checkpoint.list_checkpoints(out))
+    if started and not args.resume:
         raise InputError(
             f"--out: {str(out)!r} already has a checkpoint; pass --resume to continue it, or pick a new --out"
         )
@@ -233,7 +251,8 @@ def run_train(args) -> int:
 
         trainer = dataclasses.replace(trainer, progress=progress)
     backend = TorchBackend(trainer=trainer, data=data)
-    cfg, hp, _ = backend.plan(spec)  # all input errors surface here, before any data or model is built
+    for planned in family.branches() if family else [spec]:  # all input errors surface here, before any data
+        cfg, hp, _ = backend.plan(planned)
     backend.check_fits(cfg, hp)
     print(
         f"run {spec.run_id}: N={count_params(cfg):,} "
@@ -241,36 +260,35 @@ def run_train(args) -> int:
         f"{hp.n_steps} steps of {hp.batch_seqs}x{hp.seq_len}, lr {hp.lr:.2e} ({hp.schedule}), device {backend.device}",
         file=sys.stderr,
     )
-    if progress_bar is not None:
-        with progress_bar:
-            result = backend.run(spec, out)
+    with progress_bar if progress_bar is not None else contextlib.nullcontext():
+        results = backend.run_family(family, out) if family else [backend.run(spec, out)]
+    records = [_record(result) for result in results]
+    if family:
+        document = {"family_id": family.family_id, "flops": sum(r.flops for r in results), "branches": records}
     else:
-        result = backend.run(spec, out)
-    record = {
-        k: result.to_dict()[k]
-        for k in (
-            "run_id",
-            "status",
-            "n_params",
-            "n_tokens",
-            "flops",
-            "shape",
-            "losses",
-            "domain_losses",
-            "wall_s",
-            "tokens_per_s",
-            "mfu",
-        )
-    }
+        document = records[0]
+    atomic_write_json(out / "result.json", finite_or_none(document), indent=2, sort_keys=True)
+    for result in results:
+        losses = ", ".join(f"{k} {v:.4f}" for k, v in result.losses.items())
+        print(f"{result.status} (D={result.n_tokens:,}): {losses}; {result.tokens_per_s:,.0f} tok/s, "
+              f"MFU {result.mfu:.1%}")
+    print(f"-> {out / 'result.json'}")
+    return 0 if all(r.status == "ok" for r in results) else 1
+
+
+RECORD_KEYS = ("run_id", "status", "n_params", "n_tokens", "flops", "shape", "losses", "domain_losses", "loss_errors",
+               "wall_s", "tokens_per_s", "mfu")
+
+
+def _record(result) -> dict:
+    """What result.json keeps of a RunResult (plus family_id and branch for a branch, error if any)."""
+    full = result.to_dict()
+    record = {k: full[k] for k in RECORD_KEYS}
+    if result.family_id:
+        record.update(family_id=result.family_id, branch=result.branch)
     if result.error:
         record["error"] = result.error
-    atomic_write_json(out / "result.json", finite_or_none(record), indent=2, sort_keys=True)
-    losses = ", ".join(f"{k} {v:.4f}" for k, v in result.losses.items())
-    print(
-        f"{result.status}: {losses}; {result.tokens_per_s:,.0f} tok/s, MFU {result.mfu:.1%} -> "
-        f"{out / 'result.json'}"
-    )
-    return 0 if result.status == "ok" else 1
+    return record
 
 
 def main(argv: list[str] | None = None) -> int:

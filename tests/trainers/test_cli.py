@@ -126,3 +126,18 @@ def test_flags_take_their_defaults_from_the_settings_dataclasses():
         assert _settings_from_args(args, cls, section) == cls()
     flags = {flag for f, _, flag in settings_flags(TrainerSettings)}
     assert {"--seq-len", "--compile", "--no-cuda-graphs", "--shape-grid"} <= flags
+
+
+def test_several_token_counts_train_a_run_family(tmp_path, capsys):
+    out = tmp_path / "family"
+    argv = ["train", *TINY, "--tokens", "3072,1536", "--hparam", "batch_tokens=512", "--out", str(out)]
+    assert main(argv) == 0
+    result = json.loads((out / "result.json").read_text())
+    assert [b["n_tokens"] for b in result["branches"]] == [1536, 3072]
+    assert [b["branch"] for b in result["branches"]] == [0, 1] and result["family_id"]
+    assert result["flops"] == pytest.approx(sum(b["flops"] for b in result["branches"]))
+    capsys.readouterr()
+    assert main(argv) == 2 and "--resume" in capsys.readouterr().err  # started: continue only on purpose
+    assert main([*argv, "--resume"]) == 0  # finished: read back
+    assert json.loads((out / "result.json").read_text())["branches"] == result["branches"]
+    assert main(["train", *TINY, "--cooldown-fraction", "0.3", "--out", str(tmp_path / "plain")]) == 2
