@@ -208,8 +208,8 @@ def _real_builtin_texts(name: str, settings: DataSettings, n_chars: int, n_held_
         return (python_sources.read_until(train_files, n_chars),
                 python_sources.read_until(held_files, n_held_chars))
     extract = python_sources.ProseExtractor()  # one for both: a held-out paragraph never repeats a trained one
-    train = python_sources.read_until(train_files, n_chars, extract)
-    return train, python_sources.read_until(held_files, n_held_chars, extract)
+    train = python_sources.read_prose_until(train_files, n_chars, extract)
+    return train, python_sources.read_prose_until(held_files, n_held_chars, extract)
 
 
 def _cached_arrays(cache: Path, build) -> dict[str, np.ndarray]:

@@ -264,10 +264,48 @@ class ProseExtractor:
         self._seen: set[str] = set()
 
     def __call__(self, text: str) -> str:
+        return self.keep(prose_paragraphs(text))
+
+    def keep(self, paragraphs: list[str]) -> str:
+        """The paragraphs not seen before, as one document."""
         paras = []
-        for p in prose_paragraphs(text):
+        for p in paragraphs:
             digest = hashlib.blake2b(p.encode(), digest_size=12).digest()
             if digest not in self._seen:
                 self._seen.add(digest)
                 paras.append(p)
         return "\n\n".join(paras)
+
+
+PARALLEL_MIN_CHARS = 1_000_000  # prose caps below this are read in-process (a test's tiny cap reads a few files)
+
+
+def _file_paragraphs(path: str) -> list[str]:
+    return prose_paragraphs(Path(path).read_bytes().decode("utf-8", errors="replace").replace("\x00", ""))
+
+
+def read_prose_until(files: list[SourceFile], n_chars: int, extractor: ProseExtractor, workers: int = 0) -> list[str]:
+    """read_until(files, n_chars, extractor), the same documents in the same order, with the parsing spread
+    over `workers` processes (0: one per CPU, at most 16; in-process below PARALLEL_MIN_CHARS or on fewer than
+    3 CPUs). Workers are spawned, not forked: the caller may be a GPU actor with CUDA and threads running."""
+    if workers == 0:
+        cpus = os.cpu_count() or 1
+        workers = min(cpus, 16) if cpus >= 3 and n_chars >= PARALLEL_MIN_CHARS else 1
+    if workers < 2:
+        return read_until(files, n_chars, extractor)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    docs, total, batch = [], 0, 8 * workers
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for i in range(0, len(files), batch):
+            for paragraphs in pool.map(_file_paragraphs, [str(f.path) for f in files[i : i + batch]], chunksize=2):
+                if total >= n_chars:  # what read_until never reads is not marked as seen either
+                    break
+                text = extractor.keep(paragraphs)
+                if text:
+                    docs.append(text[: n_chars - total])
+                    total += len(docs[-1])
+            if total >= n_chars:
+                break
+    return docs

@@ -215,3 +215,11 @@ def test_torch_backend_scores_user_skills(tmp_path, tiny_settings):
     result = backend.run(spec, tmp_path / "run")
     assert result.status == "ok" and set(result.losses) == {"knowledge", "code", "math", "prose"}
     assert all(np.isfinite(v) and v > 0 for v in result.losses.values())
+
+
+def test_parallel_prose_reading_gives_the_serial_documents():
+    files = python_sources.split_files("stdlib", 10.0)[0][:12]
+    serial_extractor, parallel_extractor = python_sources.ProseExtractor(), python_sources.ProseExtractor()
+    serial = python_sources.read_until(files, 40_000, serial_extractor)
+    parallel = python_sources.read_prose_until(files, 40_000, parallel_extractor, workers=2)
+    assert parallel == serial and serial_extractor._seen == parallel_extractor._seen
