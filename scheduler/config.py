@@ -18,6 +18,7 @@ import yaml
 from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 
 from fitting.conventions import FLOPS_PER_PARAM_TOKEN, training_flops
+from scheduler.trackers import TrackersConfig
 from skillscale.config_types import ConfigModel, FieldError, Number, read_number
 from skillscale.errors import InputError
 from trainers.backend import BACKEND_NAMES, BackendConfig
@@ -209,6 +210,8 @@ class StudyConfig(_Model):
                                      description="hyperparameter overrides for every run (torch: trainers/hparams.py)")
     proposer: ProposerConfig = Field(default_factory=ProposerConfig)
     storage: str | None = Field(default=None, description="Optuna RDB URL; default a journal file in the study dir")
+    trackers: TrackersConfig = Field(default_factory=TrackersConfig,
+                                     description="export to TensorBoard / MLflow / W&B (scheduler/trackers.py); off")
     seed: int = 0
 
     @field_validator("backend", mode="before")
@@ -306,11 +309,12 @@ class StudyConfig(_Model):
 
     def frozen_dict(self) -> dict:
         """What is frozen into <study_dir>/study.yaml and compared on resume (hparams: the overrides set;
-        skill_evals only when there are some, so studies frozen before the field existed still resume)."""
-        frozen = {**self.model_dump(mode="json"), "hparams": self.hparams.overrides()}
+        skill_evals only when there are some, so studies frozen before the field existed still resume; not
+        trackers)."""
+        frozen = {**self.model_dump(mode="json", exclude={"trackers"}), "hparams": self.hparams.overrides()}
         if not frozen["skill_evals"]:
             del frozen["skill_evals"]
-        return frozen
+        return frozen  # trackers are left out: exporting changes no estimate, and may be switched on a resume
 
 
 def _check_simplex(field: str, weights: dict[str, float], allowed: list[str]) -> None:

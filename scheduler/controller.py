@@ -37,6 +37,7 @@ from scheduler.config import StudyConfig, check_backend, load_study_config
 from scheduler.metrics import StudyMetrics
 from scheduler.progress import Progress
 from scheduler.study import Study
+from scheduler.trackers import Trackers
 from skillscale.atomic import atomic_write_json
 from skillscale.errors import InputError
 from trainers.spec import RunResult, RunSpec
@@ -55,6 +56,7 @@ class Controller:
         self.progress = progress or Progress(quiet=True)
         self.study = Study(cfg, self.study_dir)
         self.metrics = StudyMetrics(cfg, Gauge)
+        self.trackers = Trackers.open(cfg.trackers, cfg.name, self.study_dir, cfg.frozen_dict())  # off: no-op
         self.attempts_path = self.study_dir / "attempts.json"
         self.attempts: dict[str, dict] = self._read_attempts()
         self.pending: collections.deque[RunSpec] = collections.deque()  # handed out by the Study, not dispatched
@@ -124,6 +126,8 @@ class Controller:
         status = self.study.status()
         self.progress.run_finished(status, result)
         self.metrics.publish(status)
+        self.trackers.log_ledger(self.study.ledger.rows)
+        self.trackers.log_estimates(status.n_runs, [t.to_dict() for t in status.targets])
 
     # ------------------------------------------------------------------------------------- loop
     def stop_reason(self) -> str | None:
@@ -171,6 +175,7 @@ class Controller:
         else:
             self._abandon_in_flight()
         result = self.study.finish(stop)
+        self.trackers.log_result(result)
         self.progress.finished(self.study.status(), result, self.study_dir)
         self.shutdown()
         return result
@@ -194,6 +199,7 @@ class Controller:
         self.pending.clear()
 
     def shutdown(self) -> None:
+        self.trackers.close()
         for actor in self.actors:
             if actor is not None:
                 ray.kill(actor)
@@ -212,6 +218,7 @@ def run_study(config: StudyConfig | str | Path, study_dir: str | Path | None = N
     """
     cfg = config if isinstance(config, StudyConfig) else load_study_config(config)
     check_backend(cfg)
+    cfg.trackers.check()
     study_dir = Path(study_dir or Path("studies") / cfg.name)
     progress = progress or Progress(quiet=True)
     owns_ray = not ray.is_initialized()

@@ -70,6 +70,16 @@ class TrackersConfig(ConfigModel):
     def enabled(self) -> bool:
         return any(v is not None for v in (self.tensorboard, self.mlflow, self.wandb))
 
+    def check(self) -> None:
+        """Before a study starts: every tracker turned on has its library (InputError naming the extra)."""
+        for field, (module, extra) in _LIBRARIES.items():
+            if getattr(self, field) is not None:
+                _import(module, extra, field)
+
+
+_LIBRARIES = {"tensorboard": ("tensorboard", "tensorboard"), "mlflow": ("mlflow", "mlflow"),
+              "wandb": ("wandb", "wandb")}  # config field -> (module to import, pip extra)
+
 
 def _import(module: str, extra: str, field: str):
     import importlib

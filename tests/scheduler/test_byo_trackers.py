@@ -108,3 +108,35 @@ def test_wandb_offline_run(tmp_path, monkeypatch):
     records = open(record_file, "rb").read()  # W&B's own protobuf records; keys and JSON values are plain bytes
     for key in (b"run/loss/math", b"target/math/n_star", b"study/flops_spent", b"stop_reason", b"converged"):
         assert key in records, key
+
+
+def test_the_trackers_section_is_validated_checked_and_not_frozen(small_study, monkeypatch):
+    from scheduler.config import parse_study_config
+
+    small_study["trackers"] = {"tensorboard": {}, "mlflow": {"experiment": "e"}}
+    cfg = parse_study_config(small_study)
+    assert cfg.trackers.enabled and cfg.trackers.mlflow.experiment == "e" and cfg.trackers.wandb is None
+    assert "trackers" not in cfg.frozen_dict()  # switching export on or off never blocks a resume
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # as if the [mlflow] extra were not installed
+    with pytest.raises(InputError, match=r"^trackers.mlflow: needs the mlflow package"):
+        TrackersConfig(mlflow={}).check()  # run_study calls it before Ray starts
+    small_study["trackers"] = {"neptune": {}}
+    with pytest.raises(InputError, match=r"^study config: trackers.neptune: unknown field"):
+        parse_study_config(small_study)
+
+
+def test_a_study_exports_its_runs_and_estimates_to_tensorboard(ray_local, small_study, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from scheduler import parse_study_config, run_study
+
+    small_study.update(max_runs=14, trackers={"tensorboard": {}})
+    result = run_study(parse_study_config(small_study), tmp_path)
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    steps = [e.step for e in events.Scalars("run/loss/code")]
+    assert steps == list(range(1, result["n_runs"] + 1))
+    assert events.Scalars("study/flops_spent")[-1].value == pytest.approx(result["flops_spent"])
+    assert "target/code/n_star" in events.Tags()["scalars"]  # 14 runs: the laws are identifiable
+    assert json.loads((tmp_path / "trackers.json").read_text())["exported_runs"] == result["n_runs"]
