@@ -18,13 +18,14 @@ The rule:
 Sizes run from d=64, L=1 (~70k with the byte vocabulary) to ~1.5B; a target below the smallest shape
 is an InputError.
 
-The shape grid (`grid_point`, TrainerSettings.shape_grid): before the rule, a target N can be snapped to the
-nearest point of a log grid with a fixed number of points per decade (10^(j/k)), so that a study whose
-proposals vary N continuously meets few distinct shapes. Each new shape costs torch.compile 15-40 s on an
+The shape grid (`grid_points`, TrainerSettings.shape_grid): the allowed shapes can be restricted to those the
+rule gives the points of a log grid with a fixed number of points per decade (10^(j/k)); a target N then gets
+whichever of its two neighbouring grid points' shapes is nearer to it. A study whose proposals vary N
+continuously so meets few distinct shapes. Each new shape costs torch.compile 15-40 s on an
 H200 and a cache entry towards dynamo's recompile limit (DESIGN.md, Measured facts); with 8 points per decade
 a study over 1e6-1e8 parameters meets at most 17 shapes (fewer where neighbouring points share a shape), and
-a realised N lies within about 25% of the target (half a grid step, 10^(1/16) = 1.155, and the rule's own few
-percent). The exact N of the realised shape is reported with every result, so nothing downstream is biased.
+a realised N lies within about 20% of the target (at most half a grid step, 10^(1/16) = 1.155, beyond the rule's
+own error). The exact N of the realised shape is reported with every result, so nothing downstream is biased.
 """
 
 from __future__ import annotations
@@ -120,16 +121,17 @@ def smallest_shape(vocab_size: int, seq_len: int) -> ModelConfig:
     return ModelConfig(d_model=64, n_layers=1, n_heads=2, vocab_size=vocab_size, seq_len=seq_len)
 
 
-def grid_point(n_params: float, per_decade: int) -> float:
-    """The point 10^(j/per_decade) of the shape grid nearest (in log) to `n_params`; per_decade 0: no grid."""
-    if per_decade <= 0:
-        return float(n_params)
-    return 10.0 ** (round(per_decade * math.log10(n_params)) / per_decade)
+def grid_points(n_params: float, per_decade: int) -> tuple[float, float]:
+    """The two points 10^(j/per_decade) of the shape grid around `n_params` (below or at it, and above it)."""
+    j = math.floor(per_decade * math.log10(n_params))
+    return 10.0 ** (j / per_decade), 10.0 ** ((j + 1) / per_decade)
 
 
 def shape_for(n_params: float, vocab_size: int, seq_len: int, grid_per_decade: int = 0) -> ModelConfig:
-    """The shape whose N is nearest (in log) to `n_params` (snapped to the shape grid first when
-    grid_per_decade > 0), preferring aspect ratio 64 (module docstring)."""
+    """The shape whose N is nearest (in log) to `n_params`, preferring aspect ratio 64 (module docstring).
+
+    With grid_per_decade > 0, only the shapes of grid points are allowed: of the shapes the rule gives the two
+    grid points around `n_params`, the one whose N is nearer to `n_params`."""
     smallest = smallest_shape(vocab_size, seq_len)
     n_min = count_params(smallest)
     if n_params < n_min:
@@ -137,7 +139,14 @@ def shape_for(n_params: float, vocab_size: int, seq_len: int, grid_per_decade: i
             f"n_params: {int(n_params):,} is below the smallest shape (d_model=64, n_layers=1: "
             f"N={n_min:,} with vocab {vocab_size}); ask for at least {n_min:,}"
         )
-    n_params = max(grid_point(n_params, grid_per_decade), n_min)
+    if grid_per_decade <= 0:
+        return _nearest_shape(n_params, vocab_size, seq_len)
+    options = [_nearest_shape(max(point, n_min), vocab_size, seq_len)
+               for point in grid_points(n_params, grid_per_decade)]
+    return min(options, key=lambda c: (abs(math.log(count_params(c) / n_params)), count_params(c)))
+
+
+def _nearest_shape(n_params: float, vocab_size: int, seq_len: int) -> ModelConfig:
     scored = []
     for cfg in _candidates(vocab_size, seq_len):
         err = abs(math.log(count_params(cfg) / n_params))
