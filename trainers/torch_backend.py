@@ -51,7 +51,8 @@ Compiled across shapes: dynamo caches compiled code per function and, past `reco
 runs it eagerly (3.98M -> 1.34M tok/s measured on an H200). The trainer keeps the compiled path: the shape grid
 keeps the shapes a study meets few (trainers/shapes.py), the limit is raised (`trainer.recompile_limit`), and
 before a new shape would pass half of it (or the CUDA graphs pass GRAPH_MEMORY_FRACTION of the device memory)
-every compiled model is dropped and dynamo reset, so compilation starts afresh. A fallback that happens anyway
+every compiled model is dropped and dynamo reset, so compilation starts afresh (a shape costs one cache entry
+on Transformer.forward, tested: half the limit leaves a wide margin). A fallback that happens anyway
 is counted (RunResult.compile_fallbacks) and warned about, never silent.
 
 tokens/s counts training steps only (not evaluation or checkpoint I/O, not the session's first step,

@@ -228,3 +228,22 @@ def test_a_fallback_to_eager_is_counted():
             compiled(torch.ones(3, dtype=dtype))
     torch._dynamo.reset()
     assert torch_backend.RecompileLimitWatch.fallbacks() - before == 1
+
+
+def test_one_dynamo_cache_entry_per_model_shape():
+    """The reset rule (half of recompile_limit in shapes) assumes that a model shape costs dynamo one cache entry
+    on Transformer.forward: measured here with dynamo's eager backend (the entries do not depend on the backend)."""
+    import torch._dynamo
+    from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+
+    from trainers.model import Transformer
+    from trainers.shapes import ModelConfig
+
+    torch._dynamo.reset()
+    for n_shapes, (d_model, n_layers) in enumerate(((64, 1), (128, 1), (128, 2)), start=1):
+        model = Transformer(ModelConfig(d_model=d_model, n_layers=n_layers, n_heads=2, vocab_size=260, seq_len=16))
+        compiled = torch.compile(model, backend="eager")
+        x = torch.randint(0, 260, (2, 16))
+        compiled(x, x).backward()
+        assert len(_debug_get_cache_entry_list(Transformer.forward.__code__)) <= n_shapes
+    torch._dynamo.reset()

@@ -78,3 +78,15 @@ def test_cuda_graphs_memory_stays_bounded(tmp_path, monkeypatch):
     # the last shape again: a cache hit, replaying the graphs recorded since the last reset
     result = backend.run(RunSpec(n_params=8e6, n_tokens=100_000, mix=MIX, seed=4), tmp_path / "again")
     assert result.status == "ok" and all(loss < 5.0 for loss in result.losses.values()), result.losses
+
+
+def test_compiled_path_survives_more_shapes_than_the_recompile_limit(tmp_path, monkeypatch):
+    """Five shapes with dynamo's limit at 4: without the reset every recompile_limit // 2 shapes the fifth would run
+    eagerly (a fallback, counted in RunResult.compile_fallbacks); with it every run stays compiled."""
+    torch._dynamo.reset()
+    backend = TorchBackend(device="cuda", compile=True, seq_len=128, knowledge_entities=200, domain_tokens=300_000,
+                           eval_samples=16, eval_every=10_000, checkpoint_every=0, shape_grid=0, recompile_limit=4)
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 4)
+    for i, n_params in enumerate((3e5, 6e5, 1e6, 2e6, 4e6)):
+        result = backend.run(RunSpec(n_params=n_params, n_tokens=50_000, mix=MIX, seed=i), tmp_path / f"r{i}")
+        assert result.status == "ok" and result.compile_fallbacks == 0, (i, result)
