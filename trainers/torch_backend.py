@@ -8,7 +8,7 @@
 
 A run, in five steps (TorchBackend.run):
 1. plan: shape (trainers/shapes.py, snapped to the shape grid) -> hyperparameters (trainers/hparams.py) ->
-   the memory check -> data streams and evaluation sets (built once per backend, BackendCache);
+   the memory check -> data streams (cached by trainers/data.py) and evaluation sets (kept in the BackendCache);
 2. resume: the model (cached per shape and device, re-initialised from the run's seed) with the optional
    speed-ups applied in one place, in this order: Triton kernels (use_triton), then torch.compile (on CUDA with
    CUDA graphs, mode "reduce-overhead", unless cuda_graphs is off); then the newest checkpoint in run_dir;
