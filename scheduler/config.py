@@ -135,17 +135,24 @@ class ProposerConfig(_Model):
     n_boot: int = Field(default=200, ge=20, le=5000, description="bootstrap members for the law ensemble")
     n_candidates: int = Field(default=2048, ge=64, description="QMC candidates screened per proposal")
     inner_trials: int = Field(default=48, ge=0, description="inner Optuna trials refining the best candidates")
-    overhead_flops: Number = Field(default=0.0, ge=0, description="fixed cost per run, in FLOPs, added to 6ND")
+    overhead_flops: Number = Field(
+        default=1e17, ge=0,
+        description="fixed cost per run, in FLOPs, added to 6ND when candidates are ranked (process start, compile: "
+                    "15-40 s per new shape on an H200, eval, checkpoints). 1e17 (~4 GPU-minutes at 40% MFU): inside "
+                    "the default D/N band it cut the FLOPs to +-10% about 2.5x against 2e16, which bought ~400 tiny "
+                    "runs (benchmarks/bench_realistic.py; BENCHMARKS.md)")
     noise_floor: Number = Field(default=0.002, gt=0, description="smallest log-loss noise std assumed")
     explore_every: int = Field(default=0, ge=0, description="every n-th run (0: none) comes from the space-filling "
                                                             "design, so the fit never rests on a few corners")
     interval_inflation: Number = Field(
-        default=1.25, ge=1.0, le=5.0,
-        description="widen each target's interval in log space by this factor about the point estimate; 1.25 is "
-                    "calibrated by simulation: adaptive designs' bootstrap intervals covered 0.75 at 1.0, 0.92 at "
-                    "1.25, 1.0 at 1.5 (knowledge-code, 12 seeds; BENCHMARKS.md)")
-    bootstrap: Literal["residual", "pairs"] = Field(
-        default="residual", description="how refits resample (fitting/parametric.py): residuals or whole runs")
+        default=1.0, ge=1.0, le=5.0,
+        description="widen each target's interval in log space by this factor about the point estimate. 1.0: the "
+                    "parametric bootstrap under the measured noise model is calibrated inside the D/N band "
+                    "(benchmarks/bench_coverage.py); 1.25 was the residual bootstrap's correction")
+    bootstrap: Literal["parametric", "residual", "pairs", "laplace"] = Field(
+        default="parametric", description="how refits resample (fitting/parametric.py): simulated noise from the "
+                                          "measured noise model (correlated across skills), residuals, whole runs, "
+                                          "or a Laplace (sandwich) approximation without refits")
 
 
 class SkillEntry(_Model):
@@ -192,8 +199,12 @@ class StudyConfig(_Model):
     n_tokens: Range
     flops: Range | None = None
     tokens_per_param: Range | None = Field(
-        default=None, description="allowed D/N: keeps runs out of the few-step regime where small-scale training "
-                                  "stops following the scaling law (e.g. [4, 500])")
+        default_factory=lambda: Range(lo=5.0, hi=640.0),
+        description="allowed D/N (null: no bound). The default [5, 640] is the span of token multipliers of Gadre "
+                    "et al. 2024 (arXiv:2403.08540: 5-640 tokens per parameter, from under- to heavily over-trained, "
+                    "all following the scaling law), around Chinchilla's ~20 and inside the ~1-500 that isoFLOP "
+                    "studies span; it keeps runs out of the few-step regime (D/N ~ 0.1) where no Chinchilla law "
+                    "holds (issue #21)")
     targets: list[Target] = Field(min_length=1)
     tolerance: Number = Field(default=0.10, gt=0, lt=1, description="relative 95% half-width of N*(C_target)")
     confirm_refits: int = Field(default=2, ge=1, le=20,

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from fitting.law import LawEnsemble, ParametricLaw, interval
+from fitting.noise import correlated_draws
 from fitting.optimum import composition_optimum
 from fitting.parametric import ParametricFit, bootstrap_parametric, fit_parametric
 from scheduler.config import StudyConfig, Target
@@ -63,8 +64,13 @@ class Estimates:
     n_runs: int
     fits: dict[str, ParametricFit]
     ensembles: dict[str, LawEnsemble]
-    noise: dict[str, float]  # robust std of log-residuals per skill
+    noise: dict[str, float]  # log-loss noise sigma per skill at the runs' typical (N, D) (fits[s].noise)
     targets: list[TargetEstimate]
+
+    @property
+    def noise_models(self) -> dict:
+        """Per skill, the fitted sigma(N, D) (fitting.noise.NoiseModel; None for a fit without one)."""
+        return {s: f.noise for s, f in self.fits.items()}
 
     def converged(self, tolerance: float) -> bool:
         return all(t.rel_halfwidth <= tolerance for t in self.targets)
@@ -143,6 +149,22 @@ def _rel_halfwidth(point: float, ci: tuple[float, float], samples: np.ndarray) -
     return (ci[1] - ci[0]) / (2 * point)
 
 
+def _shared_draws(cfg: StudyConfig, data: dict, fits: dict[str, ParametricFit], n_boot: int,
+                  rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Standard-normal draws (n_boot, n_runs) per skill for the parametric bootstrap, correlated across skills as
+    the runs' standardized residuals are (fitting.noise.correlated_draws), so member k of every skill saw
+    consistent noise and a composition target keeps the cross-skill correlation of one run's losses."""
+    n, d, mix = data["n_params"], data["n_tokens"], data["mix"]
+    standardized = []
+    for skill in cfg.skills:
+        law, fit = fits[skill].law, fits[skill]
+        sigma = fit.noise.sigma(n, d) if fit.noise is not None else np.full(n.shape, fit.residual_std)
+        residual = np.log(data["loss"][skill]) - np.log(law.loss(n, d, mix if law.transfer else None))
+        standardized.append(residual / np.maximum(sigma, 1e-12))
+    z = correlated_draws(np.array(standardized), n_boot, rng)
+    return {skill: z[i] for i, skill in enumerate(cfg.skills)}
+
+
 def refit(cfg: StudyConfig, rows: list[dict], n_boot: int | None = None) -> Estimates | None:
     """Fit every skill's law and bootstrap it; None while there are too few runs to fit."""
     data = fit_inputs(cfg, rows)
@@ -155,14 +177,18 @@ def refit(cfg: StudyConfig, rows: list[dict], n_boot: int | None = None) -> Esti
     resamples = rng.integers(0, n_pts, size=(n_boot, n_pts))
     simplex = data["mix"] is not None
     fits, ensembles, noise = {}, {}, {}
+    kws = {skill: dict(mix=data["mix"], domains=tuple(cfg.domains) if simplex else (),
+                       own_domain=cfg.skill_domains.get(skill) if simplex else None) for skill in cfg.skills}
     for skill in cfg.skills:
-        kw = dict(mix=data["mix"], domains=tuple(cfg.domains) if simplex else (),
-                  own_domain=cfg.skill_domains.get(skill) if simplex else None)
-        fits[skill] = fit_parametric(data["n_params"], data["n_tokens"], data["loss"][skill], **kw)
+        fits[skill] = fit_parametric(data["n_params"], data["n_tokens"], data["loss"][skill], **kws[skill])
+    draws = _shared_draws(cfg, data, fits, n_boot, rng) if cfg.proposer.bootstrap == "parametric" else {}
+    for skill in cfg.skills:
         ensembles[skill] = bootstrap_parametric(data["n_params"], data["n_tokens"], data["loss"][skill],
                                                 n_boot=n_boot, resamples=resamples, seed=cfg.seed,
-                                                fit=fits[skill], method=cfg.proposer.bootstrap, **kw)
-        noise[skill] = max(fits[skill].residual_std, cfg.proposer.noise_floor)
+                                                fit=fits[skill], method=cfg.proposer.bootstrap,
+                                                draws=draws.get(skill), **kws[skill])
+        noise[skill] = max(fits[skill].noise.sigma_ref if fits[skill].noise else fits[skill].residual_std,
+                           cfg.proposer.noise_floor)
     domains = tuple(cfg.domains) if simplex else ()
     points = {s: single_member(f.law, domains) for s, f in fits.items()}
     targets = []
