@@ -246,6 +246,39 @@ def run_adaptive(cfg: StudyConfig, truth: str, seed: int, k: int, truth_n: np.nd
     return trace
 
 
+def run_adaptive_families(cfg: StudyConfig, truth: str, seed: int, k: int, truth_n: np.ndarray) -> Trace:
+    """run_adaptive with run families (issue #17, scheduler/families.py): each of the k workers trains a whole
+    family, its duration the family's true FLOPs (stable phase plus every cooldown) plus one overhead; its
+    branches are recorded together when it finishes. Same truths, noise levels, seeds and stop rule; the
+    simulated family's noise is correlated between its branches (trainers/simulated.py)."""
+    cfg = cfg.model_copy(update={"families": cfg.families.model_copy(update={"enabled": True})})
+    trace, start = Trace(truth, "adaptive-families", k, seed, noise=cfg.backend.noise), time.perf_counter()
+    study, backend = _open(cfg)
+    overhead = cfg.proposer.overhead_flops
+    running: list[tuple[float, int, float, object]] = []  # heap of (finish time, trial, start time, family)
+    clock = 0.0
+
+    def fill() -> None:
+        for spec in study.propose(k - len(running)):
+            family = study.family_of(spec)
+            if spec.branch == 0:  # one event per family: its branches come out of propose together
+                heapq.heappush(running, (clock + family.flops + overhead, spec.trial_number, clock, family))
+
+    fill()
+    while running:
+        clock, _, _, family = heapq.heappop(running)
+        study.record_family(backend.run_family(family, NO_RUN_DIR))
+        status = study.status()
+        partial = sum(f.flops * (clock - t0) / (t1 - t0) for t1, _, t0, f in running)  # spent by families in flight
+        _judge_status(trace, status.flops_spent + partial, status, truth_n)
+        if study.stop_reason() is not None:
+            break
+        fill()
+    trace.stop = study.stop_reason() or "budget_exhausted"
+    trace.n_runs, trace.seconds = len(study.ledger), time.perf_counter() - start
+    return trace
+
+
 def _sequential(cfg: StudyConfig, trace: Trace, truth_n: np.ndarray, next_point) -> Trace:
     """Train next_point(study, budget_left) one at a time through the Study until its stop rule holds, the cap
     is spent or next_point returns None."""
@@ -376,7 +409,12 @@ def _adaptive_cell(cfg, cell, truth_n):
     return [run_adaptive(cfg, cell.truth, cell.seed, cell.concurrency, truth_n)]
 
 
-STRATEGIES = {"grid": _grid_cell, "random": _random_cell, "tpe": _tpe_cell, "adaptive": _adaptive_cell}
+def _adaptive_families_cell(cfg, cell, truth_n):
+    return [run_adaptive_families(cfg, cell.truth, cell.seed, cell.concurrency, truth_n)]
+
+
+STRATEGIES = {"grid": _grid_cell, "random": _random_cell, "tpe": _tpe_cell, "adaptive": _adaptive_cell,
+              "adaptive-families": _adaptive_families_cell}
 
 
 # ---------------------------------------------------------------------------------------- summary
@@ -497,8 +535,8 @@ def cells(bench: BenchConfig) -> list[Cell]:
                 for strategy in bench.strategies:
                     if strategy == "grid":
                         out += [Cell("grid", truth, noise, seed, grid=g) for g in bench.grids]
-                    elif strategy == "adaptive":
-                        out += [Cell("adaptive", truth, noise, seed, concurrency=k) for k in bench.concurrency]
+                    elif strategy in ("adaptive", "adaptive-families"):
+                        out += [Cell(strategy, truth, noise, seed, concurrency=k) for k in bench.concurrency]
                     else:
                         out.append(Cell(strategy, truth, noise, seed))
     return out

@@ -13,7 +13,7 @@ from pathlib import Path
 import ray
 
 from trainers.backend import make_backend
-from trainers.spec import RunSpec
+from trainers.spec import FamilySpec, RunSpec
 
 
 @ray.remote(max_restarts=0, max_task_retries=0)
@@ -29,6 +29,18 @@ class TrainerActor:
         self.current = f"run {run.run_id} N={run.n_params:.3g} D={run.n_tokens:.3g}"
         try:
             return self.backend.run(run, Path(run_dir)).to_dict()
+        finally:
+            self.current = "idle"
+
+    def run_family(self, family: dict, run_dir: str) -> list[dict]:
+        """Train a run family (FamilySpec.to_dict(); resuming from its checkpoints) and return one
+        RunResult.to_dict() per branch, in order of D. Only backends with run_family (scheduler.config
+        FAMILY_BACKENDS) are given families."""
+        spec = FamilySpec.from_dict(family)
+        self.current = (f"family {spec.family_id} N={spec.n_params:.3g} "
+                        f"D={spec.n_tokens[0]:.3g}..{spec.n_tokens[-1]:.3g}")
+        try:
+            return [r.to_dict() for r in self.backend.run_family(spec, Path(run_dir))]
         finally:
             self.current = "idle"
 

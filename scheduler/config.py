@@ -23,6 +23,7 @@ from skillscale.config_types import ConfigModel, FieldError, Number, read_number
 from skillscale.errors import InputError
 from trainers.backend import BACKEND_NAMES, BackendConfig
 from trainers.hparams import OVERRIDABLE
+from trainers.simulated import FAMILY_NOISE_CORRELATION
 
 SIMPLEX_ATOL = 1e-6
 
@@ -184,6 +185,27 @@ def _split_skill_entries(data: Any) -> Any:
     return {**data, "skills": names, "skill_evals": evals}
 
 
+class FamiliesConfig(_Model):
+    """`families:` run families (issue #17, scheduler/families.py): one warmup-stable-decay training at N gives
+    several D as cooldown branches (Hägele et al. 2024, arXiv:2405.18392), proposed and priced as one candidate.
+    Off by default: the simulated backend assumes branch-vs-cosine parity, which is not yet measured on the GPU."""
+
+    enabled: bool = False
+    max_branches: int = Field(default=4, ge=1, le=16, description="cooldown branches per family (D_1 < ... < D_k)")
+    branch_span: Number = Field(default=10.0, ge=1.5, le=100.0,
+                                description="largest D_k / D_1 of a family; branches are log-spaced within it and "
+                                            "within the N, D and D/N bounds (torch: keep (1 - cooldown_fraction) / "
+                                            "branch_span above the 5% warmup, or the cooldown would start in it)")
+    cooldown_fraction: Number = Field(default=0.2, gt=0, lt=1,
+                                      description="fraction of each branch's steps in its cooldown (Hägele et al. "
+                                                  "2024: 20% matches cosine)")
+    cooldown_shape: Literal["linear", "1-sqrt"] = "1-sqrt"
+    noise_correlation: Number = Field(default=FAMILY_NOISE_CORRELATION, ge=0, lt=1,
+                                      description="correlation of one skill's loss noise between branches of a "
+                                                  "family, as the proposer assumes it (shared stable phase, seed and "
+                                                  "data order); to be set from the GPU parity measurement")
+
+
 class StudyConfig(_Model):
     """A whole study. See configs/quickstart.yaml for a commented example."""
 
@@ -220,6 +242,8 @@ class StudyConfig(_Model):
     hparams: HParamOverrides = Field(default_factory=HParamOverrides,
                                      description="hyperparameter overrides for every run (torch: trainers/hparams.py)")
     proposer: ProposerConfig = Field(default_factory=ProposerConfig)
+    families: FamiliesConfig = Field(default_factory=FamiliesConfig,
+                                     description="run families (scheduler/families.py); off by default")
     storage: str | None = Field(default=None, description="Optuna RDB URL; default a journal file in the study dir")
     trackers: TrackersConfig = Field(default_factory=TrackersConfig,
                                      description="export to TensorBoard / MLflow / W&B (scheduler/trackers.py); off")
@@ -286,6 +310,8 @@ class StudyConfig(_Model):
                 r = self.tokens_per_param
                 raise _field_error("tokens_per_param", f"no run within the N, D and FLOP bounds has D/N in "
                                                        f"[{r.lo:g}, {r.hi:g}]")
+        if self.families.enabled:
+            _check_families(self)
         return self
 
     # ---- derived quantities -------------------------------------------------------------------
@@ -325,7 +351,25 @@ class StudyConfig(_Model):
         frozen = {**self.model_dump(mode="json", exclude={"trackers"}), "hparams": self.hparams.overrides()}
         if not frozen["skill_evals"]:
             del frozen["skill_evals"]
+        if not self.families.enabled:  # off is how studies frozen before families existed read, so they resume
+            del frozen["families"]
         return frozen  # trackers are left out: exporting changes no estimate, and may be switched on a resume
+
+
+FAMILY_BACKENDS = ("simulated", "torch")  # backends with run_family(FamilySpec, run_dir) (trainers/backend.py)
+
+
+def _check_families(cfg: StudyConfig) -> None:
+    """families.enabled needs a backend that trains a family as one run, and the schedule left to the family."""
+    if cfg.backend.name not in FAMILY_BACKENDS:
+        raise _field_error("families.enabled", f"the {cfg.backend.name} backend trains one run per call, not a run "
+                                               f"family; families need a backend with run_family "
+                                               f"({', '.join(FAMILY_BACKENDS)}), or set families.enabled: false")
+    clash = [k for k in ("schedule", "cooldown_fraction", "cooldown_shape", "rule_n_tokens")
+             if getattr(cfg.hparams, k) is not None]
+    if clash:
+        raise _field_error(f"hparams.{clash[0]}", "is set by the run family (families.cooldown_fraction / "
+                                                  "families.cooldown_shape); remove it or disable families")
 
 
 def _check_simplex(field: str, weights: dict[str, float], allowed: list[str]) -> None:

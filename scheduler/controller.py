@@ -88,6 +88,16 @@ class Controller:
             if not self.pending:
                 return
             spec = self.pending.popleft()
+            family = self.study.family_of(spec)
+            if family is not None:  # a run family trains as one task; its other branches leave the queue with it
+                for sibling in [s for s in self.pending if s.family_id == spec.family_id]:
+                    self.pending.remove(sibling)
+                run_dir = self.study_dir / "runs" / f"family-{family.family_id}"
+                task_name = (f"family {family.family_id} N={family.n_params:.3g} "
+                             f"D={family.n_tokens[0]:.3g}..{family.n_tokens[-1]:.3g}")
+                ref = self._actor(slot).run_family.options(name=task_name).remote(family.to_dict(), str(run_dir))
+                self.in_flight[ref] = (spec, slot)
+                continue
             run_dir = self.study_dir / "runs" / spec.run_id
             task_name = f"run {spec.run_id} N={spec.n_params:.3g} D={spec.n_tokens:.3g}"
             ref = self._actor(slot).run.options(name=task_name).remote(spec.to_dict(), str(run_dir))
@@ -115,10 +125,22 @@ class Controller:
         atomic_write_json(self.attempts_path, self.attempts)
         if entry["tries"] >= self.cfg.max_tries:
             self.progress.log(f"run {spec.run_id} failed {entry['tries']} times, marked failed: {reason}")
-            self._after_record(spec, self.study.record_failure(spec, reason, tries=entry["tries"]))
+            for branch in self._unit(spec):  # a family: every branch not yet recorded
+                self._after_record(branch, self.study.record_failure(branch, reason, tries=entry["tries"]))
         else:
             self.progress.log(f"run {spec.run_id} interrupted ({reason}); re-queued, resumes from its checkpoint")
-            self.pending.appendleft(spec)
+            self.pending.extendleft(reversed(self._unit(spec)))
+
+    def _unit(self, spec: RunSpec) -> list[RunSpec]:
+        """What one task trains: the spec, or for a family's branch every branch of it still outstanding."""
+        branches = self.study.outstanding_branches(spec.family_id) if spec.family_id else []
+        return branches or [spec]
+
+    def _on_family_result(self, spec: RunSpec, results: list[RunResult]) -> None:
+        """A family finished: its unrecorded branches are recorded (one row each), then one refit."""
+        tries = self.attempts.get(spec.run_id, {}).get("tries", 0) + 1
+        for result in self.study.record_family(results, tries=tries):
+            self._after_record(spec, result)
 
     def _after_record(self, spec: RunSpec, result: RunResult) -> None:
         if result.status != "ok":
@@ -165,11 +187,14 @@ class Controller:
             for ref in ready:
                 spec, slot = self.in_flight.pop(ref)
                 try:
-                    result = RunResult.from_dict(ray.get(ref))
+                    value = ray.get(ref)
                 except RayError as exc:  # the task raised, its worker died, ran out of memory, ...
                     self._on_error(spec, slot, exc)
                     continue
-                self._on_result(spec, result)
+                if isinstance(value, list):  # a run family: one result per branch
+                    self._on_family_result(spec, [RunResult.from_dict(v) for v in value])
+                else:
+                    self._on_result(spec, RunResult.from_dict(value))
         if stop == "time_limit":
             self._pause_in_flight()
         else:
@@ -194,7 +219,8 @@ class Controller:
         A later `skillscale run` of the same study does not restart them: result.json says it stopped."""
         for ref, (spec, _slot) in list(self.in_flight.items()):
             ray.cancel(ref, force=False)
-            self.study.abandon(spec)
+            for branch in self._unit(spec):
+                self.study.abandon(branch)
             self.in_flight.pop(ref)
         self.pending.clear()
 

@@ -48,7 +48,7 @@ def freeze_config(study_dir: Path, frozen: dict) -> None:
 class Ledger:
     """runs.parquet: one row per finished run, rewritten atomically on every append (path None: in memory).
 
-    Columns: run_id, trial_number, status, error, requested_n_params, n_params, n_tokens, flops,
+    Columns: run_id, trial_number, family_id, branch, status, error, requested_n_params, n_params, n_tokens, flops,
     mix/<domain>..., loss/<skill>..., domain_loss/<domain>..., wall_s, tokens_per_s, mfu, tries,
     finished_at (unix seconds).
     """
@@ -107,6 +107,7 @@ def ledger_row(spec: RunSpec, result: RunResult, tries: int = 1) -> dict:
     """One finished run as the ledger stores it (and as `scheduler.estimates.refit` reads it)."""
     return {
         "run_id": result.run_id, "trial_number": spec.trial_number, "status": result.status,
+        "family_id": spec.family_id, "branch": int(spec.branch),  # "" and -1: a plain run (scheduler/families.py)
         "error": result.error, "requested_n_params": spec.n_params, "n_params": result.n_params,
         "n_tokens": result.n_tokens, "flops": float(result.flops),
         **{f"mix/{d}": float(w) for d, w in sorted(spec.mix.items())},
@@ -118,7 +119,8 @@ def ledger_row(spec: RunSpec, result: RunResult, tries: int = 1) -> dict:
 
 
 def _column_order(name: str) -> tuple[int, str]:
-    head = ["run_id", "trial_number", "status", "error", "requested_n_params", "n_params", "n_tokens", "flops"]
+    head = ["run_id", "trial_number", "family_id", "branch", "status", "error", "requested_n_params", "n_params",
+            "n_tokens", "flops"]
     if name in head:
         return (0, f"{head.index(name):02d}")
     for i, prefix in enumerate(("mix/", "loss/", "domain_loss/"), start=1):

@@ -13,6 +13,14 @@ from scheduler.estimates import precision_text
 from scheduler.study import StudyStatus
 
 
+def forecast_text(forecast: dict | None) -> str:
+    """' | to tol: ~3e20 FLOPs, ~900 runs (out of reach)' from StudyStatus.forecast; '' before there is one."""
+    if not forecast or forecast.get("flops_needed") is None:
+        return ""
+    reach = "" if forecast.get("reachable", True) else " (out of reach: cap or max_runs)"
+    return f" | to tol: ~{forecast['flops_needed']:.2g} FLOPs, ~{forecast['runs_needed']:.0f} runs{reach}"
+
+
 def _fmt_targets(status: StudyStatus) -> str:
     if not status.targets:
         return "laws not yet identifiable"
@@ -45,7 +53,8 @@ class Progress:
         losses = " ".join(f"{k}={v:.4f}" for k, v in result.losses.items())
         self.log(f"run {status.n_runs:>3} {result.status:<8} N={result.n_params:.3g} D={result.n_tokens:.3g} "
                  f"{losses} | in flight {status.n_in_flight} | FLOPs {spent:.3g}/{cap:.3g} "
-                 f"({100 * spent / cap:.1f}%) | {_fmt_targets(status)} (tol ±{100 * status.tolerance:.0f}%)")
+                 f"({100 * spent / cap:.1f}%) | {_fmt_targets(status)} (tol ±{100 * status.tolerance:.0f}%)"
+                 f"{forecast_text(status.forecast)}")
 
     def heartbeat(self, status: StudyStatus) -> None:
         now = time.monotonic()

@@ -50,11 +50,12 @@ from fitting.conventions import conventions_dict
 from fitting.report import parametric_skill_report
 from scheduler.config import StudyConfig
 from scheduler.estimates import Estimates, TargetEstimate, fit_inputs, refit
+from scheduler.families import FamilyPoint, branch_spec, family_spec, in_flight_points, make_proposer
 from scheduler.ledger import Ledger, freeze_config, read_result
-from scheduler.proposer import Point, Proposer, SearchSpace
+from scheduler.proposer import Point, SearchSpace
 from skillscale.atomic import atomic_write_json, finite_or_none
 from skillscale.errors import InputError
-from trainers.spec import RunResult, RunSpec
+from trainers.spec import FamilySpec, RunResult, RunSpec
 
 STOP_REASONS = ("converged", "max_runs", "budget_exhausted")  # the Study's; the controller adds "time_limit"
 
@@ -131,7 +132,8 @@ class Study:
         self.ledger = Ledger(self.study_dir / "runs.parquet" if self.study_dir is not None else None)
         self.optuna = open_optuna_study(cfg, self.study_dir)
         self.space = SearchSpace(cfg)
-        self.proposer = Proposer(cfg)
+        self.proposer = make_proposer(cfg)  # a FamilyProposer when families are enabled (scheduler/families.py)
+        self.families: dict[str, FamilySpec] = {}  # family_id -> spec, of every family asked or resumed
         self.outstanding: dict[str, RunSpec] = {}  # run_id -> spec: proposed or resumed, not yet recorded
         self.flops_abandoned = 0.0
         self.estimates: Estimates | None = None
@@ -148,7 +150,7 @@ class Study:
         self._reconciled = True
         resumed = []
         for trial in self.optuna.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            spec = self._spec(trial.number, trial.params)
+            spec = self._spec_of_trial(trial)
             row = self.ledger.row(spec.run_id)
             if row is not None:
                 self._tell(trial.number, row)
@@ -157,7 +159,7 @@ class Study:
         distributions = self.space.optuna_distributions()
         while self.optuna.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
             trial = self.optuna.ask(distributions)  # pops the enqueued trial, params as enqueued
-            resumed.append(self._spec(trial.number, trial.params))
+            resumed.append(self._spec_of_trial(trial))
         self.outstanding.update({s.run_id: s for s in resumed})
         return resumed
 
@@ -169,7 +171,7 @@ class Study:
         k = min(k, self.cfg.max_runs - self.n_asked)
         points = []
         if k > 0:
-            in_flight = [Point(s.n_params, s.n_tokens, s.mix) for s in self.outstanding.values()]
+            in_flight = in_flight_points(list(self.outstanding.values()), self.families)
             points = self.proposer.propose(k, self.estimates, in_flight, self.n_asked,
                                            budget_left=self.cfg.compute_cap - self.flops_committed)
         self._nothing_left = not points and not self.outstanding and k > 0
@@ -181,12 +183,60 @@ class Study:
         distributions = self.space.optuna_distributions()
         specs = []
         for point in points:
+            if isinstance(point, FamilyPoint):
+                specs += self._ask_family(point, distributions)
+                continue
             self.optuna.enqueue_trial(self.space.to_params(point))
             trial = self.optuna.ask(distributions)
             spec = self._spec(trial.number, trial.params)
             self.outstanding[spec.run_id] = spec
             specs.append(spec)
         return specs
+
+    def _ask_family(self, point: FamilyPoint, distributions: dict) -> list[RunSpec]:
+        """One trial per branch of a run family, enqueued together and asked at once; each carries the family in
+        its user_attrs, so a resumed study rebuilds the same FamilySpec (scheduler/families.py)."""
+        family = family_spec(self.cfg, point)
+        attrs = {"family": family.to_dict()}
+        trials = []
+        for i, d in enumerate(family.n_tokens):
+            self.optuna.enqueue_trial(self.space.to_params(Point(family.n_params, d, family.mix)),
+                                      user_attrs={**attrs, "branch": i})
+        for _ in family.n_tokens:
+            trials.append(self.optuna.ask(distributions))
+        specs = [self._branch_of_trial(t.number, t.user_attrs) for t in trials]
+        self.outstanding.update({s.run_id: s for s in specs})
+        return specs
+
+    def _branch_of_trial(self, trial_number: int, user_attrs: dict) -> RunSpec:
+        family = FamilySpec.from_dict({**user_attrs["family"], "trial_number": -1})
+        self.families.setdefault(family.family_id, family)
+        return branch_spec(family, int(user_attrs["branch"]), trial_number)
+
+    def family_of(self, spec: RunSpec) -> FamilySpec | None:
+        """The run family `spec` is a branch of (None for a plain run)."""
+        return self.families.get(spec.family_id) if spec.family_id else None
+
+    def outstanding_branches(self, family_id: str) -> list[RunSpec]:
+        """The branches of a family not yet recorded, in order of D."""
+        return sorted((s for s in self.outstanding.values() if s.family_id == family_id), key=lambda s: s.branch)
+
+    def record_family(self, results: list[RunResult], tries: int = 1) -> list[RunResult]:
+        """A family's results (backend.run_family): each branch still outstanding is recorded (a branch already in
+        the ledger is skipped, never recorded twice), then one refit. Returns the results as recorded."""
+        recorded = []
+        for result in results:
+            spec = self.outstanding.get(result.run_id)
+            if spec is not None:
+                recorded.append(self.record(spec, result, tries=tries, refit_now=False))
+        if recorded:
+            self.refit()
+        return recorded
+
+    def spec_flops(self, spec: RunSpec) -> float:
+        """What a run costs: 6ND, or for a family's branch its share of the family's true cost."""
+        family = self.family_of(spec)
+        return family.branch_flops()[spec.branch] if family is not None else spec.flops
 
     def record(self, spec: RunSpec, result: RunResult, tries: int = 1, refit_now: bool = True) -> RunResult:
         """A run finished (ok, diverged or failed): ledger, Optuna's tell, refit, stop rule. Returns the result
@@ -209,12 +259,13 @@ class Study:
     def record_failure(self, spec: RunSpec, reason: str, tries: int) -> RunResult:
         """A run that could not be trained (its tries used up): recorded as failed, excluded from fits."""
         result = RunResult(run_id=spec.run_id, status="failed", n_params=spec.n_params, n_tokens=spec.n_tokens,
-                           flops=spec.flops, losses={s: math.nan for s in self.cfg.skills}, error=reason)
+                           flops=self.spec_flops(spec), losses={s: math.nan for s in self.cfg.skills},
+                           error=reason, family_id=spec.family_id, branch=spec.branch)
         return self.record(spec, result, tries=tries)
 
     def abandon(self, spec: RunSpec) -> None:
         """A run stopped unfinished at the study's stop: its trial is failed and its FLOPs counted as abandoned."""
-        self.flops_abandoned += spec.flops
+        self.flops_abandoned += self.spec_flops(spec)
         self.optuna.tell(spec.trial_number, state=TrialState.FAIL, skip_if_finished=True)
         self.outstanding.pop(spec.run_id, None)
 
@@ -249,7 +300,7 @@ class Study:
     @property
     def flops_committed(self) -> float:
         """FLOPs of finished runs plus those of outstanding runs: what the budget has left to give."""
-        return self.ledger.flops_spent() + sum(s.flops for s in self.outstanding.values())
+        return self.ledger.flops_spent() + sum(self.spec_flops(s) for s in self.outstanding.values())
 
     def status(self) -> StudyStatus:
         rows = self.ledger.rows
@@ -257,7 +308,8 @@ class Study:
         return StudyStatus(
             name=self.cfg.name, n_runs=len(rows), n_runs_ok=count("ok"), n_runs_diverged=count("diverged"),
             n_runs_failed=count("failed"), n_in_flight=len(self.outstanding), n_asked=self.n_asked,
-            flops_spent=self.ledger.flops_spent(), flops_in_flight=sum(s.flops for s in self.outstanding.values()),
+            flops_spent=self.ledger.flops_spent(),
+            flops_in_flight=sum(self.spec_flops(s) for s in self.outstanding.values()),
             flops_abandoned=self.flops_abandoned, compute_cap=self.cfg.compute_cap, tolerance=self.cfg.tolerance,
             targets=tuple(self.estimates.targets) if self.estimates is not None else (),
             converged_streak=self.converged_streak, confirm_refits=self.cfg.confirm_refits,
@@ -338,6 +390,11 @@ class Study:
                         "noise_log_std": self.estimates.noise[s]} for s in self.cfg.skills}
 
     # ---------------------------------------------------------------------------------- Optuna
+    def _spec_of_trial(self, trial) -> RunSpec:
+        if "family" in trial.user_attrs:  # a branch of a run family: the family's own spec, as it was asked
+            return self._branch_of_trial(trial.number, trial.user_attrs)
+        return self._spec(trial.number, trial.params)
+
     def _spec(self, trial_number: int, params: dict) -> RunSpec:
         point = self.space.from_params(params)
         return RunSpec(n_params=point.n_params, n_tokens=point.n_tokens, mix=point.mix, seed=self.cfg.seed,

@@ -30,7 +30,7 @@ from fitting.law import ParametricLaw
 from skillscale.atomic import atomic_write_json
 from skillscale.config_types import ConfigModel, FieldError, Number
 from skillscale.errors import InputError
-from trainers.spec import RunResult, RunSpec
+from trainers.spec import FamilySpec, RunResult, RunSpec
 
 # Hoffmann et al. 2022 (Chinchilla), Approach 3 fit, eq. 10.
 CHINCHILLA = ParametricLaw(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)
@@ -45,6 +45,11 @@ KNOWLEDGE = ParametricLaw(E=2.0, A=480.0, B=380.0, alpha=0.34, beta=0.28,
                           transfer={"knowledge": 1.0, "code": 0.05, "general": 0.30})
 CODE = ParametricLaw(E=1.2, A=340.0, B=420.0, alpha=0.34, beta=0.28,
                      transfer={"code": 1.0, "knowledge": 0.05, "general": 0.20})
+
+# Correlation of one skill's noise between the branches of a run family (they share the stable phase, the seed and
+# the data order, so a lucky trunk is lucky for every branch). A placeholder until the GPU parity measurement
+# (benchmarks/family_parity.py -> benchmarks/results/family_parity.jsonl, issue #17) sets it from seed pairs.
+FAMILY_NOISE_CORRELATION = 0.5
 
 PRESETS: dict[str, dict[str, ParametricLaw]] = {
     "chinchilla": {"all": CHINCHILLA},
@@ -83,6 +88,9 @@ class SimulatedConfig(ConfigModel):
     checkpoint_every_s: Number = Field(default=0.5, gt=0, description="seconds between progress checkpoints")
     diverge_above_params: Number | None = Field(default=None, description="report N above this as diverged "
                                                                           "(fault-injection tests)")
+    family_noise_correlation: Number = Field(
+        default=FAMILY_NOISE_CORRELATION, ge=0, le=1,
+        description="run families: correlation of a skill's log-noise between branches of one family")
 
     @field_validator("truth")
     @classmethod
@@ -114,7 +122,8 @@ class SimulatedBackend:
 
     def __init__(self, truth: str | dict = "knowledge-code", noise: float = 0.01,
                  sleep_per_flop: float = 0.0, checkpoint_every_s: float = 0.5,
-                 diverge_above_params: float | None = None):
+                 diverge_above_params: float | None = None,
+                 family_noise_correlation: float = FAMILY_NOISE_CORRELATION):
         self.truth = resolve_truth(truth)
         if not (noise >= 0 and math.isfinite(noise)):
             raise InputError(f"backend.noise: expected a finite number >= 0, got {noise!r}")
@@ -122,6 +131,7 @@ class SimulatedBackend:
         self.sleep_per_flop = float(sleep_per_flop)
         self.checkpoint_every_s = float(checkpoint_every_s)
         self.diverge_above_params = diverge_above_params  # for fault-injection tests
+        self.family_noise_correlation = float(family_noise_correlation)
 
     def true_losses(self, spec: RunSpec) -> dict[str, float]:
         """Noiseless losses of every skill for this spec."""
@@ -142,8 +152,37 @@ class SimulatedBackend:
                          flops=spec.flops, losses=losses, wall_s=time.perf_counter() - start,
                          shape={"simulated": True})
 
-    def _sleep_with_checkpoints(self, spec: RunSpec, run_dir: Path) -> None:
-        total = self.sleep_per_flop * spec.flops
+    def run_family(self, family: FamilySpec, run_dir: Path) -> list[RunResult]:
+        """A run family, simulated honestly: branch i reports the truth at (N, D_i) with log-noise
+        sigma * (sqrt(rho) * c + sqrt(1 - rho) * e_i) per skill (c shared by the family, e_i the branch's own, both
+        N(0, 1) from (seed, family_id): rho = family_noise_correlation, and a rerun reports the same losses), and
+        costs what the family costs: each branch's FLOPs are its share of the stable phase plus its own cooldown
+        (FamilySpec.branch_flops), summing to the family's true cost. The sleep covers the whole family and is
+        checkpointed in run_dir, so a resumed family sleeps only the rest."""
+        run_dir = Path(run_dir)
+        start = time.perf_counter()
+        self._sleep_with_checkpoints(family.branches()[-1], run_dir, flops=family.flops)
+        rng = np.random.default_rng(_run_seed(family.seed, family.family_id))
+        skills = list(self.truth)
+        common = rng.standard_normal(len(skills))
+        own = rng.standard_normal((len(family.n_tokens), len(skills)))
+        rho = self.family_noise_correlation
+        z = math.sqrt(rho) * common[None, :] + math.sqrt(1.0 - rho) * own  # (branches, skills)
+        wall = (time.perf_counter() - start) / len(family.n_tokens)
+        results = []
+        for i, (branch, flops) in enumerate(zip(family.branches(), family.branch_flops(), strict=True)):
+            losses = {s: loss * math.exp(self.noise * z[i, j]) for j, (s, loss) in
+                      enumerate(self.true_losses(branch).items())}
+            status = "ok"
+            if self.diverge_above_params is not None and branch.n_params > self.diverge_above_params:
+                losses, status = {s: float("nan") for s in losses}, "diverged"
+            results.append(RunResult(run_id=branch.run_id, status=status, n_params=branch.n_params,
+                                     n_tokens=branch.n_tokens, flops=flops, losses=losses, wall_s=wall,
+                                     shape={"simulated": True}, family_id=family.family_id, branch=i))
+        return results
+
+    def _sleep_with_checkpoints(self, spec: RunSpec, run_dir: Path, flops: float | None = None) -> None:
+        total = self.sleep_per_flop * (spec.flops if flops is None else flops)
         if total <= 0:
             return
         ckpt = run_dir / "sim_checkpoint.json"
