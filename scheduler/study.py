@@ -47,6 +47,7 @@ import yaml
 from optuna.trial import TrialState
 
 from fitting.conventions import conventions_dict
+from fitting.forecast import forecast_to_tolerance
 from fitting.report import parametric_skill_report
 from scheduler.config import StudyConfig
 from scheduler.estimates import Estimates, TargetEstimate, fit_inputs, refit
@@ -80,6 +81,8 @@ class StudyStatus:
     converged_streak: int  # consecutive refits with every target within tolerance
     confirm_refits: int  # the streak needed to stop
     stop_reason: str | None  # None while the study should go on
+    forecast: dict | None = None  # FLOPs/runs expected to reach the tolerance (fitting.forecast); None until
+    # every target is identifiable. Compare flops_needed / runs_needed with compute_cap and max_runs.
 
     @property
     def precision(self) -> dict[str, float]:
@@ -140,6 +143,7 @@ class Study:
         self.converged_streak = 0
         self._nothing_left = False  # the last proposal found nothing affordable while nothing was outstanding
         self._reconciled = False
+        self.precision_history: list[tuple[float, int, float]] = []  # (FLOPs spent, ok runs, worst half-width)
         self._restore_fit()
 
     # ------------------------------------------------------------------------------- lifecycle
@@ -313,7 +317,17 @@ class Study:
             flops_abandoned=self.flops_abandoned, compute_cap=self.cfg.compute_cap, tolerance=self.cfg.tolerance,
             targets=tuple(self.estimates.targets) if self.estimates is not None else (),
             converged_streak=self.converged_streak, confirm_refits=self.cfg.confirm_refits,
-            stop_reason=self.stop_reason())
+            stop_reason=self.stop_reason(), forecast=self.forecast())
+
+    def forecast(self) -> dict | None:
+        """FLOPs and runs at which the worst target is expected to reach the tolerance, extrapolated from this
+        process's refits (fitting.forecast); `reachable` compares them with compute_cap and max_runs. None until
+        every target is identifiable."""
+        if not self.precision_history or not np.isfinite(self.precision_history[-1][2]):
+            return None
+        flops, runs, halfwidth = (np.array(x, float) for x in zip(*self.precision_history, strict=True))
+        fc = forecast_to_tolerance(flops, runs, halfwidth, self.cfg.tolerance)
+        return {**fc.to_dict(), "reachable": fc.reachable(self.cfg.compute_cap, self.cfg.max_runs)}
 
     def result(self, stop: str) -> dict:
         """The result.json dict (see `finish`)."""
@@ -331,6 +345,7 @@ class Study:
             "n_runs_failed": status.n_runs_failed,
             "conventions": conventions_dict(),
             "interval": "95% bias-corrected bootstrap percentile interval; rel_halfwidth = (hi - lo) / (2 * point)",
+            "forecast": status.forecast,
             "targets": targets,
             "laws": self._laws() if estimates is not None else {},
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -344,6 +359,9 @@ class Study:
         rows = self.ledger.rows
         self.estimates = refit(self.cfg, rows)
         n_ok = self.estimates.n_runs if self.estimates is not None else 0
+        if self.estimates is not None and n_ok != n_ok_before:
+            worst = max(t.rel_halfwidth for t in self.estimates.targets)
+            self.precision_history.append((self.ledger.flops_spent(), n_ok, worst))
         if n_ok != n_ok_before or self.estimates is None:
             self.converged_streak = self.converged_streak + 1 if self._inside(self.estimates, rows) else 0
         self._write_fit_snapshot()
@@ -375,7 +393,7 @@ class Study:
         snapshot = {"n_runs": self.estimates.n_runs, "flops_spent": self.ledger.flops_spent(),
                     "targets": [t.to_dict() for t in self.estimates.targets],
                     "laws": {s: f.law.to_dict() for s, f in self.estimates.fits.items()},
-                    "noise": self.estimates.noise}
+                    "noise": self.estimates.noise, "forecast": self.forecast()}
         atomic_write_json(self.study_dir / "fits" / f"fit-{len(self.ledger):05d}.json", finite_or_none(snapshot))
 
     def _laws(self) -> dict:
@@ -422,10 +440,11 @@ def read_status(study_dir: Path) -> StudyStatus:
     rows = ledger.rows
     result = read_result(study_dir)
     if result is not None:
-        targets = result["targets"]
+        targets, forecast = result["targets"], result.get("forecast")
     else:
         fits = sorted((study_dir / "fits").glob("fit-*.json")) if (study_dir / "fits").exists() else []
-        targets = _read_json(fits[-1])["targets"] if fits else []
+        snapshot = _read_json(fits[-1]) if fits else {}
+        targets, forecast = snapshot.get("targets", []), snapshot.get("forecast")
     count = lambda status: sum(r["status"] == status for r in rows)  # noqa: E731
     return StudyStatus(
         name=str(frozen.get("name", study_dir.name)), n_runs=len(rows), n_runs_ok=count("ok"),
@@ -435,7 +454,7 @@ def read_status(study_dir: Path) -> StudyStatus:
         compute_cap=float(frozen.get("compute_cap") or math.nan), tolerance=float(frozen.get("tolerance") or math.nan),
         targets=tuple(TargetEstimate.from_dict(t) for t in targets), converged_streak=0,
         confirm_refits=int(frozen.get("confirm_refits") or 0),
-        stop_reason=result["stop_reason"] if result is not None else None)
+        stop_reason=result["stop_reason"] if result is not None else None, forecast=forecast)
 
 
 def _read_json(path: Path) -> dict:
