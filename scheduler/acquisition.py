@@ -39,7 +39,7 @@ class Belief:
     """The ensemble the proposer reasons with; `target_fn` maps ensembles to (K, T) log N* samples."""
 
     ensembles: dict[str, LawEnsemble]
-    noise: dict[str, float]
+    noise: dict[str, float]  # sigma of each skill's log-loss at the runs' typical (N, D)
     target_fn: object  # Callable[[dict[str, LawEnsemble]], np.ndarray]
     v_tol: float
 
@@ -52,6 +52,19 @@ class Belief:
         """(K, T) samples of log N*_t(C_target), computed once per belief."""
         return np.asarray(self.target_fn(self.ensembles))
 
+    noise_models: dict | None = None  # skill -> fitting.noise.NoiseModel: sigma(N, D) per candidate
+
+    def noise_at(self, n_params, n_tokens) -> np.ndarray:
+        """(M, S) noise sigma of each skill at M candidates: the noise model where there is one, else `noise`."""
+        n = np.atleast_1d(np.asarray(n_params, float))
+        d = np.broadcast_to(np.atleast_1d(np.asarray(n_tokens, float)), n.shape)
+        cols = []
+        for s in self.skills:
+            model = (self.noise_models or {}).get(s)
+            sigma = model.sigma(n, d) if model is not None else np.full(n.shape, self.noise[s])
+            cols.append(sigma)
+        return np.stack(cols, axis=-1)
+
     def predict(self, n_params, n_tokens, mix=None) -> np.ndarray:
         """(K, M, S) predicted log-losses at M candidates."""
         return np.stack([np.log(np.maximum(self.ensembles[s].loss(n_params, n_tokens, mix), 1e-12))
@@ -59,19 +72,21 @@ class Belief:
 
 
 def variance_reduction(q: np.ndarray, y: np.ndarray, noise: np.ndarray) -> np.ndarray:
-    """Eq. (1) for every candidate and target: q (K, T), y (K, M, S), noise (S,) -> (M, T)."""
+    """Eq. (1) for every candidate and target: q (K, T), y (K, M, S), noise (S,) or per candidate (M, S) -> (M, T)."""
     k = q.shape[0]
+    noise_var = np.broadcast_to(np.asarray(noise, float) ** 2, (y.shape[1], y.shape[2]))  # (M, S)
+    r_diag = noise_var[:, :, None] * np.eye(y.shape[2])[None]  # (M, S, S)
     qc = q - q.mean(0)
     yc = y - y.mean(0)
     c = np.einsum("kms,kt->mst", yc, qc) / (k - 1)  # (M, S, T)
-    syy = np.einsum("kms,kmr->msr", yc, yc) / (k - 1) + np.diag(noise ** 2)[None]  # (M, S, S)
+    syy = np.einsum("kms,kmr->msr", yc, yc) / (k - 1) + r_diag  # (M, S, S)
     sol = np.linalg.solve(syy, c)  # (M, S, T)
     gain = np.einsum("mst,mst->mt", c, sol)
     # With no true covariance, K members still show a chance c_t: its gain is about
     # Var(q_t) * tr(Σ_yy (Σ_yy + R)⁻¹) / (K - 1) * χ²_S / S. Only the gain above that distribution's
     # 99th percentile counts; otherwise runs 1000x cheaper than the informative ones win on noise.
     s = y.shape[2]
-    signal = np.einsum("msr,mrs->m", syy - np.diag(noise ** 2)[None], np.linalg.inv(syy))  # (M,)
+    signal = np.einsum("msr,mrs->m", syy - r_diag, np.linalg.inv(syy))  # (M,)
     chance = signal[:, None] * q.var(0, ddof=1)[None, :] / (k - 1) * chi2.ppf(CHANCE_QUANTILE, s) / s
     return np.maximum(gain - chance, 0.0)
 
@@ -89,7 +104,7 @@ def acquisition(belief: Belief, n_params, n_tokens, mix, cost) -> np.ndarray:
         y = belief.predict(n_params, n_tokens, mix)
     good = np.all(np.isfinite(y), axis=(0, 2))
     y = np.where(np.isfinite(y), y, 0.0)
-    noise = np.array([belief.noise[s] for s in belief.skills])
+    noise = belief.noise_at(n_params, n_tokens)  # (M, S): the measured sigma(N, D) at each candidate
     gain = variance_reduction(q, y, noise) @ target_weights(q, belief.v_tol) / belief.v_tol
     return np.where(good, gain / np.asarray(cost, float), -np.inf)
 
@@ -128,7 +143,7 @@ def condition(belief: Belief, n_params: float, n_tokens: float, mix, rng: np.ran
     theta = np.concatenate(thetas, axis=1)  # (K, P)
     y = belief.predict([n_params], [n_tokens], mix)[:, 0, :]  # (K, S)
     k = theta.shape[0]
-    r = np.array([belief.noise[s] for s in skills]) ** 2
+    r = belief.noise_at([n_params], [n_tokens])[0] ** 2  # (S,)
     tc, yc = theta - theta.mean(0), y - y.mean(0)
     s_ty = tc.T @ yc / (k - 1)  # (P, S)
     s_yy = yc.T @ yc / (k - 1) + np.diag(r)

@@ -156,8 +156,8 @@ class Proposer:
 
     # ----------------------------------------------------------------------------------- adaptive
     def belief(self, estimates: Estimates) -> Belief:
-        return Belief(ensembles=estimates.ensembles, noise=estimates.noise,
-                             target_fn=_TargetSamples(self.cfg), v_tol=self.v_tol)
+        return Belief(ensembles=estimates.ensembles, noise=estimates.noise, noise_models=estimates.noise_models,
+                      target_fn=_TargetSamples(self.cfg), v_tol=self.v_tol)
 
     def _value(self, belief: Belief, n, d, mix, avoid: list[Point]) -> np.ndarray:
         cost = training_flops(n, d) + self.cfg.proposer.overhead_flops
