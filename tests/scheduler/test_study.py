@@ -56,7 +56,8 @@ def test_a_restarted_study_hands_back_what_was_outstanding(small_study, tmp_path
     assert len(specs) == 3 and first.status().n_in_flight == 3
     backend = cfg.backend.build()
     first.record(specs[0], backend.run(specs[0], tmp_path))
-    second = Study(cfg, tmp_path)  # the process died with two runs training
+    first.close()  # the process died with two runs training (its lock went with it)
+    second = Study(cfg, tmp_path)
     assert {s.run_id for s in second.reconcile()} == {s.run_id for s in specs[1:]}
     assert second.status().n_runs == 1 and second.status().n_in_flight == 2
     assert second.propose(1)[0].trial_number == 3  # new trials continue the sequence
