@@ -66,6 +66,7 @@ class Estimates:
     ensembles: dict[str, LawEnsemble]
     noise: dict[str, float]  # log-loss noise sigma per skill at the runs' typical (N, D) (fits[s].noise)
     targets: list[TargetEstimate]
+    runs: tuple = ()  # distinct finished (requested N, D, mix tuple in cfg.domains order): replicate candidates
 
     @property
     def noise_models(self) -> dict:
@@ -206,4 +207,8 @@ def refit(cfg: StudyConfig, rows: list[dict], n_boot: int | None = None) -> Esti
             n_params=n_hat, n_params_ci95=n_ci, n_tokens=d_hat, n_tokens_ci95=d_ci,
             rel_halfwidth=float("inf") if degenerate else _rel_halfwidth(n_hat, n_ci, n_b),
             degenerate=degenerate))
-    return Estimates(n_runs=n_pts, fits=fits, ensembles=ensembles, noise=noise, targets=targets)
+    runs = tuple(dict.fromkeys(  # the distinct finished runs, as requested: candidates for replicates
+        (int(r.get("requested_n_params") or r["n_params"]), int(r["n_tokens"]),
+         tuple(float(r.get(f"mix/{d}") or 0.0) for d in cfg.domains))
+        for r in rows if r["status"] == "ok" and not r.get("family_id")))
+    return Estimates(n_runs=n_pts, fits=fits, ensembles=ensembles, noise=noise, targets=targets, runs=runs)

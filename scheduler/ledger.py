@@ -107,6 +107,7 @@ def ledger_row(spec: RunSpec, result: RunResult, tries: int = 1) -> dict:
     """One finished run as the ledger stores it (and as `scheduler.estimates.refit` reads it)."""
     return {
         "run_id": result.run_id, "trial_number": spec.trial_number, "status": result.status,
+        "seed": int(spec.seed),  # replicates (same N, D, mix) differ only here (Study._replicate_index)
         "family_id": spec.family_id, "branch": int(spec.branch),  # "" and -1: a plain run (scheduler/families.py)
         "error": result.error, "requested_n_params": spec.n_params, "n_params": result.n_params,
         "n_tokens": result.n_tokens, "flops": float(result.flops),

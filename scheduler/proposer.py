@@ -169,9 +169,14 @@ class Proposer:
             value = np.where(near, -np.inf, value)
         return value
 
-    def best(self, belief: Belief, max_flops: float, seed: int,
-             avoid: list[Point] = ()) -> tuple[Point, float] | None:
-        """The candidate with the largest acquisition: Sobol screen, then an inner Optuna refinement."""
+    def _replicate_candidates(self, estimates: Estimates) -> list[Point]:
+        """Finished runs as candidates for a replicate (same N, D, mix; the Study gives it the next seed)."""
+        return [Point(n, d, dict(zip(self.space.domains, mix, strict=True))) for n, d, mix in estimates.runs]
+
+    def best(self, belief: Belief, max_flops: float, seed: int, avoid: list[Point] = (),
+             replicates: list[Point] = ()) -> tuple[Point, float] | None:
+        """The candidate with the largest acquisition: Sobol screen, then an inner Optuna refinement; a finished
+        run is proposed again (a replicate) when its value per FLOP beats every new candidate's."""
         pc = self.cfg.proposer
         sobol = qmc.Sobol(d=self.space.dims, scramble=True, seed=seed)
         u = sobol.random(pc.n_candidates)
@@ -200,10 +205,25 @@ class Proposer:
             if inner.best_value > best_v:
                 best_u = np.array([inner.best_params[f"u{j}"] for j in range(self.space.dims)])
                 best_v = inner.best_value
+        replicate = self._best_replicate(belief, max_flops, list(avoid), list(replicates))
+        if replicate is not None and replicate[1] > best_v:
+            return replicate
         if not math.isfinite(best_v) or best_v <= -1e300:
             return None
         n, d, mix = self.space.from_unit(best_u[None], max_flops)
         return self.space.point(n[0], d[0], mix[0]), best_v
+
+    def _best_replicate(self, belief: Belief, max_flops: float, avoid: list[Point],
+                        replicates: list[Point]) -> tuple[Point, float] | None:
+        affordable = [p for p in replicates if p.flops <= max_flops]
+        if not affordable:
+            return None
+        n = np.array([p.n_params for p in affordable], float)
+        d = np.array([p.n_tokens for p in affordable], float)
+        mix = np.array([[p.mix[k] for k in self.space.domains] for p in affordable], float)
+        values = self._value(belief, n, d, mix, avoid)
+        i = int(np.argmax(values))
+        return (affordable[i], float(values[i])) if np.isfinite(values[i]) else None
 
     def propose(self, k: int, estimates: Estimates | None, in_flight: list[Point], n_asked: int,
                 budget_left: float) -> list[Point]:
@@ -235,7 +255,7 @@ class Proposer:
                         break
                     continue
             found = self.best(belief, max_flops, derived_seed(self.cfg.seed, "screen", n_asked + j),
-                              avoid=[*in_flight, *points])
+                              avoid=[*in_flight, *points], replicates=self._replicate_candidates(estimates))
             if found is None:
                 break
             point, _ = found

@@ -415,8 +415,16 @@ class Study:
 
     def _spec(self, trial_number: int, params: dict) -> RunSpec:
         point = self.space.from_params(params)
-        return RunSpec(n_params=point.n_params, n_tokens=point.n_tokens, mix=point.mix, seed=self.cfg.seed,
+        return RunSpec(n_params=point.n_params, n_tokens=point.n_tokens, mix=point.mix,
+                       seed=self.cfg.seed + self._replicate_index(trial_number, params),
                        hparams=self.cfg.hparams.overrides(), trial_number=trial_number)
+
+    def _replicate_index(self, trial_number: int, params: dict) -> int:
+        """How many earlier trials asked for exactly these params: a replicate (same N, D, mix) trains with the
+        next seed, so it is a new run (its own run_id) and its spread measures the noise (fitting/noise.py).
+        Read from the persistent study, so a resumed study gives every trial the same seed again."""
+        return sum(1 for t in self.optuna.get_trials(deepcopy=False)
+                   if t.number < trial_number and t.params == params)
 
     def _tell(self, trial_number: int, row: dict) -> None:
         if row["status"] == "ok":
