@@ -203,7 +203,7 @@ def test_compiled_shapes_are_bounded_by_half_the_recompile_limit(monkeypatch, ti
                         lambda self: (resets.append(self.compiled_shapes), self.models.clear(),
                                       setattr(self, "compiled_shapes", 0)))
     backend = TorchBackend(**{**tiny_settings, "compile": True, "recompile_limit": 4, "shape_grid": 0})
-    shapes = [backend.plan(RunSpec(n_params=n, n_tokens=6_000, mix=MIX))[0] for n in (7e4, 1.3e5, 2e5, 3e5, 5e5)]
+    shapes = [backend.plan(RunSpec(n_params=n, n_tokens=6_000, mix=MIX))[0] for n in (7e4, 1.3e5, 2e5, 3e5, 7e5)]
     assert len(set(shapes)) == 5
     for cfg in shapes:
         backend._model(cfg)
