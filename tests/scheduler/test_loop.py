@@ -65,10 +65,10 @@ def test_torch_backend_study_runs_real_training(ray_local, tmp_path):
     study = {
         "name": "torch-smoke", "skills": ["knowledge", "code"], "domains": ["knowledge", "code", "general"],
         "mix": {"space": "fixed", "fixed": {"knowledge": 0.4, "code": 0.4, "general": 0.2}},
-        "n_params": [7e4, 2e5], "n_tokens": [1e4, 3e4],
+        "n_params": [7e4, 2e5], "n_tokens": [1e4, 3e4], "tokens_per_param": None,  # tiny: D/N below 1
         "targets": [{"name": "knowledge", "weights": {"knowledge": 1.0}, "flops": 1e12}],
         "compute_cap": 1e13, "max_runs": 3, "max_concurrent": 1, "resources": {"num_cpus": 1},
-        "backend": torch_backend_section(TINY_TORCH_SETTINGS),
+        "backend": torch_backend_section({**TINY_TORCH_SETTINGS, "shape_grid": 0}),  # the shape rule alone
         "proposer": {"n_boot": 50},
     }
     cfg = parse_study_config(study)
