@@ -103,10 +103,14 @@ def branch_spec(family: FamilySpec, branch: int, trial_number: int) -> RunSpec:
     return replace(family.branches()[branch], trial_number=trial_number)
 
 
-def noise_covariance(noise: np.ndarray, n_branches: int, rho: float) -> np.ndarray:
-    """R (k*S, k*S), ordered branch-major: C_k(rho) ⊗ diag(noise²)."""
+def noise_covariance(sigma: np.ndarray, n_branches: int, rho: float) -> np.ndarray:
+    """R of a family's observation, ordered branch-major: sigma (..., k*S), each branch's noise sigma per skill (the
+    measured sigma(N, D), Belief.noise_at) -> (..., k*S, k*S) with
+    R[(i, s), (j, r)] = [s == r] * (1 if i == j else rho) * sigma_(i,s) * sigma_(j,r)."""
+    sigma = np.asarray(sigma, float)
     corr = np.full((n_branches, n_branches), rho) + (1.0 - rho) * np.eye(n_branches)
-    return np.kron(corr, np.diag(np.asarray(noise, float) ** 2))
+    pattern = np.kron(corr, np.eye(sigma.shape[-1] // n_branches))  # (k*S, k*S)
+    return pattern * sigma[..., :, None] * sigma[..., None, :]
 
 
 def joint_variance_reduction(q: np.ndarray, y: np.ndarray, noise_cov: np.ndarray) -> np.ndarray:
@@ -117,7 +121,8 @@ def joint_variance_reduction(q: np.ndarray, y: np.ndarray, noise_cov: np.ndarray
     qc, yc = q - q.mean(0), y - y.mean(0)
     c = np.einsum("kmp,kt->mpt", yc, qc) / (k - 1)  # (M, P, T)
     signal_cov = np.einsum("kmp,kmr->mpr", yc, yc) / (k - 1)  # (M, P, P)
-    syy = signal_cov + noise_cov[None]
+    noise_cov = np.broadcast_to(noise_cov, signal_cov.shape)
+    syy = signal_cov + noise_cov
     sol = np.linalg.solve(syy, c)
     gain = np.einsum("mpt,mpt->mt", c, sol)
     p = y.shape[2]
@@ -142,8 +147,9 @@ def family_acquisition(belief: Belief, n_params: np.ndarray, tokens: np.ndarray,
     y = _family_predictions(belief, n_params, tokens, mix)
     good = np.all(np.isfinite(y), axis=(0, 2))
     y = np.where(np.isfinite(y), y, 0.0)
-    noise = np.array([belief.noise[s] for s in belief.skills])
-    r = noise_covariance(noise, tokens.shape[1], rho)
+    m, k = tokens.shape
+    sigma = belief.noise_at(np.repeat(n_params, k), tokens.reshape(-1)).reshape(m, k * len(belief.skills))
+    r = noise_covariance(sigma, k, rho)  # (M, k*S, k*S): each branch's measured sigma(N, D)
     gain = joint_variance_reduction(q, y, r) @ target_weights(q, belief.v_tol) / belief.v_tol
     return np.where(good, gain / np.asarray(cost, float), -np.inf)
 
@@ -159,7 +165,9 @@ def condition_family(belief: Belief, n_params: float, tokens, mix, rho: float, r
     mix_rows = None if mix is None else np.asarray(mix, float)
     y = _family_predictions(belief, np.array([float(n_params)]), tokens, mix_rows)[:, 0, :]  # (K, k*S)
     k = theta.shape[0]
-    r = noise_covariance(np.array([belief.noise[s] for s in skills]), tokens.shape[1], rho)
+    n_branches = tokens.shape[1]
+    sigma = belief.noise_at(np.full(n_branches, float(n_params)), tokens[0]).reshape(-1)  # (k*S,), branch-major
+    r = noise_covariance(sigma, n_branches, rho)
     tc, yc = theta - theta.mean(0), y - y.mean(0)
     s_ty = tc.T @ yc / (k - 1)
     s_yy = yc.T @ yc / (k - 1) + r
