@@ -83,3 +83,39 @@ def test_unknown_truth_preset_is_refused_before_ray(tmp_path, small_study, capsy
     config.write_text(yaml.safe_dump(small_study))
     assert main(["run", str(config), "--study-dir", str(tmp_path / "s")]) == 2
     assert "backend.truth" in capsys.readouterr().err
+
+
+TYPED_BACKEND = [
+    ({"name": "torch", "trainer": {"seq_len": 0}}, "backend.trainer.seq_len", "positive integer"),
+    ({"name": "torch", "trainer": {"seqlen": 64}}, "backend.trainer.seqlen", "unknown field"),
+    ({"name": "torch", "data": {"knowledge_entities": "many"}}, "backend.data.knowledge_entities", "valid integer"),
+    ({"name": "torch", "data": {"knowledge_entities": -1}}, "backend.data.knowledge_entities", "positive integer"),
+    ({"name": "simulated", "noise": -0.1}, "backend.noise", "greater than or equal to 0"),
+    ({"name": "simulated", "truth": {"knowledge": {"E": 2.0}}}, "backend.truth.knowledge", "expected keys"),
+    ({"name": "simulated", "settings": {"noise": 0.01}}, "backend.settings", "fields of `backend:` itself"),
+]
+
+
+@pytest.mark.parametrize("backend,field,words", TYPED_BACKEND, ids=[b[1] + ":" + b[2] for b in TYPED_BACKEND])
+def test_typed_backend_errors_name_the_field(small_study, backend, field, words):
+    small_study["backend"] = backend
+    with pytest.raises(InputError) as exc:
+        parse_study_config(small_study, "study.yaml")
+    message = str(exc.value)
+    assert message.startswith(f"study.yaml: {field}: ") and words in message and "\n" not in message, message
+
+
+def test_typed_backend_sections_build_the_trainers_dataclasses(small_study):
+    from trainers.data import DataSettings
+    from trainers.torch_backend import TrainerSettings
+
+    small_study["backend"] = {"name": "torch", "trainer": {"device": "cpu", "seq_len": "2.56e2"},
+                              "data": {"knowledge_entities": "3e3"}}
+    small_study["hparams"] = {"batch_tokens": "8e3", "lr": 1e-3}
+    cfg = parse_study_config(small_study)
+    assert isinstance(cfg.backend.trainer, TrainerSettings) and cfg.backend.trainer.seq_len == 256
+    assert isinstance(cfg.backend.data, DataSettings) and cfg.backend.data.knowledge_entities == 3000
+    assert cfg.hparams.overrides() == {"batch_tokens": 8000, "lr": 1e-3}  # only what was set; ints stay ints
+    frozen = cfg.frozen_dict()
+    assert frozen["backend"]["trainer"]["seq_len"] == 256 and frozen["hparams"] == {"batch_tokens": 8000, "lr": 1e-3}
+    assert parse_study_config({**small_study, **frozen}).backend == cfg.backend  # the frozen copy reads back
