@@ -14,7 +14,7 @@ discriminated union, validated when the study config loads; errors name the fiel
 
 Adding a backend: write a config class (a ConfigModel with `name: Literal["mine"]`, its fields, a
 `build(self) -> Backend` method that imports the backend lazily, and a `check(self, skills, spec)` method
-that raises InputError for what cannot work, run by `skillscale run` before Ray starts), then add the
+that raises InputError for what cannot work, run by scheduler.config.check_backend before Ray starts), then add the
 class to BACKEND_CONFIGS. Nothing else dispatches on the name.
 """
 
@@ -91,12 +91,14 @@ class TorchConfig(ConfigModel):
         from dataclasses import replace
 
         from skillscale.errors import InputError
-        from trainers.data import SKILLS
+        from trainers.data import skill_names
         from trainers.torch_backend import TorchBackend
 
-        unknown = [s for s in skills if s not in SKILLS]
+        known = skill_names(self.data)
+        unknown = [s for s in skills if s not in known]
         if unknown:
-            raise InputError(f"skills: the torch backend evaluates {list(SKILLS)}, not {unknown}")
+            raise InputError(f"skills: the torch backend evaluates {list(known)} (more through data.skill_evals), "
+                             f"not {unknown}")
         TorchBackend(trainer=replace(self.trainer, device="cpu"), data=self.data).plan(spec)
 
 
