@@ -36,6 +36,7 @@ import numpy as np
 import scipy
 from _provenance import append_rows, git_commit  # benchmarks/ is on sys.path when run as a script
 
+from fitting.conventions import FLOPS_PER_PARAM_TOKEN
 from fitting.law import ParametricLaw, interval
 from fitting.parametric import bootstrap_parametric, fit_parametric
 from skillscale.errors import InputError, OneLineArgumentParser
@@ -74,8 +75,8 @@ def design(kind: str, n_runs: int, band: tuple[float, float], c_range: tuple[flo
         ratio = np.where(np.arange(n_runs) < half, band[0], band[1])
     else:
         raise InputError(f"--designs: unknown design {kind!r} (random, isoflop, edge, file)")
-    n = np.sqrt(c / (6 * ratio))  # C = 6 N D and D = ratio * N
-    return n, c / (6 * n)
+    n = np.sqrt(c / (FLOPS_PER_PARAM_TOKEN * ratio))  # C = 6 N D and D = ratio * N
+    return n, c / (FLOPS_PER_PARAM_TOKEN * n)
 
 
 def wilson(hits: int, total: int, z: float = Z95) -> tuple[float, float]:
@@ -101,7 +102,7 @@ def run_cell(truth: str, sigma: float, kind: str, args, log=print) -> list[dict]
         t0 = time.perf_counter()
         fit = fit_parametric(n, d, loss)
         fit_seconds += time.perf_counter() - t0
-        c_max, n_runs = float(np.max(6 * n * d)), int(n.size)
+        c_max, n_runs = float(np.max(FLOPS_PER_PARAM_TOKEN * n * d)), int(n.size)
         for method in args.methods:
             t0 = time.perf_counter()
             ens = bootstrap_parametric(n, d, loss, n_boot=args.n_boot, seed=i, fit=fit, method=method)

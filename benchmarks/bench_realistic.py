@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from _provenance import append_rows, git_commit  # benchmarks/ is on sys.path when run as a script
 
+from fitting.conventions import FLOPS_PER_PARAM_TOKEN
 from fitting.law import ParametricLaw
 from fitting.truths import CrossTermLaw, RepeatedDataLaw
 from scheduler.config import StudyConfig, parse_study_config
@@ -195,7 +196,7 @@ def band_grid(cfg: StudyConfig, budgets: np.ndarray, n_sizes: int) -> list[Point
         if lo > hi:
             continue
         for n in np.geomspace(lo, hi, n_sizes):
-            points.append(space.point(round(n), round(c / (6 * round(n))), np.array([1.0])))
+            points.append(space.point(round(n), round(c / (FLOPS_PER_PARAM_TOKEN * round(n))), np.array([1.0])))
     return points
 
 
@@ -227,7 +228,7 @@ def run_pool(lab: Lab, rng: np.random.Generator) -> None:
             d = np.array([pool[i].n_tokens for i in free], float)
             with np.errstate(all="ignore"):
                 spread = np.log(np.maximum(ens.loss(n, d), 1e-12)).var(axis=0)  # (M,) ensemble variance
-            choice = free[int(np.nanargmax(spread / (6 * n * d)))]
+            choice = free[int(np.nanargmax(spread / (FLOPS_PER_PARAM_TOKEN * n * d)))]
         used.add(choice)
         return pool[choice]
 

@@ -9,6 +9,7 @@ The interval is the one the report uses: residual bootstrap, bias-corrected perc
 
 import numpy as np
 
+from fitting.conventions import FLOPS_PER_PARAM_TOKEN
 from fitting.law import interval
 from fitting.parametric import bootstrap_parametric, fit_parametric
 
@@ -49,8 +50,8 @@ def _band_design(rng, n_runs: int = 96):
     adaptive design (benchmarks/bench_coverage.py, design `edge`)."""
     c = np.exp(rng.uniform(np.log(1e16), np.log(1e18), n_runs))
     ratio = np.where(np.arange(n_runs) % 2 == 0, BAND[0], BAND[1])
-    n = np.sqrt(c / (6 * ratio))
-    return n, c / (6 * n)
+    n = np.sqrt(c / (FLOPS_PER_PARAM_TOKEN * ratio))
+    return n, c / (FLOPS_PER_PARAM_TOKEN * n)
 
 
 def _band_intervals() -> np.ndarray:
@@ -61,7 +62,7 @@ def _band_intervals() -> np.ndarray:
         rng = np.random.default_rng(21_000 + i)
         n, d = _band_design(rng)
         loss = CHINCHILLA.loss(n, d) * np.exp(0.01 * rng.standard_normal(n.size))
-        c_target = 100 * float(np.max(6 * n * d))
+        c_target = 100 * float(np.max(FLOPS_PER_PARAM_TOKEN * n * d))
         fit = fit_parametric(n, d, loss)
         point = fit.law.optimum(c_target)[0][0]
         ens = bootstrap_parametric(n, d, loss, n_boot=100, seed=i, fit=fit)
