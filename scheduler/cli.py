@@ -13,9 +13,10 @@ Bad input is one line on stderr and exit status 2; nothing else exits 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-from skillscale.errors import InputError, OneLineArgumentParser
+from skillscale.errors import InputError, OneLineArgumentParser, Terminated
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,6 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # a bad flag: one line, exit 2 (OneLineArgumentParser)
+    if args.command == "run" and not (args.address or os.environ.get("RAY_ADDRESS")):
+        from scheduler.preflight import LOCAL_RAY_ENV
+
+        for key, value in LOCAL_RAY_ENV.items():  # read by Ray when it is imported: before scheduler.controller
+            os.environ.setdefault(key, value)
     try:
         return int(args.func(args) or 0)
     except InputError as exc:
@@ -45,6 +51,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skillscale {args.command}: interrupted; state on disk is consistent, rerun to resume",
               file=sys.stderr)
         return 130
+    except OSError as exc:  # a full disk, a read-only file system: every state write is atomic, nothing is torn
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"skillscale {args.command}: error: {where}{exc.strerror or exc}; the study's state on disk is "
+              "consistent (writes are atomic): fix that and rerun to resume", file=sys.stderr)
+        return 2
+    except Terminated:
+        print(f"skillscale {args.command}: terminated (SIGTERM); state on disk is consistent, rerun to resume",
+              file=sys.stderr)
+        return 143
 
 
 if __name__ == "__main__":

@@ -134,8 +134,10 @@ class ProposerConfig(_Model):
                                              "range (u uniform): 1 is log-uniform, 2 halves its FLOPs while still "
                                              "reaching the largest budget")
     n_boot: int = Field(default=200, ge=20, le=5000, description="bootstrap members for the law ensemble")
-    n_candidates: int = Field(default=2048, ge=64, description="QMC candidates screened per proposal")
-    inner_trials: int = Field(default=48, ge=0, description="inner Optuna trials refining the best candidates")
+    n_candidates: int = Field(default=2048, ge=64, le=1_000_000, description="QMC candidates screened per proposal "
+                              "(each is predicted by every bootstrap member: memory grows with n_boot x this)")
+    inner_trials: int = Field(default=48, ge=0, le=10_000, description="inner Optuna trials refining the best "
+                              "candidates")
     overhead_flops: Number = Field(
         default=1e17, ge=0,
         description="fixed cost per run, in FLOPs, added to 6ND when candidates are ranked (process start, compile: "
@@ -247,7 +249,18 @@ class StudyConfig(_Model):
     storage: str | None = Field(default=None, description="Optuna RDB URL; default a journal file in the study dir")
     trackers: TrackersConfig = Field(default_factory=TrackersConfig,
                                      description="export to TensorBoard / MLflow / W&B (scheduler/trackers.py); off")
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, description="seeds the runs, the proposer and the bootstrap (numpy takes >= 0)")
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        """The study's name is the default study directory, studies/<name>: a single, visible path component."""
+        bad = (not value or value.strip() != value or value in (".", "..") or len(value) > 100
+               or any(c in value for c in "/\\\0") or not value.isprintable())
+        if bad:
+            raise ValueError(f"must be a plain name (a folder under studies/: no '/', no '..', not empty, at most "
+                             f"100 printable characters), got {value!r}")
+        return value
 
     @field_validator("backend", mode="before")
     @classmethod
@@ -440,6 +453,8 @@ def load_study_config(path: str | Path) -> StudyConfig:
         text = path.read_text()
     except OSError as exc:
         raise InputError(f"{path}: cannot read study config ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a text file (a study config is UTF-8 YAML)") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

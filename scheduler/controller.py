@@ -25,6 +25,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -34,12 +35,15 @@ from ray.util.metrics import Gauge
 
 from scheduler.actor import start_actor
 from scheduler.config import StudyConfig, check_backend, load_study_config
+from scheduler.lock import StudyLock
 from scheduler.metrics import StudyMetrics
+from scheduler.preflight import LOCAL_RAY_ENV, check_address, check_resources, explain_ray_init_error
 from scheduler.progress import Progress
+from scheduler.recovery import set_aside
 from scheduler.study import Study
 from scheduler.trackers import Trackers
 from skillscale.atomic import atomic_write_json
-from skillscale.errors import InputError
+from skillscale.errors import InputError, Terminated
 from trainers.spec import RunResult, RunSpec
 
 WAIT_TIMEOUT_S = 10.0  # how often the loop wakes up with nothing finished (progress heartbeat)
@@ -49,12 +53,14 @@ class Controller:
     """Runs one study to its stop (see the module docstring)."""
 
     def __init__(self, cfg: StudyConfig, study_dir: Path, progress: Progress | None = None,
-                 time_limit_s: float | None = None):
+                 time_limit_s: float | None = None, lock: StudyLock | None = None):
         self.cfg = cfg
         self.deadline = time.monotonic() + time_limit_s if time_limit_s else None
         self.study_dir = Path(study_dir)
-        self.progress = progress or Progress(quiet=True)
-        self.study = Study(cfg, self.study_dir)
+        self.progress = progress or Progress.silent()
+        self.study = Study(cfg, self.study_dir, lock=lock)  # holds the study dir's lock until run() ends
+        for note in self.study.notes:  # crash-torn state that was repaired (scheduler/recovery.py)
+            self.progress.log(note)
         self.metrics = StudyMetrics(cfg, Gauge)
         self.trackers = Trackers.open(cfg.trackers, cfg.name, self.study_dir, cfg.frozen_dict())  # off: no-op
         self.attempts_path = self.study_dir / "attempts.json"
@@ -62,14 +68,17 @@ class Controller:
         self.pending: collections.deque[RunSpec] = collections.deque()  # handed out by the Study, not dispatched
         self.in_flight: dict[ray.ObjectRef, tuple[RunSpec, int]] = {}  # ref -> (spec, worker slot)
         self.actors: list = [None] * cfg.max_concurrent
+        self.terminate_requested = False
 
     def _read_attempts(self) -> dict:
         if not self.attempts_path.exists():
             return {}
         try:
             return json.loads(self.attempts_path.read_text())
-        except (OSError, ValueError):
-            raise InputError(f"{self.attempts_path}: unreadable; delete it to reset retry counts") from None
+        except (OSError, ValueError):  # retry counts only: start them again rather than refuse to resume
+            aside = set_aside(self.attempts_path)
+            self.progress.log(f"{self.attempts_path}: unreadable (kept as {aside.name}); retry counts start again")
+            return {}
 
     # --------------------------------------------------------------------------------- dispatch
     def _actor(self, slot: int):
@@ -152,14 +161,29 @@ class Controller:
         self.trackers.log_estimates(status.n_runs, [t.to_dict() for t in status.targets])
 
     # ------------------------------------------------------------------------------------- loop
+    def request_termination(self, signum=None, frame=None) -> None:
+        """SIGTERM's handler (run_study installs it): the loop pauses at its next wake-up (within
+        WAIT_TIMEOUT_S) as at a time limit, without result.json, and run() raises Terminated. A flag, not an
+        exception raised in the handler: raised inside ray.wait's C call it surfaced as a SystemError."""
+        self.terminate_requested = True
+
     def stop_reason(self) -> str | None:
         """The Study's stop rule, and the time limit (a pause: the same command resumes)."""
+        if self.terminate_requested:
+            return "terminated"
         stop = self.study.stop_reason()
         if stop is None and self.deadline is not None and time.monotonic() > self.deadline:
             return "time_limit"
         return stop
 
     def run(self) -> dict:
+        """The loop (module docstring); the Study, and with it the study directory's lock, is closed at the end."""
+        try:
+            return self._run()
+        finally:
+            self.study.close()
+
+    def _run(self) -> dict:
         previous = self.study.stopped_result()
         if previous is not None:
             self.progress.log(f"{self.study_dir / 'result.json'} exists: this study already stopped")
@@ -195,10 +219,13 @@ class Controller:
                     self._on_family_result(spec, [RunResult.from_dict(v) for v in value])
                 else:
                     self._on_result(spec, RunResult.from_dict(value))
-        if stop == "time_limit":
+        if stop in ("time_limit", "terminated"):
             self._pause_in_flight()
         else:
             self._abandon_in_flight()
+        if stop == "terminated":  # a pause that writes no result: the same command resumes
+            self.shutdown()
+            raise Terminated()
         result = self.study.finish(stop)
         self.trackers.log_result(result)
         self.progress.finished(self.study.status(), result, self.study_dir)
@@ -241,33 +268,68 @@ def run_study(config: StudyConfig | str | Path, study_dir: str | Path | None = N
     cluster at `address` (default $RAY_ADDRESS), else a local instance with `num_cpus` and, if asked, the
     dashboard; a Ray session already initialised in this process is used as is (and left running). The
     backend's config is checked (scheduler.config.check_backend) before Ray starts.
+
+    What cannot work ends before or right after Ray starts, with one line (InputError, scheduler/preflight.py):
+    the study dir's lock held by another controller, an address with nothing listening, a Ray that refuses the
+    credentials ("auth"), a worker no node can host. A local instance listens on loopback only (LOCAL_RAY_ENV).
+    SIGTERM ends the study like Ctrl-C (Terminated): runs in flight stay RUNNING and the same command resumes.
     """
     cfg = config if isinstance(config, StudyConfig) else load_study_config(config)
     check_backend(cfg)
     cfg.trackers.check()
     study_dir = Path(study_dir or Path("studies") / cfg.name)
-    progress = progress or Progress(quiet=True)
+    progress = progress or Progress.silent()
+    address = address or (os.environ.get("RAY_ADDRESS") if not ray.is_initialized() else None)
+    if address:
+        check_address(address)
+    lock = StudyLock(study_dir).acquire()  # a second controller stops here, before Ray starts
     owns_ray = not ray.is_initialized()
-    if owns_ray:
-        address = address or os.environ.get("RAY_ADDRESS")
-        init = {"namespace": "skillscale", "logging_level": "WARNING", "log_to_driver": False}
-        if address:
-            init["address"] = address
-        else:
-            init.update(include_dashboard=dashboard, dashboard_host=dashboard_host, num_cpus=num_cpus)
-        try:
-            context = ray.init(**init)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            where = f"--address {address}" if address else "local Ray instance"
-            raise InputError(f"{where}: cannot start/connect to Ray ({str(exc).splitlines()[0][:200]})") from None
-        if dashboard and not address:
-            progress.log(f"Ray dashboard: http://{context.dashboard_url} (actors are named by study "
-                         "and worker; each run is a task named 'run <run_id> N=.. D=..')")
+    saved_env = {k: os.environ.get(k) for k in (*LOCAL_RAY_ENV, "RAY_AUTH_MODE")}
+    previous_sigterm = None
     try:
+        if owns_ray:
+            context = _init_ray(address, num_cpus, dashboard, dashboard_host)
+            if dashboard and not address:
+                progress.log(f"Ray dashboard: http://{context.dashboard_url} (actors are named by study "
+                             "and worker; each run is a task named 'run <run_id> N=.. D=..')")
+        res = cfg.resources
+        waiting = check_resources({"CPU": res.num_cpus, "GPU": res.num_gpus}, ray.nodes(), can_grow=bool(address))
+        if waiting:
+            progress.log(waiting)
         progress.log(f"study {cfg.name!r} in {study_dir}: {len(cfg.targets)} targets, tolerance "
                      f"±{100 * cfg.tolerance:.0f}%, cap {cfg.compute_cap:.3g} FLOPs, {cfg.max_concurrent} workers "
                      f"({cfg.backend.name} backend)")
-        return Controller(cfg, study_dir, progress, time_limit_s=time_limit_s).run()
+        controller = Controller(cfg, study_dir, progress, time_limit_s=time_limit_s, lock=lock)
+        if owns_ray:  # after ray.init, whose own SIGTERM handler ended the process with a C++ stack dump
+            previous_sigterm = signal.signal(signal.SIGTERM, controller.request_termination)
+        return controller.run()
     finally:
+        lock.release()
         if owns_ray:
             ray.shutdown()
+            for key, value in saved_env.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
+
+
+def _init_ray(address: str | None, num_cpus: int | None, dashboard: bool, dashboard_host: str):
+    """ray.init for `skillscale run`: a cluster at `address`, else a local instance on loopback."""
+    init = {"namespace": "skillscale", "logging_level": "WARNING", "log_to_driver": False}
+    if address:
+        init["address"] = address
+        token = os.environ.get("RAY_AUTH_TOKEN") or os.path.exists(os.path.expanduser("~/.ray/auth_token"))
+        if "RAY_AUTH_MODE" not in os.environ and token:  # clusters of Ray 2.60 authenticate by token (README)
+            os.environ["RAY_AUTH_MODE"] = "token"
+    else:
+        if num_cpus is not None and num_cpus < 0:
+            raise InputError(f"--num-cpus: expected a number >= 0, got {num_cpus}")
+        os.environ.update(LOCAL_RAY_ENV)
+        init.update(include_dashboard=dashboard, dashboard_host=dashboard_host, num_cpus=num_cpus)
+    try:
+        return ray.init(**init)
+    except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
+        raise explain_ray_init_error(exc, address) from None

@@ -87,17 +87,26 @@ class Ledger:
         """Record a finished run and return its row; a run already recorded keeps its first row (returned)."""
         if result.run_id in self._by_id:
             return self._by_id[result.run_id]  # a finished run is never recorded twice
-        row = ledger_row(spec, result, tries)
-        rows = self._rows + [row]
+        return self.append_row(ledger_row(spec, result, tries))
+
+    def append_row(self, row: dict) -> dict:
+        """Record a row made by ledger_row (the Study writes it to the run's directory first); a run already
+        recorded keeps its first row (returned)."""
+        if row["run_id"] in self._by_id:
+            return self._by_id[row["run_id"]]
+        self.write_rows(self._rows + [row])
+        return row
+
+    def write_rows(self, rows: list[dict]) -> None:
+        """Replace the ledger by `rows` (atomically on disk): every append, and a ledger rebuilt by recovery."""
         if self.path is not None:
             columns = sorted({k for r in rows for k in r}, key=_column_order)
             table = pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in rows])
             sink = pa.BufferOutputStream()
             pq.write_table(table, sink)
             atomic_write_bytes(self.path, sink.getvalue().to_pybytes())
-        self._rows = rows
-        self._by_id[row["run_id"]] = row
-        return row
+        self._rows = list(rows)
+        self._by_id = {r["run_id"]: r for r in self._rows}
 
     def flops_spent(self) -> float:
         return float(sum(r["flops"] for r in self._rows))

@@ -95,6 +95,9 @@ class StudyLock:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
+    def __del__(self) -> None:  # a holder dropped without release() still lets go
+        self.release()
+
     def __enter__(self) -> StudyLock:
         return self.acquire()
 

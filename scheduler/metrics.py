@@ -10,13 +10,14 @@ Ray. The gauges are exported by the Ray node the controller runs on; Grafana/Pro
 from __future__ import annotations
 
 from scheduler.config import StudyConfig
+from scheduler.preflight import metric_tag
 from scheduler.study import StudyStatus
 
 
 class StudyMetrics:
     def __init__(self, cfg: StudyConfig, gauge):
         """`gauge(name, description, tag_keys=...)` makes a gauge with `.set(value, tags=...)`."""
-        tags = {"study": cfg.name}
+        tags = {"study": metric_tag(cfg.name)}  # Ray's recorder takes ASCII tag values only
         self._tags = tags
         keys = ("study",)
         self.in_flight = gauge("skillscale_runs_in_flight", "runs training now", tag_keys=keys)
@@ -34,5 +35,5 @@ class StudyMetrics:
         self.done.set(status.n_runs, tags=tags)
         self.flops.set(status.flops_spent, tags=tags)
         for t in status.targets:
-            self.n_star.set(t.n_params, tags={**tags, "target": t.name})
-            self.halfwidth.set(t.rel_halfwidth, tags={**tags, "target": t.name})
+            self.n_star.set(t.n_params, tags={**tags, "target": metric_tag(t.name)})
+            self.halfwidth.set(t.rel_halfwidth, tags={**tags, "target": metric_tag(t.name)})

@@ -23,7 +23,9 @@ ADDRESS_PROBE_TIMEOUT_S = 3.0
 # ENABLE_RAY_CLUSTER: off means a single-machine instance) makes it use 127.0.0.1 instead, so the GCS,
 # raylets, workers and the metrics agent of a *local* instance listen on loopback only. Measured with
 # Ray 2.60 (`ss -ltnp`): without it the metrics agent listened on 0.0.0.0 and served the study's metrics
-# to anyone on the network, and the GCS and raylet on every interface. Never set for `--address`.
+# to anyone on the network, and the GCS and raylet on every interface. Never set for `--address`. Ray reads it
+# when it is imported, so `skillscale run` sets it first (scheduler/cli.py); the Python API sets it before
+# ray.init, which reaches Ray's own processes but not an already imported driver (set it before `import ray`).
 LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 AUTH_HINT = ("auth: the cluster requires Ray token authentication; run with RAY_AUTH_MODE=token and the "

@@ -4,6 +4,7 @@ an unattended cluster job read the same as a terminal."""
 
 from __future__ import annotations
 
+import math
 import time
 
 from rich.console import Console
@@ -11,6 +12,8 @@ from rich.table import Table
 
 from scheduler.estimates import precision_text
 from scheduler.study import StudyStatus
+
+MAX_TARGETS_IN_LINE = 6  # more targets than this are summarised in a progress line (the table has them all)
 
 
 def forecast_text(forecast: dict | None) -> str:
@@ -24,8 +27,16 @@ def forecast_text(forecast: dict | None) -> str:
 def _fmt_targets(status: StudyStatus) -> str:
     if not status.targets:
         return "laws not yet identifiable"
-    return "  ".join(f"{t.name} N*={t.n_params:.3g} {precision_text(t.rel_halfwidth, t.degenerate, digits=0)}"
-                     for t in status.targets)
+    one = lambda t: f"{t.name} N*={t.n_params:.3g} {precision_text(t.rel_halfwidth, t.degenerate, digits=0)}"  # noqa: E731
+    if len(status.targets) <= MAX_TARGETS_IN_LINE:
+        return "  ".join(one(t) for t in status.targets)
+    identifiable = [t for t in status.targets if math.isfinite(t.rel_halfwidth)]
+    summary = f"{len(status.targets)} targets, {len(identifiable)} identifiable"
+    if identifiable:
+        widest = max(identifiable, key=lambda t: t.rel_halfwidth)
+        within = sum(t.rel_halfwidth <= status.tolerance for t in identifiable)
+        summary += f", {within} within tolerance, widest {one(widest)}"
+    return summary
 
 
 class Progress:
@@ -36,6 +47,11 @@ class Progress:
         self.console = console or Console(highlight=False, soft_wrap=True)
         self.t0 = time.monotonic()
         self._last_beat = 0.0
+
+    @classmethod
+    def silent(cls) -> Progress:
+        """Prints nothing at all (the Python API's and the tests' default); `quiet` still prints the final table."""
+        return cls(quiet=True, console=Console(quiet=True))
 
     def _elapsed(self) -> str:
         s = int(time.monotonic() - self.t0)
@@ -64,9 +80,7 @@ class Progress:
         self.log(f"waiting: {status.n_in_flight} runs training, {status.n_runs} finished")
 
     def finished(self, status: StudyStatus, result: dict, study_dir=None) -> None:
-        """The final table, from the result dict (result.json)."""
-        if self.quiet:
-            return
+        """The final table, from the result dict (result.json); printed with --quiet too (all it prints)."""
         table = Table(title=f"{status.name}: stopped ({result['stop_reason']}) after {result['n_runs']} runs, "
                             f"{result['flops_spent']:.3g} FLOPs")
         for col in ("target", "C_target", "N*", "N* 95% CI", "D*", "±rel"):

@@ -123,6 +123,30 @@ def remove_stale_journal_lock(journal: str | os.PathLike) -> str | None:
     return f"{lock}: removed a stale Optuna journal lock left by a stopped controller"
 
 
+def check_frozen_config(path: str | os.PathLike, frozen: dict) -> str | None:
+    """study.yaml cut short (unparseable, or its leading fields only, as a truncation leaves it) is set aside so
+    that the given config is frozen again; None if it is whole (a whole one that differs is freeze_config's to
+    refuse). Only a strict, in-order prefix of the given config's fields counts as cut short."""
+    import yaml
+
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        old = yaml.safe_load(path.read_text())
+    except (OSError, ValueError, yaml.YAMLError):
+        old = None
+    keys = list(frozen)
+    if isinstance(old, dict) and old:
+        present = list(old)
+        prefix = present == keys[: len(present)] and len(present) < len(keys)
+        if not (prefix and all(old[k] == frozen[k] for k in present[:-1])):
+            return None  # whole (or a different config): freeze_config decides
+    aside = set_aside(path)
+    return (f"{path}: the frozen config was cut short (kept as {aside.name}); froze the given config again, "
+            "its fields that survived matched")
+
+
 # ----------------------------------------------------------------------------------------- run records
 def _json_row(row: dict) -> dict:
     """A ledger row as JSON can hold it: NaN losses (failed runs) are kept as NaN (Python's json reads them)."""
@@ -132,6 +156,15 @@ def _json_row(row: dict) -> dict:
 def write_run_record(run_dir: str | os.PathLike, row: dict) -> None:
     """The finished run's ledger row, beside its checkpoints (atomic); rebuild_ledger_rows reads it back."""
     atomic_write_text(Path(run_dir) / RUN_RECORD, json.dumps(_json_row(row), sort_keys=True) + "\n")
+
+
+def read_run_record(run_dir: str | os.PathLike) -> dict | None:
+    """The ledger row a finished run left in its directory, None if there is none (or it is unreadable)."""
+    try:
+        row = json.loads((Path(run_dir) / RUN_RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    return row if isinstance(row, dict) and row.get("run_id") == Path(run_dir).name else None
 
 
 def read_run_records(study_dir: str | os.PathLike) -> tuple[dict[str, dict], int]:
@@ -202,7 +235,7 @@ def trial_params(trial, names: Iterable[str]) -> dict | None:
     them (a cut between `ask` and its parameters), the parameters it was enqueued with; None if neither
     holds them all (the controller enqueues every trial it asks, so the second always survives)."""
     names = list(names)
-    for params in (trial.params, trial.system_attrs.get("fixed_params") or {}):
+    for params in (trial.params, getattr(trial, "system_attrs", {}).get("fixed_params") or {}):
         if all(n in params for n in names):
             return {n: params[n] for n in names}
     return None

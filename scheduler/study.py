@@ -52,12 +52,26 @@ from fitting.report import parametric_skill_report
 from scheduler.config import StudyConfig
 from scheduler.estimates import Estimates, TargetEstimate, fit_inputs, refit
 from scheduler.families import FamilyPoint, branch_spec, family_spec, in_flight_points, make_proposer
-from scheduler.ledger import Ledger, freeze_config, read_result
+from scheduler.ledger import Ledger, freeze_config, ledger_row, read_result
+from scheduler.lock import StudyLock
 from scheduler.proposer import Point, SearchSpace
+from scheduler.recovery import (
+    check_frozen_config,
+    read_run_record,
+    rebuild_ledger_rows,
+    remove_stale_journal_lock,
+    repair_journal,
+    restore_lost_trials,
+    set_aside,
+    trial_params,
+    write_run_record,
+)
 from skillscale.atomic import atomic_write_json, finite_or_none
 from skillscale.errors import InputError
 from trainers.spec import FamilySpec, RunResult, RunSpec
 
+KEEP_SNAPSHOTS = 20  # fit snapshots kept in full; older ones thinned to every KEEP_EVERY-th
+KEEP_EVERY = 10
 STOP_REASONS = ("converged", "max_runs", "budget_exhausted")  # the Study's; the controller adds "time_limit"
 
 
@@ -126,15 +140,29 @@ def open_optuna_study(cfg: StudyConfig, study_dir: Path | None) -> optuna.Study:
 class Study:
     """One study's decisions and state (see the module docstring for the lifecycle)."""
 
-    def __init__(self, cfg: StudyConfig, study_dir: Path | None = None):
+    def __init__(self, cfg: StudyConfig, study_dir: Path | None = None, lock: StudyLock | None = None):
+        """With a study_dir, the Study holds the directory's lock (scheduler/lock.py) until close(): a second
+        Study (another controller) on it raises InputError at once. `lock`: one the caller already holds (the
+        CLI takes it before Ray starts). Crash-torn state is repaired on opening (scheduler/recovery.py); each
+        repair is one line in `notes`, for the caller to log."""
         self.cfg = cfg
         self.study_dir = Path(study_dir) if study_dir is not None else None
-        if self.study_dir is not None:
-            self.study_dir.mkdir(parents=True, exist_ok=True)
-            freeze_config(self.study_dir, cfg.frozen_dict())
-        self.ledger = Ledger(self.study_dir / "runs.parquet" if self.study_dir is not None else None)
-        self.optuna = open_optuna_study(cfg, self.study_dir)
+        self.notes: list[str] = []
+        self.lock: StudyLock | None = None
         self.space = SearchSpace(cfg)
+        if self.study_dir is not None:
+            self.lock = (lock or StudyLock(self.study_dir)).acquire()
+            self._note(check_frozen_config(self.study_dir / "study.yaml", cfg.frozen_dict()))
+            freeze_config(self.study_dir, cfg.frozen_dict())
+            if not cfg.storage:
+                journal = self.study_dir / "optuna.journal"
+                self._note(remove_stale_journal_lock(journal))
+                self._note(repair_journal(journal))
+        self.optuna = open_optuna_study(cfg, self.study_dir)
+        self.ledger = self._open_ledger()
+        if self.study_dir is not None:
+            self._note(restore_lost_trials(self.optuna, self.ledger.rows, self._params_of_row,
+                                           self.space.optuna_distributions()))
         self.proposer = make_proposer(cfg)  # a FamilyProposer when families are enabled (scheduler/families.py)
         self.families: dict[str, FamilySpec] = {}  # family_id -> spec, of every family asked or resumed
         self.outstanding: dict[str, RunSpec] = {}  # run_id -> spec: proposed or resumed, not yet recorded
@@ -146,6 +174,48 @@ class Study:
         self.precision_history: list[tuple[float, int, float]] = []  # (FLOPs spent, ok runs, worst half-width)
         self._restore_fit()
 
+    # --------------------------------------------------------------------------- state on disk
+    def _note(self, note: str | None) -> None:
+        if note:
+            self.notes.append(note)
+
+    def _open_ledger(self) -> Ledger:
+        """runs.parquet; one that cannot be read is set aside and rebuilt from the run records and the journal."""
+        if self.study_dir is None:
+            return Ledger(None)
+        path = self.study_dir / "runs.parquet"
+        try:
+            return Ledger(path)
+        except InputError as exc:
+            aside = set_aside(path)
+            ledger = Ledger(path)
+            trials = [t for t in self.optuna.get_trials(deepcopy=False)]
+            rows, how = rebuild_ledger_rows(self.cfg, self.study_dir, trials, self._spec_of_trial)
+            ledger.write_rows(rows)
+            self._note(f"{path}: {str(exc).split(': ', 1)[-1].split(';')[0]} (kept as {aside.name}); {how}")
+            return ledger
+
+    def _spec_of_trial(self, trial) -> RunSpec | None:
+        if "family" in trial.user_attrs:  # a branch of a run family: the family's own spec, as it was asked
+            return self._branch_of_trial(trial.number, trial.user_attrs)
+        params = trial_params(trial, self.space.optuna_distributions())
+        return self._spec(trial.number, params) if params is not None else None
+
+    def _params_of_row(self, row: dict) -> dict:
+        mix = {d: float(row.get(f"mix/{d}") or 0.0) for d in self.cfg.domains}
+        return self.space.to_params(Point(int(row["requested_n_params"]), int(row["n_tokens"]), mix))
+
+    def close(self) -> None:
+        """Release the study directory's lock (the Study's state on disk is always consistent)."""
+        if self.lock is not None:
+            self.lock.release()
+
+    def __enter__(self) -> Study:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     # ------------------------------------------------------------------------------- lifecycle
     def reconcile(self) -> list[RunSpec]:
         """Call once, before the first `propose`: trials whose run is already in the ledger are told; the
@@ -153,18 +223,30 @@ class Study:
         again (same run_id, so the backend resumes from the run's last checkpoint)."""
         self._reconciled = True
         resumed = []
-        for trial in self.optuna.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        distributions = self.space.optuna_distributions()
+        while self.optuna.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            self.optuna.ask(distributions)  # pops the enqueued trial (now RUNNING), params as enqueued
+        running = list(self.optuna.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+        recovered = False
+        for trial in running:
             spec = self._spec_of_trial(trial)
+            if spec is None:  # the journal lost its parameters: nothing to resume
+                self.optuna.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+                self._note(f"trial {trial.number}: its parameters were lost from the Optuna journal; marked failed")
+                continue
             row = self.ledger.row(spec.run_id)
+            if row is None and self.study_dir is not None:  # finished, but killed before the ledger append
+                record = read_run_record(self.study_dir / "runs" / spec.run_id)
+                row = self.ledger.append_row(record) if record is not None else None
+                recovered = recovered or row is not None
             if row is not None:
                 self._tell(trial.number, row)
             else:
                 resumed.append(spec)
-        distributions = self.space.optuna_distributions()
-        while self.optuna.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-            trial = self.optuna.ask(distributions)  # pops the enqueued trial, params as enqueued
-            resumed.append(self._spec_of_trial(trial))
         self.outstanding.update({s.run_id: s for s in resumed})
+        if recovered:  # runs recorded just now join the fit, and the stop rule's streak is replayed
+            self.converged_streak = 0
+            self._restore_fit()
         return resumed
 
     def propose(self, k: int) -> list[RunSpec]:
@@ -253,7 +335,12 @@ class Study:
                                   "error": f"backend reported no loss for skills {missing}"})
         elif result.status == "ok" and not result.finite:
             result = RunResult(**{**result.to_dict(), "status": "diverged", "error": "non-finite loss"})
-        row = self.ledger.append(spec, result, tries=tries)
+        row = self.ledger.row(spec.run_id)
+        if row is None:  # a finished run is never recorded twice
+            row = ledger_row(spec, result, tries)
+            if self.study_dir is not None:  # first beside the run: the ledger can be rebuilt from these
+                write_run_record(self.study_dir / "runs" / spec.run_id, row)
+            row = self.ledger.append_row(row)
         self._tell(spec.trial_number, row)
         self.outstanding.pop(spec.run_id, None)
         if refit_now:
@@ -292,8 +379,14 @@ class Study:
 
     def stopped_result(self) -> dict | None:
         """result.json of a study that already stopped (a time limit is a pause, not a stop), else None."""
-        previous = read_result(self.study_dir) if self.study_dir is not None else None
-        return previous if previous is not None and previous["stop_reason"] != "time_limit" else None
+        try:
+            previous = read_result(self.study_dir) if self.study_dir is not None else None
+        except InputError:  # unreadable: set aside; the study runs to its stop rule and writes it again
+            aside = set_aside(self.study_dir / "result.json")
+            self._note(f"{self.study_dir / 'result.json'}: unreadable (kept as {aside.name}); the study resumes to "
+                       "its stop and writes it again")
+            previous = None
+        return previous if previous is not None and previous.get("stop_reason") != "time_limit" else None
 
     # ---------------------------------------------------------------------------------- reading
     @property
@@ -395,6 +488,18 @@ class Study:
                     "laws": {s: f.law.to_dict() for s, f in self.estimates.fits.items()},
                     "noise": self.estimates.noise, "forecast": self.forecast()}
         atomic_write_json(self.study_dir / "fits" / f"fit-{len(self.ledger):05d}.json", finite_or_none(snapshot))
+        self._prune_fit_snapshots()
+
+    def _prune_fit_snapshots(self) -> None:
+        """Keep the newest KEEP_SNAPSHOTS snapshots and every KEEP_EVERY-th older one: a snapshot holds every
+        target, so keeping one per refit grew without bound (1,000 targets: 78 MB after 161 runs, issue #16)."""
+        snapshots = sorted((self.study_dir / "fits").glob("fit-*.json"))
+        for path in snapshots[:-KEEP_SNAPSHOTS]:
+            try:
+                if int(path.stem.split("-")[1]) % KEEP_EVERY:
+                    path.unlink(missing_ok=True)
+            except ValueError:
+                continue
 
     def _laws(self) -> dict:
         """Per skill, the law block `skillscale fit` reports (fitting/report.py), from this study's own fits,
@@ -408,11 +513,6 @@ class Study:
                         "noise_log_std": self.estimates.noise[s]} for s in self.cfg.skills}
 
     # ---------------------------------------------------------------------------------- Optuna
-    def _spec_of_trial(self, trial) -> RunSpec:
-        if "family" in trial.user_attrs:  # a branch of a run family: the family's own spec, as it was asked
-            return self._branch_of_trial(trial.number, trial.user_attrs)
-        return self._spec(trial.number, trial.params)
-
     def _spec(self, trial_number: int, params: dict) -> RunSpec:
         point = self.space.from_params(params)
         return RunSpec(n_params=point.n_params, n_tokens=point.n_tokens, mix=point.mix,

@@ -13,11 +13,12 @@ the user reads `backend.trainer.seq_len: expected an integer`, not a trace.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import typing
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
 
 from skillscale.errors import InputError
 
@@ -34,7 +35,14 @@ def read_number(value: Any) -> Any:
     return value
 
 
-Number = Annotated[float, BeforeValidator(read_number)]
+def finite_number(value: float) -> float:
+    """Infinities and NaN are refused: `compute_cap: 1e400` read as inf used to run a study without a cap."""
+    if not math.isfinite(value):
+        raise ValueError(f"must be a finite number, got {value!r}")
+    return value
+
+
+Number = Annotated[float, BeforeValidator(read_number), AfterValidator(finite_number)]
 
 
 class ConfigModel(BaseModel):

@@ -14,3 +14,8 @@ class OneLineArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+class Terminated(Exception):
+    """The process was asked to stop (SIGTERM: a scheduler, `kill`, a node shutting down). The study's loop
+    unwinds as for Ctrl-C; the CLI says one line and exits 143 (128 + SIGTERM)."""

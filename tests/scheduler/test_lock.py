@@ -12,7 +12,7 @@ import pytest
 from scheduler.lock import StudyLock, StudyLocked
 from skillscale.errors import InputError
 
-HOLD = ("import sys; from scheduler.lock import StudyLock; StudyLock(sys.argv[1]).acquire(); "
+HOLD = ("import sys; from scheduler.lock import StudyLock; lock = StudyLock(sys.argv[1]).acquire(); "
         "print('held', flush=True); sys.stdin.read()")
 
 
