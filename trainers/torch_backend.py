@@ -57,6 +57,13 @@ is counted (RunResult.compile_fallbacks) and warned about, never silent.
 
 tokens/s counts training steps only (not evaluation or checkpoint I/O, not the session's first step,
 which carries compilation); MFU = (6N + 6*L*T*d) * tokens/s / the GPU's dense bf16 peak (0 if unknown).
+
+Data parallel: `run(spec, run_dir, world=World(rank, size))`, called by every rank of an initialised default
+process group, trains the same run on `size` processes: each takes its share of every step's global batch and
+the gradients are summed (trainers/distributed.py says how, and why the result is the single-process run's);
+rank 0 evaluates and writes the checkpoints and the curve; every rank returns rank 0's RunResult, whose
+tokens/s is the whole group's and whose MFU is per GPU. Nothing here knows who started the processes (Ray Train:
+scheduler/data_parallel.py).
 """
 
 from __future__ import annotations
@@ -83,6 +90,7 @@ from skillscale.errors import InputError
 from trainers import checkpoint
 from trainers.checkpoint import CheckpointError
 from trainers.data import DataSettings, MixtureSampler, load_domain, skill_examples, skill_names, validate_mix
+from trainers.distributed import SINGLE_PROCESS, World, rank_rows, rank_share
 from trainers.evaluate import Evaluator, write_curve
 from trainers.hparams import HParams, lr_at, resolve, step_rows
 from trainers.model import IGNORE_INDEX, Transformer
@@ -393,6 +401,7 @@ class TorchBackend:
         else:
             self.trainer, self.data = split_settings(settings)
         self.cache = cache if cache is not None else BackendCache()
+        self.world = SINGLE_PROCESS  # the process group of the run being trained (run(..., world=...))
         s = self.trainer
         if s.device == "auto":
             self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -516,12 +525,15 @@ class TorchBackend:
 
     # ------------------------------------------------------------------ the run
 
-    def run(self, spec: RunSpec, run_dir: Path, *, stop_after_steps: int | None = None) -> RunResult:
+    def run(self, spec: RunSpec, run_dir: Path, *, stop_after_steps: int | None = None,
+            world: World | None = None) -> RunResult:
         """Train `spec` for exactly spec.n_tokens tokens, resuming from run_dir's newest checkpoint.
 
         stop_after_steps: write a checkpoint after that many optimizer steps and raise RunStopped
-        (used to test resumption; a real preemption simply kills the process)."""
+        (used to test resumption; a real preemption simply kills the process).
+        world: this process's rank in a data-parallel run (module docstring); None: a single process."""
         run_dir = Path(run_dir)
+        self.world = world or SINGLE_PROCESS
         plan = self._plan_run(spec)  # 1. plan
         self.check_fits(plan.cfg, plan.hp)
         sampler, evaluator = self._data(plan)
@@ -529,7 +541,8 @@ class TorchBackend:
         state = self._resume(plan, run_dir)  # 2. resume
         diverged = self._train(plan, state, sampler, evaluator, run_dir, stop_after_steps)  # 3. train
         if diverged:
-            write_curve(state.curve, run_dir / "loss_curve.parquet")
+            if self.world.is_main:
+                write_curve(state.curve, run_dir / "loss_curve.parquet")
             result = self._result(plan, state, "diverged", error=f"non-finite training loss by step {state.step}")
         else:
             result = self._evaluate_and_finish(plan, state, evaluator, run_dir)  # 4. evaluate, 5. finish
@@ -540,13 +553,14 @@ class TorchBackend:
                 f"limit, {self.trainer.recompile_limit}); raise trainer.recompile_limit or use a coarser "
                 "trainer.shape_grid", RuntimeWarning, stacklevel=2)
             result = dataclasses.replace(result, compile_fallbacks=fallbacks)
-        return result
+        return self.world.broadcast_object(result)  # data parallel: rank 0's result (it alone evaluated)
 
     def _resume(self, plan: RunPlan, run_dir: Path) -> RunState:
         """The model initialised from the run's seed, its optimizer, and the newest checkpoint's state if any."""
         model, forward = self._model(plan.cfg)
         torch.manual_seed(plan.spec.seed)
         model.init_weights(plan.hp.init_std)
+        self.world.broadcast_parameters(model)  # data parallel: equal already (one seed); made certain
         model.train()
         optimizer = _optimizer(model, plan.hp, self.device)
         state = RunState(model=model, forward=forward, optimizer=optimizer, step=0, curve=[], clock=TrainingClock(),
@@ -559,12 +573,15 @@ class TorchBackend:
             state.step, state.curve, state.resumed_step = ckpt["step"], list(ckpt["curve"]), ckpt["step"]
             state.clock = TrainingClock(ckpt["timing"])
         run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(run_dir / "run.json", {"spec": plan.spec.to_dict(), "shape": plan.cfg.to_dict(),
-                                                 "hparams": plan.hp.to_dict(), "n_params": plan.n_params,
-                                                 "data": self.data.to_dict()}, indent=2, sort_keys=True)
+        if self.world.is_main:
+            atomic_write_json(run_dir / "run.json", {"spec": plan.spec.to_dict(), "shape": plan.cfg.to_dict(),
+                                                     "hparams": plan.hp.to_dict(), "n_params": plan.n_params,
+                                                     "data": self.data.to_dict()}, indent=2, sort_keys=True)
         return state
 
     def _save(self, plan: RunPlan, state: RunState, run_dir: Path, final: bool = False) -> None:
+        if not self.world.is_main:  # data parallel: rank 0 writes; every rank holds the same state
+            return
         checkpoint.save(run_dir, state.step, {
             "fingerprint": plan.fingerprint,
             "model": state.model.state_dict(),
@@ -580,7 +597,8 @@ class TorchBackend:
                run_dir: Path, stop_after_steps: int | None) -> bool:
         """Train from state.step to the last step; True if the training loss became non-finite."""
         hp, spec, every, clock = plan.hp, plan.spec, self.trainer, state.clock
-        if every.eval_every and state.step == 0 and not state.curve:  # the curve starts from the initialisation
+        evaluates = self.world.is_main  # data parallel: rank 0 alone evaluates (and keeps the curve it writes)
+        if evaluates and every.eval_every and state.step == 0 and not state.curve:  # the curve starts at init
             state.curve.append(evaluation_row(evaluator, state.model, self.device, 0, 0).row)
         pending: list[tuple[int, float, torch.Tensor]] = []  # (step, lr, loss) not yet synced to host
         while state.step < hp.n_steps:
@@ -593,7 +611,7 @@ class TorchBackend:
             state.step += 1
             clock.step_ends(n_targets)
             step, last = state.step, state.step == hp.n_steps
-            evaluate_now = bool(every.eval_every) and step % every.eval_every == 0 and not last
+            evaluate_now = evaluates and bool(every.eval_every) and step % every.eval_every == 0 and not last
             stopping = stop_after_steps is not None and step == stop_after_steps and not last
             save_now = stopping or (bool(every.checkpoint_every) and step % every.checkpoint_every == 0 and not last)
             if not (clock.steps == 1 or step % every.log_every == 0 or last or evaluate_now or save_now):
@@ -621,7 +639,10 @@ class TorchBackend:
         return False
 
     def _evaluate_and_finish(self, plan: RunPlan, state: RunState, evaluator: Evaluator, run_dir: Path) -> RunResult:
-        """The final evaluation, the final checkpoint (once) and the loss curve; the RunResult."""
+        """The final evaluation, the final checkpoint (once) and the loss curve; the RunResult (data parallel: on
+        ranks > 0 a placeholder without losses, replaced by rank 0's in run())."""
+        if not self.world.is_main:
+            return self._result(plan, state, "ok")
         final = evaluation_row(evaluator, state.model, self.device, state.step, int(plan.spec.n_tokens))
         if not all(math.isfinite(v) for v in [*final.skills.values(), *final.domains.values()]):
             write_curve(state.curve, run_dir / "loss_curve.parquet")
@@ -653,7 +674,7 @@ class TorchBackend:
             loss_errors=evaluation.errors if evaluation is not None else {},
             wall_s=total["wall_s"],
             tokens_per_s=tokens_per_s,
-            mfu=flops_per_token(plan.cfg, attention=True) * tokens_per_s / peak if peak else 0.0,
+            mfu=flops_per_token(plan.cfg, attention=True) * tokens_per_s / (peak * self.world.size) if peak else 0.0,
             shape=plan.cfg.to_dict(),
             error=error,
             family_id=plan.spec.family_id,
@@ -744,13 +765,18 @@ class TorchBackend:
 
         Every micro-batch has the same shape (a partial last batch is padded with ignored rows), so a
         compiled model never recompiles for the last step."""
-        inputs, targets, _ = sampler.batch(step, n_rows)
-        micro = min(self.trainer.micro_batch_rows or hp.batch_seqs, hp.batch_seqs)
-        padded = math.ceil(max(n_rows, hp.batch_seqs) / micro) * micro
-        x_host = np.zeros((padded, hp.seq_len), dtype=np.int64)  # padding rows: token 0, no targets
+        inputs, targets, _ = sampler.batch(step, n_rows)  # the global batch (data parallel: every rank draws it)
+        world = self.world
+        rows = rank_rows(world, max(n_rows, hp.batch_seqs))  # this rank's share (single process: the whole batch)
+        micro = min(self.trainer.micro_batch_rows or hp.batch_seqs, hp.batch_seqs, rows)
+        padded = math.ceil(rows / micro) * micro
+        x_all = np.zeros((world.size * rows, hp.seq_len), dtype=np.int64)  # padding rows: token 0, no targets
+        y_all = np.full((world.size * rows, hp.seq_len), IGNORE_INDEX, dtype=np.int64)
+        x_all[:n_rows], y_all[:n_rows] = inputs, targets
+        y_all.reshape(-1)[n_targets:] = IGNORE_INDEX  # last step: exactly the targets that complete D
+        x_host = np.zeros((padded, hp.seq_len), dtype=np.int64)
         y_host = np.full((padded, hp.seq_len), IGNORE_INDEX, dtype=np.int64)
-        x_host[:n_rows], y_host[:n_rows] = inputs, targets
-        y_host.reshape(-1)[n_targets:] = IGNORE_INDEX  # last step: exactly the targets that complete D
+        x_host[:rows], y_host[:rows] = rank_share(world, x_all, rows), rank_share(world, y_all, rows)
         x = torch.from_numpy(x_host).to(self.device, non_blocking=True)
         y = torch.from_numpy(y_host).to(self.device, non_blocking=True)
         for group in optimizer.param_groups:
@@ -771,6 +797,8 @@ class TorchBackend:
                 loss = forward(xm, ym)
             (loss * weight).backward()
             total += loss.detach().float() * weight
+        world.all_reduce_gradients(list(model.parameters()))  # data parallel: the global batch's gradient
+        world.all_reduce_sum(total)
         torch.nn.utils.clip_grad_norm_(model.parameters(), hp.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=not self._cuda_graphs)  # graphs: keep the buffers, zeroed
