@@ -79,6 +79,21 @@ def ladder_rows(rows: list[dict], seed: int = 0) -> list[dict]:
     return [keep[k] for k in sorted(keep)]
 
 
+def ladder_points(rows: list[dict], seed: int = 0) -> list[tuple[dict, dict[str, float], int]]:
+    """Per ladder run: (its row, its losses averaged over every rule-LR seed trained at that (budget, N), the
+    number of seeds). Seed replicates (benchmarks/seed_noise.py) thus sharpen the ladder points they sit on."""
+    replicates: dict[tuple[float, int], list[dict]] = {}
+    for row in trained_rows(rows):
+        if row["lr_multiplier"] == 1.0:
+            replicates.setdefault((row["budget"], row["n_params"]), []).append(loss_items(row))
+    out = []
+    for row in ladder_rows(rows, seed):
+        items = replicates[(row["budget"], row["n_params"])]
+        names = set.intersection(*(set(i) for i in items))
+        out.append((row, {k: float(np.mean([i[k] for i in items])) for k in names}, len(items)))
+    return out
+
+
 def _percentile_ci(values: np.ndarray) -> tuple[float | None, float | None, float]:
     """95% percentile interval over the finite members and the fraction of members that were finite."""
     finite = values[np.isfinite(values)]
@@ -98,9 +113,10 @@ def stratified_resamples(budgets: np.ndarray, n_boot: int, seed: int) -> np.ndar
     return idx
 
 
-def noise_members(n, d, loss, budget, rel_std: float, n_boot: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(k, a) of n_boot refits to the losses perturbed by the measured seed noise, loss * (1 + rel_std * z):
-    what the fit would scatter by if each run were retrained with another seed (a parametric bootstrap)."""
+def noise_members(n, d, loss, budget, rel_std, n_boot: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(k, a) of n_boot refits to the losses perturbed by the measured seed noise, loss * (1 + rel_std * z)
+    (rel_std per point: a point averaged over s seeds has rel_std / sqrt(s)): what the fit would scatter by if
+    each run were retrained with other seeds (a parametric bootstrap)."""
     rng = np.random.default_rng(seed)
     k, a = np.full(n_boot, np.nan), np.full(n_boot, np.nan)
     for i in range(n_boot):
@@ -112,34 +128,42 @@ def noise_members(n, d, loss, budget, rel_std: float, n_boot: int, seed: int) ->
     return k, a
 
 
-def analyze(rows: list[dict], n_boot: int = 2000, seed: int = 0) -> dict:
-    """U-shapes, N*(C) fits with intervals and the knowledge/code ratio (module docstring)."""
+def analyze(rows: list[dict], n_boot: int = 2000, seed: int = 0, min_tokens_per_param: float = 1.0) -> dict:
+    """U-shapes, N*(C) fits with intervals and the knowledge/code ratio (module docstring). The fits use the
+    points with D/N >= min_tokens_per_param: far below it a model has seen less than one token per parameter
+    and its loss is a wall, not the U's arm a parabola describes (the DESIGN's band is D/N ~ 1-500)."""
     import seed_noise
 
     noise: dict[str, float] = {}  # the largest relative seed std measured for each loss, at any point
     for s in seed_noise.summarize(rows):
         noise[s["skill"]] = max(noise.get(s["skill"], 0.0), s["rel_std"])
-    ladder = ladder_rows(rows)
-    if not ladder:
+    points = ladder_points(rows)
+    if not points:
         raise InputError("isoflop analysis: no finished rule-LR seed-0 runs in the rows given")
-    n = np.array([r["n_params"] for r in ladder], float)
-    d = np.array([r["n_tokens"] for r in ladder], float)
-    budget = np.array([r["budget"] for r in ladder], float)
-    budgets = np.unique(budget)
-    names = sorted(set.intersection(*(set(loss_items(r)) for r in ladder)))
+    n_all = np.array([r["n_params"] for r, _, _ in points], float)
+    d_all = np.array([r["n_tokens"] for r, _, _ in points], float)
+    budget_all = np.array([r["budget"] for r, _, _ in points], float)
+    seeds_all = np.array([k for _, _, k in points], float)
+    in_fit = d_all / n_all >= min_tokens_per_param
+    n, d, budget, n_seeds = n_all[in_fit], d_all[in_fit], budget_all[in_fit], seeds_all[in_fit]
+    budgets = np.unique(budget_all)
+    names = sorted(set.intersection(*(set(means) for _, means, _ in points)))
     resamples = stratified_resamples(budget, n_boot, seed)
     fits, boots, noise_fits = {}, {}, {}
-    out = {"budgets": budgets.tolist(), "n_runs": len(ladder), "n_boot": n_boot, "losses": {}}
+    out = {"budgets": budgets.tolist(), "n_runs": len(points), "n_in_fit": int(in_fit.sum()),
+           "min_tokens_per_param": min_tokens_per_param, "n_boot": n_boot, "losses": {}}
     for name in names:
-        loss = np.array([loss_items(r)[name] for r in ladder], float)
+        loss_all = np.array([means[name] for _, means, _ in points], float)
+        loss = loss_all[in_fit]
         curves = []
         for c in budgets:
-            at = budget == c
-            order = np.argsort(n[at])
-            sizes, values = n[at][order], loss[at][order]
+            at = budget_all == c
+            order = np.argsort(n_all[at])
+            sizes, values = n_all[at][order], loss_all[at][order]
             best = int(np.argmin(values))
-            curves.append({"budget": float(c), "n_params": sizes.tolist(), "n_tokens": d[at][order].tolist(),
-                           "loss": values.tolist(), "best_n": float(sizes[best]),
+            curves.append({"budget": float(c), "n_params": sizes.tolist(), "n_tokens": d_all[at][order].tolist(),
+                           "loss": values.tolist(), "n_seeds": seeds_all[at][order].astype(int).tolist(),
+                           "in_fit": in_fit[at][order].tolist(), "best_n": float(sizes[best]),
                            "interior_minimum": 0 < best < sizes.size - 1})
         entry = {"curves": curves}
         try:
@@ -150,8 +174,10 @@ def analyze(rows: list[dict], n_boot: int = 2000, seed: int = 0) -> dict:
             out["losses"][name] = entry
             continue
         fits[name], boots[name] = fit, boot
-        for curve, vertex in zip(curves, fit.n_opt_per_budget[0], strict=True):
-            curve["parabola_n_opt"] = finite_or_none(float(vertex))
+        for curve in curves:  # the fit's budget groups are geometric means: match them in log C
+            g = int(np.argmin(np.abs(np.log(fit.budgets / curve["budget"]))))
+            close = abs(np.log(fit.budgets[g] / curve["budget"])) < 0.01
+            curve["parabola_n_opt"] = finite_or_none(float(fit.n_opt_per_budget[0][g])) if close else None
         a_lo, a_hi, a_ok = _percentile_ci(boot.a)
         entry.update({
             "a": finite_or_none(float(fit.a[0])),
@@ -162,7 +188,7 @@ def analyze(rows: list[dict], n_boot: int = 2000, seed: int = 0) -> dict:
             "n_opt": [],
         })
         if name in noise:
-            noise_k, noise_a = noise_members(n, d, loss, budget, noise[name], n_boot, seed)
+            noise_k, noise_a = noise_members(n, d, loss, budget, noise[name] / np.sqrt(n_seeds), n_boot, seed)
             lo, hi, ok = _percentile_ci(noise_a)
             entry.update({"seed_rel_std": noise[name], "a_ci95_seed_noise": [lo, hi],
                           "seed_noise_finite_fraction": ok})
@@ -220,7 +246,8 @@ def print_analysis(analysis: dict) -> None:
     for name, entry in analysis["losses"].items():
         print(f"{name}:")
         for curve in entry["curves"]:
-            cells = "  ".join(f"{n / 1e6:.2f}M {v:.4f}" for n, v in zip(curve["n_params"], curve["loss"], strict=True))
+            cells = "  ".join(f"{n / 1e6:.2f}M {v:.4f}{'' if ok else '(out)'}"
+                              for n, v, ok in zip(curve["n_params"], curve["loss"], curve["in_fit"], strict=True))
             vertex = curve.get("parabola_n_opt")
             print(f"  C={curve['budget']:.2e}: {cells}   lowest {curve['best_n'] / 1e6:.2f}M "
                   f"({'interior' if curve['interior_minimum'] else 'EDGE'}), parabola "
@@ -257,9 +284,12 @@ def plot(analysis: dict, path: Path) -> None:
     for ax, name in zip(axes.flat, names, strict=False):
         entry = analysis["losses"][name]
         for i, curve in enumerate(entry["curves"]):
-            x, y = np.log(curve["n_params"]), np.array(curve["loss"])
             colour = colours[i % len(colours)]
-            ax.plot(curve["n_params"], y, "o", color=colour, label=f"C={curve['budget']:.1e}")
+            used = np.array(curve["in_fit"], bool)
+            sizes, y_all = np.array(curve["n_params"]), np.array(curve["loss"])
+            ax.plot(sizes[used], y_all[used], "o", color=colour, label=f"C={curve['budget']:.1e}")
+            ax.plot(sizes[~used], y_all[~used], "o", mfc="none", color=colour)  # D/N below the band: not fitted
+            x, y = np.log(sizes[used]), y_all[used]
             if len(x) >= 3:
                 coef = np.polyfit(x, y, 2)
                 grid = np.linspace(x.min(), x.max(), 50)
@@ -267,6 +297,9 @@ def plot(analysis: dict, path: Path) -> None:
             vertex = curve.get("parabola_n_opt")
             if vertex and min(curve["n_params"]) / 2 < vertex < 2 * max(curve["n_params"]):
                 ax.axvline(vertex, color=colour, ls=":", lw=1)
+        fitted = [v for c in entry["curves"] for v, ok in zip(c["loss"], c["in_fit"], strict=True) if ok]
+        if fitted:  # points outside the band can sit far above the U: keep the U readable
+            ax.set_ylim(0.95 * min(fitted), 1.1 * max(fitted))
         ax.set_xscale("log")
         ax.set_title(name)
         ax.set_xlabel("N (parameters)")
@@ -278,13 +311,16 @@ def plot(analysis: dict, path: Path) -> None:
             continue
         c = [p["budget"] for p in entry["n_opt"]]
         mid = [p["n_opt"] or np.nan for p in entry["n_opt"]]
-        lo = [p["ci95"][0] or np.nan for p in entry["n_opt"]]
-        hi = [p["ci95"][1] or np.nan for p in entry["n_opt"]]
+        band = "ci95_seed_noise" if "ci95_seed_noise" in entry["n_opt"][0] else "ci95"  # the tighter, when known
+        lo = [p[band][0] or np.nan for p in entry["n_opt"]]
+        hi = [p[band][1] or np.nan for p in entry["n_opt"]]
         ax.plot(c, mid, "-o", color=colours[i % len(colours)], label=f"{name} (a={entry['a'] or np.nan:.2f})")
         ax.fill_between(c, lo, hi, color=colours[i % len(colours)], alpha=0.15)
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_title("N*(C), 95% bootstrap band")
+    sizes = [n for entry in analysis["losses"].values() for c in entry["curves"] for n in c["n_params"]]
+    ax.set_ylim(min(sizes) / 10, max(sizes) * 10)
+    ax.set_title("N*(C), 95% band under the seed noise")
     ax.set_xlabel("C (FLOPs, 6ND)")
     ax.set_ylabel("N*")
     ax.legend(fontsize=7)
@@ -309,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", default="", help="JSON-lines file of run rows: read to resume, appended to")
     p.add_argument("--analyze-only", action="store_true", help="no training: analyse --rows")
     p.add_argument("--n-boot", type=int, default=2000)
+    p.add_argument("--min-tokens-per-param", type=float, default=1.0, help="fit only points with D/N at least this")
     p.add_argument("--fit-out", default="", help="JSON-lines file the run, fit and ratio rows are appended to")
     p.add_argument("--plot", default="", help="PNG of the U-shapes and N*(C)")
     p.add_argument("--out", default="", help="JSON file with the runs and the analysis")
@@ -330,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
             execute(plan(backend, budgets, sizes, mix, args.seed), backend, mix, rows_out=rows_path,
                     recorded=read_rows([rows_path]), runs_dir=runs_dir, deadline_s=args.deadline_s)
         rows = read_rows([rows_path])
-        analysis = analyze(rows, n_boot=args.n_boot, seed=args.seed)
+        analysis = analyze(rows, n_boot=args.n_boot, seed=args.seed, min_tokens_per_param=args.min_tokens_per_param)
     except InputError as exc:
         print(f"isoflop_ladder: {exc}", file=sys.stderr)
         return 2
