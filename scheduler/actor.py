@@ -1,9 +1,10 @@
 """TrainerActor: the Ray actor that runs RunSpecs on a backend (one of the two modules importing Ray).
 
 An actor builds its backend once and is reused across runs, so process start, data generation and
-compiled graphs are paid once per worker, not once per run. Its `__repr__` names the run it is doing,
-which is what the Ray dashboard and log prefixes show; each call is also submitted as a task named
-after its run.
+compiled graphs are paid once per worker, not once per run. Its `__repr__` names the worker
+(`TrainerActor[w0]`): Ray records an actor's repr once, when it starts, for the dashboard's Actors view and
+log prefixes (measured with Ray 2.60: a repr naming the current run read "idle" throughout), so what a worker
+is training is shown where Ray does update it: each call is submitted as a task named after its run.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class TrainerActor:
             self.current = "idle"
 
     def __repr__(self) -> str:
-        return f"TrainerActor[{self.worker}: {self.current}]"
+        return f"TrainerActor[{self.worker}]"
 
 
 def start_actor(backend, worker: str, num_cpus: float, num_gpus: float, name: str | None):
