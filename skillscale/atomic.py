@@ -32,6 +32,11 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if exc.filename is None:  # a failed write (ENOSPC, EIO) names no file: name the one being replaced
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
