@@ -12,6 +12,7 @@ Ray-free: the controller passes in what it read from Ray (ray.nodes()), the test
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Iterable, Mapping
 
@@ -94,6 +95,9 @@ def explain_ray_init_error(exc: BaseException, address: str | None) -> InputErro
     lowered = text.lower()
     if any(word in lowered for word in ("auth", "unauthenticated", "token")):
         return InputError(f"{where}: cannot connect to Ray: {AUTH_HINT} ({first})")
+    if address and os.environ.get("RAY_AUTH_MODE") != "token":  # Ray's own error rarely names the cause
+        return InputError(f"{where}: cannot connect to Ray ({first}); if the cluster uses token auth (Ray 2.60 "
+                          f"clusters do), {AUTH_HINT.removeprefix('auth: ')} (auth)")
     return InputError(f"{where}: cannot start/connect to Ray ({first})")
 
 

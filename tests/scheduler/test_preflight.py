@@ -67,6 +67,15 @@ def test_an_auth_failure_says_auth():
     assert other == "local Ray instance: cannot start/connect to Ray (no space)"
 
 
+def test_a_failed_connection_without_token_mode_mentions_auth(monkeypatch):
+    """Ray's error after its InvalidAuthToken warnings does not always name the cause (issue #16 item 4)."""
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    message = str(explain_ray_init_error(ConnectionError("Could not find any running Ray instance"), "h:6379"))
+    assert "(auth)" in message and "RAY_AUTH_MODE=token" in message and "\n" not in message
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    assert "auth" not in str(explain_ray_init_error(ConnectionError("gone"), "h:6379"))
+
+
 def test_metric_tags_are_ascii():
     assert metric_tag("wissen-ü-名") == "wissen-\\xfc-\\u540d"
     assert metric_tag("plain") == "plain"
