@@ -16,8 +16,10 @@ torch.compile), one process (benchmarks/_trainer_runs.py): generated corpora and
 each finished run is appended to --rows at once, and a rerun with the same --rows trains only what is missing
 (a ladder continues across GPU sittings).
 
-Analysis (for every skill's answer NLL and every domain's held-out loss): per budget the sizes' losses, the size
-with the lowest loss and whether it is interior (a U), the minimum of the parabola in log N
+Analysis (for every skill's answer NLL and every domain's held-out loss): per budget the sizes' losses (the mean
+over seeds where seed replicates exist), the size with the lowest loss and whether it is interior (a U), the
+minimum of the parabola in log N fitted to the points with D/N >= --min-tokens-per-param (default 1: below one
+token per parameter the loss is a wall, not the U's arm)
 (fitting.isoflop: Chinchilla Approach 2, Hoffmann et al. 2022 §3.2); then N*(C) = k C^a over the budgets, and
 a stratified bootstrap over runs (resampled within each budget, the same resamples for every loss, so ratios
 pair up) for 95% percentile intervals of a, of N* at each budget and of the knowledge/code ratio of N*. Where
