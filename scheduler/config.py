@@ -73,8 +73,24 @@ class Target(_Model):
 
 
 class Resources(_Model):
+    """What one worker slot holds (an actor with num_gpus GPUs and num_cpus CPUs; max_concurrent slots), and which
+    runs train data-parallel: a run whose 6ND reaches `data_parallel_min_flops` trains on `gpus_per_run` workers
+    through Ray Train (scheduler/data_parallel.py), occupying that many slots, beside single-slot runs."""
+
     num_gpus: Number = Field(default=0, ge=0)
     num_cpus: Number = Field(default=1, ge=0)
+    gpus_per_run: int = Field(default=1, ge=1, le=1024,
+                              description="workers (one GPU each; CPU workers with num_gpus 0) of a data-parallel run; "
+                                          "1: every run trains on one slot")
+    data_parallel_min_flops: Number = Field(default=0, ge=0,
+                                            description="with gpus_per_run > 1: runs of at least this many training "
+                                                        "FLOPs (6ND) train data-parallel; smaller ones on one slot")
+
+    def workers_for(self, n_params: float, n_tokens: float) -> int:
+        """Workers (slots) a run of N parameters and D tokens trains on: gpus_per_run above the threshold, else 1."""
+        if self.gpus_per_run > 1 and training_flops(n_params, n_tokens) >= self.data_parallel_min_flops:
+            return self.gpus_per_run
+        return 1
 
 
 # int stays int and float float (a whole '8e6' string reads as an int): the values are hashed into run ids
@@ -325,6 +341,8 @@ class StudyConfig(_Model):
                                                        f"[{r.lo:g}, {r.hi:g}]")
         if self.families.enabled:
             _check_families(self)
+        if self.resources.gpus_per_run > 1:
+            _check_data_parallel(self)
         return self
 
     # ---- derived quantities -------------------------------------------------------------------
@@ -394,6 +412,20 @@ def _check_simplex(field: str, weights: dict[str, float], allowed: list[str]) ->
     total = sum(weights.values())
     if abs(total - 1.0) > SIMPLEX_ATOL:
         raise _field_error(field, f"weights must sum to 1 (a point on the simplex), got {total:g}")
+
+
+def _check_data_parallel(cfg: StudyConfig) -> None:
+    """What `resources.gpus_per_run > 1` needs: the torch backend, whole GPUs per slot, enough slots."""
+    res, where = cfg.resources, "resources.gpus_per_run"
+    if cfg.backend.name != "torch":
+        raise _field_error(where, f"{res.gpus_per_run} workers per run needs the torch backend (data parallel through "
+                                  f"Ray Train), not {cfg.backend.name!r}; set it to 1")
+    if res.num_gpus not in (0, 1):
+        raise _field_error(where, f"data-parallel workers hold one GPU each: set resources.num_gpus to 1 (or 0: CPU "
+                                  f"workers, gloo), not {res.num_gpus:g}")
+    if res.gpus_per_run > cfg.max_concurrent:
+        raise _field_error(where, f"{res.gpus_per_run} exceeds max_concurrent {cfg.max_concurrent}: a data-parallel "
+                                  "run occupies gpus_per_run worker slots; raise max_concurrent")
 
 
 def _field_error(field: str, message: str) -> FieldError:

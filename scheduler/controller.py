@@ -1,4 +1,5 @@
-"""The controller: a thin Ray dispatcher around a Study (with scheduler/actor.py, the only modules that import Ray).
+"""The controller: a thin Ray dispatcher around a Study (with scheduler/actor.py and scheduler/data_parallel.py, the
+only modules that import Ray).
 
     run_study("configs/quickstart.yaml")          # the Python API of `skillscale run`: Ray up, run, Ray down
     Controller(cfg, study_dir).run()              # inside a Ray session: -> the result dict (result.json)
@@ -13,6 +14,11 @@ What the loop decides (proposals, refits, the stop rule, the ledger and the Optu
         ray.wait -> study.record(spec, result)       # or, when the task failed: retry / record_failure
         publish study.status()                       # log line, Ray metrics
     study.finish(reason)                            # result.json
+
+Data-parallel runs (resources.gpus_per_run > 1, for runs of at least resources.data_parallel_min_flops): such a run
+takes gpus_per_run free worker slots at once (it waits at the head of the queue until that many are free), their
+actors are stopped so that their GPUs go to the run's Ray Train placement group, and it trains as one task
+(scheduler/data_parallel.py) beside the single-slot runs; retries, pauses and resumes are those of any run.
 
 Retries: a task that raised or whose actor died is re-dispatched on a fresh actor (the same spec, so it
 resumes from its checkpoint) up to `max_tries`, counted in <study_dir>/attempts.json; then it is recorded as
@@ -35,6 +41,7 @@ from ray.util.metrics import Gauge
 
 from scheduler.actor import start_actor
 from scheduler.config import StudyConfig, check_backend, load_study_config
+from scheduler.data_parallel import train_data_parallel
 from scheduler.lock import StudyLock
 from scheduler.metrics import StudyMetrics
 from scheduler.preflight import LOCAL_RAY_ENV, check_address, check_resources, explain_ray_init_error
@@ -67,6 +74,7 @@ class Controller:
         self.attempts: dict[str, dict] = self._read_attempts()
         self.pending: collections.deque[RunSpec] = collections.deque()  # handed out by the Study, not dispatched
         self.in_flight: dict[ray.ObjectRef, tuple[RunSpec, int]] = {}  # ref -> (spec, worker slot)
+        self.held_slots: dict[ray.ObjectRef, list[int]] = {}  # a data-parallel run's ref -> its other slots
         self.actors: list = [None] * cfg.max_concurrent
         self.terminate_requested = False
 
@@ -89,13 +97,15 @@ class Controller:
         return self.actors[slot]
 
     def _free_slots(self) -> list[int]:
-        busy = {slot for _, slot in self.in_flight.values()}
+        busy = {slot for _, slot in self.in_flight.values()} | {s for held in self.held_slots.values() for s in held}
         return [s for s in range(self.cfg.max_concurrent) if s not in busy]
 
     def _dispatch(self) -> None:
-        for slot in self._free_slots():
+        free = self._free_slots()
+        while free:
             if not self.pending:
                 return
+            slot = free.pop(0)
             spec = self.pending.popleft()
             family = self.study.family_of(spec)
             if family is not None:  # a run family trains as one task; its other branches leave the queue with it
@@ -107,10 +117,39 @@ class Controller:
                 ref = self._actor(slot).run_family.options(name=task_name).remote(family.to_dict(), str(run_dir))
                 self.in_flight[ref] = (spec, slot)
                 continue
+            workers = self.cfg.resources.workers_for(spec.n_params, spec.n_tokens)
+            if workers > 1:
+                if len(free) < workers - 1:  # it waits, first in the queue, until enough slots are free
+                    self.pending.appendleft(spec)
+                    return
+                self._dispatch_data_parallel(spec, [slot, *free[: workers - 1]])
+                free = free[workers - 1 :]
+                continue
             run_dir = self.study_dir / "runs" / spec.run_id
             task_name = f"run {spec.run_id} N={spec.n_params:.3g} D={spec.n_tokens:.3g}"
             ref = self._actor(slot).run.options(name=task_name).remote(spec.to_dict(), str(run_dir))
             self.in_flight[ref] = (spec, slot)
+
+    def _dispatch_data_parallel(self, spec: RunSpec, slots: list[int]) -> None:
+        """Train `spec` on len(slots) Ray Train workers; the slots' actors are stopped first, so that the GPUs
+        and CPUs they held go to the run's placement group (they restart when a slot next takes a single run)."""
+        for slot in slots:
+            if self.actors[slot] is not None:
+                ray.kill(self.actors[slot])
+                self.actors[slot] = None
+        res = self.cfg.resources
+        run_dir = self.study_dir / "runs" / spec.run_id  # the same directory, and checkpoints, as a single-slot run
+        task_name = f"run {spec.run_id} N={spec.n_params:.3g} D={spec.n_tokens:.3g} on {len(slots)} workers"
+        ref = train_data_parallel.options(name=task_name).remote(
+            self.cfg.backend, spec.to_dict(), str(run_dir), num_workers=len(slots), num_cpus=res.num_cpus,
+            use_gpu=res.num_gpus > 0)
+        self.in_flight[ref] = (spec, slots[0])
+        self.held_slots[ref] = slots[1:]
+
+    def _cancel_data_parallel(self, ref) -> None:
+        """Stop a data-parallel run's task if `ref` is one: force-cancelled, its Ray Train workers go with it."""
+        if self.held_slots.pop(ref, None) is not None:
+            ray.cancel(ref, force=True)
 
     # ---------------------------------------------------------------------------------- results
     def _on_result(self, spec: RunSpec, result: RunResult) -> None:
@@ -210,6 +249,7 @@ class Controller:
                 self.progress.heartbeat(self.study.status())
             for ref in ready:
                 spec, slot = self.in_flight.pop(ref)
+                self.held_slots.pop(ref, None)
                 try:
                     value = ray.get(ref)
                 except RayError as exc:  # the task raised, its worker died, ran out of memory, ...
@@ -238,6 +278,8 @@ class Controller:
         if self.in_flight:
             self.progress.log(f"time limit: {len(self.in_flight)} runs in flight will resume from their checkpoints "
                               "when this command is run again")
+        for ref in list(self.held_slots):  # actors stop at shutdown; a data-parallel run's task is stopped here
+            self._cancel_data_parallel(ref)
         self.in_flight.clear()
         self.pending.clear()
 
@@ -245,7 +287,10 @@ class Controller:
         """On any stop but the time limit, stop the runs still training; their trials are marked failed.
         A later `skillscale run` of the same study does not restart them: result.json says it stopped."""
         for ref, (spec, _slot) in list(self.in_flight.items()):
-            ray.cancel(ref, force=False)
+            if ref in self.held_slots:
+                self._cancel_data_parallel(ref)
+            else:
+                ray.cancel(ref, force=False)
             for branch in self._unit(spec):
                 self.study.abandon(branch)
             self.in_flight.pop(ref)

@@ -1,0 +1,54 @@
+"""Ray Train on CPU: a run trained by 2 gloo workers of a TorchTrainer, one of which is killed mid-run, resumes
+from rank 0's checkpoint and ends with the single-process run's losses. (The equality of the losses step by
+step, without Ray, is tests/trainers/test_distributed.py; the controller's side, test_data_parallel_study.)"""
+
+import os
+
+import pytest
+
+from scheduler.config import parse_study_config
+from scheduler.data_parallel import train_data_parallel
+from tests.conftest import TINY_TORCH_SETTINGS, torch_backend_section
+from tests.trainers.conftest import MIX
+from trainers import checkpoint
+from trainers.spec import RunResult, RunSpec
+
+SPEC = RunSpec(n_params=70_000, n_tokens=6_000, mix=MIX, seed=3, hparams={"batch_tokens": 512})
+SETTINGS = {**TINY_TORCH_SETTINGS, "micro_batch_rows": 4, "checkpoint_every": 4}
+KILL_AT = 6  # step at which rank 1 dies, once; the newest checkpoint then is step 4
+
+
+def _backend(progress=None):
+    """The study's typed torch backend config for SETTINGS (with a progress hook)."""
+    section = torch_backend_section(SETTINGS)
+    cfg = parse_study_config({
+        "skills": ["knowledge", "code"], "domains": list(MIX), "mix": {"fixed": MIX}, "n_params": [6e4, 8e4],
+        "n_tokens": [5e3, 7e3], "tokens_per_param": None, "compute_cap": 1e12, "backend": section,
+        "targets": [{"name": "k", "weights": {"knowledge": 1.0}, "flops": 1e13}]}).backend
+    if progress is None:
+        return cfg
+    import dataclasses
+
+    return cfg.model_copy(update={"trainer": dataclasses.replace(cfg.trainer, progress=progress)})
+
+
+def test_two_ray_train_workers_survive_a_killed_worker_with_the_single_process_losses(ray_local, tmp_path):
+    marker = str(tmp_path / "killed")
+
+    def kill_rank_1_once(step, n_steps, loss, lr):  # pickled by value into the workers
+        import torch.distributed
+
+        if step == KILL_AT and torch.distributed.get_rank() == 1 and not os.path.exists(marker):
+            open(marker, "w").close()
+            os._exit(1)  # a preempted worker: no cleanup, no exception
+
+    run_dir = tmp_path / "run"
+    ref = train_data_parallel.remote(_backend(kill_rank_1_once), SPEC.to_dict(), str(run_dir), num_workers=2,
+                                     num_cpus=0.5, use_gpu=False, max_failures=1)
+    result = RunResult.from_dict(ray_local.get(ref, timeout=900))
+    assert os.path.exists(marker)  # the worker did die, and the group was restarted
+    assert checkpoint.newest_step(run_dir) == 12  # the final checkpoint, by rank 0, in the run's own directory
+    single = _backend().build().run(SPEC, tmp_path / "single")
+    assert result.status == "ok" and result.run_id == SPEC.run_id and result.n_params == single.n_params
+    assert result.losses == pytest.approx(single.losses, rel=1e-4)
+    assert result.domain_losses == pytest.approx(single.domain_losses, rel=1e-4)
