@@ -37,10 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # a bad flag: one line, exit 2 (OneLineArgumentParser)
-    if args.command == "run" and not (args.address or os.environ.get("RAY_ADDRESS")):
-        from scheduler.preflight import LOCAL_RAY_ENV
+    if args.command == "run":  # Ray reads these when it is imported: set them before scheduler.controller is
+        from scheduler.preflight import ray_env_for
 
-        for key, value in LOCAL_RAY_ENV.items():  # read by Ray when it is imported: before scheduler.controller
+        for key, value in ray_env_for(args.address or os.environ.get("RAY_ADDRESS")).items():
             os.environ.setdefault(key, value)
     try:
         return int(args.func(args) or 0)

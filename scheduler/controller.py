@@ -44,7 +44,7 @@ from scheduler.config import StudyConfig, check_backend, load_study_config
 from scheduler.data_parallel import train_data_parallel
 from scheduler.lock import StudyLock
 from scheduler.metrics import StudyMetrics
-from scheduler.preflight import LOCAL_RAY_ENV, check_address, check_resources, explain_ray_init_error
+from scheduler.preflight import LOCAL_RAY_ENV, check_address, check_resources, explain_ray_init_error, ray_env_for
 from scheduler.progress import Progress
 from scheduler.recovery import set_aside
 from scheduler.study import Study
@@ -364,15 +364,12 @@ def run_study(config: StudyConfig | str | Path, study_dir: str | Path | None = N
 def _init_ray(address: str | None, num_cpus: int | None, dashboard: bool, dashboard_host: str):
     """ray.init for `skillscale run`: a cluster at `address`, else a local instance on loopback."""
     init = {"namespace": "skillscale", "logging_level": "WARNING", "log_to_driver": False}
+    os.environ.update({k: v for k, v in ray_env_for(address).items() if k not in os.environ})  # see ray_env_for
     if address:
         init["address"] = address
-        token = os.environ.get("RAY_AUTH_TOKEN") or os.path.exists(os.path.expanduser("~/.ray/auth_token"))
-        if "RAY_AUTH_MODE" not in os.environ and token:  # clusters of Ray 2.60 authenticate by token (README)
-            os.environ["RAY_AUTH_MODE"] = "token"
     else:
         if num_cpus is not None and num_cpus < 0:
             raise InputError(f"--num-cpus: expected a number >= 0, got {num_cpus}")
-        os.environ.update(LOCAL_RAY_ENV)
         init.update(include_dashboard=dashboard, dashboard_host=dashboard_host, num_cpus=num_cpus)
     try:
         return ray.init(**init)

@@ -29,6 +29,16 @@ ADDRESS_PROBE_TIMEOUT_S = 3.0
 # ray.init, which reaches Ray's own processes but not an already imported driver (set it before `import ray`).
 LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
+def ray_env_for(address: str | None) -> dict[str, str]:
+    """Environment for Ray, set before it is imported: loopback for a local instance; for a cluster address,
+    token auth when RAY_AUTH_MODE is unset and a token is at hand (RAY_AUTH_TOKEN, or ~/.ray/auth_token as
+    cluster.yaml puts on every node), since Ray 2.60 clusters require it (README, On a cluster)."""
+    if not address:
+        return dict(LOCAL_RAY_ENV)
+    token = os.environ.get("RAY_AUTH_TOKEN") or os.path.exists(os.path.expanduser("~/.ray/auth_token"))
+    return {"RAY_AUTH_MODE": "token"} if token and "RAY_AUTH_MODE" not in os.environ else {}
+
+
 AUTH_HINT = ("auth: the cluster requires Ray token authentication; run with RAY_AUTH_MODE=token and the "
              "cluster's token in ~/.ray/auth_token (copy it from the head) or in RAY_AUTH_TOKEN")
 
