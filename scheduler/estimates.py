@@ -103,6 +103,7 @@ def fit_inputs(cfg: StudyConfig, rows: list[dict]) -> dict:
         "n_tokens": np.array([r["n_tokens"] for r in good], float),
         "loss": {s: np.array([r[f"loss/{s}"] for r in good], float) for s in cfg.skills},
         "mix": None,
+        "family_id": [r.get("family_id") or "" for r in good],  # "" for a plain run (scheduler/families.py)
     }
     if cfg.mix.space == "simplex":
         out["mix"] = np.array([[r.get(f"mix/{d}", 0.0) or 0.0 for d in cfg.domains] for r in good], float)
@@ -183,6 +184,11 @@ def refit(cfg: StudyConfig, rows: list[dict], n_boot: int | None = None) -> Esti
     for skill in cfg.skills:
         fits[skill] = fit_parametric(data["n_params"], data["n_tokens"], data["loss"][skill], **kws[skill])
     draws = _shared_draws(cfg, data, fits, n_boot, rng) if cfg.proposer.bootstrap == "parametric" else {}
+    if draws and cfg.families.enabled:  # a family's branches share most of their noise: so do their draws
+        from scheduler.families import correlate_within_families
+
+        draws = correlate_within_families(draws, _shared_draws(cfg, data, fits, n_boot, rng), data["family_id"],
+                                          cfg.families.noise_correlation)
     for skill in cfg.skills:
         ensembles[skill] = bootstrap_parametric(data["n_params"], data["n_tokens"], data["loss"][skill],
                                                 n_boot=n_boot, resamples=resamples, seed=cfg.seed,

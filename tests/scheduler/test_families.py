@@ -177,3 +177,17 @@ def test_the_quickstart_with_families_runs_through_the_controller_to_its_stop(ra
     assert "" not in families and max(len(b) for b in families.values()) > 1
     assert all(sorted(b) == list(range(len(b))) for b in families.values())  # every branch of every family
     assert result["flops_spent"] == pytest.approx(sum(r["flops"] for r in rows))
+
+
+def test_the_refits_bootstrap_draws_are_correlated_within_a_family_only():
+    from scheduler.families import correlate_within_families
+
+    rng = np.random.default_rng(0)
+    z = {"code": rng.standard_normal((20_000, 5))}
+    shared = {"code": rng.standard_normal((20_000, 5))}
+    out = correlate_within_families(z, shared, ["f", "f", "", "g", "g"], 0.8)["code"]
+    corr = np.corrcoef(out.T)
+    assert abs(corr[0, 1] - 0.8) < 0.02 and abs(corr[3, 4] - 0.8) < 0.02  # branches of one family
+    assert np.all(np.abs(corr[[0, 0, 2, 2], [2, 3, 3, 4]]) < 0.03)  # across families, and a plain run
+    np.testing.assert_allclose(out.std(0), 1.0, atol=0.02)
+    np.testing.assert_array_equal(out[:, 2], z["code"][:, 2])  # a plain run's draws are unchanged
