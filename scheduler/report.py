@@ -25,6 +25,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from fitting.conventions import FLOPS_PER_PARAM_TOKEN  # noqa: E402
 from fitting.optimum import composition_whatif  # noqa: E402
 from fitting.plots import N_LABEL, plot_isoflop_panels, plot_optimum, save_figure  # noqa: E402
 from scheduler.config import StudyConfig, load_study_config  # noqa: E402
@@ -90,7 +91,7 @@ def plot_runs(cfg: StudyConfig, rows: list[dict], path: Path) -> None:
         ax.scatter(n[~ok], d[~ok], marker="x", color="red", s=30, label="diverged/failed")
     for c in np.geomspace(cfg.min_run_flops, cfg.max_run_flops, 4):
         nn = np.geomspace(cfg.n_params.lo, cfg.n_params.hi, 50)
-        ax.plot(nn, c / (6 * nn), color="grey", lw=0.6, ls=":")
+        ax.plot(nn, c / (FLOPS_PER_PARAM_TOKEN * nn), color="grey", lw=0.6, ls=":")
     ax.set(xscale="log", yscale="log", xlabel=N_LABEL, ylabel="D (training tokens)",
            title="runs, coloured by proposal order (dotted: isoFLOP lines)",
            xlim=(cfg.n_params.lo / 1.5, cfg.n_params.hi * 1.5), ylim=(cfg.n_tokens.lo / 1.5, cfg.n_tokens.hi * 1.5))
