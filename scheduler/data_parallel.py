@@ -76,10 +76,27 @@ def run_data_parallel(backend, spec: dict, run_dir: str | Path, *, num_workers: 
                              failure_config=FailureConfig(max_failures=max_failures)),
     )
     (run_dir / RESULT_FILE).unlink(missing_ok=True)  # only this fit's result counts
-    result = trainer.fit()
-    if result.error is not None:
-        raise result.error
+    try:
+        result = trainer.fit()
+        if result.error is not None:
+            raise result.error
+    except Exception as exc:  # Ray Train's message starts with "Training failed due to worker errors:"
+        raise DataParallelError(f"{num_workers} workers: {_first_worker_error(exc)}") from exc
     return json.loads((run_dir / RESULT_FILE).read_text())
+
+
+class DataParallelError(RuntimeError):
+    """A data-parallel run failed; the message is the first failing worker's error, in one line."""
+
+
+def _first_worker_error(exc: Exception) -> str:
+    """The lowest failing rank's error as one line (its exception's last line: "InputError: n_params: ..."),
+    so that the controller's attempts.json and log say why, not only that the worker group failed."""
+    failures = getattr(exc, "worker_failures", None) or {}
+    source = failures[min(failures)] if failures else exc
+    lines = [line.strip() for line in str(source).splitlines() if line.strip()]
+    where = f"rank {min(failures)}: " if failures else ""
+    return where + (lines[-1] if lines else type(source).__name__)[:300]
 
 
 # the controller's task: fit() blocks, so it runs off the driver; it holds no resources itself (the workers do)

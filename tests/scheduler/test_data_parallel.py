@@ -52,3 +52,23 @@ def test_two_ray_train_workers_survive_a_killed_worker_with_the_single_process_l
     assert result.status == "ok" and result.run_id == SPEC.run_id and result.n_params == single.n_params
     assert result.losses == pytest.approx(single.losses, rel=1e-4)
     assert result.domain_losses == pytest.approx(single.domain_losses, rel=1e-4)
+
+
+def test_a_study_trains_its_large_runs_data_parallel(ray_local, tmp_path):
+    """The controller's path end to end: every run of this study (min FLOPs 0) trains on 2 Ray Train workers, in
+    the run directory a single-slot run would use, and lands in the ledger like any run."""
+    import pyarrow.parquet as pq
+
+    from scheduler.controller import Controller
+
+    study = {
+        "name": "dp-smoke", "skills": ["knowledge", "code"], "domains": list(MIX), "mix": {"fixed": MIX},
+        "n_params": [7e4, 9e4], "n_tokens": [5e3, 7e3], "tokens_per_param": None, "compute_cap": 1e12,
+        "targets": [{"name": "k", "weights": {"knowledge": 1.0}, "flops": 1e13}], "max_runs": 1,
+        "max_concurrent": 2, "resources": {"num_cpus": 0.5, "gpus_per_run": 2},
+        "backend": torch_backend_section({**TINY_TORCH_SETTINGS, "shape_grid": 0}), "proposer": {"n_boot": 50}}
+    result = Controller(parse_study_config(study), tmp_path).run()
+    rows = pq.read_table(tmp_path / "runs.parquet").to_pylist()
+    assert result["n_runs"] == 1 and rows[0]["status"] == "ok" and 0 < rows[0]["loss/knowledge"] < 6
+    run_dir = tmp_path / "runs" / rows[0]["run_id"]
+    assert (run_dir / "ray_train").is_dir() and checkpoint.newest_step(run_dir) is not None
