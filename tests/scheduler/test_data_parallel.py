@@ -1,6 +1,7 @@
 """Ray Train on CPU: a run trained by 2 gloo workers of a TorchTrainer, one of which is killed mid-run, resumes
-from rank 0's checkpoint and ends with the single-process run's losses. (The equality of the losses step by
-step, without Ray, is tests/trainers/test_distributed.py; the controller's side, test_data_parallel_study.)"""
+from rank 0's checkpoint and ends with the single-process run's losses; a study whose runs train on 2 workers
+through the controller. (The losses step by step, without Ray: tests/trainers/test_distributed.py; the
+controller's slot accounting: test_data_parallel_dispatch.py.)"""
 
 import os
 
