@@ -42,7 +42,11 @@ def _train_worker(config: dict) -> None:
     world = World(rank=context.get_world_rank(), size=context.get_world_size())
     backend_cfg = config["backend"]
     if config["use_gpu"]:  # every worker of a node sees the node's GPUs: train on this worker's own
-        device = str(ray.train.torch.get_device())
+        import torch
+
+        device = ray.train.torch.get_device()
+        torch.cuda.set_device(device)  # NCCL's object collectives (the result's broadcast) use the current device
+        device = str(device)
         trainer = dataclasses.replace(backend_cfg.trainer, device=device)
         backend_cfg = backend_cfg.model_copy(update={"trainer": trainer})
     backend = backend_cfg.build()
