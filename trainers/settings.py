@@ -23,7 +23,7 @@ class TrainerSettings:
     cuda_graphs: bool = True  # with compile on CUDA: replay forward/backward as CUDA graphs ("reduce-overhead")
     use_triton: bool | str = "auto"  # Triton kernels: "auto" -> on CUDA when kernels.triton_ops imports
     seq_len: int = 512  # tokens per training sequence
-    tokenizer: str = "bytes"  # or a path to a tokenizers JSON file
+    tokenizer: str = "bytes"  # "bpe:<vocab>" (trained on the data, trainers/bpe.py) or a tokenizers JSON path
     eval_every: int = 0  # steps between evaluations during training, and at step 0 (0: only at the end)
     checkpoint_every: int = 1000  # steps between checkpoints (0: only the final one)
     log_every: int = 10  # steps between host syncs of the training loss (divergence checks, progress)
