@@ -1,6 +1,7 @@
 """Data parallel on CPU (gloo, 2 ranks started by torch.multiprocessing, no Ray): the same global batch gives the
 single-process run's losses, and a run stopped on 2 ranks resumes from rank 0's checkpoint (on 1 rank here: the
-checkpoint does not depend on the number of ranks). The Ray Train path: tests/scheduler/test_data_parallel.py."""
+checkpoint does not depend on the number of ranks); on 2 GPUs (NCCL), skipped without them. The Ray Train path:
+tests/scheduler/test_data_parallel.py."""
 
 import datetime
 import json
@@ -81,6 +82,31 @@ def test_a_run_stopped_on_two_ranks_resumes_from_rank_zeros_checkpoint(runs):
     resumed = TorchBackend(**SETTINGS).run(SPEC, stopped)  # resumed on one process: the same run
     assert resumed.losses == pytest.approx(single.losses, rel=1e-4)
     assert _train_losses(stopped) == pytest.approx(_train_losses(out / "single"), rel=1e-4)
+
+
+def _gpu_rank(rank: int, size: int, store: str, out: str) -> None:
+    """One rank of the NCCL run, on GPU `rank`."""
+    torch.cuda.set_device(rank)
+    dist.init_process_group("nccl", init_method=f"file://{store}", rank=rank, world_size=size,
+                            timeout=datetime.timedelta(seconds=300))
+    try:
+        result = TorchBackend(**{**SETTINGS, "device": f"cuda:{rank}"}).run(SPEC, f"{out}/two", world=World(rank, size))
+        if rank == 0:
+            with open(f"{out}/result.json", "w") as f:
+                json.dump(result.to_dict(), f)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs")
+def test_two_gpus_over_nccl_give_the_one_gpu_losses(tmp_path):
+    """The same on GPUs (bf16 autocast: equal to rounding, not bitwise)."""
+    mp.start_processes(_gpu_rank, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True,
+                       start_method="spawn")
+    two = RunResult.from_dict(json.loads((tmp_path / "result.json").read_text()))
+    one = TorchBackend(**{**SETTINGS, "device": "cuda:0"}).run(SPEC, tmp_path / "one")
+    assert _train_losses(tmp_path / "two")[:4] == pytest.approx(_train_losses(tmp_path / "one")[:4], rel=2e-2)
+    assert two.losses == pytest.approx(one.losses, rel=2e-2)
 
 
 def test_rank_shares_cover_the_global_batch():
