@@ -13,6 +13,7 @@ target uses has an exponent on the solver's bound: such a law's interval is narr
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -185,8 +186,6 @@ def refit(cfg: StudyConfig, rows: list[dict], n_boot: int | None = None) -> Esti
         fits[skill] = fit_parametric(data["n_params"], data["n_tokens"], data["loss"][skill], **kws[skill])
     draws = _shared_draws(cfg, data, fits, n_boot, rng) if cfg.proposer.bootstrap == "parametric" else {}
     if draws and cfg.families.enabled:  # a family's branches share most of their noise: so do their draws
-        from scheduler.families import correlate_within_families
-
         draws = correlate_within_families(draws, _shared_draws(cfg, data, fits, n_boot, rng), data["family_id"],
                                           cfg.families.noise_correlation)
     for skill in cfg.skills:
@@ -218,3 +217,17 @@ def refit(cfg: StudyConfig, rows: list[dict], n_boot: int | None = None) -> Esti
          tuple(float(r.get(f"mix/{d}") or 0.0) for d in cfg.domains))
         for r in rows if r["status"] == "ok" and not r.get("family_id")))
     return Estimates(n_runs=n_pts, fits=fits, ensembles=ensembles, noise=noise, targets=targets, runs=runs)
+
+
+def correlate_within_families(draws: dict[str, np.ndarray], shared: dict[str, np.ndarray], family_ids: list[str],
+                              rho: float) -> dict[str, np.ndarray]:
+    """The parametric bootstrap's standard-normal draws (n_boot, n_runs) per skill, made correlated rho between the
+    branches of one family: z'_i = sqrt(1 - rho) z_i + sqrt(rho) u_f(i), with u_f a second, independent set of
+    draws (`shared`, correlated across skills like the first) taken at the family's first row. Unit variance and
+    the cross-skill correlation are kept; plain runs are unchanged. Without it the refit treats a family's branches
+    as independent runs and its intervals are too narrow (BENCHMARKS.md, Run families in the scheduler)."""
+    first: dict[str, int] = {}
+    index = np.array([first.setdefault(f, i) if f else i for i, f in enumerate(family_ids)])
+    in_family = np.array([bool(f) for f in family_ids])
+    a, b = math.sqrt(1.0 - rho), math.sqrt(rho)
+    return {s: np.where(in_family[None, :], a * z + b * shared[s][:, index], z) for s, z in draws.items()}

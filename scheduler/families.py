@@ -268,20 +268,6 @@ def make_proposer(cfg: StudyConfig) -> Proposer:
     return FamilyProposer(cfg) if cfg.families.enabled else Proposer(cfg)
 
 
-def correlate_within_families(draws: dict[str, np.ndarray], shared: dict[str, np.ndarray], family_ids: list[str],
-                              rho: float) -> dict[str, np.ndarray]:
-    """The parametric bootstrap's standard-normal draws (n_boot, n_runs) per skill, made correlated rho between the
-    branches of one family: z'_i = sqrt(1 - rho) z_i + sqrt(rho) u_f(i), with u_f a second, independent set of
-    draws (`shared`, correlated across skills like the first) taken at the family's first row. Unit variance and
-    the cross-skill correlation are kept; plain runs are unchanged. Without it the refit treats a family's branches
-    as independent runs and its intervals are too narrow (BENCHMARKS.md, Run families in the scheduler)."""
-    first: dict[str, int] = {}
-    index = np.array([first.setdefault(f, i) if f else i for i, f in enumerate(family_ids)])
-    in_family = np.array([bool(f) for f in family_ids])
-    a, b = math.sqrt(1.0 - rho), math.sqrt(rho)
-    return {s: np.where(in_family[None, :], a * z + b * shared[s][:, index], z) for s, z in draws.items()}
-
-
 def in_flight_points(outstanding: list[RunSpec], families: dict[str, FamilySpec]) -> list:
     """What the proposer conditions on: a Point per outstanding plain run, a FamilyPoint per family with an
     outstanding branch (the whole family: its recorded branches are in the fit already, which double-counts them

@@ -14,7 +14,7 @@ paths, sizes and mtimes, and the `tokenizers` version. Training is deterministic
 library's merge order breaks ties by the pair's bytes; tests/trainers/test_bpe.py trains twice and compares
 the files), so a cache miss on another machine rebuilds the same tokenizer from the same inputs.
 
-    from trainers.tokenizer import make_tokenizer
+    from trainers.bpe import make_tokenizer
     tok = make_tokenizer("bpe:8192", data_settings)      # trains once (seconds to a minute), then loads
 """
 
@@ -27,6 +27,7 @@ from pathlib import Path
 
 from skillscale.atomic import atomic_write_text
 from skillscale.errors import InputError
+from trainers.tokenizer import HFTokenizer, load_tokenizer
 
 EOS = "<|endoftext|>"
 MIN_VOCAB = 257 + 1  # the 256 byte symbols, EOS, and at least one merge
@@ -103,3 +104,14 @@ def bpe_tokenizer_path(spec: str, settings) -> Path:
     tok = train_bpe(vocab, texts)
     atomic_write_text(path, tok.to_str())
     return path
+
+
+def make_tokenizer(spec: str = "bytes", data_settings=None):
+    """The study's tokenizer: 'bytes' (default); 'bpe:<vocab_size>' (e.g. 'bpe:8192'): a byte-level BPE trained on
+    the corpora of `data_settings` (trainers.data.DataSettings; its defaults if None) and cached in its cache_dir;
+    or a path to a tokenizers JSON file."""
+    if spec.startswith("bpe:"):
+        from trainers.data import DataSettings
+
+        return HFTokenizer(bpe_tokenizer_path(spec, data_settings or DataSettings()))
+    return load_tokenizer(spec)

@@ -1,5 +1,6 @@
 """Tokenizers: byte-level by default (no download), a byte-level BPE trained on the study's corpora
-("bpe:<vocab_size>", trainers/bpe.py), or a Hugging Face `tokenizers` JSON file.
+("bpe:<vocab_size>", trainers/bpe.py, which also holds make_tokenizer: the one entry for every kind),
+or a Hugging Face `tokenizers` JSON file.
 
 Byte-level: ids 0..255 are the UTF-8 bytes, then 4 specials (BOS, EOS, PAD, SEP); vocab 260.
 Concatenating the ids of two strings equals the ids of their concatenation, which the skill
@@ -82,15 +83,12 @@ class HFTokenizer:
         return self._tok.decode(list(ids))
 
 
-def make_tokenizer(spec: str = "bytes", data_settings=None):
-    """'bytes' (default); 'bpe:<vocab_size>' (e.g. 'bpe:8192'): a byte-level BPE trained on the corpora of
-    `data_settings` (trainers.data.DataSettings; its defaults if None) and cached in its cache_dir; or a path
-    to a tokenizers JSON file."""
+def load_tokenizer(spec: str = "bytes"):
+    """'bytes' (default) or the path of a tokenizers JSON file. A BPE trained on the study's corpora
+    ('bpe:<vocab_size>') needs the data settings: trainers.bpe.make_tokenizer builds every kind."""
     if spec in ("bytes", "byte", ""):
         return ByteTokenizer()
     if spec.startswith("bpe:"):
-        from trainers import bpe
-        from trainers.data import DataSettings
-
-        return HFTokenizer(bpe.bpe_tokenizer_path(spec, data_settings or DataSettings()))
+        raise InputError(f"tokenizer: {spec!r} is trained on the study's corpora; build it with "
+                         "trainers.bpe.make_tokenizer(spec, data_settings)")
     return HFTokenizer(spec)

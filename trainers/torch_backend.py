@@ -88,6 +88,7 @@ from fitting.conventions import training_flops
 from skillscale.atomic import atomic_write_json
 from skillscale.errors import InputError
 from trainers import checkpoint
+from trainers.bpe import make_tokenizer
 from trainers.checkpoint import CheckpointError
 from trainers.data import DataSettings, MixtureSampler, load_domain, skill_examples, skill_names, validate_mix
 from trainers.distributed import SINGLE_PROCESS, World, rank_rows, rank_share
@@ -97,7 +98,6 @@ from trainers.model import IGNORE_INDEX, Transformer
 from trainers.settings import TrainerSettings
 from trainers.shapes import ModelConfig, count_params, flops_per_token, shape_for
 from trainers.spec import FamilySpec, RunResult, RunSpec, family_branch_flops
-from trainers.tokenizer import make_tokenizer
 
 # dense bf16 tensor-core peaks, FLOP/s (vendor datasheets; SXM parts)
 GPU_BF16_PEAK = {

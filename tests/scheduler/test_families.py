@@ -180,7 +180,7 @@ def test_the_quickstart_with_families_runs_through_the_controller_to_its_stop(ra
 
 
 def test_the_refits_bootstrap_draws_are_correlated_within_a_family_only():
-    from scheduler.families import correlate_within_families
+    from scheduler.estimates import correlate_within_families
 
     rng = np.random.default_rng(0)
     z = {"code": rng.standard_normal((20_000, 5))}

@@ -9,9 +9,9 @@ pytest.importorskip("tokenizers")
 
 from skillscale.errors import InputError  # noqa: E402
 from trainers import bpe  # noqa: E402
+from trainers.bpe import make_tokenizer  # noqa: E402
 from trainers.data import DataSettings, load_domain, skill_examples  # noqa: E402
 from trainers.evaluate import encode_examples  # noqa: E402
-from trainers.tokenizer import make_tokenizer  # noqa: E402
 
 SETTINGS = DataSettings(knowledge_entities=200, domain_tokens=20_000, heldout_tokens=4_000, eval_samples=32,
                         bpe_train_chars=30_000)

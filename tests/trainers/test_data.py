@@ -8,6 +8,7 @@ import pytest
 
 from skillscale.errors import InputError
 from trainers import corpora, data
+from trainers.bpe import make_tokenizer
 from trainers.data import (
     DataSettings,
     MixtureSampler,
@@ -16,7 +17,7 @@ from trainers.data import (
     skill_examples,
     validate_mix,
 )
-from trainers.tokenizer import ByteTokenizer, make_tokenizer
+from trainers.tokenizer import ByteTokenizer
 
 SETTINGS = DataSettings(knowledge_entities=50, domain_tokens=20_000, heldout_tokens=4_000, eval_samples=16)
 TOK = ByteTokenizer()
