@@ -85,7 +85,8 @@ class SimulatedConfig(ConfigModel):
     truth: str | dict[str, dict] = Field(
         default="knowledge-code", description=f"a preset ({', '.join(PRESETS)}) or skill -> {{E, A, B, alpha, beta"
                                               "[, transfer]}")
-    noise: Number = Field(default=0.01, ge=0, allow_inf_nan=False, description="log-normal loss noise (std of log L)")
+    noise: Number = Field(default=0.01, ge=0, le=1, allow_inf_nan=False,
+                          description="log-normal loss noise (std of log L; 1 = a factor e per sigma, far past any trainer)")
     sleep_per_flop: Number = Field(default=0.0, ge=0, description="seconds slept per FLOP of 6ND (tests, demos)")
     checkpoint_every_s: Number = Field(default=0.5, gt=0, description="seconds between progress checkpoints")
     diverge_above_params: Number | None = Field(default=None, description="report N above this as diverged "
@@ -127,8 +128,8 @@ class SimulatedBackend:
                  diverge_above_params: float | None = None,
                  family_noise_correlation: float = FAMILY_NOISE_CORRELATION):
         self.truth = resolve_truth(truth)
-        if not (noise >= 0 and math.isfinite(noise)):
-            raise InputError(f"backend.noise: expected a finite number >= 0, got {noise!r}")
+        if not (0 <= noise <= 1):
+            raise InputError(f"backend.noise: expected a number in [0, 1] (std of log L), got {noise!r}")
         self.noise = float(noise)
         self.sleep_per_flop = float(sleep_per_flop)
         self.checkpoint_every_s = float(checkpoint_every_s)
