@@ -28,8 +28,11 @@ class TrainerActor:
         """Train one run (resuming from its checkpoint if any) and return RunResult.to_dict()."""
         run = RunSpec.from_dict(spec)
         self.current = f"run {run.run_id} N={run.n_params:.3g} D={run.n_tokens:.3g}"
+        kwargs = {}
+        if getattr(self.backend, "stoppable", False):  # ray.cancel on a sync actor only sets this flag (Ray docs)
+            kwargs["should_stop"] = ray.get_runtime_context().is_canceled
         try:
-            return self.backend.run(run, Path(run_dir)).to_dict()
+            return self.backend.run(run, Path(run_dir), **kwargs).to_dict()
         finally:
             self.current = "idle"
 

@@ -53,6 +53,7 @@ from skillscale.atomic import atomic_write_json
 from skillscale.errors import InputError, Terminated
 from trainers.spec import RunResult, RunSpec
 
+CANCEL_MARGIN_S = 10.0  # beyond a command's kill grace: SIGKILL, reaping and the flag's polling interval
 WAIT_TIMEOUT_S = 10.0  # how often the loop wakes up with nothing finished (progress heartbeat)
 
 
@@ -280,6 +281,11 @@ class Controller:
                               "when this command is run again")
         for ref in list(self.held_slots):  # actors stop at shutdown; a data-parallel run's task is stopped here
             self._cancel_data_parallel(ref)
+        if getattr(self.cfg.backend, "kill_grace_s", None) is not None:  # a program checkpoints on SIGTERM
+            refs = [ref for ref in self.in_flight if ref not in self.held_slots]
+            for ref in refs:
+                ray.cancel(ref, force=False)
+            self._await_cancelled(refs)
         self.in_flight.clear()
         self.pending.clear()
 
@@ -293,8 +299,17 @@ class Controller:
                 ray.cancel(ref, force=False)
             for branch in self._unit(spec):
                 self.study.abandon(branch)
-            self.in_flight.pop(ref)
+        self._await_cancelled(list(self.in_flight))
+        self.in_flight.clear()
         self.pending.clear()
+
+    def _await_cancelled(self, refs: list) -> None:
+        """Give cancelled runs of a stoppable backend (the command backend: its program gets SIGTERM, then SIGKILL
+        after `kill_grace_s`) the time to stop before shutdown kills their actors; other backends' calls cannot be
+        interrupted mid-run (Ray sets only a flag on a sync actor), so they are not waited for."""
+        grace_s = getattr(self.cfg.backend, "kill_grace_s", None)
+        if refs and grace_s is not None:
+            ray.wait(refs, num_returns=len(refs), timeout=grace_s + CANCEL_MARGIN_S)
 
     def shutdown(self) -> None:
         self.trackers.close()

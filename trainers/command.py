@@ -175,6 +175,8 @@ class CommandBackend:
         self.skills = list(skills)
         self.skill_evals = dict(skill_evals or {})
 
+    stoppable = True  # run() takes should_stop: a cancelled run's program gets SIGTERM and its grace period
+
     def run(self, spec: RunSpec, run_dir: Path, *, should_stop: Callable[[], bool] | None = None) -> RunResult:
         """Run the program for `spec` in `run_dir`; `should_stop()` true (polled) stops it as a cancellation."""
         run_dir = Path(run_dir).absolute()

@@ -86,7 +86,7 @@ class SimulatedConfig(ConfigModel):
         default="knowledge-code", description=f"a preset ({', '.join(PRESETS)}) or skill -> {{E, A, B, alpha, beta"
                                               "[, transfer]}")
     noise: Number = Field(default=0.01, ge=0, le=1, allow_inf_nan=False,
-                          description="log-normal loss noise (std of log L; 1 = a factor e per sigma, far past any trainer)")
+                          description="log-normal loss noise (std of log L; 1 is far past any trainer)")
     sleep_per_flop: Number = Field(default=0.0, ge=0, description="seconds slept per FLOP of 6ND (tests, demos)")
     checkpoint_every_s: Number = Field(default=0.5, gt=0, description="seconds between progress checkpoints")
     diverge_above_params: Number | None = Field(default=None, description="report N above this as diverged "

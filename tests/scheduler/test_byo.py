@@ -174,3 +174,25 @@ def test_a_killed_worker_takes_its_program_with_it(ray_local, small_study, tmp_p
             os.kill(pid, signal.SIGKILL)
     with pytest.raises(RayActorError):
         ray_local.get(ref)
+
+
+def test_a_cancelled_run_sends_its_program_sigterm(ray_local, small_study, tmp_path):
+    """ray.cancel on the actor's call (the controller stopping or pausing a study) reaches the program as SIGTERM,
+    so it can save what it needs, instead of a SIGKILL when its worker is killed (Ray only sets a flag on a sync
+    actor's running call; the actor hands it to the backend as should_stop)."""
+    from scheduler.actor import start_actor
+
+    program = tmp_path / "hang.py"
+    program.write_text(SIGTERM_PROGRAM)
+    small_study["backend"] = {"name": "command", "command": ["{python}", str(program), "{run_dir}"],
+                              "kill_grace_s": 5}
+    cfg = parse_study_config(small_study)
+    actor = start_actor(cfg.backend, "w0", num_cpus=0.5, num_gpus=0, name=None)
+    run_dir = tmp_path / "run"
+    ref = actor.run.remote(RunSpec(n_params=10, n_tokens=10, mix={}).to_dict(), str(run_dir))
+    try:
+        assert _wait_for(run_dir / "started", 60), "the program never started"
+        ray_local.cancel(ref, force=False)
+        assert _wait_for(run_dir / "got_sigterm", 30), "the program was not sent SIGTERM on cancellation"
+    finally:
+        ray_local.kill(actor)
