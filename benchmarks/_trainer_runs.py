@@ -359,3 +359,16 @@ def loss_items(row: dict) -> dict[str, float]:
     out = dict(row["losses"])
     out.update({f"domain:{k}": v for k, v in row.get("domain_losses", {}).items()})
     return out
+
+
+def parse_settings(items: list[str]) -> dict:
+    """--set NAME=VALUE items (any TrainerSettings or DataSettings field; JSON values where they parse)."""
+    from skillscale.errors import InputError
+    from trainers.data import DataSettings
+    from trainers.settings import TrainerSettings
+
+    out = dict(parse_setting(item) for item in items)
+    unknown = set(out) - set(TrainerSettings.__dataclass_fields__) - set(DataSettings.__dataclass_fields__)
+    if unknown:
+        raise InputError(f"--set: unknown setting(s) {sorted(unknown)}")
+    return out

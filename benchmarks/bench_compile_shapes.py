@@ -23,8 +23,6 @@ Needs CUDA (`--device cpu` runs the same loop on the CPU, for a smoke test only)
 
 from __future__ import annotations
 
-import datetime
-import json
 import math
 import os
 import random
@@ -36,7 +34,8 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from _provenance import append_rows, git_commit  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from _provenance import append_rows  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from _trainer_runs import environment, parse_settings  # noqa: E402
 
 from skillscale.errors import InputError, OneLineArgumentParser  # noqa: E402
 from trainers.cli import parse_count  # noqa: E402
@@ -48,26 +47,6 @@ MIN_DISTINCT_SHAPES = 20
 MIX = {"knowledge": 0.4, "code": 0.4, "general": 0.2}
 # speed only: small evaluation sets and streams, so evaluation does not dominate the timing of each shape
 BENCH_DATA = {"eval_samples": 512, "domain_tokens": 8_000_000, "heldout_tokens": 65_536}
-
-
-def environment(device: torch.device) -> dict:
-    return {"gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-            "torch": torch.__version__, "commit": git_commit(),
-            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
-
-
-def parse_settings(items: list[str]) -> dict:
-    """--set NAME=VALUE items (any TrainerSettings or DataSettings field; JSON values where they parse)."""
-    out = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            raise InputError(f"--set: expected NAME=VALUE, got {item!r}")
-        try:
-            out[name.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            out[name.strip()] = value
-    return out
 
 
 def targets(n: int, lo: float, hi: float, seed: int) -> list[float]:
