@@ -219,24 +219,25 @@ def _train(study: Study, backend, spec, refit_now: bool = True) -> None:
 
 
 # --------------------------------------------------------------------------------------- strategies
-def run_adaptive(cfg: StudyConfig, truth: str, seed: int, k: int, truth_n: np.ndarray) -> Trace:
-    """The Study's proposals at concurrency k on the simulated clock (module docstring)."""
-    trace, start = Trace(truth, "adaptive", k, seed, noise=cfg.backend.noise), time.perf_counter()
-    study, backend = _open(cfg)
-    overhead = cfg.proposer.overhead_flops
-    running: list[tuple[float, int, float, object]] = []  # heap of (finish time, trial, start time, spec)
+def _on_the_clock(study: Study, trace: Trace, truth_n: np.ndarray, k: int, start: float,
+                  propose_units, finish) -> Trace:
+    """k workers on the simulated clock: a unit (a run, or a whole family) takes its FLOPs plus the per-run overhead;
+    at each finish it is recorded (`finish(unit)`), the study is judged (FLOPs of units in flight counted pro rata)
+    and the free workers get `propose_units(n)`."""
+    overhead = study.cfg.proposer.overhead_flops
+    running: list[tuple[float, int, float, object]] = []  # heap of (finish time, trial, start time, unit)
     clock = 0.0
 
     def fill() -> None:
-        for spec in study.propose(k - len(running)):
-            heapq.heappush(running, (clock + spec.flops + overhead, spec.trial_number, clock, spec))
+        for trial, unit in propose_units(k - len(running)):
+            heapq.heappush(running, (clock + unit.flops + overhead, trial, clock, unit))
 
     fill()
     while running:
-        clock, _, _, spec = heapq.heappop(running)
-        _train(study, backend, spec)
+        clock, _, _, unit = heapq.heappop(running)
+        finish(unit)
         status = study.status()
-        partial = sum(s.flops * (clock - t0) / (t1 - t0) for t1, _, t0, s in running)  # spent by runs in flight
+        partial = sum(u.flops * (clock - t0) / (t1 - t0) for t1, _, t0, u in running)  # spent by units in flight
         _judge_status(trace, status.flops_spent + partial, status, truth_n)
         if study.stop_reason() is not None:
             break
@@ -244,6 +245,15 @@ def run_adaptive(cfg: StudyConfig, truth: str, seed: int, k: int, truth_n: np.nd
     trace.stop = study.stop_reason() or "budget_exhausted"
     trace.n_runs, trace.seconds = len(study.ledger), time.perf_counter() - start
     return trace
+
+
+def run_adaptive(cfg: StudyConfig, truth: str, seed: int, k: int, truth_n: np.ndarray) -> Trace:
+    """The Study's proposals at concurrency k on the simulated clock (module docstring)."""
+    trace, start = Trace(truth, "adaptive", k, seed, noise=cfg.backend.noise), time.perf_counter()
+    study, backend = _open(cfg)
+    return _on_the_clock(study, trace, truth_n, k, start,
+                         lambda n: [(spec.trial_number, spec) for spec in study.propose(n)],
+                         lambda spec: _train(study, backend, spec))
 
 
 def run_adaptive_families(cfg: StudyConfig, truth: str, seed: int, k: int, truth_n: np.ndarray) -> Trace:
@@ -254,29 +264,12 @@ def run_adaptive_families(cfg: StudyConfig, truth: str, seed: int, k: int, truth
     cfg = cfg.model_copy(update={"families": cfg.families.model_copy(update={"enabled": True})})
     trace, start = Trace(truth, "adaptive-families", k, seed, noise=cfg.backend.noise), time.perf_counter()
     study, backend = _open(cfg)
-    overhead = cfg.proposer.overhead_flops
-    running: list[tuple[float, int, float, object]] = []  # heap of (finish time, trial, start time, family)
-    clock = 0.0
 
-    def fill() -> None:
-        for spec in study.propose(k - len(running)):
-            family = study.family_of(spec)
-            if spec.branch == 0:  # one event per family: its branches come out of propose together
-                heapq.heappush(running, (clock + family.flops + overhead, spec.trial_number, clock, family))
+    def propose_families(n: int) -> list:  # one unit per family: its branches come out of propose together
+        return [(spec.trial_number, study.family_of(spec)) for spec in study.propose(n) if spec.branch == 0]
 
-    fill()
-    while running:
-        clock, _, _, family = heapq.heappop(running)
-        study.record_family(backend.run_family(family, NO_RUN_DIR))
-        status = study.status()
-        partial = sum(f.flops * (clock - t0) / (t1 - t0) for t1, _, t0, f in running)  # spent by families in flight
-        _judge_status(trace, status.flops_spent + partial, status, truth_n)
-        if study.stop_reason() is not None:
-            break
-        fill()
-    trace.stop = study.stop_reason() or "budget_exhausted"
-    trace.n_runs, trace.seconds = len(study.ledger), time.perf_counter() - start
-    return trace
+    return _on_the_clock(study, trace, truth_n, k, start, propose_families,
+                         lambda family: study.record_family(backend.run_family(family, NO_RUN_DIR)))
 
 
 def _sequential(cfg: StudyConfig, trace: Trace, truth_n: np.ndarray, next_point) -> Trace:

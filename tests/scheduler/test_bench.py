@@ -123,3 +123,13 @@ def test_cli_writes_the_results_json(tmp_path):
 def test_unknown_truth_exits_2(capsys):
     assert main(["bench", "scheduler", "--truth", "gpt5"]) == 2
     assert "unknown preset 'gpt5'" in capsys.readouterr().err
+
+
+def test_families_on_the_clock_respect_the_cap_and_record_whole_families():
+    """The families strategy shares run_adaptive's simulated clock: a monotone curve under the cap, and every
+    family's branches recorded together."""
+    cfg = study_config("chinchilla", 0, TINY, concurrency=4)
+    tr = bench.run_adaptive_families(cfg, "chinchilla", 0, 4, true_optima(cfg, "chinchilla"))
+    assert tr.flops and tr.flops[-1] <= cfg.compute_cap
+    assert all(b > a for a, b in zip(tr.flops, tr.flops[1:], strict=False))
+    assert tr.strategy == "adaptive-families" and tr.n_runs >= cfg.proposer.seed_runs
