@@ -104,12 +104,16 @@ def training_settings(backend) -> dict:
     return {"seq_len": trainer.seq_len, "tokenizer": backend.tokenizer.name, "data": backend.data.to_dict()}
 
 
+# data fields added after rows were first recorded, with the value every older row trained with
+RECORDED_BEFORE = {"data_order": "run"}
+
+
 def compatible(a: dict, b: dict) -> bool:
     """Whether two rows' settings (row["settings"]) train the same function: equal sequence length and
     tokenizer, and equal values in every data field that both record."""
     if a.get("seq_len") != b.get("seq_len") or a.get("tokenizer") != b.get("tokenizer"):
         return False
-    da, db = a.get("data", {}), b.get("data", {})
+    da, db = ({**RECORDED_BEFORE, **row.get("data", {})} for row in (a, b))
     return all(da[k] == db[k] for k in da.keys() & db.keys())
 
 

@@ -9,10 +9,11 @@ raises the limit (TrainerSettings.recompile_limit), resets torch.compile's state
 it has been used (or CUDA graphs pass GRAPH_MEMORY_FRACTION of the GPU), and counts any fallback that happens
 anyway (RunResult.compile_fallbacks). This script checks that on the GPU.
 
-For each mode, one TorchBackend trains `--shapes` runs of `--tokens` tokens each, at targets spread evenly in log N
-over [--min-params, --max-params] and visited in a fixed shuffled order (as a study meets them). `--shape-grid 0`
-(the default here) keeps every target its own shape, the worst case; the script refuses fewer than 20 distinct
-shapes. Per run it prints and appends to `--out` (JSON lines, with GPU, versions, commit and date): the shape,
+For each mode, one TorchBackend trains `--shapes` runs of `--tokens` tokens each, at targets of that many distinct
+shapes spread evenly in log N over [--min-params, --max-params] and visited in a fixed shuffled order (as a study
+meets them). `--shape-grid 0` (the default here) keeps every target its own shape, the worst case; the script
+refuses fewer than 20 shapes (and a range with fewer distinct shapes than asked for). Per run it prints and appends
+to `--out` (JSON lines, with GPU, versions, commit and date): the shape,
 tokens/s of the training steps (the first step, which compiles, is not timed), wall seconds (with compilation),
 compile_fallbacks, the backend's compiled-shape count and reserved GPU memory after the run. Then a summary per
 mode: median tokens/s, total wall, total fallbacks, peak reserved memory, and the per-shape ratio compile/eager.
@@ -44,14 +45,25 @@ from trainers.settings import TrainerSettings  # noqa: E402
 from trainers.spec import RunSpec  # noqa: E402
 
 MIN_DISTINCT_SHAPES = 20
+FINE_GRID = 400  # candidate targets scanned for distinct shapes
 MIX = {"knowledge": 0.4, "code": 0.4, "general": 0.2}
 # speed only: small evaluation sets and streams, so evaluation does not dominate the timing of each shape
 BENCH_DATA = {"eval_samples": 512, "domain_tokens": 8_000_000, "heldout_tokens": 65_536}
 
 
-def targets(n: int, lo: float, hi: float, seed: int) -> list[float]:
-    """n targets evenly spaced in log N over [lo, hi], in a fixed shuffled order."""
-    points = [lo * (hi / lo) ** (i / max(1, n - 1)) for i in range(n)]
+def targets(backend, n: int, lo: float, hi: float, seed: int) -> list[float]:
+    """n targets of n distinct shapes, spread evenly in log N over the shapes the backend's rule gives in [lo, hi],
+    in a fixed shuffled order (neighbouring targets often share a shape, so a plain log grid repeats shapes)."""
+    by_shape: dict[str, float] = {}
+    for i in range(FINE_GRID):
+        target = lo * (hi / lo) ** (i / (FINE_GRID - 1))
+        cfg = backend.plan(RunSpec(n_params=target, n_tokens=1e9, mix=MIX))[0]
+        by_shape.setdefault(f"{cfg.d_model}x{cfg.n_layers}", target)
+    shapes = list(by_shape.values())
+    if len(shapes) < n:
+        raise InputError(f"--shapes: only {len(shapes)} distinct shapes in [--min-params, --max-params]; "
+                         f"widen the range or ask for fewer")
+    points = [shapes[round(i * (len(shapes) - 1) / max(1, n - 1))] for i in range(n)]
     random.Random(seed).shuffle(points)
     return points
 
@@ -68,7 +80,7 @@ def run_mode(mode: str, args, extra: dict, env: dict) -> list[dict]:
     device = backend.device
     rows = []
     runs_dir = args.runs_dir or f"/tmp/skillscale-compile-shapes-{os.getpid()}"
-    for i, target in enumerate(targets(args.shapes, args.min_params, args.max_params, args.order_seed)):
+    for i, target in enumerate(targets(backend, args.shapes, args.min_params, args.max_params, args.order_seed)):
         spec = RunSpec(n_params=target, n_tokens=args.tokens, mix=MIX, seed=i)
         cfg, hp, _ = backend.plan(spec)
         t0 = time.perf_counter()
@@ -148,15 +160,9 @@ def main() -> None:
             raise InputError(f"--set: unknown setting(s) {sorted(unknown)}")
         if args.device.startswith("cuda") and not torch.cuda.is_available():
             raise InputError("needs CUDA (no GPU found); --device cpu runs a smoke test")
-        from trainers.shapes import shape_for
-
-        vocab = 260 if extra.get("tokenizer", "bytes") == "bytes" else None
-        if vocab is not None:
-            distinct = {shape_for(t, vocab, args.seq_len, args.shape_grid)
-                        for t in targets(args.shapes, args.min_params, args.max_params, args.order_seed)}
-            if len(distinct) < MIN_DISTINCT_SHAPES and args.device.startswith("cuda"):
-                raise InputError(f"--shapes/--shape-grid: only {len(distinct)} distinct shapes; the benchmark "
-                                 f"needs at least {MIN_DISTINCT_SHAPES} (more --shapes, a wider range, grid 0)")
+        if args.shapes < MIN_DISTINCT_SHAPES and args.device.startswith("cuda"):
+            raise InputError(f"--shapes: {args.shapes} distinct shapes; the benchmark needs at least "
+                             f"{MIN_DISTINCT_SHAPES}")
     except InputError as exc:
         print(f"bench_compile_shapes: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -9,11 +9,12 @@ per-domain mean and standard deviation of the final losses (issue #15, item 6).
         --eval-samples 16 --rows /tmp/rows.jsonl --summary /tmp/noise.jsonl                     # CPU smoke
 
 A point is N@C: the target N of the shape rule and the FLOP budget C = 6 N D that fixes D for that shape. The
-seed changes the initialisation and the order of the training data (trainers/data.py: batches are drawn from
-(seed, step)); the data itself and the evaluation sets are the same for every seed, so the spread is the
-training's own noise, the quantity the scheduler's noise model needs. Runs go through TorchBackend.run, one
-process (benchmarks/_trainer_runs.py): each finished run is appended to --rows at once, and a rerun with the
-same --rows trains only what is missing.
+seed changes the initialisation, and with `--set data_order=run` also the order of the training data
+(trainers/data.py); with the default order ("study") every seed reads the same windows in the same order, as
+every run of a study does, so the spread is the part of the noise that is independent between a study's runs,
+the quantity the scheduler's noise model needs. The data and the evaluation sets are the same for every seed.
+Runs go through TorchBackend.run, one process (benchmarks/_trainer_runs.py): each finished run is appended to
+--rows at once, and a rerun with the same --rows trains only what is missing.
 
 Summary rows (`--summary`, one per point and loss): n_params, n_tokens, skill (a skill such as 'knowledge',
 or 'domain:<name>' for a held-out domain loss), mean, std (sample std, ddof = 1), rel_std = std / mean,
@@ -92,6 +93,7 @@ def summarize(rows: list[dict], min_seeds: int = 2) -> list[dict]:
                 "target_met": std <= TARGET_REL_STD * mean,
                 "eval_se": eval_se,  # the evaluation set's own standard error (mean over seeds), skills only
                 "eval_rel_se": eval_se / mean if eval_se is not None and mean else None,
+                "data_order": last["settings"].get("data", {}).get("data_order", "run"),
                 "shape": last["shape"],
                 "budget": last["budget"],
                 "gpu": last["gpu"],

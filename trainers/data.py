@@ -29,11 +29,20 @@ User data:
   whole (at most `eval_samples` rows). A bad line: InputError naming the file and the line.
 
 Each domain's stream is a 1-D token array (documents separated by EOS). A training row is a window of
-seq_len + 1 tokens at an offset drawn from a generator seeded by (seed, step, domain); the number of
-rows per domain in a batch is the largest-remainder rounding of mix * rows (ties to the domain that
-sorts first). So the batch of a step is a pure function of (seed, step, mix, data settings): a resumed
-run continues the identical stream with nothing but the step number as its data cursor. Streams are
-sampled with replacement; a run longer than its stream revisits text (epochs).
+seq_len + 1 tokens; the number of rows per domain in a batch is the largest-remainder rounding of mix * rows
+(ties to the domain that sorts first). Where the windows start is the data order, `data_order`:
+- "study" (the default): one sequence of window offsets per domain, drawn from (data_seed, domain) in
+  blocks, which every run of a study reads from its start, whatever its batch size: step k of a run with
+  r rows of a domain per step reads that domain's windows k*r .. k*r + r - 1. A run to D tokens reads the
+  same text as every other run to D (with this mix), in the same order, and the run's seed draws only
+  its initialisation. This is how a real pretraining study reads one shuffled corpus, and it makes the
+  data's own sampling noise (which rare facts and files a run happened to see) common to every run
+  instead of independent: measured on the H200 it was most of the seed spread of the knowledge and code
+  skills (BENCHMARKS.md, "Seed noise").
+- "run": offsets drawn from (run seed, step, domain), so the seed changes the data order too.
+Either way the batch of a step is a pure function of (seed, step, mix, batch size, data settings): a
+resumed run continues the identical stream with nothing but the step number as its data cursor. Streams
+are sampled with replacement; a run longer than its stream revisits text (epochs).
 """
 
 from __future__ import annotations
@@ -57,6 +66,8 @@ SKILLS = ("knowledge", "code")  # built-in skills; skill_names(settings) adds th
 HELDOUT_FRACTION = 0.01  # of a user corpus's tokens
 GENERATED_CODE_EVAL = 4096  # most held-out generated programs (code_source "generated"), all excluded from training
 CODE_SOURCES = (*python_sources.SOURCES, "generated")
+DATA_ORDERS = ("study", "run")
+ORDER_BLOCK = 4096  # window offsets drawn per generator call in the study's order (any size gives one order)
 TEXT_SUFFIXES_NOTE = ".jsonl (prompt/answer or text lines), .txt, .parquet (text column) or a directory of .py"
 
 
@@ -66,7 +77,10 @@ class DataSettings:
     the code and general domains read its standard library, which differs slightly between versions)."""
 
     data_seed: int = 0
-    """The world, the eval sets and the generated text (not the run's sampling order, which is the run's seed)."""
+    """The world, the eval sets, the generated text and (data_order "study") the order of the training windows."""
+    data_order: str = "study"
+    """"study": every run reads one window order drawn from data_seed (the run's seed draws only its
+    initialisation); "run": the run's seed also draws the order (see the module docstring)."""
     knowledge_entities: int = 300_000
     """People in the knowledge world. The stream mentions only those its popularity reaches (~35,000 of
     300,000 in 64M tokens); a larger world lengthens the tail of people mentioned once or twice."""
@@ -115,6 +129,8 @@ class DataSettings:
         if self.knowledge_eval not in corpora.KNOWLEDGE_EVALS:
             raise InputError(f"data.knowledge_eval: expected one of {', '.join(corpora.KNOWLEDGE_EVALS)}, "
                              f"got {self.knowledge_eval!r}")
+        if self.data_order not in DATA_ORDERS:
+            raise InputError(f"data.data_order: expected one of {', '.join(DATA_ORDERS)}, got {self.data_order!r}")
         if self.code_source not in CODE_SOURCES:
             raise InputError(f"data.code_source: expected one of {', '.join(CODE_SOURCES)}, got {self.code_source!r}")
         if self.general_source not in CODE_SOURCES:
@@ -412,10 +428,16 @@ def rows_per_domain(mix: dict[str, float], n_rows: int) -> dict[str, int]:
 
 
 class MixtureSampler:
-    """Batches for (seed, step): rows per domain by rows_per_domain, random windows within each stream."""
+    """Batches for step k: rows per domain by rows_per_domain, windows in the data order (module docstring).
 
-    def __init__(self, domains: dict[str, Domain], mix: dict[str, float], seq_len: int, seed: int):
+    `order_seed` None: the run's order ((seed, step, domain) per step); an int: the study's order, one
+    sequence of window offsets per domain drawn from (order_seed, domain), read from its start."""
+
+    def __init__(self, domains: dict[str, Domain], mix: dict[str, float], seq_len: int, seed: int,
+                 order_seed: int | None = None):
         self.domains, self.mix, self.seq_len, self.seed = domains, dict(sorted(mix.items())), seq_len, seed
+        self.order_seed = order_seed
+        self._blocks: dict[tuple[str, int], np.ndarray] = {}  # the study order's newest blocks, per domain
         for name in self.mix:
             if len(domains[name].train) < seq_len + 2:
                 raise InputError(
@@ -423,20 +445,44 @@ class MixtureSampler:
                     f"than seq_len + 2 = {seq_len + 2}"
                 )
 
-    def batch(self, step: int, n_rows: int) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
-        """(inputs (n_rows, T), targets (n_rows, T), rows per domain) for optimizer step `step`."""
+    def batch(self, step: int, n_rows: int, full_rows: int | None = None
+              ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+        """(inputs (n_rows, T), targets (n_rows, T), rows per domain) for optimizer step `step`.
+
+        `full_rows`: the rows of the run's full steps (default n_rows); only the last step of a run is
+        shorter, and in the study's order the steps before it set where it starts reading."""
         counts = rows_per_domain(self.mix, n_rows)
+        full = rows_per_domain(self.mix, full_rows or n_rows)
         window = np.arange(self.seq_len + 1)
         parts = []
         for name, count in counts.items():
             if count == 0:
                 continue
             stream = self.domains[name].train
-            rng = np.random.default_rng([self.seed, step, zlib.crc32(name.encode())])
-            starts = rng.integers(0, len(stream) - self.seq_len - 1, size=count)
+            if self.order_seed is None:
+                rng = np.random.default_rng([self.seed, step, zlib.crc32(name.encode())])
+                starts = rng.integers(0, len(stream) - self.seq_len - 1, size=count)
+            else:
+                starts = self._study_offsets(name, step * full[name], count)
             parts.append(stream[starts[:, None] + window[None, :]])  # (count, T+1)
         rows = np.concatenate(parts)
         return rows[:, :-1], rows[:, 1:], counts
+
+    def _study_offsets(self, name: str, first: int, count: int) -> np.ndarray:
+        """Windows first .. first + count - 1 of the study's order of domain `name`."""
+        high = len(self.domains[name].train) - self.seq_len - 1
+        blocks = range(first // ORDER_BLOCK, (first + count - 1) // ORDER_BLOCK + 1)
+        drawn = []
+        for b in blocks:
+            key = (name, b)
+            if key not in self._blocks:
+                if len(self._blocks) > 4 * len(self.mix):
+                    self._blocks.clear()  # a run reads forward: older blocks are not wanted again
+                rng = np.random.default_rng([self.order_seed, b, zlib.crc32(name.encode())])
+                self._blocks[key] = rng.integers(0, high, size=ORDER_BLOCK)
+            drawn.append(self._blocks[key])
+        offset = first - blocks[0] * ORDER_BLOCK
+        return np.concatenate(drawn)[offset : offset + count]
 
 
 def heldout_windows(domain: Domain, seq_len: int, max_rows: int) -> np.ndarray:

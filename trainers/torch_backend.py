@@ -37,7 +37,7 @@ the branches' flops sum to the family's true cost, the stable phase once plus ev
 
 On CUDA: bf16 autocast with fp32 master weights, TF32 matmuls, fused AdamW. On CPU: fp32, references.
 On CPU a run is bitwise reproducible, and a stopped-and-resumed run bitwise equal to an uninterrupted one
-(tests/trainers/test_torch_backend.py): the batch of a step depends only on (seed, step), and the
+(tests/trainers/test_torch_backend.py): the batch of a step depends only on (seed, step) (trainers/data.py), and the
 checkpoint holds the exact model and optimizer state. On CUDA, atomics in some backward kernels make runs
 reproducible only to rounding.
 
@@ -471,7 +471,8 @@ class TorchBackend:
     def _data(self, plan: RunPlan) -> tuple[MixtureSampler, Evaluator]:
         seq_len = self.trainer.seq_len
         domains = {name: load_domain(name, self.data, self.tokenizer, seq_len) for name in plan.mix}
-        return MixtureSampler(domains, plan.mix, seq_len, plan.spec.seed), self._evaluator(domains)
+        order_seed = self.data.data_seed if self.data.data_order == "study" else None
+        return MixtureSampler(domains, plan.mix, seq_len, plan.spec.seed, order_seed), self._evaluator(domains)
 
     def _evaluator(self, domains: dict) -> Evaluator:
         key = (
@@ -765,7 +766,7 @@ class TorchBackend:
 
         Every micro-batch has the same shape (a partial last batch is padded with ignored rows), so a
         compiled model never recompiles for the last step."""
-        inputs, targets, _ = sampler.batch(step, n_rows)  # the global batch (data parallel: every rank draws it)
+        inputs, targets, _ = sampler.batch(step, n_rows, hp.batch_seqs)  # the global batch (every rank draws it)
         world = self.world
         rows = rank_rows(world, max(n_rows, hp.batch_seqs))  # this rank's share (single process: the whole batch)
         micro = min(self.trainer.micro_batch_rows or hp.batch_seqs, hp.batch_seqs, rows)
