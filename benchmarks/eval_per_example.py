@@ -12,6 +12,7 @@ property of the evaluation set) from one spread over all of them (a property of 
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -49,21 +50,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--points", required=True, help="N@C pairs, comma separated")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--out", required=True, help="directory for the .npz files")
+    p.add_argument("--hparams", default="{}", help='JSON overrides of the rule, e.g. {"min_lr_ratio": 0}; '
+                   '"lr_multiplier" scales the rule\'s LR')
     add_backend_args(p)
     args = p.parse_args(argv)
     try:
         mix = parse_pairs(args.mix, "--mix")
         points, seeds = parse_points(args.points, "--points"), parse_seeds(args.seeds)
+        overrides = json.loads(args.hparams)
+        if not isinstance(overrides, dict):
+            raise InputError(f"--hparams: expected a JSON object, got {args.hparams!r}")
         backend = make_backend(args)
-    except InputError as exc:
+    except (InputError, json.JSONDecodeError) as exc:
         print(f"eval_per_example: {exc}", file=sys.stderr)
         return 2
     os.makedirs(args.out, exist_ok=True)
     runs_dir = args.runs_dir or tempfile.mkdtemp(prefix="skillscale-per-example-")
     for target_n, budget in points:
         for seed in seeds:
-            spec = RunSpec(n_params=int(target_n), n_tokens=tokens_for_budget(backend, target_n, budget, mix),
-                           mix=mix, seed=seed)
+            n_tokens = tokens_for_budget(backend, target_n, budget, mix)
+            hparams = {k: v for k, v in overrides.items() if k != "lr_multiplier"}
+            if "lr_multiplier" in overrides:
+                rule = backend.plan(RunSpec(n_params=int(target_n), n_tokens=n_tokens, mix=mix))[1].lr
+                hparams["lr"] = rule * float(overrides["lr_multiplier"])
+            spec = RunSpec(n_params=int(target_n), n_tokens=n_tokens, mix=mix, seed=seed, hparams=hparams)
             result = backend.run(spec, os.path.join(runs_dir, spec.run_id))
             model = next(reversed(backend.cache.models.values()))[0]
             arrays = per_example(backend, model)

@@ -8,8 +8,9 @@ several (N, D) points, per-skill and per-domain final losses (issue #15, item 5)
     PYTHONPATH=. python3 benchmarks/lr_sweep.py --device cpu --points 7e4@2e11 --multipliers 0.5,1,2 \
         --seq-len 64 --eval-samples 16 --rows /tmp/rows.jsonl --summary /tmp/lr.jsonl          # CPU smoke
 
-The rule (trainers/hparams.py) is DeepSeek LLM's lr = 0.3118 C^-0.125, capped at LR_MAX; a multiplier m trains
-at m x that LR with everything else (batch, warmup, cosine to 10% at D) unchanged. Multiplier 1 is the rule's
+The rule (trainers/hparams.py, `rule_lr`) is DeepSeek LLM's lr = 0.3118 C^-0.125 times LR_RULE_SCALE (0.5 since
+2026-12-01; rows before then were swept around 1x DeepSeek's value), capped at LR_MAX; a multiplier m trains at
+m x that LR with everything else (batch, warmup, the cosine decay at D) unchanged. Multiplier 1 is the rule's
 own run, shared with the isoFLOP ladder and the seed-noise points when they ask for the same (N, D, seed).
 
 Summary rows (`--summary`, one per point and loss): n_params, n_tokens, skill ('knowledge', 'code' or

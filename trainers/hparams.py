@@ -5,13 +5,19 @@ Rules (C = training FLOPs = 6*N*D, fitting/conventions.py; N as in trainers/shap
   "DeepSeek LLM: Scaling Open-Source Language Models with Longtermism" (2024), Sec. 3.1, Fig. 3:
       lr_opt    = 0.3118 * C^-0.1250
       batch_opt = 0.2920 * C^0.3271     (tokens per step)
+  with the learning rate scaled by LR_RULE_SCALE = 0.5 for this trainer: 5-point sweeps on an H200
+  (BENCHMARKS.md, "LR rule") put the best LR at 0.4-0.7x DeepSeek's value at 0.41M and 2.48M parameters and
+  at ~1x at 5.69M (flat within 0.5% between 0.5x and 2x), and at 0.5x the seed spread was no larger.
   The batch is rounded to whole sequences and clamped to [MIN_BATCH_SEQS sequences, D / MIN_STEPS tokens]
   so that tiny runs still take enough optimizer steps; lr is clamped to at most LR_MAX. The rules are
   evaluated at D = `rule_n_tokens` when that is given (the branches of a run family share the family's
   longest D, so their stable phases are one training), else at the run's own D.
 - Schedule, linear warmup over `warmup_steps` = 5% of the steps (at least 1, at most 1000), then either
-  - "cosine" (the default): cosine decay from lr to min_lr_ratio * lr (10%) reached exactly at the last
-    step, i.e. at D tokens; or
+  - "cosine" (the default): cosine decay from lr to min_lr_ratio * lr reached exactly at the last step,
+    i.e. at D tokens. min_lr_ratio defaults to 0, decay to zero (Bergsma et al. 2025, "Straight to Zero",
+    arXiv:2502.15938, found decay to zero better than to 10%; on the H200, at 0.93M and 2.48M parameters,
+    0.5x LR with decay to zero gave equal or lower losses than 1x to 10% and a smaller seed spread for three
+    of the four skill-size pairs); or
   - "wsd", warmup-stable-decay: constant lr, then a cooldown over the last `cooldown_fraction` of the steps
     (default 20%) to min_lr_ratio * lr at the last step, of shape "linear" or "1-sqrt" (lr falls as
     1 - sqrt(progress): Hägele et al. 2024, "Scaling Laws and Compute-Optimal Training Beyond Fixed
@@ -36,6 +42,7 @@ from fitting.conventions import training_flops
 from skillscale.errors import InputError
 
 LR_MAX = 1e-2
+LR_RULE_SCALE = 0.5  # this trainer's measured optimum relative to DeepSeek's rule (module docstring)
 MIN_BATCH_SEQS = 8
 MIN_STEPS = 50
 SCHEDULES = ("cosine", "wsd")
@@ -52,7 +59,7 @@ class HParams:
     seq_len: int  # tokens per sequence
     n_steps: int  # optimizer steps of the run (the last one may be partial)
     warmup_steps: int  # linear warmup steps
-    min_lr_ratio: float = 0.1  # the lr at the last step, as a fraction of lr
+    min_lr_ratio: float = 0.0  # the lr at the last step, as a fraction of lr
     beta1: float = 0.9  # AdamW
     beta2: float = 0.95  # AdamW
     adam_eps: float = 1e-8  # AdamW
@@ -109,6 +116,11 @@ def deepseek_lr(flops: float) -> float:
     return 0.3118 * flops**-0.1250  # DeepSeek LLM 2024, Fig. 3
 
 
+def rule_lr(flops: float) -> float:
+    """The peak LR of a run of `flops` training FLOPs: DeepSeek's rule, scaled for this trainer, capped."""
+    return min(LR_MAX, LR_RULE_SCALE * deepseek_lr(flops))
+
+
 def deepseek_batch_tokens(flops: float) -> float:
     return 0.2920 * flops**0.3271  # DeepSeek LLM 2024, Fig. 3
 
@@ -133,7 +145,7 @@ def resolve(n_params: int, n_tokens: int, seq_len: int, overrides: dict | None =
     if rule_tokens <= 0:
         raise InputError(f"hparams.rule_n_tokens: expected > 0, got {overrides['rule_n_tokens']}")
     flops = training_flops(n_params, rule_tokens)
-    lr = float(overrides.get("lr", min(LR_MAX, deepseek_lr(flops))))
+    lr = float(overrides.get("lr", rule_lr(flops)))
     if "batch_tokens" in overrides:
         batch_seqs = max(1, round(overrides["batch_tokens"] / seq_len))
     else:

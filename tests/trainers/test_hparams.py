@@ -12,14 +12,24 @@ def test_run_trains_exactly_d_tokens(n_tokens):
     assert all(rows * hp.seq_len >= t > (rows - 1) * hp.seq_len for rows, t in rows_tokens)
 
 
-def test_schedule_warmup_then_cosine_to_ten_percent_at_the_end():
+def test_schedule_warmup_then_cosine_to_zero_at_the_end():
     hp = resolve(1_000_000, 2_000_000, 128)
     lrs = [lr_at(s, hp) for s in range(hp.n_steps)]
     assert lrs[hp.warmup_steps - 1] == pytest.approx(hp.lr)
     assert all(a < b for a, b in zip(lrs[: hp.warmup_steps], lrs[1 : hp.warmup_steps], strict=False))
     decay = lrs[hp.warmup_steps - 1 :]
     assert all(a >= b for a, b in zip(decay, decay[1:], strict=False))
-    assert lrs[-1] == pytest.approx(0.1 * hp.lr)
+    assert lrs[-1] == pytest.approx(0.0, abs=1e-12)
+    floor = resolve(1_000_000, 2_000_000, 128, {"min_lr_ratio": 0.1})
+    assert lr_at(floor.n_steps - 1, floor) == pytest.approx(0.1 * floor.lr)
+
+
+def test_lr_rule_is_half_deepseek_capped():
+    from trainers.hparams import LR_MAX, deepseek_lr
+
+    hp = resolve(1_000_000, 20_000_000, 128)
+    assert hp.lr == pytest.approx(0.5 * deepseek_lr(6 * 1_000_000 * 20_000_000))
+    assert resolve(10_000, 100_000, 16).lr <= LR_MAX
 
 
 def test_rules_scale_with_compute():
@@ -40,7 +50,8 @@ def test_overrides_and_unknown_keys():
 
 @pytest.mark.parametrize("shape", ["linear", "1-sqrt"])
 def test_wsd_warmup_then_constant_then_cooldown_to_the_floor(shape):
-    hp = resolve(1_000_000, 2_000_000, 128, {"schedule": "wsd", "cooldown_fraction": 0.2, "cooldown_shape": shape})
+    hp = resolve(1_000_000, 2_000_000, 128, {"schedule": "wsd", "cooldown_fraction": 0.2, "cooldown_shape": shape,
+                                             "min_lr_ratio": 0.1})
     lrs = [lr_at(s, hp) for s in range(hp.n_steps)]
     assert hp.cooldown_steps == round(0.2 * hp.n_steps) and hp.cooldown_start == hp.n_steps - hp.cooldown_steps
     assert lrs[hp.warmup_steps - 1] == pytest.approx(hp.lr)
