@@ -19,7 +19,8 @@ with R = C_k(ρ) ⊗ diag(σ_s²): a skill's noise is correlated with coefficien
 between branches of one family (they share the stable phase, the seed and the data order) and independent
 across skills, as in the single-run acquisition (scheduler/acquisition.py, whose chance correction is applied
 with P = k*S observed quantities). The acquisition is the weighted gain / (family FLOPs + overhead_flops), the
-overhead counted once per family: it is one training. Batches condition the ensemble on all branches jointly
+overhead counted once per family: it is one training (when the study's run budget binds, each branch also pays
+the shadow price of a run, Study.run_price, since each is a row of max_runs). Batches condition the ensemble on all branches jointly
 (an ensemble-Kalman step with perturbations drawn from N(0, R)).
 
 Optuna and the ledger. Each branch is its own trial of the persistent study and its own ledger row (columns
@@ -199,7 +200,8 @@ class FamilyProposer(Proposer):
             idx = np.array([i for i, t in enumerate(designs) if len(t) == size])
             tokens = np.array([designs[i] for i in idx], float)
             flops = family_flops(n[idx], tokens, f)
-            cost = flops + self.cfg.proposer.overhead_flops
+            overhead = self.cfg.proposer.overhead_flops  # once: one training (module docstring)
+            cost = flops + overhead + len(tokens[0]) * (self.run_price - overhead)  # + each row's shadow price
             mix_arg = mix[idx] if self.space.simplex else None
             v = family_acquisition(belief, n[idx], tokens, mix_arg, cost, self.rho)
             value[idx] = np.where(flops <= self._budget_left, v, -np.inf)

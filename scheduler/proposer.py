@@ -133,6 +133,9 @@ class Proposer:
         self.space = SearchSpace(cfg)
         # variance of log N* at which a target's (inflated) interval reaches the tolerance
         self.v_tol = (cfg.tolerance / (1.96 * cfg.proposer.interval_inflation)) ** 2
+        # FLOPs charged per run when candidates are ranked: overhead_flops, raised by the Study when its run
+        # budget binds before its FLOP budget (Study.run_price)
+        self.run_price = float(cfg.proposer.overhead_flops)
 
     # -------------------------------------------------------------------------------- seed design
     def seed_design(self, start: int, k: int, max_flops: float) -> list[Point]:
@@ -160,7 +163,7 @@ class Proposer:
                       target_fn=_TargetSamples(self.cfg), v_tol=self.v_tol)
 
     def _value(self, belief: Belief, n, d, mix, avoid: list[Point]) -> np.ndarray:
-        cost = training_flops(n, d) + self.cfg.proposer.overhead_flops
+        cost = training_flops(n, d) + self.run_price
         mix_arg = mix if self.space.simplex else None
         value = acquisition(belief, n, d, mix_arg, cost)
         for p in avoid:  # the ensemble update makes repeats unattractive; this makes them impossible

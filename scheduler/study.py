@@ -258,6 +258,7 @@ class Study:
         points = []
         if k > 0:
             in_flight = in_flight_points(list(self.outstanding.values()), self.families)
+            self.proposer.run_price = self.run_price()
             points = self.proposer.propose(k, self.estimates, in_flight, self.n_asked,
                                            budget_left=self.cfg.compute_cap - self.flops_committed)
         self._nothing_left = not points and not self.outstanding and k > 0
@@ -411,6 +412,23 @@ class Study:
             targets=tuple(self.estimates.targets) if self.estimates is not None else (),
             converged_streak=self.converged_streak, confirm_refits=self.cfg.confirm_refits,
             stop_reason=self.stop_reason(), forecast=self.forecast())
+
+    def run_price(self) -> float:
+        """FLOPs charged per run when candidates are ranked (the acquisition is information per FLOP + price).
+
+        `proposer.overhead_flops` while the FLOP cap is the budget that binds. When the forecast expects the
+        tolerance to need more runs than max_runs allows ("shadow" pricing, proposer.run_price), a run is
+        scarcer than its FLOPs say: its price becomes the FLOPs left per run left, the Lagrangian price that
+        spends both budgets together, so the loop buys fewer, larger, more informative runs instead of
+        running out of runs with most of the cap unspent (BENCHMARKS.md, 1.5% noise)."""
+        base = float(self.cfg.proposer.overhead_flops)
+        if self.cfg.proposer.run_price != "shadow":
+            return base
+        fc = self.forecast()
+        runs_left = self.cfg.max_runs - self.n_asked
+        if not fc or fc.get("runs_needed") is None or runs_left <= 0 or fc["runs_needed"] <= self.cfg.max_runs:
+            return base
+        return max(base, (self.cfg.compute_cap - self.flops_committed) / runs_left)
 
     def forecast(self) -> dict | None:
         """FLOPs and runs at which the worst target is expected to reach the tolerance, extrapolated from this

@@ -28,3 +28,37 @@ def test_out_of_reach_tolerance_is_forecast_early(tmp_path):
     assert forecast["flops_needed"] > cfg.compute_cap or forecast["runs_needed"] > cfg.max_runs
     assert "out of reach" in forecast_text(forecast)
     assert study.result(study.stop_reason())["forecast"]["reachable"] is False
+
+
+def _small_study(run_price="shadow", max_runs=100):
+    cfg = parse_study_config({
+        "name": "price", "skills": ["all"], "domains": ["all"],
+        "n_params": [1e7, 3e9], "n_tokens": [1e8, 1e11], "flops": [1e16, 1e19],
+        "targets": [{"name": "all", "weights": {"all": 1.0}, "flops": 1e21}],
+        "tolerance": 0.05, "compute_cap": 1e20, "max_runs": max_runs,
+        "backend": {"name": "simulated", "truth": "besiroglu", "noise": 0.015},
+        "proposer": {"n_boot": 20, "n_candidates": 64, "inner_trials": 0, "overhead_flops": 1e16,
+                     "run_price": run_price}, "seed": 2,
+    })
+    study = Study(cfg, None)
+    study.reconcile()
+    return cfg, study
+
+
+def test_a_run_is_priced_at_flops_left_per_run_left_only_when_max_runs_binds(tmp_path):
+    cfg, study = _small_study()
+    backend = cfg.backend.build()
+    for _ in range(30):
+        specs = study.propose(1)
+        study.record(specs[0], backend.run(specs[0], tmp_path))
+    assert study.run_price() == 1e16 or study.forecast()["runs_needed"] > cfg.max_runs
+    study.forecast = lambda: {"runs_needed": 500.0, "flops_needed": 5e19}  # runs bind, FLOPs do not
+    left = (cfg.compute_cap - study.flops_committed) / (cfg.max_runs - study.n_asked)
+    assert study.run_price() == max(1e16, left) and left > 1e16
+    study.propose(1)
+    assert study.proposer.run_price == max(1e16, left)  # what the ranking used
+    study.forecast = lambda: {"runs_needed": 80.0, "flops_needed": 5e19}  # within max_runs: the plain overhead
+    assert study.run_price() == 1e16
+    fixed_cfg, fixed = _small_study("fixed")
+    fixed.forecast = lambda: {"runs_needed": 500.0, "flops_needed": 5e19}
+    assert fixed.run_price() == 1e16
