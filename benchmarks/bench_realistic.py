@@ -15,6 +15,16 @@ Truths: besiroglu (Besiroglu et al. 2024, inside the fitted family), cross-term 
 on besiroglu: the D exponent drifts with N, Farseer-like, arXiv:2506.10972) and repetition
 (fitting.truths.RepeatedDataLaw on besiroglu, 1e10 unique tokens; Muennighoff et al. 2023).
 
+The mix cell (issue #21, item 6), truth `knowledge-code-simplex`: `mix.space: simplex` over the domains knowledge,
+code and general (floor 0.05), skills knowledge and code observed per run under the simulated backend's
+mixture-aware truth (trainers.simulated PRESETS["knowledge-code"]: D_eff = D * T_s(mix), transfers between
+domains), and two targets N*(1e21), one per skill, each at its own mix that no run uses (TARGET_MIXES; the truth
+of each is its skill's true law's optimum at that mix). Same bounds, band, tolerance and cap as the other cells.
+One study yields one trace per target, labelled `knowledge-code-simplex/<target>`, so every metric below is per
+target. The baselines spread over the simplex: random draws the mix uniformly on the floored simplex; grid and
+pool use fixed GRID_MIXES (each domain leaning 0.6 in turn), the grid splitting each budget's sizes over them so
+it costs about what the one-mix grid costs.
+
 Strategies:
 - adaptive: `Study.propose` (the proposer and its stop rule).
 - random: C log-uniform over the per-run FLOP range, log N uniform over what the band allows at that C;
@@ -54,6 +64,7 @@ from scheduler.config import StudyConfig, parse_study_config
 from scheduler.proposer import Point, SearchSpace
 from scheduler.study import Study
 from skillscale.errors import InputError, OneLineArgumentParser
+from trainers.simulated import PRESETS
 from trainers.spec import RunResult, RunSpec
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results", "realistic.jsonl")
@@ -63,6 +74,14 @@ TRUTHS = {
     "cross-term": CrossTermLaw(BESIROGLU, kappa=0.006, n_ref=1e8),
     "repetition": RepeatedDataLaw(BESIROGLU, unique_tokens=1e10),
 }
+# Cells whose truth is a mixture-aware law per skill: studied with `mix.space: simplex` (the module docstring).
+MIXTURE_TRUTHS = {"knowledge-code-simplex": PRESETS["knowledge-code"]}
+DOMAINS = ("knowledge", "code", "general")
+MIX_FLOOR = 0.05
+# One target per skill, each at a mix no run uses (as tests/scheduler/test_simplex_study.py).
+TARGET_MIXES = {"knowledge": {"knowledge": 0.55, "code": 0.25, "general": 0.20},
+                "code": {"knowledge": 0.20, "code": 0.62, "general": 0.18}}
+GRID_MIXES = ((0.6, 0.2, 0.2), (0.2, 0.6, 0.2), (0.2, 0.2, 0.6))  # over DOMAINS: each domain leans in turn
 C_TARGET = 1e21
 TOLERANCE = 0.10
 MEDIAN_ERROR_GOAL = 0.05
@@ -90,7 +109,7 @@ class Trace:
         return self.stop == "converged" and bool(self.rel_error) and self.rel_error[-1] <= TOLERANCE
 
 
-def study_config(noise: float, seed: int, args) -> StudyConfig:
+def study_config(noise: float, seed: int, args, truth: str = "besiroglu") -> StudyConfig:
     data = {
         "name": f"realistic-{seed}", "skills": ["all"], "domains": ["all"], "mix": {"space": "fixed"},
         "n_params": [1e6, 3e9], "n_tokens": [1e7, 1e12], "flops": [1e16, 1e19],
@@ -101,6 +120,12 @@ def study_config(noise: float, seed: int, args) -> StudyConfig:
                      "n_candidates": args.n_candidates},
         "seed": seed,
     }
+    if truth in MIXTURE_TRUTHS:  # the mix cell: simplex mixes, two skills, one target per skill at its own mix
+        data.update({
+            "skills": list(TARGET_MIXES), "domains": list(DOMAINS), "mix": {"space": "simplex", "floor": MIX_FLOOR},
+            "targets": [{"name": s, "weights": {s: 1.0}, "flops": C_TARGET, "mix": m} for s, m in TARGET_MIXES.items()],
+            "backend": {"name": "simulated", "truth": "knowledge-code", "noise": noise},
+        })
     if args.band is not None:
         data["tokens_per_param"] = list(args.band)
     cfg = parse_study_config(data, source="bench_realistic study")
@@ -112,32 +137,55 @@ def study_config(noise: float, seed: int, args) -> StudyConfig:
 
 
 class Lab:
-    """Trains specs against a truth with seeded log-normal noise and records them in the Study."""
+    """Trains specs against a truth with seeded log-normal noise and records them in the Study.
 
-    def __init__(self, study: Study, truth, noise: float, seed: int, trace: Trace, true_n: float):
-        self.study, self.truth, self.noise, self.seed = study, truth, noise, seed
-        self.trace, self.true_n = trace, true_n
+    `truth` is one law (skill "all", fixed mix) or, for a mix cell, skill -> mixture-aware law evaluated at the
+    run's mix; `traces` and `true_n` are keyed by target name (one target "all" outside the mix cell)."""
 
-    def loss(self, spec: RunSpec) -> float:
+    def __init__(self, study: Study, truth, noise: float, seed: int, traces: dict[str, Trace],
+                 true_n: dict[str, float]):
+        self.study, self.noise, self.seed = study, noise, seed
+        self.mixture = isinstance(truth, dict)
+        self.laws = truth if self.mixture else {"all": truth}
+        self.traces, self.true_n = traces, true_n
+
+    def losses(self, spec: RunSpec) -> dict[str, float]:
+        """Per skill, the truth at (N, D[, mix]) times exp(noise z); z drawn in skill order from (seed, run_id)."""
         z_seed = int.from_bytes(hashlib.sha256(f"{self.seed}:{spec.run_id}".encode()).digest()[:8], "little")
-        z = np.random.default_rng(z_seed).standard_normal()
-        return float(self.truth.loss(spec.n_params, spec.n_tokens)[0] * np.exp(self.noise * z))
+        rng = np.random.default_rng(z_seed)
+        out = {}
+        for skill, law in self.laws.items():
+            z = rng.standard_normal()
+            loss = law.loss(spec.n_params, spec.n_tokens, spec.mix) if self.mixture else law.loss(spec.n_params,
+                                                                                                  spec.n_tokens)
+            out[skill] = float(loss[0] * np.exp(self.noise * z))
+        return out
 
     def train(self, spec: RunSpec, refit_now: bool = True) -> None:
         result = RunResult(run_id=spec.run_id, status="ok", n_params=spec.n_params, n_tokens=spec.n_tokens,
-                           flops=spec.flops, losses={"all": self.loss(spec)})
+                           flops=spec.flops, losses=self.losses(spec))
         self.study.record(spec, result, refit_now=refit_now)
 
     def read(self) -> None:
-        """Append the study's current estimate to the trace."""
+        """Append the study's current estimate of each target to its trace."""
         est = self.study.estimates
         if est is None:
             return
-        t = est.targets[0]
-        self.trace.flops.append(self.study.ledger.flops_spent())
-        self.trace.rel_error.append(abs(t.n_params / self.true_n - 1.0))
-        self.trace.halfwidth.append(t.rel_halfwidth)
-        self.trace.covered.append(bool(t.n_params_ci95[0] <= self.true_n <= t.n_params_ci95[1]))
+        for t in est.targets:
+            trace, true_n = self.traces[t.name], self.true_n[t.name]
+            trace.flops.append(self.study.ledger.flops_spent())
+            trace.rel_error.append(abs(t.n_params / true_n - 1.0))
+            trace.halfwidth.append(t.rel_halfwidth)
+            trace.covered.append(bool(t.n_params_ci95[0] <= true_n <= t.n_params_ci95[1]))
+
+    def stop(self, reason: str) -> None:
+        for trace in self.traces.values():
+            trace.stop = reason
+
+    @property
+    def read_flops(self) -> list[float]:
+        """The FLOPs of every reading so far (the same for every target)."""
+        return next(iter(self.traces.values())).flops
 
 
 def run_adaptive(lab: Lab) -> None:
@@ -148,7 +196,7 @@ def run_adaptive(lab: Lab) -> None:
             break
         lab.train(specs[0])
         lab.read()
-    lab.trace.stop = study.stop_reason() or "budget_exhausted"
+    lab.stop(study.stop_reason() or "budget_exhausted")
 
 
 def _sequential(lab: Lab, next_point) -> None:
@@ -156,11 +204,11 @@ def _sequential(lab: Lab, next_point) -> None:
     study, last = lab.study, 0
     while True:
         if study.n_asked >= study.cfg.max_runs:
-            lab.trace.stop = "max_runs"
+            lab.stop("max_runs")
             break
         point = next_point()
         if point is None or point.flops > study.cfg.compute_cap - study.flops_committed:
-            lab.trace.stop = "budget_exhausted"
+            lab.stop("budget_exhausted")
             break
         (spec,) = study.ask([point])
         lab.train(spec, refit_now=False)
@@ -171,9 +219,9 @@ def _sequential(lab: Lab, next_point) -> None:
         study.refit()
         lab.read()
         if study.stop_reason() == "converged":
-            lab.trace.stop = "converged"
+            lab.stop("converged")
             break
-    if not lab.trace.flops or lab.trace.flops[-1] < study.ledger.flops_spent():
+    if not lab.read_flops or lab.read_flops[-1] < study.ledger.flops_spent():
         study.refit()
         lab.read()
 
@@ -188,31 +236,44 @@ def run_random(lab: Lab, rng: np.random.Generator) -> None:
     _sequential(lab, next_point)
 
 
-def band_grid(cfg: StudyConfig, budgets: np.ndarray, n_sizes: int) -> list[Point]:
-    """Per budget, n_sizes runs whose D/N is log-spaced across the band (within the study's bounds)."""
+def grid_mixes(cfg: StudyConfig) -> list[np.ndarray]:
+    """The mixes of the grid and pool baselines: the one fixed mix, or GRID_MIXES on the simplex."""
+    if cfg.mix.space == "simplex":
+        return [np.array(m) for m in GRID_MIXES]
+    return [np.array([1.0])]
+
+
+def band_grid(cfg: StudyConfig, budgets: np.ndarray, n_sizes: int,
+              mixes: list[np.ndarray] | None = None) -> list[Point]:
+    """Per budget (and mix: default the fixed one), n_sizes runs whose D/N is log-spaced across the band (within
+    the study's bounds)."""
     space, points = SearchSpace(cfg), []
     for c in budgets:
         lo, hi = cfg.n_bounds(c)
         if lo > hi:
             continue
-        for n in np.geomspace(lo, hi, n_sizes):
-            points.append(space.point(round(n), round(c / (FLOPS_PER_PARAM_TOKEN * round(n))), np.array([1.0])))
+        for mix in mixes or [np.array([1.0])]:
+            for n in np.geomspace(lo, hi, n_sizes):
+                points.append(space.point(round(n), round(c / (FLOPS_PER_PARAM_TOKEN * round(n))), mix))
     return points
 
 
 def run_grid(lab: Lab, n_budgets: int, n_sizes: int) -> None:
+    """Budget by budget, cheapest first; on the simplex each budget's n_sizes are split over the grid mixes."""
     cfg = lab.study.cfg
+    mixes = grid_mixes(cfg)
+    sizes_per_mix = n_sizes if len(mixes) == 1 else max(2, -(-n_sizes // len(mixes)))
     for c in np.geomspace(1e17, 1e19, n_budgets):
-        for spec in lab.study.ask(band_grid(cfg, np.array([c]), n_sizes)):
+        for spec in lab.study.ask(band_grid(cfg, np.array([c]), sizes_per_mix, mixes)):
             lab.train(spec, refit_now=False)
         lab.study.refit()
         lab.read()
-    lab.trace.stop = "grid_done"
+    lab.stop("grid_done")
 
 
 def run_pool(lab: Lab, rng: np.random.Generator) -> None:
     cfg = lab.study.cfg
-    pool = band_grid(cfg, np.geomspace(1e16, 1e19, 12), 9)
+    pool = band_grid(cfg, np.geomspace(1e16, 1e19, 12), 9, grid_mixes(cfg))
     used: set[int] = set()
 
     def next_point() -> Point | None:
@@ -223,11 +284,14 @@ def run_pool(lab: Lab, rng: np.random.Generator) -> None:
         if est is None or len(used) < cfg.proposer.seed_runs:
             choice = int(rng.choice(free))
         else:
-            ens = est.ensembles["all"]
             n = np.array([pool[i].n_params for i in free], float)
             d = np.array([pool[i].n_tokens for i in free], float)
-            with np.errstate(all="ignore"):
-                spread = np.log(np.maximum(ens.loss(n, d), 1e-12)).var(axis=0)  # (M,) ensemble variance
+            spread = 0.0
+            for ens in est.ensembles.values():  # summed over skills
+                mix = None if cfg.mix.space != "simplex" else np.array(
+                    [[pool[i].mix[dom] for dom in ens.domains] for i in free], float)  # (M, n_domains)
+                with np.errstate(all="ignore"):
+                    spread = spread + np.log(np.maximum(ens.loss(n, d, mix), 1e-12)).var(axis=0)  # (M,) variance
             choice = free[int(np.nanargmax(spread / (FLOPS_PER_PARAM_TOKEN * n * d)))]
         used.add(choice)
         return pool[choice]
@@ -235,14 +299,28 @@ def run_pool(lab: Lab, rng: np.random.Generator) -> None:
     _sequential(lab, next_point)
 
 
-def run_one(truth_name: str, noise: float, strategy: str, seed: int, args) -> Trace:
-    cfg = study_config(noise, seed, args)
-    truth = TRUTHS[truth_name]
-    true_n = float(truth.optimum(C_TARGET)[0][0])
-    trace = Trace(truth_name, noise, strategy, seed)
+def true_optima(truth_name: str, cfg: StudyConfig) -> dict[str, float]:
+    """Target name -> the true N*(C_target): the truth's optimum, or in a mix cell the optimum of the target's
+    skill's true law at the target's own mix."""
+    if truth_name not in MIXTURE_TRUTHS:
+        return {"all": float(TRUTHS[truth_name].optimum(C_TARGET)[0][0])}
+    laws, out = MIXTURE_TRUTHS[truth_name], {}
+    for target in cfg.targets:
+        (skill,) = [s for s, w in target.weights.items() if w == 1.0]
+        out[target.name] = float(laws[skill].optimum(target.flops, mix=target.mix)[0][0])
+    return out
+
+
+def run_one(truth_name: str, noise: float, strategy: str, seed: int, args) -> list[Trace]:
+    """One strategy on one cell and seed: one trace per target (one outside the mix cell)."""
+    cfg = study_config(noise, seed, args, truth_name)
+    truth = MIXTURE_TRUTHS.get(truth_name) or TRUTHS[truth_name]
+    true_n = true_optima(truth_name, cfg)
+    label = (lambda name: f"{truth_name}/{name}") if truth_name in MIXTURE_TRUTHS else (lambda name: truth_name)
+    traces = {name: Trace(label(name), noise, strategy, seed) for name in true_n}
     study = Study(cfg, None)
     study.reconcile()
-    lab = Lab(study, truth, noise, seed, trace, true_n)
+    lab = Lab(study, truth, noise, seed, traces, true_n)
     rng = np.random.default_rng([seed, len(strategy)])
     start = time.perf_counter()
     if strategy == "adaptive":
@@ -255,8 +333,9 @@ def run_one(truth_name: str, noise: float, strategy: str, seed: int, args) -> Tr
         run_pool(lab, rng)
     else:
         raise InputError(f"--strategies: unknown strategy {strategy!r} (adaptive, random, grid, pool)")
-    trace.n_runs, trace.seconds = len(study.ledger), time.perf_counter() - start
-    return trace
+    for trace in traces.values():
+        trace.n_runs, trace.seconds = len(study.ledger), time.perf_counter() - start
+    return list(traces.values())
 
 
 def flops_to_median_error(traces: list[Trace], goal: float = MEDIAN_ERROR_GOAL) -> float | None:
@@ -354,7 +433,8 @@ def format_table(rows: list[dict]) -> str:
 
 def parser() -> OneLineArgumentParser:
     p = OneLineArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--truths", nargs="+", default=["besiroglu", "cross-term", "repetition"], choices=sorted(TRUTHS))
+    p.add_argument("--truths", nargs="+", default=["besiroglu", "cross-term", "repetition"],
+                   choices=sorted(TRUTHS) + sorted(MIXTURE_TRUTHS))
     p.add_argument("--noise", type=float, nargs="+", default=[0.005, 0.015, 0.03])
     p.add_argument("--strategies", nargs="+", default=["adaptive", "random", "grid", "pool"],
                    choices=["adaptive", "random", "grid", "pool"])
@@ -385,11 +465,12 @@ def main(argv=None, log=print) -> list[dict]:
         for truth in args.truths:
             for noise in args.noise:
                 for strategy in args.strategies:
-                    t = run_one(truth, noise, strategy, seed, args)
-                    traces.append(t)
-                    log(f"{truth} noise {noise:.3f} {strategy} seed {seed}: {t.n_runs} runs, {t.flops[-1]:.3g} FLOPs, "
-                        f"err {t.rel_error[-1]:.3f}, hw {t.halfwidth[-1]:.3f}, covered {t.covered[-1]}, {t.stop}, "
-                        f"{t.seconds:.0f} s" if t.flops else f"{truth} {noise} {strategy} seed {seed}: no reading")
+                    for t in run_one(truth, noise, strategy, seed, args):  # one trace per target
+                        traces.append(t)
+                        log(f"{t.truth} noise {noise:.3f} {strategy} seed {seed}: {t.n_runs} runs, "
+                            f"{t.flops[-1]:.3g} FLOPs, err {t.rel_error[-1]:.3f}, hw {t.halfwidth[-1]:.3f}, "
+                            f"covered {t.covered[-1]}, {t.stop}, {t.seconds:.0f} s"
+                            if t.flops else f"{t.truth} {noise} {strategy} seed {seed}: no reading")
     rows = summarize(traces)
     log(format_table(rows))
     verdicts = verdict(rows, traces)

@@ -42,7 +42,7 @@ def test_band_grid_and_a_study_stay_inside_the_band(bench):
     points = bench.band_grid(cfg, np.geomspace(1e16, 1e19, 4), 5)
     ratios = np.array([p.n_tokens / p.n_params for p in points])
     assert len(points) == 20 and ratios.min() >= 5 * 0.99 and ratios.max() <= 640 * 1.01
-    trace = bench.run_one("besiroglu", 0.01, "adaptive", 0, args)
+    (trace,) = bench.run_one("besiroglu", 0.01, "adaptive", 0, args)  # one target: one trace
     assert trace.n_runs <= 24 and trace.flops == sorted(trace.flops)
 
 
