@@ -162,8 +162,8 @@ class ProposerConfig(_Model):
                     "runs (benchmarks/bench_realistic.py; BENCHMARKS.md)")
     run_price: Literal["fixed", "shadow"] = Field(
         default="shadow", description="'fixed': every run costs 6ND + overhead_flops in the ranking; 'shadow': "
-                                      "when the forecast says max_runs binds before compute_cap, a run is priced "
-                                      "at the FLOPs left per run left (Study.run_price)")
+                                      "when the current fit says the tolerance needs more than max_runs runs, a "
+                                      "run is priced at the FLOPs left per run left (Study.run_price)")
     noise_floor: Number = Field(default=0.002, gt=0, description="smallest log-loss noise std assumed")
     explore_every: int = Field(default=0, ge=0, description="every n-th run (0: none) comes from the space-filling "
                                                             "design, so the fit never rests on a few corners")

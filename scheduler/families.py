@@ -20,8 +20,8 @@ between branches of one family (they share the stable phase, the seed and the da
 across skills, as in the single-run acquisition (scheduler/acquisition.py, whose chance correction is applied
 with P = k*S observed quantities). The acquisition is the weighted gain / (family FLOPs + overhead_flops), the
 overhead counted once per family: it is one training (when the study's run budget binds, each branch also pays
-the shadow price of a run, Study.run_price, since each is a row of max_runs). Batches condition the ensemble on all branches jointly
-(an ensemble-Kalman step with perturbations drawn from N(0, R)).
+the shadow price of a run, Study.run_price, since each is a row of max_runs). Batches condition the ensemble on
+all branches jointly (an ensemble-Kalman step with perturbations drawn from N(0, R)).
 
 Optuna and the ledger. Each branch is its own trial of the persistent study and its own ledger row (columns
 `family_id`, `branch`): the branches of a family are enqueued together (each with user_attrs {"family":

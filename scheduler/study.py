@@ -47,7 +47,7 @@ import yaml
 from optuna.trial import TrialState
 
 from fitting.conventions import conventions_dict
-from fitting.forecast import forecast_to_tolerance
+from fitting.forecast import RATE_PRIOR, forecast_to_tolerance
 from fitting.report import parametric_skill_report
 from scheduler.config import StudyConfig
 from scheduler.estimates import Estimates, TargetEstimate, fit_inputs, refit
@@ -416,17 +416,24 @@ class Study:
     def run_price(self) -> float:
         """FLOPs charged per run when candidates are ranked (the acquisition is information per FLOP + price).
 
-        `proposer.overhead_flops` while the FLOP cap is the budget that binds. When the forecast expects the
-        tolerance to need more runs than max_runs allows ("shadow" pricing, proposer.run_price), a run is
-        scarcer than its FLOPs say: its price becomes the FLOPs left per run left, the Lagrangian price that
-        spends both budgets together, so the loop buys fewer, larger, more informative runs instead of
-        running out of runs with most of the cap unspent (BENCHMARKS.md, 1.5% noise)."""
+        `proposer.overhead_flops` while the FLOP cap is the budget that binds. When the runs the tolerance needs
+        exceed max_runs ("shadow" pricing, proposer.run_price), a run is scarcer than its FLOPs say: its price
+        becomes the FLOPs left per run left, the Lagrangian price that spends both budgets together, so the loop
+        buys fewer, larger, more informative runs instead of running out of runs with most of the cap unspent
+        (BENCHMARKS.md, 1.5% noise). The runs needed are read from the current fit alone (the worst half-width
+        falling as runs^-RATE_PRIOR, fitting.forecast), not from this process's refit history, so that a resumed
+        study prices, and so proposes, exactly as an uninterrupted one. Not before a quarter of max_runs: earlier
+        the half-width still falls faster than that rate, and the extrapolation would overstate the runs needed."""
         base = float(self.cfg.proposer.overhead_flops)
-        if self.cfg.proposer.run_price != "shadow":
-            return base
-        fc = self.forecast()
         runs_left = self.cfg.max_runs - self.n_asked
-        if not fc or fc.get("runs_needed") is None or runs_left <= 0 or fc["runs_needed"] <= self.cfg.max_runs:
+        if (self.cfg.proposer.run_price != "shadow" or self.estimates is None or runs_left <= 0
+                or self.n_asked < self.cfg.max_runs / 4):
+            return base
+        worst = max(t.rel_halfwidth for t in self.estimates.targets)
+        if not np.isfinite(worst):
+            return base
+        runs_needed = self.estimates.n_runs * max(1.0, worst / self.cfg.tolerance) ** (1 / RATE_PRIOR)
+        if runs_needed <= self.cfg.max_runs:
             return base
         return max(base, (self.cfg.compute_cap - self.flops_committed) / runs_left)
 

@@ -46,19 +46,34 @@ def _small_study(run_price="shadow", max_runs=100):
 
 
 def test_a_run_is_priced_at_flops_left_per_run_left_only_when_max_runs_binds(tmp_path):
+    """Study.run_price reads the current fit: runs needed = ok runs x (worst half-width / tolerance)^2."""
+    from dataclasses import replace
+
     cfg, study = _small_study()
     backend = cfg.backend.build()
-    for _ in range(30):
+    for _ in range(cfg.max_runs // 4 - 1):
         specs = study.propose(1)
         study.record(specs[0], backend.run(specs[0], tmp_path))
-    assert study.run_price() == 1e16 or study.forecast()["runs_needed"] > cfg.max_runs
-    study.forecast = lambda: {"runs_needed": 500.0, "flops_needed": 5e19}  # runs bind, FLOPs do not
+    study.estimates = replace(study.estimates, targets=[replace(t, rel_halfwidth=1.0) for t in study.estimates.targets])
+    assert study.run_price() == 1e16  # before a quarter of max_runs: never raised
+    for _ in range(6):
+        specs = study.propose(1)
+        study.record(specs[0], backend.run(specs[0], tmp_path))
+
+    def with_halfwidth(hw):
+        study.estimates = replace(study.estimates, targets=[replace(t, rel_halfwidth=hw)
+                                                            for t in study.estimates.targets])
+
+    n_ok = study.estimates.n_runs
+    with_halfwidth(cfg.tolerance * (2 * cfg.max_runs / n_ok) ** 0.5)  # needs ~2x max_runs: runs bind
     left = (cfg.compute_cap - study.flops_committed) / (cfg.max_runs - study.n_asked)
-    assert study.run_price() == max(1e16, left) and left > 1e16
+    assert left > 1e16 and study.run_price() == left
     study.propose(1)
-    assert study.proposer.run_price == max(1e16, left)  # what the ranking used
-    study.forecast = lambda: {"runs_needed": 80.0, "flops_needed": 5e19}  # within max_runs: the plain overhead
+    assert study.proposer.run_price == left  # what the ranking used
+    with_halfwidth(cfg.tolerance * (0.5 * cfg.max_runs / n_ok) ** 0.5)  # within max_runs: the plain overhead
     assert study.run_price() == 1e16
-    fixed_cfg, fixed = _small_study("fixed")
-    fixed.forecast = lambda: {"runs_needed": 500.0, "flops_needed": 5e19}
+    _, fixed = _small_study("fixed")
+    fixed.estimates = study.estimates
+    with_halfwidth(cfg.tolerance * (2 * cfg.max_runs / n_ok) ** 0.5)
+    fixed.estimates = study.estimates
     assert fixed.run_price() == 1e16
