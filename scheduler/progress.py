@@ -16,6 +16,13 @@ from scheduler.study import StudyStatus
 MAX_TARGETS_IN_LINE = 6  # more targets than this are summarised in a progress line (the table has them all)
 
 
+def price_text(status) -> str:
+    """' | runs bind: a run priced at 7.5e17 FLOPs' while the shadow price is raised (Study.run_price); '' else."""
+    if status.run_price is None or status.overhead_flops is None or status.run_price <= status.overhead_flops:
+        return ""
+    return f" | runs bind: a run priced at {status.run_price:.2g} FLOPs"
+
+
 def forecast_text(forecast: dict | None) -> str:
     """' | to tol: ~3e20 FLOPs, ~900 runs (out of reach)' from StudyStatus.forecast; '' before there is one."""
     if not forecast or forecast.get("flops_needed") is None:
@@ -70,7 +77,7 @@ class Progress:
         self.log(f"run {status.n_runs:>3} {result.status:<8} N={result.n_params:.3g} D={result.n_tokens:.3g} "
                  f"{losses} | in flight {status.n_in_flight} | FLOPs {spent:.3g}/{cap:.3g} "
                  f"({100 * spent / cap:.1f}%) | {_fmt_targets(status)} (tol ±{100 * status.tolerance:.0f}%)"
-                 f"{forecast_text(status.forecast)}")
+                 f"{forecast_text(status.forecast)}{price_text(status)}")
 
     def heartbeat(self, status: StudyStatus) -> None:
         now = time.monotonic()

@@ -97,6 +97,8 @@ class StudyStatus:
     stop_reason: str | None  # None while the study should go on
     forecast: dict | None = None  # FLOPs/runs expected to reach the tolerance (fitting.forecast); None until
     # every target is identifiable. Compare flops_needed / runs_needed with compute_cap and max_runs.
+    run_price: float | None = None  # FLOPs charged per run in the next proposal's ranking (Study.run_price)
+    overhead_flops: float | None = None  # the price while the FLOP cap is the binding budget
 
     @property
     def precision(self) -> dict[str, float]:
@@ -411,7 +413,8 @@ class Study:
             flops_abandoned=self.flops_abandoned, compute_cap=self.cfg.compute_cap, tolerance=self.cfg.tolerance,
             targets=tuple(self.estimates.targets) if self.estimates is not None else (),
             converged_streak=self.converged_streak, confirm_refits=self.cfg.confirm_refits,
-            stop_reason=self.stop_reason(), forecast=self.forecast())
+            stop_reason=self.stop_reason(), forecast=self.forecast(), run_price=self.run_price(),
+            overhead_flops=float(self.cfg.proposer.overhead_flops))
 
     def run_price(self) -> float:
         """FLOPs charged per run when candidates are ranked (the acquisition is information per FLOP + price).
@@ -464,6 +467,7 @@ class Study:
             "conventions": conventions_dict(),
             "interval": "95% bias-corrected bootstrap percentile interval; rel_halfwidth = (hi - lo) / (2 * point)",
             "forecast": status.forecast,
+            "run_price": status.run_price,
             "targets": targets,
             "laws": self._laws() if estimates is not None else {},
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -2,7 +2,7 @@
 runs it expects to need above the cap / max_runs, in the progress line and result.json (issue #21, item 4)."""
 
 from scheduler.config import parse_study_config
-from scheduler.progress import forecast_text
+from scheduler.progress import forecast_text, price_text
 from scheduler.study import Study
 
 
@@ -68,10 +68,12 @@ def test_a_run_is_priced_at_flops_left_per_run_left_only_when_max_runs_binds(tmp
     with_halfwidth(cfg.tolerance * (2 * cfg.max_runs / n_ok) ** 0.5)  # needs ~2x max_runs: runs bind
     left = (cfg.compute_cap - study.flops_committed) / (cfg.max_runs - study.n_asked)
     assert left > 1e16 and study.run_price() == left
+    status = study.status()
+    assert status.run_price == left and f"a run priced at {left:.2g} FLOPs" in price_text(status)
     study.propose(1)
     assert study.proposer.run_price == left  # what the ranking used
     with_halfwidth(cfg.tolerance * (0.5 * cfg.max_runs / n_ok) ** 0.5)  # within max_runs: the plain overhead
-    assert study.run_price() == 1e16
+    assert study.run_price() == 1e16 and price_text(study.status()) == ""
     _, fixed = _small_study("fixed")
     fixed.estimates = study.estimates
     with_halfwidth(cfg.tolerance * (2 * cfg.max_runs / n_ok) ** 0.5)
