@@ -16,13 +16,22 @@ import json
 import os
 import sys
 import tempfile
+from dataclasses import replace
 
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from _trainer_runs import add_backend_args, make_backend, parse_points, parse_seeds, tokens_for_budget  # noqa: E402
+from _trainer_runs import (  # noqa: E402
+    PlannedRun,
+    add_backend_args,
+    make_backend,
+    parse_points,
+    parse_seeds,
+    tokens_for_budget,
+)
 
+from skillscale.atomic import atomic_open  # noqa: E402
 from skillscale.errors import InputError, OneLineArgumentParser  # noqa: E402
 from trainers.cli import parse_pairs  # noqa: E402
 from trainers.evaluate import eval_batch_tokens, row_nll  # noqa: E402
@@ -30,6 +39,8 @@ from trainers.spec import RunSpec  # noqa: E402
 
 
 def per_example(backend, model) -> dict[str, np.ndarray]:
+    """Per-example sums and counts of every skill and per-row domain losses; the evaluator is the backend's
+    newest (one per data settings: this script's runs share one), `model` the run's trained model."""
     evaluator = next(reversed(backend.cache.evaluators.values()))
     out = {}
     for skill, ev in sorted(evaluator.skills.items()):
@@ -60,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         overrides = json.loads(args.hparams)
         if not isinstance(overrides, dict):
             raise InputError(f"--hparams: expected a JSON object, got {args.hparams!r}")
+        multiplier = overrides.pop("lr_multiplier", 1.0)
+        if not isinstance(multiplier, int | float) or isinstance(multiplier, bool) or not multiplier > 0:
+            raise InputError(f"--hparams: lr_multiplier must be a positive number, got {multiplier!r}")
         backend = make_backend(args)
     except (InputError, json.JSONDecodeError) as exc:
         print(f"eval_per_example: {exc}", file=sys.stderr)
@@ -68,16 +82,16 @@ def main(argv: list[str] | None = None) -> int:
     runs_dir = args.runs_dir or tempfile.mkdtemp(prefix="skillscale-per-example-")
     for target_n, budget in points:
         for seed in seeds:
-            n_tokens = tokens_for_budget(backend, target_n, budget, mix)
-            hparams = {k: v for k, v in overrides.items() if k != "lr_multiplier"}
-            if "lr_multiplier" in overrides:
-                rule = backend.plan(RunSpec(n_params=int(target_n), n_tokens=n_tokens, mix=mix))[1].lr
-                hparams["lr"] = rule * float(overrides["lr_multiplier"])
-            spec = RunSpec(n_params=int(target_n), n_tokens=n_tokens, mix=mix, seed=seed, hparams=hparams)
+            run = PlannedRun("per_example", target_n, tokens_for_budget(backend, target_n, budget, mix), budget,
+                             seed=seed, lr_multiplier=float(multiplier))
+            rule_lr = backend.plan(RunSpec(n_params=int(target_n), n_tokens=run.n_tokens, mix=mix))[1].lr
+            planned = run.spec(mix, rule_lr)  # the LR multiplier as every measurement script applies it
+            spec = replace(planned, hparams={**overrides, **planned.hparams})
             result = backend.run(spec, os.path.join(runs_dir, spec.run_id))
             model = next(reversed(backend.cache.models.values()))[0]
             arrays = per_example(backend, model)
-            np.savez_compressed(os.path.join(args.out, f"{spec.run_id}.npz"), **arrays)
+            with atomic_open(os.path.join(args.out, f"{spec.run_id}.npz")) as f:
+                np.savez_compressed(f, **arrays)
             print(f"{spec.run_id}: {result.status} {result.losses} {result.domain_losses}", flush=True)
     return 0
 

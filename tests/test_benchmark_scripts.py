@@ -31,6 +31,10 @@ def test_gpu_benchmark_without_gpu_exits_2_with_one_line(script):
     (["benchmarks/bench_trainer.py", "--sizes", "12x"], "expected DxL such as 256x4"),
     (["benchmarks/bench_compile_shapes.py", "--modes", "fast"], "--modes: expected compile and/or eager"),
     (["benchmarks/family_parity.py", "--tokens-per-param", "20"], "--tokens-per-param: expected two or more"),
+    (["benchmarks/eval_per_example.py", "--points", "1e6@1e14", "--out", "/tmp/x", "--hparams", "[1]"],
+     "--hparams: expected a JSON object"),
+    (["benchmarks/eval_per_example.py", "--points", "1e6@1e14", "--out", "/tmp/x", "--hparams",
+      '{"lr_multiplier": "half"}'], "lr_multiplier must be a positive number"),
 ])
 def test_benchmark_bad_flag_exits_2_with_one_line(argv, expected):
     proc = _run(*argv)
