@@ -47,7 +47,7 @@ import yaml
 from optuna.trial import TrialState
 
 from fitting.conventions import conventions_dict
-from fitting.forecast import RATE_PRIOR, forecast_to_tolerance
+from fitting.forecast import forecast_to_tolerance
 from fitting.report import parametric_skill_report
 from scheduler.config import StudyConfig
 from scheduler.estimates import Estimates, TargetEstimate, fit_inputs, refit
@@ -423,10 +423,11 @@ class Study:
         exceed max_runs ("shadow" pricing, proposer.run_price), a run is scarcer than its FLOPs say: its price
         becomes the FLOPs left per run left, the Lagrangian price that spends both budgets together, so the loop
         buys fewer, larger, more informative runs instead of running out of runs with most of the cap unspent
-        (BENCHMARKS.md, 1.5% noise). The runs needed are read from the current fit alone (the worst half-width
-        falling as runs^-RATE_PRIOR, fitting.forecast), not from this process's refit history, so that a resumed
-        study prices, and so proposes, exactly as an uninterrupted one. Not before a quarter of max_runs: earlier
-        the half-width still falls faster than that rate, and the extrapolation would overstate the runs needed."""
+        (BENCHMARKS.md, 1.5% noise). The runs needed are read from the current fit alone (fitting.forecast from
+        one reading: the worst half-width falling as runs^-1/2), not from this process's refit history, so that
+        a resumed study prices, and so proposes, exactly as an uninterrupted one. Not before a quarter of
+        max_runs: earlier the half-width still falls faster than that rate, and the extrapolation would overstate
+        the runs needed."""
         base = float(self.cfg.proposer.overhead_flops)
         runs_left = self.cfg.max_runs - self.n_asked
         if (self.cfg.proposer.run_price != "shadow" or self.estimates is None or runs_left <= 0
@@ -435,8 +436,10 @@ class Study:
         worst = max(t.rel_halfwidth for t in self.estimates.targets)
         if not np.isfinite(worst):
             return base
-        runs_needed = self.estimates.n_runs * max(1.0, worst / self.cfg.tolerance) ** (1 / RATE_PRIOR)
-        if runs_needed <= self.cfg.max_runs:
+        # one reading: the forecast's rate is its prior, RATE_PRIOR
+        now = forecast_to_tolerance([max(self.ledger.flops_spent(), 1.0)], [self.estimates.n_runs], [worst],
+                                    self.cfg.tolerance)
+        if now.runs_needed <= self.cfg.max_runs:
             return base
         return max(base, (self.cfg.compute_cap - self.flops_committed) / runs_left)
 
