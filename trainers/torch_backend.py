@@ -37,9 +37,10 @@ the branches' flops sum to the family's true cost, the stable phase once plus ev
 
 On CUDA: bf16 autocast with fp32 master weights, TF32 matmuls, fused AdamW. On CPU: fp32, references.
 On CPU a run is bitwise reproducible, and a stopped-and-resumed run bitwise equal to an uninterrupted one
-(tests/trainers/test_torch_backend.py): the batch of a step depends only on (seed, step) (trainers/data.py), and the
-checkpoint holds the exact model and optimizer state. On CUDA, atomics in some backward kernels make runs
-reproducible only to rounding.
+(tests/trainers/test_torch_backend.py): the batch of a step is a pure function of the step and the data order
+(trainers/data.py: the study's order from data_seed by default, or the run's seed), and the checkpoint holds the
+exact model and optimizer state. On CUDA, atomics in some backward kernels make runs reproducible only to rounding
+(measured at 2.48M parameters: a rerun of the same spec moved the code loss 1.7%, BENCHMARKS.md).
 
 State: what a backend keeps between runs (tokenizer, evaluation tensors, one model per shape and device) is
 its BackendCache, so an actor reusing the backend across runs skips setup and keeps compiled graphs warm. One
