@@ -106,6 +106,31 @@ def training_settings(backend) -> dict:
 
 # data fields added after rows were first recorded, with the value every older row trained with
 RECORDED_BEFORE = {"data_order": "run"}
+# optimisation fields added to rows later (row["hparams"]), with the value older rows trained with: the
+# schedule decayed to 10% before LR_RULE_SCALE and decay to zero became the defaults (2026-12-01)
+HPARAMS_RECORDED_BEFORE = {"min_lr_ratio": 0.1}
+HPARAMS_COMPARED = ("lr", "batch_seqs", "n_steps", "warmup_steps", "min_lr_ratio", "schedule", "weight_decay")
+
+
+def recorded_optimisation(row: dict) -> dict:
+    """The hyperparameters a row trained with (HPARAMS_COMPARED; rows older than the field: their values)."""
+    return {**HPARAMS_RECORDED_BEFORE, "lr": row.get("lr"), "n_steps": row.get("n_steps"), **row.get("hparams", {})}
+
+
+def same_optimisation(row: dict, hp) -> bool:
+    """Whether a recorded row trained with the hyperparameters `hp` the trainer resolves now: a spec with no
+    hparams overrides keeps its run_id when a default (the LR rule, the schedule) changes, so the run_id alone
+    cannot tell an old run from the one asked for."""
+    recorded = recorded_optimisation(row)
+    now = {name: getattr(hp, name) for name in HPARAMS_COMPARED}
+    for name in now.keys() & recorded.keys():
+        a, b = recorded[name], now[name]
+        if isinstance(b, float) and isinstance(a, int | float):
+            if not math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12):
+                return False
+        elif a != b:
+            return False
+    return True
 
 
 def compatible(a: dict, b: dict) -> bool:
@@ -178,8 +203,10 @@ def execute(
     t0 = time.perf_counter()
     fingerprint = settings_fingerprint(backend)
     current = training_settings(backend)
-    done = {row["run_id"]: row for row in recorded
-            if row.get("status") == "ok" and compatible(row.get("settings", {}), current)}
+    done: dict[str, list[dict]] = {}
+    for row in recorded:
+        if row.get("status") == "ok" and compatible(row.get("settings", {}), current):
+            done.setdefault(row["run_id"], []).append(row)
     env = environment(backend.device)
     throughput = Throughput()
     trainer = trainer_settings(backend)
@@ -195,10 +222,11 @@ def execute(
             merged[key] = (run, spec, [run.experiment])
     out_rows = []
     for key, (run, spec, experiments) in merged.items():
-        if spec.run_id in done:
-            out_rows.append(done[spec.run_id])
-            continue
         cfg, hp, _ = backend.plan(spec)
+        same = [row for row in done.get(spec.run_id, []) if same_optimisation(row, hp)]
+        if same:
+            out_rows.append(same[-1])
+            continue
         shape = f"{cfg.d_model}x{cfg.n_layers}"
         n_params = count_params(cfg)
         estimate = throughput.estimate_s(shape, n_params, spec.n_tokens, compiled)
@@ -229,6 +257,7 @@ def execute(
             "lr_multiplier": run.lr_multiplier,
             "batch_tokens": hp.batch_tokens,
             "n_steps": hp.n_steps,
+            "hparams": {name: getattr(hp, name) for name in HPARAMS_COMPARED},
             "shape": shape,
             "status": result.status,
             "losses": result.losses,
@@ -349,12 +378,14 @@ def parse_seeds(text: str, what: str = "--seeds") -> list[int]:
 
 def trained_rows(rows: list[dict]) -> list[dict]:
     """Finished runs whose settings are `compatible` with the most recent row's, so rows trained on other data
-    never mix into one analysis; one row per run_id (the latest)."""
+    never mix into one analysis; one row per run (the latest), a run being its run_id under the hyperparameters
+    it trained with (a default changed since keeps the run_id)."""
     ok = [r for r in rows if r.get("status") == "ok"]
     if not ok:
         return []
     latest = ok[-1]["settings"]
-    unique = {r["run_id"]: r for r in ok if compatible(r["settings"], latest)}
+    unique = {(r["run_id"], json.dumps(recorded_optimisation(r), sort_keys=True)): r
+              for r in ok if compatible(r["settings"], latest)}
     return list(unique.values())
 
 

@@ -43,6 +43,7 @@ from _trainer_runs import (  # noqa: E402
     parse_points,
     parse_seeds,
     read_rows,
+    recorded_optimisation,
     tokens_for_budget,
     trained_rows,
 )
@@ -63,13 +64,16 @@ def plan(backend, points: list[tuple[float, float]], seeds: list[int], mix: dict
 
 
 def summarize(rows: list[dict], min_seeds: int = 2) -> list[dict]:
-    """Mean and std per (N, D) point and loss over the rule-LR runs that differ only in seed."""
-    groups: dict[tuple[int, int], dict[int, dict]] = defaultdict(dict)
+    """Mean and std per (N, D) point and loss over the rule-LR runs that differ only in seed (runs of the same
+    point under an older default LR or schedule form their own group)."""
+    groups: dict[tuple, dict[int, dict]] = defaultdict(dict)
     for row in trained_rows(rows):
         if row["lr_multiplier"] == 1.0:
-            groups[(row["n_params"], row["n_tokens"])][row["seed"]] = row  # one row per seed
+            hp = recorded_optimisation(row)
+            key = (row["n_params"], row["n_tokens"], float(hp["lr"]), float(hp["min_lr_ratio"]))
+            groups[key][row["seed"]] = row  # one row per seed
     out = []
-    for (n_params, n_tokens), by_seed in sorted(groups.items()):
+    for (n_params, n_tokens, lr, min_lr_ratio), by_seed in sorted(groups.items()):
         if len(by_seed) < min_seeds:
             continue
         seeds = sorted(by_seed)
@@ -93,6 +97,8 @@ def summarize(rows: list[dict], min_seeds: int = 2) -> list[dict]:
                 "target_met": std <= TARGET_REL_STD * mean,
                 "eval_se": eval_se,  # the evaluation set's own standard error (mean over seeds), skills only
                 "eval_rel_se": eval_se / mean if eval_se is not None and mean else None,
+                "lr": lr,
+                "min_lr_ratio": min_lr_ratio,
                 "data_order": last["settings"].get("data", {}).get("data_order", "run"),
                 "shape": last["shape"],
                 "budget": last["budget"],

@@ -93,6 +93,29 @@ def test_runner_trains_shared_runs_once_and_resumes_from_recorded_rows(tmp_path)
     assert sorted(s.hparams["lr"] / rule for s in again.trained) == pytest.approx([0.5, 2.0])
 
 
+def test_runner_retrains_a_run_recorded_under_an_older_default_lr_rule(tmp_path, monkeypatch):
+    """A spec without hparams keeps its run_id when the trainer's default LR rule changes: the recorded row
+    of the old rule is not the run asked for, so it is trained again, and the summaries keep the two apart."""
+    rows_path = tmp_path / "rows.jsonl"
+    noise = [PlannedRun("seed_noise", 1e5, 100_000, 6e10, seed=s) for s in (0, 1)]
+    execute(noise, FakeBackend(), MIX, rows_out=rows_path, runs_dir=tmp_path)
+    old = read_rows([rows_path])
+    assert all(row["hparams"]["lr"] == row["lr"] for row in old)
+    import trainers.hparams
+
+    monkeypatch.setattr(trainers.hparams, "LR_RULE_SCALE", trainers.hparams.LR_RULE_SCALE / 2)
+    backend = FakeBackend()
+    execute(noise, backend, MIX, rows_out=rows_path, recorded=old, runs_dir=tmp_path)
+    assert len(backend.trained) == 2  # both seeds again, under the new rule
+    execute(noise, backend, MIX, rows_out=rows_path, recorded=read_rows([rows_path]), runs_dir=tmp_path)
+    assert len(backend.trained) == 2  # and now they are recorded
+    legacy = [{**row, "hparams": {}} for row in old]  # rows from before the field: decayed to 10%
+    assert not _trainer_runs.same_optimisation(legacy[0], FakeBackend().plan(noise[0].spec(MIX, 1.0))[1])
+    summary = seed_noise.summarize(read_rows([rows_path]))
+    assert sorted({(s["lr"], s["n_seeds"]) for s in summary})[0][1] == 2
+    assert len({s["lr"] for s in summary}) == 2  # one group per LR rule, never mixed
+
+
 def test_runner_skips_runs_past_the_deadline(tmp_path, monkeypatch):
     monkeypatch.setattr(_trainer_runs, "PRIOR_TOKENS_PER_S_AT_1M", 1e3)  # every run "takes" ~100 s
     backend = FakeBackend()
