@@ -19,21 +19,8 @@ A run, in five steps (TorchBackend.run):
    `eval_every` steps and at the end);
 5. finish: the final checkpoint (a rerun only re-evaluates), the loss curve, the RunResult.
 
-A run family (TorchBackend.run_family, FamilySpec in trainers/spec.py): the branches are wsd runs that share
-their steps up to each one's cooldown start. The longest branch is the trunk: it is trained to the branch point
-of the shortest branch, checkpointed, and that checkpoint is forked into the branch's directory (its own
-fingerprint, timing reset); the branch cools down from it as an ordinary resumed run; then the trunk continues to
-the next branch point, and so on; the trunk's own cooldown comes last. Layout of the family directory:
-
-    <run_dir>/family.json          the FamilySpec, its branches' run_ids, their FLOPs and the family's total
-    <run_dir>/branch-<i>/          branch i's run directory (checkpoints, loss curve, run.json) ...
-    <run_dir>/branch-<i>/result.json   ... and its RunResult, written atomically once it is finished
-
-A family killed at any point and run again resumes from the newest checkpoints: a branch with a result.json is
-never trained again, a branch with a checkpoint resumes from it, and the trunk from its own. Cost accounting:
-a branch's `flops` is its own cooldown plus its share of the stable phase (trainers.spec.family_branch_flops);
-the branches' flops sum to the family's true cost, the stable phase once plus every cooldown. A branch's
-`wall_s` counts its own sessions only (the stable phase is in the trunk's), so wall times sum as well.
+Run families (several D from one warmup-stable-decay training, `run_family`) are trained by the
+FamilyTraining mixin of trainers/torch_family.py, through `run` and the checkpoints.
 
 On CUDA: bf16 autocast with fp32 master weights, TF32 matmuls, fused AdamW. On CPU: fp32, references.
 On CPU a run is bitwise reproducible, and a stopped-and-resumed run bitwise equal to an uninterrupted one
@@ -90,7 +77,6 @@ from skillscale.atomic import atomic_write_json
 from skillscale.errors import InputError
 from trainers import checkpoint
 from trainers.bpe import make_tokenizer
-from trainers.checkpoint import CheckpointError
 from trainers.data import DataSettings, MixtureSampler, load_domain, skill_examples, skill_names, validate_mix
 from trainers.distributed import SINGLE_PROCESS, World, rank_rows, rank_share
 from trainers.evaluate import Evaluator, write_curve
@@ -98,7 +84,8 @@ from trainers.hparams import HParams, lr_at, resolve, step_rows
 from trainers.model import IGNORE_INDEX, Transformer
 from trainers.settings import TrainerSettings
 from trainers.shapes import ModelConfig, count_params, flops_per_token, shape_for
-from trainers.spec import FamilySpec, RunResult, RunSpec, family_branch_flops
+from trainers.spec import RunResult, RunSpec
+from trainers.torch_family import FamilyTraining, RunStopped
 
 # dense bf16 tensor-core peaks, FLOP/s (vendor datasheets; SXM parts)
 GPU_BF16_PEAK = {
@@ -124,10 +111,6 @@ def peak_flops(device: torch.device) -> float:
         if key in name:
             return GPU_BF16_PEAK[key]
     return 0.0
-
-
-class RunStopped(Exception):
-    """Raised by run(..., stop_after_steps=k) after checkpointing step k (a simulated preemption)."""
 
 
 # ---------------------------------------------------------------------- process-wide switches, in one place
@@ -385,7 +368,7 @@ def _optimizer(model: Transformer, hp: HParams, device: torch.device) -> torch.o
     return torch.optim.AdamW(groups, lr=hp.lr, betas=(hp.beta1, hp.beta2), eps=hp.adam_eps, fused=device.type == "cuda")
 
 
-class TorchBackend:
+class TorchBackend(FamilyTraining):
     """Backend (trainers/backend.py) that really trains. Construct once, call run() per RunSpec (or
     run_family() per FamilySpec)."""
 
@@ -683,85 +666,6 @@ class TorchBackend:
             branch=plan.spec.branch,
         )
 
-    # ------------------------------------------------------------------ run families
-
-    def run_family(self, family: FamilySpec, run_dir: Path) -> list[RunResult]:
-        """Train a run family (module docstring): the stable phase once, every branch's cooldown from its branch
-        point; one RunResult per branch, in order of D, each also kept as <run_dir>/branch-<i>/result.json.
-
-        Run again after a kill it resumes: finished branches are read back, never trained again."""
-        family_dir = Path(run_dir)
-        branches = family.branches()
-        plans = [self._plan_run(b) for b in branches]
-        if len({(p.cfg, p.hp.lr, p.hp.batch_seqs, p.hp.warmup_steps) for p in plans}) != 1:
-            raise InputError(f"family {family.family_id}: its branches resolve to different shapes or "
-                             "hyperparameters, so they cannot share a stable phase")
-        self.check_fits(plans[-1].cfg, plans[-1].hp)
-        starts = [p.hp.cooldown_start for p in plans]  # branch points, in optimizer steps
-        batch_tokens = plans[-1].hp.batch_tokens
-        flops = family_branch_flops(plans[-1].n_params, [s * batch_tokens for s in starts],
-                                    [b.n_tokens for b in branches])
-        self._claim_family_dir(family, branches, family_dir, flops)
-        trunk, trunk_plan = branches[-1], plans[-1]  # the longest branch trains the stable phase
-        trunk_dir = family_dir / f"branch-{len(branches) - 1}"
-        results: list[RunResult] = []
-        stable_diverged: RunResult | None = None  # the trunk's result if it diverged before a branch point
-        for i, (branch, plan) in enumerate(zip(branches, plans, strict=True)):
-            branch_dir = family_dir / f"branch-{i}"
-            result = _read_branch_result(branch_dir, branch)
-            if result is None:
-                needs_fork = branch is not trunk and starts[i] > 0 and not checkpoint.list_checkpoints(branch_dir)
-                if needs_fork and stable_diverged is None:
-                    stable_diverged = self._train_trunk_to(trunk, trunk_plan, trunk_dir, starts[i])
-                    if stable_diverged is None:
-                        checkpoint.fork(trunk_dir, trunk_plan.fingerprint, branch_dir, plan.fingerprint)
-                if stable_diverged is not None and (needs_fork or branch is trunk):
-                    result = RunResult(run_id=branch.run_id, status="diverged", n_params=plan.n_params,
-                                       n_tokens=int(branch.n_tokens), flops=0.0,
-                                       losses={s: float("nan") for s in skill_names(self.data)},
-                                       shape=plan.cfg.to_dict(),
-                                       error=f"the family's stable phase: {stable_diverged.error}",
-                                       family_id=branch.family_id, branch=branch.branch)
-                else:
-                    result = self.run(branch, branch_dir)
-                result = dataclasses.replace(result, flops=flops[i])  # its cooldown and its share of the stable phase
-                atomic_write_json(branch_dir / "result.json", result.to_dict(), sort_keys=True)
-            results.append(result)
-        return results
-
-    def _train_trunk_to(self, trunk: RunSpec, plan: RunPlan, trunk_dir: Path, step: int) -> RunResult | None:
-        """Train the family's trunk to `step` (a branch point) and checkpoint it there; None when it got there,
-        its diverged RunResult when its loss became non-finite on the way."""
-        at = checkpoint.newest_step(trunk_dir) or 0
-        if at == step:
-            return None
-        if at > step:
-            raise CheckpointError(
-                f"checkpoint: the stable phase in {trunk_dir} is at step {at}, past the branch point {step} of a "
-                f"branch that has no checkpoint; delete {trunk_dir.parent} to train the family afresh")
-        try:
-            return self.run(trunk, trunk_dir, stop_after_steps=step)  # returns only if it diverged
-        except RunStopped:
-            return None
-
-    @staticmethod
-    def _claim_family_dir(family: FamilySpec, branches: list[RunSpec], family_dir: Path, flops: list[float]) -> None:
-        """Write <family_dir>/family.json (the spec, the branches' run_ids, the exact FLOPs per branch and in all),
-        or check that the directory holds this family."""
-        path = family_dir / "family.json"
-        if path.exists():
-            try:
-                found = json.loads(path.read_text()).get("family", {}).get("family_id")
-            except (OSError, ValueError, AttributeError) as exc:
-                raise CheckpointError(f"family: {path} is unreadable ({exc}); delete {family_dir} to start "
-                                      "afresh") from None
-            if found != family.family_id:
-                raise CheckpointError(f"family: {family_dir} belongs to family {found}, not {family.family_id}; "
-                                      "use a new directory or delete this one")
-            return
-        atomic_write_json(path, {"family": family.to_dict(), "branches": [b.run_id for b in branches],
-                                 "branch_flops": flops, "flops": float(sum(flops))}, sort_keys=True)
-
     def _train_step(self, forward, optimizer, model, sampler, step, n_rows, n_targets, lr, hp) -> torch.Tensor:
         """One optimizer step on n_rows sequences, of which the first n_targets targets count; the loss.
 
@@ -805,22 +709,6 @@ class TorchBackend:
         optimizer.step()
         optimizer.zero_grad(set_to_none=not self._cuda_graphs)  # graphs: keep the buffers, zeroed
         return total
-
-
-def _read_branch_result(branch_dir: Path, branch: RunSpec) -> RunResult | None:
-    """A finished branch's RunResult from <branch_dir>/result.json (None: not finished, or unreadable)."""
-    path = branch_dir / "result.json"
-    if not path.exists():
-        return None
-    try:
-        result = RunResult.from_dict(json.loads(path.read_text()))
-    except (OSError, ValueError, TypeError) as exc:
-        warnings.warn(f"{path} is unreadable ({exc}); the branch is evaluated again", stacklevel=3)
-        return None
-    if result.run_id != branch.run_id:
-        raise CheckpointError(f"family: {path} holds run {result.run_id}, not branch {branch.branch} "
-                              f"({branch.run_id}); delete {branch_dir.parent} to train the family afresh")
-    return result
 
 
 def split_settings(settings: dict) -> tuple[TrainerSettings, DataSettings]:
