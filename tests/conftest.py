@@ -8,6 +8,7 @@ at the end: nothing else running Ray on the machine is touched.
 
 import os
 import socket
+from dataclasses import dataclass
 
 import pytest
 
@@ -27,6 +28,34 @@ def torch_backend_section(settings: dict) -> dict:
     data_fields = {f.name for f in dataclasses.fields(DataSettings)}
     return {"name": "torch", "trainer": {k: v for k, v in settings.items() if k not in data_fields},
             "data": {k: v for k, v in settings.items() if k in data_fields}}
+
+
+class Killed(Exception):
+    """Stands in for a preemption: raised from inside a training step, so nothing after it runs (no checkpoint)."""
+
+
+@dataclass
+class StepKiller:
+    """What kill_training_after installed: set kill_after (None: never) and reset steps between sessions."""
+
+    kill_after: int | None
+    steps: int = 0  # training steps taken since the last reset
+
+
+def kill_training_after(monkeypatch, kill_after: int | None) -> StepKiller:
+    """Make TorchBackend raise Killed once `kill_after` training steps have run in this process."""
+    from trainers.torch_backend import TorchBackend
+
+    killer, original = StepKiller(kill_after), TorchBackend._train_step
+
+    def step(self, *args, **kwargs):
+        if killer.steps == killer.kill_after:
+            raise Killed(f"killed after {killer.kill_after} steps")
+        killer.steps += 1
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(TorchBackend, "_train_step", step)
+    return killer
 
 
 def _free_port() -> int:

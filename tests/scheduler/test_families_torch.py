@@ -9,18 +9,13 @@ import pytest
 from scheduler.config import parse_study_config
 from scheduler.families import FamilyPoint
 from scheduler.study import Study
-from tests.conftest import TINY_TORCH_SETTINGS, torch_backend_section
-from trainers.torch_backend import TorchBackend
+from tests.conftest import TINY_TORCH_SETTINGS, Killed, kill_training_after, torch_backend_section
 
 MIX = {"knowledge": 0.4, "code": 0.4, "general": 0.2}
 # 70k params, 512-token steps: branches of 6, 9 and 12 steps whose 25% cooldowns start at steps 4, 7 and 9; the
 # family trains 16 steps in all (tests/trainers/test_torch_backend_families.py has the trainer's side)
 POINT = FamilyPoint(70_000, (3072, 4608, 6144), MIX, 0.25)
 FAMILY_STEPS = 16
-
-
-class Killed(Exception):
-    """Stands in for a preemption: raised from inside a training step, so nothing after it runs."""
 
 
 def _config():
@@ -38,19 +33,8 @@ def _config():
 def test_a_torch_family_killed_mid_branch_finishes_with_every_branch_recorded_once(tmp_path, monkeypatch):
     cfg = _config()
     backend = cfg.backend.build()
-    steps = [0]
-    original = TorchBackend._train_step
-
-    def step(self, *args, **kwargs):
-        if steps[0] == kill_after:
-            raise Killed(f"killed after {kill_after} steps")
-        steps[0] += 1
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(TorchBackend, "_train_step", step)
-
     # session 1: the family is asked, trains its stable phase and branch 0, and dies in branch 1's cooldown
-    kill_after = 9
+    killer = kill_training_after(monkeypatch, 9)
     study = Study(cfg, tmp_path)
     assert study.reconcile() == []
     specs = study.ask([POINT])
@@ -62,13 +46,13 @@ def test_a_torch_family_killed_mid_branch_finishes_with_every_branch_recorded_on
     study.close()  # the process is gone: nothing was recorded
 
     # session 2: the same family is handed back and resumes: only the 7 steps not yet trained are trained
-    kill_after, steps[0] = None, 0
+    killer.kill_after, killer.steps = None, 0
     study = Study(cfg, tmp_path)
     resumed = study.reconcile()
     assert [s.run_id for s in resumed] == [s.run_id for s in specs]
     assert study.family_of(resumed[0]) == family and {s.family_id for s in resumed} == {family.family_id}
     recorded = study.record_family(backend.run_family(family, run_dir))
-    assert steps[0] == FAMILY_STEPS - 9
+    assert killer.steps == FAMILY_STEPS - 9
     assert [r.status for r in recorded] == ["ok"] * 3 and study.stop_reason() == "max_runs"
     study.close()
 

@@ -9,6 +9,7 @@ import pytest
 
 from fitting.conventions import training_flops
 from skillscale.errors import InputError
+from tests.conftest import Killed, kill_training_after
 from tests.trainers.conftest import MIX
 from trainers.checkpoint import CheckpointError
 from trainers.spec import FamilySpec, family_branch_flops
@@ -45,22 +46,6 @@ def test_branches_are_the_runs_they_name_and_their_flops_sum_to_the_family_cost(
     assert FAMILY.flops == pytest.approx(6 * FAMILY.n_params * (6144 + 0.25 * (3072 + 4608)))
 
 
-class Killed(Exception):
-    """Stands in for a preemption: raised from inside training, so nothing after it runs (no checkpoint)."""
-
-
-def _kill_after(monkeypatch, n_steps: int) -> None:
-    original, done = TorchBackend._train_step, [0]
-
-    def step(self, *args, **kwargs):
-        if done[0] == n_steps:
-            raise Killed(f"killed after {n_steps} steps")
-        done[0] += 1
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(TorchBackend, "_train_step", step)
-
-
 def test_a_killed_family_resumes_to_every_branch_once_bitwise(tmp_path, tiny_settings, monkeypatch):
     """Work order: stable phase to step 4, branch 0's cooldown (steps 5-6), stable phase to step 7, branch 1's
     cooldown, the trunk to the end: 16 steps. Killed in branch 1's cooldown (step 10) and then in the trunk's last
@@ -74,7 +59,7 @@ def test_a_killed_family_resumes_to_every_branch_once_bitwise(tmp_path, tiny_set
     for kill_after in (9, 3, None):  # steps trained by each session before it is killed
         with monkeypatch.context() as m:
             if kill_after is not None:
-                _kill_after(m, kill_after)
+                kill_training_after(m, kill_after)
             calls.clear()
             try:
                 results = TorchBackend(**tiny_settings).run_family(FAMILY, tmp_path / "killed")  # a fresh process
