@@ -50,6 +50,7 @@ from _trainer_runs import (  # noqa: E402
     make_backend,
     parse_floats,
     read_rows,
+    recorded_optimisation,
     tokens_for_budget,
     trained_rows,
 )
@@ -81,16 +82,23 @@ def ladder_rows(rows: list[dict], seed: int = 0) -> list[dict]:
     return [keep[k] for k in sorted(keep)]
 
 
+def _point_key(row: dict) -> tuple:
+    """(budget, N, LR, final LR ratio): the runs that are replicates of one ladder point."""
+    hp = recorded_optimisation(row)
+    return row["budget"], row["n_params"], float(hp["lr"]), float(hp["min_lr_ratio"])
+
+
 def ladder_points(rows: list[dict], seed: int = 0) -> list[tuple[dict, dict[str, float], int]]:
     """Per ladder run: (its row, its losses averaged over every rule-LR seed trained at that (budget, N), the
-    number of seeds). Seed replicates (benchmarks/seed_noise.py) thus sharpen the ladder points they sit on."""
-    replicates: dict[tuple[float, int], list[dict]] = {}
+    number of seeds). Seed replicates (benchmarks/seed_noise.py) thus sharpen the ladder points they sit on; only
+    replicates trained with the ladder run's own LR and schedule count (a default changed since keeps the point)."""
+    replicates: dict[tuple, list[dict]] = {}
     for row in trained_rows(rows):
         if row["lr_multiplier"] == 1.0:
-            replicates.setdefault((row["budget"], row["n_params"]), []).append(loss_items(row))
+            replicates.setdefault(_point_key(row), []).append(loss_items(row))
     out = []
     for row in ladder_rows(rows, seed):
-        items = replicates[(row["budget"], row["n_params"])]
+        items = replicates[_point_key(row)]
         names = set.intersection(*(set(i) for i in items))
         out.append((row, {k: float(np.mean([i[k] for i in items])) for k in names}, len(items)))
     return out

@@ -42,6 +42,7 @@ from _trainer_runs import (  # noqa: E402
     parse_floats,
     parse_points,
     read_rows,
+    recorded_optimisation,
     tokens_for_budget,
     trained_rows,
 )
@@ -74,13 +75,15 @@ def vertex_multiplier(multipliers: list[float], losses: list[float]) -> float | 
 
 
 def summarize(rows: list[dict], min_points: int = 3, seed: int = 0) -> list[dict]:
-    """Per (N, D) point with >= min_points multipliers at `seed`: the losses against the multiplier."""
-    groups: dict[tuple[int, int], dict[float, dict]] = defaultdict(dict)
+    """Per (N, D) point with >= min_points multipliers at `seed`: the losses against the multiplier (a sweep under
+    an older LR rule or schedule is its own group: the multipliers are relative to the rule's LR)."""
+    groups: dict[tuple, dict[float, dict]] = defaultdict(dict)
     for row in trained_rows(rows):
         if row["seed"] == seed:
-            groups[(row["n_params"], row["n_tokens"])][row["lr_multiplier"]] = row
+            rule = (float(row["lr_rule"]), float(recorded_optimisation(row)["min_lr_ratio"]))
+            groups[(row["n_params"], row["n_tokens"], *rule)][row["lr_multiplier"]] = row
     out = []
-    for (n_params, n_tokens), by_m in sorted(groups.items()):
+    for (n_params, n_tokens, *_), by_m in sorted(groups.items()):
         if len(by_m) < min_points or 1.0 not in by_m:
             continue
         multipliers = sorted(by_m)

@@ -147,6 +147,21 @@ def test_seed_noise_summary_gives_sample_std_and_the_one_percent_target():
         summary["code"])
 
 
+def test_analyses_never_average_runs_of_an_older_lr_rule_into_a_point():
+    """Rows of one (N, D) under two LR rules (the old rows carry no hparams: they decayed to 10%): the ladder point
+    averages only the replicates of its own rule, and the seed-noise summary reports each rule on its own."""
+    old = [_row(1000, 5000, s, {"code": 1.0 + s / 100}) for s in (0, 1)]
+    new = [{**_row(1000, 5000, s, {"code": 2.0 + s / 100}), "lr": 5e-4,
+            "hparams": {"lr": 5e-4, "min_lr_ratio": 0.0}} for s in (0, 1, 2)]
+    for row in new:
+        row["run_id"] += "-new"
+    points = isoflop_ladder.ladder_points(old + new)
+    assert len(points) == 1 and points[0][2] == 3 and points[0][1]["code"] == pytest.approx(2.01)
+    by_rule = {s["lr"]: s for s in seed_noise.summarize(old + new)}
+    assert by_rule[1e-3]["n_seeds"] == 2 and by_rule[5e-4]["n_seeds"] == 3
+    assert by_rule[1e-3]["min_lr_ratio"] == 0.1 and by_rule[5e-4]["min_lr_ratio"] == 0.0
+
+
 def test_lr_sweep_finds_the_vertex_and_flags_a_rule_far_from_the_best():
     multipliers = [0.25, 0.5, 1.0, 2.0, 4.0]
     near = [1 + (math.log2(m) - math.log2(1.4)) ** 2 for m in multipliers]  # best LR 1.4x the rule's
