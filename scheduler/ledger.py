@@ -49,8 +49,8 @@ class Ledger:
     """runs.parquet: one row per finished run, rewritten atomically on every append (path None: in memory).
 
     Columns: run_id, trial_number, family_id, branch, status, error, requested_n_params, n_params, n_tokens, flops,
-    mix/<domain>..., loss/<skill>..., domain_loss/<domain>..., wall_s, tokens_per_s, mfu, tries,
-    finished_at (unix seconds).
+    mix/<domain>..., loss/<skill>..., domain_loss/<domain>..., epochs/<domain>... (how often the run read each
+    domain's training text; torch backend only), wall_s, tokens_per_s, mfu, tries, finished_at (unix seconds).
     """
 
     def __init__(self, path: Path | None):
@@ -123,6 +123,7 @@ def ledger_row(spec: RunSpec, result: RunResult, tries: int = 1) -> dict:
         **{f"mix/{d}": float(w) for d, w in sorted(spec.mix.items())},
         **{f"loss/{s}": float(v) for s, v in sorted(result.losses.items())},
         **{f"domain_loss/{d}": float(v) for d, v in sorted(result.domain_losses.items())},
+        **{f"epochs/{d}": float(v) for d, v in sorted(result.data_epochs.items())},  # torch: times over the text
         "wall_s": float(result.wall_s), "tokens_per_s": float(result.tokens_per_s),
         "mfu": float(result.mfu), "tries": int(tries), "finished_at": time.time(),
     }
@@ -133,7 +134,7 @@ def _column_order(name: str) -> tuple[int, str]:
             "n_tokens", "flops"]
     if name in head:
         return (0, f"{head.index(name):02d}")
-    for i, prefix in enumerate(("mix/", "loss/", "domain_loss/"), start=1):
+    for i, prefix in enumerate(("mix/", "loss/", "domain_loss/", "epochs/"), start=1):
         if name.startswith(prefix):
             return (i, name)
     return (9, name)

@@ -42,7 +42,10 @@ seq_len + 1 tokens; the number of rows per domain in a batch is the largest-rema
 - "run": offsets drawn from (run seed, step, domain), so the seed changes the data order too.
 Either way the batch of a step is a pure function of (seed, step, mix, batch size, data settings): a
 resumed run continues the identical stream with nothing but the step number as its data cursor. Streams
-are sampled with replacement; a run longer than its stream revisits text (epochs).
+are sampled with replacement; a run longer than its stream revisits text (epochs). The built-in real streams
+are small (Python 3.11's standard library: 27.9M tokens of code and 4.2M of prose, as bytes), so a long run
+repeats them: every run reports how often it read each domain (RunResult.data_epochs, MixtureSampler.epochs)
+and warns past REPEATED_DATA_EPOCHS, where repeated data starts to be worth less than fresh data.
 """
 
 from __future__ import annotations
@@ -444,6 +447,13 @@ class MixtureSampler:
                     f"domain {name!r}: stream of {len(domains[name].train)} tokens is shorter "
                     f"than seq_len + 2 = {seq_len + 2}"
                 )
+
+    def epochs(self, n_tokens: float, batch_rows: int) -> dict[str, float]:
+        """How many times over a run of n_tokens tokens, batch_rows rows a step, reads each domain's training
+        stream (its rows per step as rows_per_domain gives them; windows overlap by one token, ignored)."""
+        rows = rows_per_domain(self.mix, batch_rows)
+        return {name: n_tokens * rows[name] / batch_rows / max(len(self.domains[name].train), 1)
+                for name in self.mix}
 
     def batch(self, step: int, n_rows: int, full_rows: int | None = None
               ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:

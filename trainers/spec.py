@@ -90,6 +90,7 @@ class RunResult:
     branch: int = -1  # the branch index (-1: a plain run)
     compile_fallbacks: int = 0  # times torch.compile gave up and ran eagerly during this run (0: it never did)
     loss_errors: dict[str, float] = field(default_factory=dict)  # standard error of each skill loss (eval set size)
+    data_epochs: dict[str, float] = field(default_factory=dict)  # times over each domain's training text (torch)
 
     @property
     def finite(self) -> bool:

@@ -98,6 +98,9 @@ GPU_BF16_PEAK = {
     "A10G": 70e12,
 }
 MODEL_CACHE_SIZE = 2  # adaptive studies ask for a new shape almost every run: keep memory bounded
+# epochs of a domain past which a run warns: up to ~4 epochs, repeated data is worth almost as much as fresh
+# data, beyond that less and less (Muennighoff et al. 2023, arXiv:2305.16264, "Scaling Data-Constrained LMs")
+REPEATED_DATA_EPOCHS = 4.0
 GRAPH_MEMORY_FRACTION = 0.3  # with CUDA graphs: reserved memory past which compiled models are dropped
 GiB = 2**30
 
@@ -522,6 +525,14 @@ class TorchBackend(FamilyTraining):
         plan = self._plan_run(spec)  # 1. plan
         self.check_fits(plan.cfg, plan.hp)
         sampler, evaluator = self._data(plan)
+        epochs = sampler.epochs(plan.spec.n_tokens, plan.hp.batch_seqs)
+        repeated = {d: e for d, e in epochs.items() if e > REPEATED_DATA_EPOCHS}
+        if repeated and self.world.is_main:
+            warnings.warn(
+                f"run {spec.run_id}: reads " + ", ".join(f"{d} {e:.1f} times over" for d, e in sorted(repeated.items()))
+                + f"; past ~{REPEATED_DATA_EPOCHS:g} epochs repeated text is worth less than new text (Muennighoff et "
+                "al. 2023), so its losses may bend away from the law: give the domain more text (data.corpora, "
+                "data.domain_tokens) or keep D lower", RuntimeWarning, stacklevel=2)
         fallbacks_before = RecompileLimitWatch.fallbacks()
         state = self._resume(plan, run_dir)  # 2. resume
         diverged = self._train(plan, state, sampler, evaluator, run_dir, stop_after_steps)  # 3. train
@@ -538,6 +549,7 @@ class TorchBackend(FamilyTraining):
                 f"limit, {self.trainer.recompile_limit}); raise trainer.recompile_limit or use a coarser "
                 "trainer.shape_grid", RuntimeWarning, stacklevel=2)
             result = dataclasses.replace(result, compile_fallbacks=fallbacks)
+        result = dataclasses.replace(result, data_epochs={d: round(e, 4) for d, e in epochs.items()})
         return self.world.broadcast_object(result)  # data parallel: rank 0's result (it alone evaluated)
 
     def _resume(self, plan: RunPlan, run_dir: Path) -> RunState:

@@ -247,3 +247,27 @@ def test_one_dynamo_cache_entry_per_model_shape():
         compiled(x, x).backward()
         assert len(_debug_get_cache_entry_list(Transformer.forward.__code__)) <= n_shapes
     torch._dynamo.reset()
+
+
+def test_a_run_reports_how_often_it_read_each_domain_and_warns_past_four_epochs(tmp_path, tiny_settings):
+    """Small real streams repeat: the result says how many times over each domain's training text the run read
+    (rows per step over the stream's length), the ledger keeps it, and a run past REPEATED_DATA_EPOCHS warns."""
+    from scheduler.ledger import ledger_row
+    from trainers.data import load_domain, rows_per_domain
+
+    settings = {**tiny_settings, "domain_tokens": 1_000}
+    backend = TorchBackend(**settings)
+    spec = RunSpec(n_params=70_000, n_tokens=16_384, mix=MIX, hparams={"batch_tokens": 512})
+    with pytest.warns(RuntimeWarning, match=r"reads .*times over.*Muennighoff"):
+        result = backend.run(spec, tmp_path)
+    rows = rows_per_domain(MIX, 512 // tiny_settings["seq_len"])
+    for name, epochs in result.data_epochs.items():
+        stream = load_domain(name, backend.data, backend.tokenizer, tiny_settings["seq_len"]).train
+        assert epochs == pytest.approx(16_384 * rows[name] / sum(rows.values()) / len(stream), rel=1e-3)
+    assert set(result.data_epochs) == set(MIX) and max(result.data_epochs.values()) > torch_backend.REPEATED_DATA_EPOCHS
+    row = ledger_row(spec, result)
+    assert {f"epochs/{d}" for d in MIX} <= set(row) and row["epochs/code"] == result.data_epochs["code"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # the default streams: far from four epochs, no warning
+        quiet = TorchBackend(**tiny_settings).run(TINY, tmp_path / "quiet")
+    assert 0 < max(quiet.data_epochs.values()) < 1
