@@ -31,6 +31,12 @@ def forecast_text(forecast: dict | None) -> str:
     return f" | to tol: ~{forecast['flops_needed']:.2g} FLOPs, ~{forecast['runs_needed']:.0f} runs{reach}"
 
 
+def repeated_text(result) -> str:
+    """' | repeats general 9.7x' for a run that read a domain past REPEATED_DATA_EPOCHS times over; '' else."""
+    repeated = getattr(result, "repeated_domains", {})
+    return f" | repeats {', '.join(f'{d} {e:.1f}x' for d, e in repeated.items())}" if repeated else ""
+
+
 def _fmt_targets(status: StudyStatus) -> str:
     if not status.targets:
         return "laws not yet identifiable"
@@ -77,7 +83,7 @@ class Progress:
         self.log(f"run {status.n_runs:>3} {result.status:<8} N={result.n_params:.3g} D={result.n_tokens:.3g} "
                  f"{losses} | in flight {status.n_in_flight} | FLOPs {spent:.3g}/{cap:.3g} "
                  f"({100 * spent / cap:.1f}%) | {_fmt_targets(status)} (tol ±{100 * status.tolerance:.0f}%)"
-                 f"{forecast_text(status.forecast)}{price_text(status)}")
+                 f"{forecast_text(status.forecast)}{price_text(status)}{repeated_text(result)}")
 
     def heartbeat(self, status: StudyStatus) -> None:
         now = time.monotonic()

@@ -70,6 +70,17 @@ class RunSpec:
         return cls(**d)
 
 
+# epochs of a domain's training text past which a run is flagged (a warning, the progress line): up to ~4 epochs
+# repeated data is worth almost as much as fresh data, beyond that less and less (Muennighoff et al. 2023,
+# arXiv:2305.16264, "Scaling Data-Constrained Language Models")
+REPEATED_DATA_EPOCHS = 4.0
+
+
+def repeated_domains(data_epochs: dict[str, float]) -> dict[str, float]:
+    """The domains read more than REPEATED_DATA_EPOCHS times over, with their epochs, by name."""
+    return {d: e for d, e in sorted(data_epochs.items()) if e > REPEATED_DATA_EPOCHS}
+
+
 @dataclass(frozen=True)
 class RunResult:
     """What a run produced. `losses` are per-skill validation losses (nats/token)."""
@@ -91,6 +102,11 @@ class RunResult:
     compile_fallbacks: int = 0  # times torch.compile gave up and ran eagerly during this run (0: it never did)
     loss_errors: dict[str, float] = field(default_factory=dict)  # standard error of each skill loss (eval set size)
     data_epochs: dict[str, float] = field(default_factory=dict)  # times over each domain's training text (torch)
+
+    @property
+    def repeated_domains(self) -> dict[str, float]:
+        """The domains this run read more than REPEATED_DATA_EPOCHS times over, with their epochs."""
+        return repeated_domains(self.data_epochs)
 
     @property
     def finite(self) -> bool:

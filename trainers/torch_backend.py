@@ -84,7 +84,7 @@ from trainers.hparams import HParams, lr_at, resolve, step_rows
 from trainers.model import IGNORE_INDEX, Transformer
 from trainers.settings import TrainerSettings
 from trainers.shapes import ModelConfig, count_params, flops_per_token, shape_for
-from trainers.spec import RunResult, RunSpec
+from trainers.spec import REPEATED_DATA_EPOCHS, RunResult, RunSpec, repeated_domains
 from trainers.torch_family import FamilyTraining, RunStopped
 
 # dense bf16 tensor-core peaks, FLOP/s (vendor datasheets; SXM parts)
@@ -98,9 +98,6 @@ GPU_BF16_PEAK = {
     "A10G": 70e12,
 }
 MODEL_CACHE_SIZE = 2  # adaptive studies ask for a new shape almost every run: keep memory bounded
-# epochs of a domain past which a run warns: up to ~4 epochs, repeated data is worth almost as much as fresh
-# data, beyond that less and less (Muennighoff et al. 2023, arXiv:2305.16264, "Scaling Data-Constrained LMs")
-REPEATED_DATA_EPOCHS = 4.0
 GRAPH_MEMORY_FRACTION = 0.3  # with CUDA graphs: reserved memory past which compiled models are dropped
 GiB = 2**30
 
@@ -526,7 +523,7 @@ class TorchBackend(FamilyTraining):
         self.check_fits(plan.cfg, plan.hp)
         sampler, evaluator = self._data(plan)
         epochs = sampler.epochs(plan.spec.n_tokens, plan.hp.batch_seqs)
-        repeated = {d: e for d, e in epochs.items() if e > REPEATED_DATA_EPOCHS}
+        repeated = repeated_domains(epochs)
         if repeated and self.world.is_main:
             warnings.warn(
                 f"run {spec.run_id}: reads " + ", ".join(f"{d} {e:.1f} times over" for d, e in sorted(repeated.items()))

@@ -54,6 +54,10 @@ def test_a_thousand_targets_make_a_short_progress_line():
     Progress(console=console).run_finished(status, RunResult("r", "ok", 10**7, 10**9, 6e16, {"knowledge": 3.0}))
     line = console.export_text().strip().splitlines()[-1]
     assert len(line) < 400 and "1000 targets, 666 identifiable" in line and "widest t0998" in line
+    assert "repeats" not in line
+    repeated = RunResult("r", "ok", 10**7, 10**9, 6e16, {"knowledge": 3.0}, data_epochs={"code": 2.0, "general": 9.66})
+    Progress(console=console).run_finished(status, repeated)
+    assert console.export_text().strip().splitlines()[-1].endswith("| repeats general 9.7x")
 
 
 def test_fit_snapshots_stay_bounded(tmp_path):

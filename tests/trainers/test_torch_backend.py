@@ -13,7 +13,7 @@ from tests.trainers.conftest import MIX
 from trainers import checkpoint, torch_backend
 from trainers.backend import make_backend
 from trainers.checkpoint import CheckpointError
-from trainers.spec import RunSpec
+from trainers.spec import REPEATED_DATA_EPOCHS, RunSpec
 from trainers.torch_backend import RunStopped, TorchBackend
 
 TINY = RunSpec(n_params=70_000, n_tokens=6_000, mix=MIX, seed=1, hparams={"batch_tokens": 512})
@@ -264,7 +264,8 @@ def test_a_run_reports_how_often_it_read_each_domain_and_warns_past_four_epochs(
     for name, epochs in result.data_epochs.items():
         stream = load_domain(name, backend.data, backend.tokenizer, tiny_settings["seq_len"]).train
         assert epochs == pytest.approx(16_384 * rows[name] / sum(rows.values()) / len(stream), rel=1e-3)
-    assert set(result.data_epochs) == set(MIX) and max(result.data_epochs.values()) > torch_backend.REPEATED_DATA_EPOCHS
+    assert set(result.data_epochs) == set(MIX) and max(result.data_epochs.values()) > REPEATED_DATA_EPOCHS
+    assert set(result.repeated_domains) == {d for d, e in result.data_epochs.items() if e > REPEATED_DATA_EPOCHS}
     row = ledger_row(spec, result)
     assert {f"epochs/{d}" for d in MIX} <= set(row) and row["epochs/code"] == result.data_epochs["code"]
     with warnings.catch_warnings():
