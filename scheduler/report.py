@@ -188,8 +188,10 @@ def _write_report(study_dir: Path, out: Path) -> Path:
                         _num(t.n_params if shown else None, ".4g"), _ci(t.n_params_ci95 if shown else None, ".4g"),
                         _num(t.n_tokens if shown else None, ".4g"), precision_text(t.rel_halfwidth, t.degenerate)])
     laws = [[s, *(_num(v, ".4g") for v in (f.law.E, f.law.A, f.law.B, f.law.alpha, f.law.beta)),
-             _num(f.law.exponent_a, ".3f"), _num(est.noise[s], ".4f")] for s, f in est.fits.items()]
-    runs = [[r.get("trial_number"), r["run_id"], r["status"], _num(r["n_params"], ".3g"), _num(r["n_tokens"], ".3g"),
+             _num(f.law.exponent_a, ".3f"), _num(est.noise[s], ".4f"), *_replicate_cells(f.noise)]
+            for s, f in est.fits.items()]
+    runs = [[r.get("trial_number"), r["run_id"], r["status"], r.get("seed", ""), _num(r["n_params"], ".3g"),
+             _num(r["n_tokens"], ".3g"),
              _num(r["flops"], ".3g"), *(_num(r.get(f"loss/{s}"), ".4f") for s in cfg.skills),
              _num(r.get("wall_s"), ".1f"), _num(r.get("mfu"), ".3f")]
             for r in sorted(rows, key=lambda r: r.get("trial_number", 0))]
@@ -208,15 +210,27 @@ C = 6·N·D; losses in nats/token. Intervals: 95% bias-corrected bootstrap perce
 runs; ±rel = (hi − lo) / (2·N*).</p>
 <h2>Targets</h2>{_table(["target", "weights", "C_target", "N*", "N* 95% CI", "D*", "±rel"], targets)}
 <h2>Laws: L = E + A·N^-α + B·D^-β</h2>
-{_table(["skill", "E", "A", "B", "α", "β", "a = β/(α+β)", "noise (log std)"], laws)}
+{_table(["skill", "E", "A", "B", "α", "β", "a = β/(α+β)", "noise (log std)", "replicate dof",
+          "replicate spread (log std)", "lack of fit"], laws)}
+<p>Noise: the log-loss std the fit uses at the runs' typical (N, D), estimated from residuals and replicate runs
+(same N, D and mix, another seed: the runs table's seed column). Replicate spread is the pooled std of those
+replicates alone; lack of fit = residual std / replicate spread (about 1 when the law fits, well above when it
+does not; n/a with too few replicates).</p>
 <h2>Plots</h2>{left_out}<img src="isoflop.png"><img src="optimum.png"><img src="runs.png">
 {'<img src="composition.png">' if whatif else ''}
 {('<h2>Validation-composition what-if</h2>' + _table(["weights", "N*", "95% CI", "N* / first"], whatif_rows))
  if whatif else ''}
-<h2>Runs</h2>{_table(["#", "run_id", "status", "N", "D", "C", *cfg.skills, "wall s", "MFU"], runs)}
+<h2>Runs</h2>{_table(["#", "run_id", "status", "seed", "N", "D", "C", *cfg.skills, "wall s", "MFU"], runs)}
 </body></html>"""
     atomic_write_text(out / "index.html", page)
     return out / "index.html"
+
+
+def _replicate_cells(noise) -> list[str]:
+    """The laws table's replicate columns for a fit's NoiseModel: degrees of freedom, pooled spread, lack of fit."""
+    if noise is None:
+        return ["n/a"] * 3
+    return [str(noise.replicate_dof), _num(noise.replicate_sigma, ".4f"), _num(noise.lack_of_fit, ".2f")]
 
 
 def cmd_report(args: argparse.Namespace) -> int:

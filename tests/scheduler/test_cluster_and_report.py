@@ -36,6 +36,17 @@ def test_report_writes_plots_and_html(ray_local, small_study, tmp_path):
     text = page.read_text()
     assert "knowledge" in text and "95%" in text and "C = 6·N·D" in text
     assert text.count("<tr>") >= 20  # one row per run at least
+    assert "<th>replicate spread (log std)</th>" in text and "<th>seed</th>" in text
+
+
+def test_report_shows_each_skills_replicate_spread_and_lack_of_fit():
+    from fitting.noise import NoiseModel
+    from scheduler.report import _replicate_cells
+
+    noise = NoiseModel(log_sigma=-5.0, replicate_dof=4, replicate_sigma=0.005, lack_of_fit=1.1)
+    assert _replicate_cells(noise) == ["4", "0.0050", "1.10"]
+    assert _replicate_cells(NoiseModel(log_sigma=-5.0)) == ["0", "n/a", "n/a"]  # no replicates yet
+    assert _replicate_cells(None) == ["n/a"] * 3
 
 
 def test_report_on_a_directory_that_is_not_a_study(tmp_path, capsys):
