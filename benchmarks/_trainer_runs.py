@@ -117,6 +117,12 @@ def recorded_optimisation(row: dict) -> dict:
     return {**HPARAMS_RECORDED_BEFORE, "lr": row.get("lr"), "n_steps": row.get("n_steps"), **row.get("hparams", {})}
 
 
+def schedule_key(row: dict) -> tuple[float, float]:
+    """(peak LR, final LR ratio) a row trained with: runs of one point that share it are replicates of each other."""
+    hp = recorded_optimisation(row)
+    return float(hp["lr"]), float(hp["min_lr_ratio"])
+
+
 def same_optimisation(row: dict, hp) -> bool:
     """Whether a recorded row trained with the hyperparameters `hp` the trainer resolves now: a spec with no
     hparams overrides keeps its run_id when a default (the LR rule, the schedule) changes, so the run_id alone

@@ -50,7 +50,7 @@ from _trainer_runs import (  # noqa: E402
     make_backend,
     parse_floats,
     read_rows,
-    recorded_optimisation,
+    schedule_key,
     tokens_for_budget,
     trained_rows,
 )
@@ -84,8 +84,7 @@ def ladder_rows(rows: list[dict], seed: int = 0) -> list[dict]:
 
 def _point_key(row: dict) -> tuple:
     """(budget, N, LR, final LR ratio): the runs that are replicates of one ladder point."""
-    hp = recorded_optimisation(row)
-    return row["budget"], row["n_params"], float(hp["lr"]), float(hp["min_lr_ratio"])
+    return row["budget"], row["n_params"], *schedule_key(row)
 
 
 def ladder_points(rows: list[dict], seed: int = 0) -> list[tuple[dict, dict[str, float], int]]:

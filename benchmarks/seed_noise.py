@@ -43,7 +43,7 @@ from _trainer_runs import (  # noqa: E402
     parse_points,
     parse_seeds,
     read_rows,
-    recorded_optimisation,
+    schedule_key,
     tokens_for_budget,
     trained_rows,
 )
@@ -69,9 +69,7 @@ def summarize(rows: list[dict], min_seeds: int = 2) -> list[dict]:
     groups: dict[tuple, dict[int, dict]] = defaultdict(dict)
     for row in trained_rows(rows):
         if row["lr_multiplier"] == 1.0:
-            hp = recorded_optimisation(row)
-            key = (row["n_params"], row["n_tokens"], float(hp["lr"]), float(hp["min_lr_ratio"]))
-            groups[key][row["seed"]] = row  # one row per seed
+            groups[(row["n_params"], row["n_tokens"], *schedule_key(row))][row["seed"]] = row  # one row per seed
     out = []
     for (n_params, n_tokens, lr, min_lr_ratio), by_seed in sorted(groups.items()):
         if len(by_seed) < min_seeds:
