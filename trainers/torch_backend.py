@@ -526,10 +526,10 @@ class TorchBackend(FamilyTraining):
         repeated = repeated_domains(epochs)
         if repeated and self.world.is_main:
             warnings.warn(
-                f"run {spec.run_id}: reads " + ", ".join(f"{d} {e:.1f} times over" for d, e in sorted(repeated.items()))
+                f"run {spec.run_id}: reads " + ", ".join(f"{d} {e:.1f} times over" for d, e in repeated.items())
                 + f"; past ~{REPEATED_DATA_EPOCHS:g} epochs repeated text is worth less than new text (Muennighoff et "
-                "al. 2023), so its losses may bend away from the law: give the domain more text (data.corpora, "
-                "data.domain_tokens) or keep D lower", RuntimeWarning, stacklevel=2)
+                "al. 2023), so its losses may bend away from the law: give the domain more text (data.corpora, or "
+                "code_source / general_source: stdlib+site-packages) or keep D lower", RuntimeWarning, stacklevel=2)
         fallbacks_before = RecompileLimitWatch.fallbacks()
         state = self._resume(plan, run_dir)  # 2. resume
         diverged = self._train(plan, state, sampler, evaluator, run_dir, stop_after_steps)  # 3. train
