@@ -58,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--order", choices=("shape", "priority"), default="shape")
     p.add_argument("--ladder-budgets", default="1.25e14,5e14,2e15")
     p.add_argument("--ladder-sizes", default="3e5,6e5,1.2e6,2.4e6,4.8e6")
+    p.add_argument("--ladder-points", default="",
+                   help="N@C pairs: the ladder's runs, sizes chosen per budget (replaces the budgets x sizes grid)")
     p.add_argument("--seed-points", default="6e5@1.25e14,1.2e6@5e14,2.4e6@2e15")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--lr-points", default="6e5@1.25e14,2.4e6@5e14")
@@ -75,8 +77,11 @@ def main(argv: list[str] | None = None) -> int:
         plans = {
             "seed_noise": lambda: seed_noise.plan(backend, parse_points(args.seed_points, "--seed-points"),
                                                   parse_seeds(args.seeds), mix),
-            "isoflop": lambda: isoflop_ladder.plan(backend, parse_floats(args.ladder_budgets, "--ladder-budgets"),
-                                                   parse_floats(args.ladder_sizes, "--ladder-sizes"), mix),
+            "isoflop": lambda: (
+                isoflop_ladder.plan_points(backend, parse_points(args.ladder_points, "--ladder-points"), mix)
+                if args.ladder_points else
+                isoflop_ladder.plan(backend, parse_floats(args.ladder_budgets, "--ladder-budgets"),
+                                    parse_floats(args.ladder_sizes, "--ladder-sizes"), mix)),
             "lr_sweep": lambda: lr_sweep.plan(backend, parse_points(args.lr_points, "--lr-points"),
                                               parse_floats(args.multipliers, "--multipliers"), mix),
         }

@@ -73,6 +73,12 @@ def plan(backend, budgets: list[float], sizes: list[float], mix: dict[str, float
     ]
 
 
+def plan_points(backend, points: list[tuple[float, float]], mix: dict[str, float], seed: int = 0) -> list[PlannedRun]:
+    """One run per (target N, budget C) pair: a ladder whose sizes differ per budget (each budget's sizes
+    bracketing its own optimum inside the D/N band, instead of one grid that leaves the band at the ends)."""
+    return [PlannedRun("isoflop", n, tokens_for_budget(backend, n, c, mix), c, seed=seed) for n, c in points]
+
+
 def ladder_rows(rows: list[dict], seed: int = 0) -> list[dict]:
     """Rule-LR runs at `seed`, one per (budget, N): the ladder's points."""
     keep = {}

@@ -23,6 +23,7 @@ if [ "$SITTING_S" -gt 0 ]; then
   timeout $((SITTING_S + 60)) python3 benchmarks/gpu_sitting.py --rows "$OUT/$ROWS" \
     --deadline-s "$SITTING_S" --experiments "${EXPERIMENTS:-seed_noise,isoflop,lr_sweep}" --order "${ORDER:-shape}" \
     --ladder-budgets "${BUDGETS:-6.25e13,2.5e14,1e15}" --ladder-sizes "${SIZES:-4.22e5,1e6,2.37e6,5.62e6,1.33e7}" \
+    --ladder-points "${LADDER_POINTS:-}" \
     --seed-points "${SEED_POINTS:-4.22e5@6.25e13,1e6@2.5e14,2.37e6@1e15}" --seeds "${SEEDS:-0,1,2}" \
     --lr-points "${LR_POINTS:-4.22e5@6.25e13,5.62e6@2.5e14}" --multipliers "${MULTIPLIERS:-0.25,0.5,1,2,4}" \
     --mix "${MIX:-knowledge=0.5,code=0.4,general=0.1}" --seq-len "${SEQ_LEN:-256}" ${SITTING_FLAGS:-} \

@@ -116,6 +116,15 @@ def test_runner_retrains_a_run_recorded_under_an_older_default_lr_rule(tmp_path,
     assert len({s["lr"] for s in summary}) == 2  # one group per LR rule, never mixed
 
 
+def test_ladder_points_give_each_budget_its_own_sizes_at_that_budget():
+    """--ladder-points: one run per N@C pair, each priced at its own budget (C = 6 N D to the shape's N)."""
+    backend = FakeBackend()
+    runs = isoflop_ladder.plan_points(backend, [(1e5, 6e10), (2e5, 6e10), (2e5, 2.4e11)], MIX)
+    assert [(r.target_n, r.budget) for r in runs] == [(1e5, 6e10), (2e5, 6e10), (2e5, 2.4e11)]
+    assert runs[2].n_tokens == pytest.approx(4 * runs[1].n_tokens, rel=0.01)
+    assert {r.experiment for r in runs} == {"isoflop"}
+
+
 def test_runner_skips_runs_past_the_deadline(tmp_path, monkeypatch):
     monkeypatch.setattr(_trainer_runs, "PRIOR_TOKENS_PER_S_AT_1M", 1e3)  # every run "takes" ~100 s
     backend = FakeBackend()
@@ -209,6 +218,8 @@ def test_isoflop_analysis_recovers_the_optimum_exponent_of_a_known_law():
     (["benchmarks/seed_noise.py", "--rows", "x.jsonl", "--points", "5e5"], "--points: expected N@C pairs"),
     (["benchmarks/lr_sweep.py", "--rows", "x.jsonl", "--multipliers", "0.5,2"], "--multipliers: must include 1"),
     (["benchmarks/gpu_sitting.py", "--rows", "x.jsonl", "--experiments", "ladders"], "--experiments: expected"),
+    (["benchmarks/gpu_sitting.py", "--rows", "x.jsonl", "--experiments", "isoflop", "--ladder-points", "1e6"],
+     "--ladder-points: expected N@C pairs"),
 ])
 def test_measurement_script_bad_flag_exits_2_with_one_line(argv, expected, tmp_path):
     import os
