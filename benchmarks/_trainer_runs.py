@@ -62,11 +62,14 @@ class PlannedRun:
     budget: float  # nominal C = 6 N D the run was planned at (exact N differs from target_n by the shape rule)
     seed: int = 0
     lr_multiplier: float = 1.0
+    overrides: tuple[tuple[str, object], ...] = ()  # other RunSpec.hparams (warmup_steps, batch_tokens, ...)
 
     def spec(self, mix: dict[str, float], rule_lr: float) -> RunSpec:
-        """The RunSpec; LR multiplier 1 leaves hparams empty, so the rule's run is the same run for every
-        measurement (same run_id)."""
-        hparams = {} if self.lr_multiplier == 1.0 else {"lr": rule_lr * self.lr_multiplier}
+        """The RunSpec; LR multiplier 1 and no overrides leave hparams empty, so the rule's run is the same run
+        for every measurement (same run_id)."""
+        hparams = dict(self.overrides)
+        if self.lr_multiplier != 1.0:
+            hparams["lr"] = rule_lr * self.lr_multiplier
         return RunSpec(n_params=int(self.target_n), n_tokens=int(self.n_tokens), mix=mix, seed=self.seed,
                        hparams=hparams)
 
@@ -121,6 +124,13 @@ def schedule_key(row: dict) -> tuple[float, float]:
     """(peak LR, final LR ratio) a row trained with: runs of one point that share it are replicates of each other."""
     hp = recorded_optimisation(row)
     return float(hp["lr"]), float(hp["min_lr_ratio"])
+
+
+def optimisation_key(row: dict) -> tuple:
+    """Every hyperparameter a row trained with (HPARAMS_COMPARED, floats to 9 digits): runs of one point that
+    share it are replicates of each other; a warmup or batch variant of the same LR is a group of its own."""
+    hp = recorded_optimisation(row)
+    return tuple(f"{v:.9g}" if isinstance(v, float) else v for v in (hp.get(name) for name in HPARAMS_COMPARED))
 
 
 def same_optimisation(row: dict, hp) -> bool:
@@ -264,6 +274,7 @@ def execute(
             "batch_tokens": hp.batch_tokens,
             "n_steps": hp.n_steps,
             "hparams": {name: getattr(hp, name) for name in HPARAMS_COMPARED},
+            **({"overrides": dict(run.overrides)} if run.overrides else {}),
             "shape": shape,
             "status": result.status,
             "losses": result.losses,
@@ -393,6 +404,12 @@ def trained_rows(rows: list[dict]) -> list[dict]:
     unique = {(r["run_id"], json.dumps(recorded_optimisation(r), sort_keys=True)): r
               for r in ok if compatible(r["settings"], latest)}
     return list(unique.values())
+
+
+def by_the_rules(row: dict) -> bool:
+    """Whether a row trained with the trainer's own rules apart from an LR multiplier (no `overrides`): the
+    ladder and LR-sweep points; a variant (another warmup, batch, ...) is only ever its own seed-noise group."""
+    return not row.get("overrides")
 
 
 def loss_items(row: dict) -> dict[str, float]:

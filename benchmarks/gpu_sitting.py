@@ -62,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="N@C pairs: the ladder's runs, sizes chosen per budget (replaces the budgets x sizes grid)")
     p.add_argument("--seed-points", default="6e5@1.25e14,1.2e6@5e14,2.4e6@2e15")
     p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--seed-variant", action="append", default=[], metavar="N@C:NAME=VALUE,...",
+                   help="also train --seeds at N@C with these hparams overrides (repeatable; seed_noise)")
     p.add_argument("--lr-points", default="6e5@1.25e14,2.4e6@5e14")
     p.add_argument("--multipliers", default="0.25,0.5,1,2,4")
     p.add_argument("--n-boot", type=int, default=500, help="bootstrap resamples of the printed ladder fit")
@@ -75,8 +77,11 @@ def main(argv: list[str] | None = None) -> int:
             raise InputError(f"--experiments: expected some of {', '.join(EXPERIMENTS)}, got {args.experiments!r}")
         backend = make_backend(args)
         plans = {
-            "seed_noise": lambda: seed_noise.plan(backend, parse_points(args.seed_points, "--seed-points"),
-                                                  parse_seeds(args.seeds), mix),
+            "seed_noise": lambda: [
+                *seed_noise.plan(backend, parse_points(args.seed_points, "--seed-points"), parse_seeds(args.seeds),
+                                 mix),
+                *(run for point, overrides in map(seed_noise.parse_variant, args.seed_variant)
+                  for run in seed_noise.plan(backend, [point], parse_seeds(args.seeds), mix, overrides))],
             "isoflop": lambda: (
                 isoflop_ladder.plan_points(backend, parse_points(args.ladder_points, "--ladder-points"), mix)
                 if args.ladder_points else

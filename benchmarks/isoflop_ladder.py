@@ -45,12 +45,13 @@ from _provenance import append_rows  # noqa: E402  (benchmarks/ is on sys.path w
 from _trainer_runs import (  # noqa: E402
     PlannedRun,
     add_backend_args,
+    by_the_rules,
     execute,
     loss_items,
     make_backend,
+    optimisation_key,
     parse_floats,
     read_rows,
-    schedule_key,
     tokens_for_budget,
     trained_rows,
 )
@@ -83,14 +84,14 @@ def ladder_rows(rows: list[dict], seed: int = 0) -> list[dict]:
     """Rule-LR runs at `seed`, one per (budget, N): the ladder's points."""
     keep = {}
     for row in trained_rows(rows):
-        if row["seed"] == seed and row["lr_multiplier"] == 1.0:
+        if row["seed"] == seed and row["lr_multiplier"] == 1.0 and by_the_rules(row):
             keep[(row["budget"], row["n_params"])] = row
     return [keep[k] for k in sorted(keep)]
 
 
 def _point_key(row: dict) -> tuple:
-    """(budget, N, LR, final LR ratio): the runs that are replicates of one ladder point."""
-    return row["budget"], row["n_params"], *schedule_key(row)
+    """(budget, N, every hyperparameter): the runs that are replicates of one ladder point."""
+    return row["budget"], row["n_params"], optimisation_key(row)
 
 
 def ladder_points(rows: list[dict], seed: int = 0) -> list[tuple[dict, dict[str, float], int]]:

@@ -36,6 +36,7 @@ from _trainer_runs import (  # noqa: E402
     PlannedRun,
     add_backend_args,
     by_shape,
+    by_the_rules,
     execute,
     loss_items,
     make_backend,
@@ -79,7 +80,7 @@ def summarize(rows: list[dict], min_points: int = 3, seed: int = 0) -> list[dict
     an older LR rule or schedule is its own group: the multipliers are relative to the rule's LR)."""
     groups: dict[tuple, dict[float, dict]] = defaultdict(dict)
     for row in trained_rows(rows):
-        if row["seed"] == seed:
+        if row["seed"] == seed and by_the_rules(row):
             rule = (float(row["lr_rule"]), float(recorded_optimisation(row)["min_lr_ratio"]))
             groups[(row["n_params"], row["n_tokens"], *rule)][row["lr_multiplier"]] = row
     out = []

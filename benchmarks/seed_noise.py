@@ -24,6 +24,7 @@ set's own standard error, RunResult.loss_errors, mean over the seeds), gpu, comm
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import sys
@@ -40,10 +41,11 @@ from _trainer_runs import (  # noqa: E402
     execute,
     loss_items,
     make_backend,
+    optimisation_key,
     parse_points,
     parse_seeds,
     read_rows,
-    schedule_key,
+    recorded_optimisation,
     tokens_for_budget,
     trained_rows,
 )
@@ -54,13 +56,40 @@ from trainers.cli import parse_pairs  # noqa: E402
 TARGET_REL_STD = 0.01  # issue #15: seed std at most 1% of the loss for every target skill
 
 
-def plan(backend, points: list[tuple[float, float]], seeds: list[int], mix: dict[str, float]) -> list[PlannedRun]:
-    """One run per (point, seed), LR by the rule."""
+def plan(backend, points: list[tuple[float, float]], seeds: list[int], mix: dict[str, float],
+         overrides: dict | None = None) -> list[PlannedRun]:
+    """One run per (point, seed), LR by the rule; `overrides` (RunSpec.hparams such as warmup_steps or
+    batch_tokens) make every run a variant, summarised as its own group."""
+    extra = tuple(sorted((overrides or {}).items()))
     return [
-        PlannedRun("seed_noise", n, tokens_for_budget(backend, n, c, mix), c, seed=seed)
+        PlannedRun("seed_noise", n, tokens_for_budget(backend, n, c, mix), c, seed=seed, overrides=extra)
         for n, c in points
         for seed in seeds
     ]
+
+
+def parse_variant(text: str) -> tuple[tuple[float, float], dict]:
+    """'3.16e6@1e15:warmup_steps=432,batch_tokens=47104' -> ((target N, C), {hparam: value}): a seed-noise
+    point trained with other hyperparameters than the rules' (names: trainers/hparams.py OVERRIDABLE)."""
+    from trainers.hparams import OVERRIDABLE
+
+    point, sep, settings = text.partition(":")
+    if not sep:
+        raise InputError(f"--seed-variant: expected N@C:NAME=VALUE,..., got {text!r}")
+    [(n, c)] = parse_points(point, "--seed-variant")
+    overrides = {}
+    for item in [i.strip() for i in settings.split(",") if i.strip()]:
+        name, eq, value = item.partition("=")
+        if not eq or name not in OVERRIDABLE:
+            raise InputError(f"--seed-variant: expected NAME=VALUE with NAME one of {', '.join(OVERRIDABLE)}, "
+                             f"got {item!r}")
+        try:
+            overrides[name] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[name] = value
+    if not overrides:
+        raise InputError(f"--seed-variant: no NAME=VALUE after the point in {text!r}")
+    return (n, c), overrides
 
 
 def summarize(rows: list[dict], min_seeds: int = 2) -> list[dict]:
@@ -69,14 +98,15 @@ def summarize(rows: list[dict], min_seeds: int = 2) -> list[dict]:
     groups: dict[tuple, dict[int, dict]] = defaultdict(dict)
     for row in trained_rows(rows):
         if row["lr_multiplier"] == 1.0:
-            groups[(row["n_params"], row["n_tokens"], *schedule_key(row))][row["seed"]] = row  # one row per seed
+            groups[(row["n_params"], row["n_tokens"], optimisation_key(row))][row["seed"]] = row  # one per seed
     out = []
-    for (n_params, n_tokens, lr, min_lr_ratio), by_seed in sorted(groups.items()):
+    for (n_params, n_tokens, _), by_seed in sorted(groups.items(), key=lambda g: (g[0][0], g[0][1], str(g[0][2]))):
         if len(by_seed) < min_seeds:
             continue
         seeds = sorted(by_seed)
         items = [loss_items(by_seed[s]) for s in seeds]
         last = by_seed[seeds[-1]]
+        hp = recorded_optimisation(last)
         for name in sorted(set.intersection(*(set(i) for i in items))):
             values = [i[name] for i in items]
             mean, std = statistics.fmean(values), statistics.stdev(values)
@@ -95,8 +125,9 @@ def summarize(rows: list[dict], min_seeds: int = 2) -> list[dict]:
                 "target_met": std <= TARGET_REL_STD * mean,
                 "eval_se": eval_se,  # the evaluation set's own standard error (mean over seeds), skills only
                 "eval_rel_se": eval_se / mean if eval_se is not None and mean else None,
-                "lr": lr,
-                "min_lr_ratio": min_lr_ratio,
+                "lr": float(hp["lr"]),
+                "min_lr_ratio": float(hp["min_lr_ratio"]),
+                **({"overrides": last["overrides"], "hparams": last["hparams"]} if last.get("overrides") else {}),
                 "data_order": last["settings"].get("data", {}).get("data_order", "run"),
                 "shape": last["shape"],
                 "budget": last["budget"],
@@ -114,7 +145,8 @@ def print_summary(summary: list[dict]) -> None:
     for s in summary:
         se = "" if s["eval_rel_se"] is None else f"{s['eval_rel_se']:.2%}"
         print(f"{s['shape']:>7} {s['n_params']:>9,} {s['n_tokens']:>11,} {s['skill']:>18} {s['mean']:8.4f} "
-              f"{s['std']:8.4f} {s['rel_std']:7.2%} {se:>7} {s['n_seeds']}{'' if s['target_met'] else '  > 1%'}")
+              f"{s['std']:8.4f} {s['rel_std']:7.2%} {se:>7} {s['n_seeds']}{'' if s['target_met'] else '  > 1%'}"
+              + "".join(f"  {k}={v}" for k, v in s.get("overrides", {}).items()))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,6 +20,7 @@ import lr_sweep  # noqa: E402
 import seed_noise  # noqa: E402
 from _trainer_runs import PlannedRun, execute, read_rows  # noqa: E402
 
+from skillscale.errors import InputError  # noqa: E402
 from trainers.hparams import resolve  # noqa: E402
 from trainers.shapes import shape_for  # noqa: E402
 from trainers.spec import RunResult  # noqa: E402
@@ -169,6 +170,32 @@ def test_analyses_never_average_runs_of_an_older_lr_rule_into_a_point():
     by_rule = {s["lr"]: s for s in seed_noise.summarize(old + new)}
     assert by_rule[1e-3]["n_seeds"] == 2 and by_rule[5e-4]["n_seeds"] == 3
     assert by_rule[1e-3]["min_lr_ratio"] == 0.1 and by_rule[5e-4]["min_lr_ratio"] == 0.0
+
+
+def test_a_hyperparameter_variant_is_its_own_seed_group_and_never_a_ladder_or_sweep_point():
+    """A seed-noise variant (another warmup, same LR) is summarised apart from the rules' runs of that point,
+    and the ladder and the LR sweep read only the rules' runs."""
+    base = [_row(1000, 5000, s, {"code": 1.0 + s / 100}) for s in (0, 1, 2)]
+    variant = [{**_row(1000, 5000, s, {"code": 3.0 + s / 1000}), "overrides": {"warmup_steps": 40},
+                "hparams": {"lr": 1e-3, "warmup_steps": 40}} for s in (0, 1, 2)]
+    for row in variant:
+        row["run_id"] += "-warmup40"
+    groups = seed_noise.summarize(base + variant)
+    assert sorted((g["mean"], g["n_seeds"]) for g in groups) == [(pytest.approx(1.01), 3), (pytest.approx(3.001), 3)]
+    assert [g.get("overrides") for g in groups if g["mean"] > 2] == [{"warmup_steps": 40}]
+    points = isoflop_ladder.ladder_points(base + variant)
+    assert len(points) == 1 and points[0][1]["code"] == pytest.approx(1.01) and points[0][2] == 3
+    sweep = [_row(1000, 5000, 0, {"code": 1.2}, lr_multiplier=m) for m in (0.5, 2.0)]
+    [code] = lr_sweep.summarize(base + variant + sweep)
+    assert code["multipliers"] == [0.5, 1.0, 2.0] and code["losses"][1] == pytest.approx(1.0)
+
+
+def test_seed_variant_reads_a_point_and_hparams_overrides():
+    assert seed_noise.parse_variant("3.16e6@1e15:warmup_steps=432,batch_tokens=47104") == (
+        (3.16e6, 1e15), {"warmup_steps": 432, "batch_tokens": 47104})
+    for bad in ("3.16e6@1e15", "3.16e6@1e15:warmup=4", "3.16e6@1e15:"):
+        with pytest.raises(InputError, match="--seed-variant"):
+            seed_noise.parse_variant(bad)
 
 
 def test_lr_sweep_finds_the_vertex_and_flags_a_rule_far_from_the_best():
