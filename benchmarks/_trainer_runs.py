@@ -127,10 +127,12 @@ def schedule_key(row: dict) -> tuple[float, float]:
 
 
 def optimisation_key(row: dict) -> tuple:
-    """Every hyperparameter a row trained with (HPARAMS_COMPARED, floats to 9 digits): runs of one point that
-    share it are replicates of each other; a warmup or batch variant of the same LR is a group of its own."""
+    """Every hyperparameter a row trained with (HPARAMS_COMPARED, floats to 9 digits, and the row's `overrides`,
+    which may set one not compared, such as init_std): runs of one point that share it are replicates of each
+    other; a warmup, batch or initialisation variant is a group of its own."""
     hp = recorded_optimisation(row)
-    return tuple(f"{v:.9g}" if isinstance(v, float) else v for v in (hp.get(name) for name in HPARAMS_COMPARED))
+    compared = tuple(f"{v:.9g}" if isinstance(v, float) else v for v in (hp.get(name) for name in HPARAMS_COMPARED))
+    return *compared, json.dumps(row.get("overrides", {}), sort_keys=True)
 
 
 def same_optimisation(row: dict, hp) -> bool:

@@ -152,7 +152,8 @@ def analyze(rows: list[dict], n_boot: int = 2000, seed: int = 0, min_tokens_per_
 
     noise: dict[str, float] = {}  # the largest relative seed std measured for each loss, at any point
     for s in seed_noise.summarize(rows):
-        noise[s["skill"]] = max(noise.get(s["skill"], 0.0), s["rel_std"])
+        if not s.get("overrides"):  # the ladder's own hyperparameters, not a variant's
+            noise[s["skill"]] = max(noise.get(s["skill"], 0.0), s["rel_std"])
     points = ladder_points(rows)
     if not points:
         raise InputError("isoflop analysis: no finished rule-LR seed-0 runs in the rows given")

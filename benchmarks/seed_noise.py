@@ -127,8 +127,11 @@ def summarize(rows: list[dict], min_seeds: int = 2) -> list[dict]:
                 "eval_rel_se": eval_se / mean if eval_se is not None and mean else None,
                 "lr": float(hp["lr"]),
                 "min_lr_ratio": float(hp["min_lr_ratio"]),
-                **({"overrides": last["overrides"], "hparams": last["hparams"]} if last.get("overrides") else {}),
+                **({"overrides": last["overrides"], "hparams": last.get("hparams", {})}
+                   if last.get("overrides") else {}),
                 "data_order": last["settings"].get("data", {}).get("data_order", "run"),
+                "code_source": last["settings"].get("data", {}).get("code_source"),
+                "general_source": last["settings"].get("data", {}).get("general_source"),
                 "shape": last["shape"],
                 "budget": last["budget"],
                 "gpu": last["gpu"],

@@ -180,9 +180,13 @@ def test_a_hyperparameter_variant_is_its_own_seed_group_and_never_a_ladder_or_sw
                 "hparams": {"lr": 1e-3, "warmup_steps": 40}} for s in (0, 1, 2)]
     for row in variant:
         row["run_id"] += "-warmup40"
-    groups = seed_noise.summarize(base + variant)
-    assert sorted((g["mean"], g["n_seeds"]) for g in groups) == [(pytest.approx(1.01), 3), (pytest.approx(3.001), 3)]
-    assert [g.get("overrides") for g in groups if g["mean"] > 2] == [{"warmup_steps": 40}]
+    init = [{**_row(1000, 5000, s, {"code": 5.0 + s / 1000}), "overrides": {"init_std": 0.01}} for s in (0, 1, 2)]
+    for row in init:  # init_std is not among the recorded hparams: the overrides alone tell these runs apart
+        row["run_id"] += "-init"
+    groups = seed_noise.summarize(base + variant + init)
+    assert sorted((g["mean"], g["n_seeds"]) for g in groups) == [
+        (pytest.approx(1.01), 3), (pytest.approx(3.001), 3), (pytest.approx(5.001), 3)]
+    assert [g.get("overrides") for g in groups if g["mean"] > 2] == [{"warmup_steps": 40}, {"init_std": 0.01}]
     points = isoflop_ladder.ladder_points(base + variant)
     assert len(points) == 1 and points[0][1]["code"] == pytest.approx(1.01) and points[0][2] == 3
     sweep = [_row(1000, 5000, 0, {"code": 1.2}, lr_multiplier=m) for m in (0.5, 2.0)]
