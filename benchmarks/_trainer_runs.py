@@ -120,19 +120,14 @@ def recorded_optimisation(row: dict) -> dict:
     return {**HPARAMS_RECORDED_BEFORE, "lr": row.get("lr"), "n_steps": row.get("n_steps"), **row.get("hparams", {})}
 
 
-def schedule_key(row: dict) -> tuple[float, float]:
-    """(peak LR, final LR ratio) a row trained with: runs of one point that share it are replicates of each other."""
-    hp = recorded_optimisation(row)
-    return float(hp["lr"]), float(hp["min_lr_ratio"])
-
-
 def optimisation_key(row: dict) -> tuple:
     """Every hyperparameter a row trained with (HPARAMS_COMPARED, floats to 9 digits, and the row's `overrides`,
     which may set one not compared, such as init_std): runs of one point that share it are replicates of each
     other; a warmup, batch or initialisation variant is a group of its own."""
     hp = recorded_optimisation(row)
     compared = tuple(f"{v:.9g}" if isinstance(v, float) else v for v in (hp.get(name) for name in HPARAMS_COMPARED))
-    return *compared, json.dumps(row.get("overrides", {}), sort_keys=True)
+    overrides = {k: f"{v:.9g}" if isinstance(v, float) else v for k, v in row.get("overrides", {}).items()}
+    return *compared, json.dumps(overrides, sort_keys=True)
 
 
 def same_optimisation(row: dict, hp) -> bool:

@@ -80,8 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             "seed_noise": lambda: [
                 *seed_noise.plan(backend, parse_points(args.seed_points, "--seed-points"), parse_seeds(args.seeds),
                                  mix),
-                *(run for point, overrides in map(seed_noise.parse_variant, args.seed_variant)
-                  for run in seed_noise.plan(backend, [point], parse_seeds(args.seeds), mix, overrides))],
+                *seed_noise.plan_variants(backend, args.seed_variant, parse_seeds(args.seeds), mix)],
             "isoflop": lambda: (
                 isoflop_ladder.plan_points(backend, parse_points(args.ladder_points, "--ladder-points"), mix)
                 if args.ladder_points else

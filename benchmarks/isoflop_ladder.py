@@ -81,7 +81,8 @@ def plan_points(backend, points: list[tuple[float, float]], mix: dict[str, float
 
 
 def ladder_rows(rows: list[dict], seed: int = 0) -> list[dict]:
-    """Rule-LR runs at `seed`, one per (budget, N): the ladder's points."""
+    """Rule-LR runs at `seed` without overrides (a --seed-variant run is never a ladder point), one per
+    (budget, N): the ladder's points."""
     keep = {}
     for row in trained_rows(rows):
         if row["seed"] == seed and row["lr_multiplier"] == 1.0 and by_the_rules(row):
@@ -97,7 +98,8 @@ def _point_key(row: dict) -> tuple:
 def ladder_points(rows: list[dict], seed: int = 0) -> list[tuple[dict, dict[str, float], int]]:
     """Per ladder run: (its row, its losses averaged over every rule-LR seed trained at that (budget, N), the
     number of seeds). Seed replicates (benchmarks/seed_noise.py) thus sharpen the ladder points they sit on; only
-    replicates trained with the ladder run's own LR and schedule count (a default changed since keeps the point)."""
+    replicates trained with every hyperparameter of the ladder run count (a default changed since keeps the point,
+    and a variant never joins it)."""
     replicates: dict[tuple, list[dict]] = {}
     for row in trained_rows(rows):
         if row["lr_multiplier"] == 1.0:

@@ -24,7 +24,6 @@ set's own standard error, RunResult.loss_errors, mean over the seeds), gpu, comm
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import sys
@@ -68,33 +67,51 @@ def plan(backend, points: list[tuple[float, float]], seeds: list[int], mix: dict
     ]
 
 
+def plan_variants(backend, variants: list[str], seeds: list[int], mix: dict[str, float]) -> list[PlannedRun]:
+    """The runs of every --seed-variant text (parse_variant): each variant's point at every seed."""
+    return [run for point, overrides in map(parse_variant, variants)
+            for run in plan(backend, [point], seeds, mix, overrides)]
+
+
 def parse_variant(text: str) -> tuple[tuple[float, float], dict]:
     """'3.16e6@1e15:warmup_steps=432,batch_tokens=47104' -> ((target N, C), {hparam: value}): a seed-noise
-    point trained with other hyperparameters than the rules' (names: trainers/hparams.py OVERRIDABLE)."""
-    from trainers.hparams import OVERRIDABLE
+    point trained with other hyperparameters than the rules' (names: trainers/hparams.py OVERRIDABLE). Values
+    are checked here, before any run trains; counts are ints and other numbers floats, so 432 and 432.0 are
+    one run."""
+    from trainers.hparams import INTEGER_OVERRIDES, TEXT_OVERRIDES, check_overrides
 
     point, sep, settings = text.partition(":")
     if not sep:
         raise InputError(f"--seed-variant: expected N@C:NAME=VALUE,..., got {text!r}")
-    [(n, c)] = parse_points(point, "--seed-variant")
-    overrides = {}
+    points = parse_points(point, "--seed-variant")
+    if len(points) != 1:
+        raise InputError(f"--seed-variant: one N@C point per variant, got {point!r}")
+    overrides: dict = {}
     for item in [i.strip() for i in settings.split(",") if i.strip()]:
-        name, eq, value = item.partition("=")
-        if not eq or name not in OVERRIDABLE:
-            raise InputError(f"--seed-variant: expected NAME=VALUE with NAME one of {', '.join(OVERRIDABLE)}, "
-                             f"got {item!r}")
-        try:
-            overrides[name] = json.loads(value)
-        except json.JSONDecodeError:
+        name, eq, value = (part.strip() for part in item.partition("="))
+        if not eq or name in overrides:
+            raise InputError(f"--seed-variant: expected distinct NAME=VALUE items, got {item!r} in {text!r}")
+        if name in TEXT_OVERRIDES:
             overrides[name] = value
+            continue
+        try:
+            number = float(value)
+        except ValueError:
+            raise InputError(f"--seed-variant: {name}: expected a number, got {value!r}") from None
+        overrides[name] = int(number) if name in INTEGER_OVERRIDES and number.is_integer() else number
     if not overrides:
         raise InputError(f"--seed-variant: no NAME=VALUE after the point in {text!r}")
-    return (n, c), overrides
+    try:
+        check_overrides(overrides)
+    except InputError as exc:
+        raise InputError(f"--seed-variant: {exc}") from None
+    return points[0], overrides
 
 
 def summarize(rows: list[dict], min_seeds: int = 2) -> list[dict]:
-    """Mean and std per (N, D) point and loss over the rule-LR runs that differ only in seed (runs of the same
-    point under an older default LR or schedule form their own group)."""
+    """Mean and std per (N, D) point and loss over the rule-LR runs that differ only in seed: the runs of one
+    group share every recorded hyperparameter and their overrides (_trainer_runs.optimisation_key), so a
+    point trained under an older default, or as a variant (--seed-variant), is a group of its own."""
     groups: dict[tuple, dict[int, dict]] = defaultdict(dict)
     for row in trained_rows(rows):
         if row["lr_multiplier"] == 1.0:

@@ -194,12 +194,28 @@ def test_a_hyperparameter_variant_is_its_own_seed_group_and_never_a_ladder_or_sw
     assert code["multipliers"] == [0.5, 1.0, 2.0] and code["losses"][1] == pytest.approx(1.0)
 
 
-def test_seed_variant_reads_a_point_and_hparams_overrides():
-    assert seed_noise.parse_variant("3.16e6@1e15:warmup_steps=432,batch_tokens=47104") == (
-        (3.16e6, 1e15), {"warmup_steps": 432, "batch_tokens": 47104})
-    for bad in ("3.16e6@1e15", "3.16e6@1e15:warmup=4", "3.16e6@1e15:"):
+def test_seed_variant_reads_a_point_and_hparams_overrides_checked_before_any_run():
+    assert seed_noise.parse_variant("3.16e6@1e15:warmup_steps=432,batch_tokens=47104.0,lr=1e-3") == (
+        (3.16e6, 1e15), {"warmup_steps": 432, "batch_tokens": 47104, "lr": 1e-3})
+    assert seed_noise.parse_variant("1e6@1e15:schedule=wsd")[1] == {"schedule": "wsd"}
+    for bad in ("3.16e6@1e15", "3.16e6@1e15:warmup=4", "3.16e6@1e15:", "1e6@1e15:warmup_steps=abc",
+                "1e6@1e15:warmup_steps=nan", "1e6@1e15:schedule=linear", "1e6@1e15,2e6@1e15:warmup_steps=4",
+                "1e6@1e15:warmup_steps=1,warmup_steps=2"):
         with pytest.raises(InputError, match="--seed-variant"):
             seed_noise.parse_variant(bad)
+
+
+def test_a_variant_run_records_its_overrides_under_its_own_run_id_and_is_not_trained_twice(tmp_path):
+    rows_path = tmp_path / "rows.jsonl"
+    backend = FakeBackend()
+    base = seed_noise.plan(backend, [(1e5, 6e10)], [0], MIX)
+    variant = seed_noise.plan_variants(backend, ["1e5@6e10:warmup_steps=5"], [0], MIX)
+    rows = execute(base + variant, backend, MIX, rows_out=rows_path, runs_dir=tmp_path)
+    assert len({r["run_id"] for r in rows}) == 2 and [r.get("overrides") for r in rows] == [None, {"warmup_steps": 5}]
+    again = FakeBackend()
+    execute(base + seed_noise.plan_variants(again, ["1e5@6e10:warmup_steps=5.0"], [0], MIX), again, MIX,
+            rows_out=rows_path, recorded=read_rows([rows_path]), runs_dir=tmp_path)
+    assert again.trained == []  # 5.0 is the same run as 5
 
 
 def test_lr_sweep_finds_the_vertex_and_flags_a_rule_far_from_the_best():
@@ -251,6 +267,8 @@ def test_isoflop_analysis_recovers_the_optimum_exponent_of_a_known_law():
     (["benchmarks/gpu_sitting.py", "--rows", "x.jsonl", "--experiments", "ladders"], "--experiments: expected"),
     (["benchmarks/gpu_sitting.py", "--rows", "x.jsonl", "--experiments", "isoflop", "--ladder-points", "1e6"],
      "--ladder-points: expected N@C pairs"),
+    (["benchmarks/gpu_sitting.py", "--rows", "x.jsonl", "--experiments", "seed_noise",
+      "--seed-variant", "1e6@1e15:warmup_steps=abc"], "--seed-variant: warmup_steps: expected a number"),
 ])
 def test_measurement_script_bad_flag_exits_2_with_one_line(argv, expected, tmp_path):
     import os

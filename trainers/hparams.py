@@ -110,6 +110,8 @@ OVERRIDABLE = (
     "rule_n_tokens",
 )
 _TEXT_CHOICES = {"schedule": SCHEDULES, "cooldown_shape": COOLDOWN_SHAPES}  # the overrides that are not numbers
+TEXT_OVERRIDES = tuple(_TEXT_CHOICES)
+INTEGER_OVERRIDES = ("batch_tokens", "warmup_steps", "rule_n_tokens")  # counts; the other numbers are floats
 
 
 def deepseek_lr(flops: float) -> float:
@@ -125,7 +127,8 @@ def deepseek_batch_tokens(flops: float) -> float:
     return 0.2920 * flops**0.3271  # DeepSeek LLM 2024, Fig. 3
 
 
-def _check_overrides(overrides: dict) -> None:
+def check_overrides(overrides: dict) -> None:
+    """InputError naming the key for an override that is unknown or of the wrong kind."""
     for key, value in overrides.items():
         if key not in OVERRIDABLE:
             raise InputError(f"hparams: unknown key {key!r}; allowed: {', '.join(OVERRIDABLE)}")
@@ -139,7 +142,7 @@ def _check_overrides(overrides: dict) -> None:
 def resolve(n_params: int, n_tokens: int, seq_len: int, overrides: dict | None = None) -> HParams:
     """Hyperparameters for N (exact, from the shape) and D tokens, with `overrides` applied."""
     overrides = dict(overrides or {})
-    _check_overrides(overrides)
+    check_overrides(overrides)
     n_params, n_tokens = int(round(n_params)), int(round(n_tokens))  # a scheduler may send floats
     rule_tokens = int(round(overrides.get("rule_n_tokens", n_tokens)))
     if rule_tokens <= 0:
