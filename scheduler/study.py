@@ -50,7 +50,7 @@ from fitting.conventions import conventions_dict
 from fitting.forecast import forecast_to_tolerance
 from fitting.report import parametric_skill_report
 from scheduler.config import StudyConfig
-from scheduler.estimates import Estimates, TargetEstimate, fit_inputs, refit
+from scheduler.estimates import Estimates, TargetEstimate, derived_seed, fit_inputs, refit
 from scheduler.families import FamilyPoint, branch_spec, family_spec, in_flight_points, make_proposer
 from scheduler.ledger import Ledger, freeze_config, ledger_row, read_result
 from scheduler.lock import StudyLock
@@ -139,6 +139,39 @@ def open_optuna_study(cfg: StudyConfig, study_dir: Path | None) -> optuna.Study:
     return study
 
 
+SEED_RULE_ATTR = "run_seeds"  # the Optuna study's attribute naming how its runs are seeded (see run_seed)
+
+
+LEGACY_SEEDS = 100_000  # "study" seeds are study seed + replicate index; "per-run" ones are 32-bit hashes
+
+
+def seed_rule(study: optuna.Study, study_seed: int, ledger_seeds: list[int]) -> str:
+    """The study's seed rule, as recorded in the persistent study (Study records it on opening): "per-run" for
+    a study created now. A study without the record was created before the rule existed, or lost its journal:
+    it keeps "study" when it has trials or runs and every recorded run's seed is the study seed plus a small
+    replicate index, so a resumed run keeps its run_id."""
+    rule = study.user_attrs.get(SEED_RULE_ATTR)
+    if rule is None:
+        started = bool(ledger_seeds) or bool(study.get_trials(deepcopy=False))
+        legacy = all(0 <= int(s) - study_seed < LEGACY_SEEDS for s in ledger_seeds)
+        rule = "study" if started and legacy else "per-run"
+    return rule
+
+
+def run_seed(study_seed: int, point: Point, replicate: int, rule: str = "per-run") -> int:
+    """The seed of a run, which draws its initialisation (the data order is the study's: trainers/data.py).
+
+    "per-run": a hash of the study seed, the run's (N, D, mix) and its replicate index, so no two runs of a
+    study start from one initialisation. On the H200 a seed's deviation from the mean carried over to runs of the
+    same shape with other hyperparameters (LR, batch, warmup: correlation ~0.5 over 14 pairs of seed sets,
+    BENCHMARKS.md), so runs of one shape sharing a seed would share an error that the fit treats as independent.
+    "study" (studies created before 2026-12-01): the study seed plus the replicate index."""
+    if rule == "study":
+        return study_seed + replicate
+    mix = sorted((d, round(float(w), 12)) for d, w in point.mix.items())
+    return derived_seed(study_seed, "init", int(point.n_params), int(point.n_tokens), mix, replicate)
+
+
 class Study:
     """One study's decisions and state (see the module docstring for the lifecycle)."""
 
@@ -161,7 +194,11 @@ class Study:
                 self._note(remove_stale_journal_lock(journal))
                 self._note(repair_journal(journal))
         self.optuna = open_optuna_study(cfg, self.study_dir)
+        self.seed_rule = seed_rule(self.optuna, cfg.seed, [])  # what a ledger rebuilt from the journal uses
         self.ledger = self._open_ledger()
+        self.seed_rule = seed_rule(self.optuna, cfg.seed, [r["seed"] for r in self.ledger.rows if "seed" in r])
+        if SEED_RULE_ATTR not in self.optuna.user_attrs:
+            self.optuna.set_user_attr(SEED_RULE_ATTR, self.seed_rule)
         if self.study_dir is not None:
             self._note(restore_lost_trials(self.optuna, self.ledger.rows, self._params_of_row,
                                            self.space.optuna_distributions()))
@@ -548,7 +585,8 @@ class Study:
     def _spec(self, trial_number: int, params: dict) -> RunSpec:
         point = self.space.from_params(params)
         return RunSpec(n_params=point.n_params, n_tokens=point.n_tokens, mix=point.mix,
-                       seed=self.cfg.seed + self._replicate_index(trial_number, params),
+                       seed=run_seed(self.cfg.seed, point, self._replicate_index(trial_number, params),
+                                     self.seed_rule),
                        hparams=self.cfg.hparams.overrides(), trial_number=trial_number)
 
     def _replicate_index(self, trial_number: int, params: dict) -> int:

@@ -55,10 +55,22 @@ def test_a_command_evaluating_a_known_law_drives_the_study_to_the_truth(ray_loca
 
 
 BAD_PROGRAM = """
-import json, sys, zlib
+import json, os, sys
 from pathlib import Path
 run_dir, run_id, n = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-kind = ["ok", "no_skill", "not_json", "nan", "exit"][zlib.crc32(run_id.encode()) % 5]
+# each run in turn gets the next kind of breakage (and keeps it when retried), whatever the run_ids are
+kinds = run_dir.parents[2] / "kinds"  # beside the study directory
+kinds.mkdir(exist_ok=True)
+if not (kinds / run_id).exists():
+    i = 0
+    while True:
+        try:
+            os.close(os.open(kinds / f"claim-{i}", os.O_CREAT | os.O_EXCL))
+            break
+        except FileExistsError:
+            i += 1
+    (kinds / run_id).write_text(str(i))
+kind = ["ok", "no_skill", "not_json", "nan", "exit"][int((kinds / run_id).read_text()) % 5]
 if kind == "exit":
     print("Traceback (most recent call last):\\nValueError: bad batch", file=sys.stderr)
     sys.exit(4)
@@ -95,7 +107,7 @@ def test_bad_output_becomes_a_failed_or_diverged_run_and_the_study_goes_on(ray_l
     assert all(not k.startswith("unexpected") for k in by_kind), by_kind.keys()
     assert {r["status"] for r in by_kind.get("nan", [])} <= {"diverged"}
     assert {r["status"] for k in ("no_skill", "not_json", "exit") for r in by_kind.get(k, [])} <= {"failed"}
-    assert len(by_kind) >= 4, f"the 12 runs should show most kinds of breakage, got {sorted(by_kind)}"
+    assert len(by_kind) == 5, f"the 12 runs should show every kind of breakage, got {sorted(by_kind)}"
 
 
 @pytest.mark.slow
