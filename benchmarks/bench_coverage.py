@@ -79,6 +79,26 @@ def design(kind: str, n_runs: int, band: tuple[float, float], c_range: tuple[flo
     return n, c / (FLOPS_PER_PARAM_TOKEN * n)
 
 
+def seed_shared_noise(n: np.ndarray, d: np.ndarray, rho: float, rng: np.random.Generator) -> np.ndarray:
+    """Standard normal errors, one per run. rho > 0 models a study that starts every run of a shape from the same
+    seed, as skillscale did before per-run seeds (scheduler/study.py run_seed): the k-th run at each (N, D)
+    trained from seed k, so the runs of one shape (N within 2%) with the same replicate index share a component
+    of variance rho -- their initialisation draw (on the H200 a seed's deviation correlated ~0.5 across LR,
+    batch and warmup variants). rho = 0: independent errors."""
+    z = rng.standard_normal(n.size)
+    if rho <= 0:
+        return z
+    shape = np.round(np.log(n) / np.log(1.02)).astype(int)
+    seen: dict[tuple, int] = {}
+    replicate = np.empty(n.size, int)
+    for i, key in enumerate(zip(shape.tolist(), np.round(np.log(d), 6).tolist(), strict=True)):
+        replicate[i] = seen.get(key, 0)
+        seen[key] = replicate[i] + 1
+    groups = {key: j for j, key in enumerate(sorted(set(zip(shape.tolist(), replicate.tolist(), strict=True))))}
+    shared = rng.standard_normal(len(groups))[[groups[k] for k in zip(shape.tolist(), replicate.tolist(), strict=True)]]
+    return np.sqrt(rho) * shared + np.sqrt(1 - rho) * z
+
+
 def wilson(hits: int, total: int, z: float = Z95) -> tuple[float, float]:
     """Wilson score interval of a binomial proportion (Wilson 1927)."""
     if total == 0:
@@ -98,7 +118,7 @@ def run_cell(truth: str, sigma: float, kind: str, args, log=print) -> list[dict]
     for i in range(args.sets):
         rng = np.random.default_rng([args.seed, i, int(sigma * 1e5), len(kind)])
         n, d = design(kind, args.runs, tuple(args.band), tuple(args.c_range), rng, args.design_file)
-        loss = law.loss(n, d) * np.exp(sigma * rng.standard_normal(n.size))
+        loss = law.loss(n, d) * np.exp(sigma * seed_shared_noise(n, d, args.shared_seed_correlation, rng))
         t0 = time.perf_counter()
         fit = fit_parametric(n, d, loss)
         fit_seconds += time.perf_counter() - t0
@@ -124,6 +144,7 @@ def run_cell(truth: str, sigma: float, kind: str, args, log=print) -> list[dict]
         hits = int(covered.sum())
         rows.append({
             "truth": truth, "noise": sigma, "design": kind, "design_file": args.design_file, "runs": n_runs,
+            **({"shared_seed_correlation": args.shared_seed_correlation} if args.shared_seed_correlation else {}),
             "band": list(args.band),
             "c_range": list(args.c_range), "extrapolation": factor, "method": method, "sets": args.sets,
             "n_boot": args.n_boot, "coverage": hits / args.sets, "coverage_ci95": list(wilson(hits, args.sets)),
@@ -153,8 +174,13 @@ def main() -> None:
     parser.add_argument("--n-boot", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--design-file", default=None, help="JSON {n: [...], d: [...]} for --designs file")
+    parser.add_argument("--shared-seed-correlation", type=float, default=0.0,
+                        help="share this fraction of each run's noise variance with the runs of its shape and "
+                             "replicate index (one seed per shape, the old seeding); 0: independent")
     parser.add_argument("--no-record", action="store_true", help="print only; append nothing")
     args = parser.parse_args()
+    if not 0 <= args.shared_seed_correlation < 1:
+        raise InputError("--shared-seed-correlation: expected a number in [0, 1)")
     if not (0 < args.band[0] < args.band[1]) or not (0 < args.c_range[0] < args.c_range[1]):
         raise InputError("--band and --c-range: expected 0 < lo < hi")
     if args.runs < 8 or args.sets < 1 or args.n_boot < 20 or any(s < 0 for s in args.noise):
