@@ -6,17 +6,34 @@ subprocesses that the fault tests kill and restart attach to it by address. Only
 at the end: nothing else running Ray on the machine is touched.
 """
 
+import importlib.util
 import os
 import socket
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 DASHBOARD_PORT = 0  # set by ray_head to a free port
 
 # A CPU torch backend whose data and evaluation sets build in well under a second (models of ~70k params).
 TINY_TORCH_SETTINGS = dict(device="cpu", seq_len=32, knowledge_entities=50, domain_tokens=20_000,
                            heldout_tokens=4_000, eval_samples=16, heldout_rows=4, checkpoint_every=0, log_every=1)
+
+
+def benchmark_module(name: str):
+    """benchmarks/<name>.py imported as a module (the scripts import their siblings, e.g. _provenance, and their
+    dataclasses look their module up, so benchmarks/ goes on sys.path and the module into sys.modules)."""
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def torch_backend_section(settings: dict) -> dict:

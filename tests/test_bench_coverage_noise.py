@@ -2,23 +2,15 @@
 shape and replicate index share a component, replicates and other shapes do not, and rho 0 keeps the independent
 errors (and the random stream) of every earlier cell."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+from tests.conftest import benchmark_module
 
 
 @pytest.fixture(scope="module")
 def coverage():
-    sys.path.insert(0, str(BENCHMARKS))  # the script imports its sibling _provenance
-    spec = importlib.util.spec_from_file_location("bench_coverage", BENCHMARKS / "bench_coverage.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_module("bench_coverage")
 
 
 def test_runs_of_one_shape_and_replicate_share_their_seed_component(coverage):

@@ -4,29 +4,20 @@ runs inside the band, the metrics and the verdict in their schema, bad flags are
 baseline report the metrics per target, each target's truth is its skill's true law at the target's own mix, and
 runs are scored by the truth at the run's mix."""
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from scheduler.study import Study
+from tests.conftest import benchmark_module
 from trainers.simulated import PRESETS
 from trainers.spec import RunSpec
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(BENCHMARKS))  # the script imports its sibling _provenance
-    spec = importlib.util.spec_from_file_location("bench_realistic", BENCHMARKS / "bench_realistic.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_realistic"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_module("bench_realistic")
 
 
 TINY = ["--truths", "cross-term", "--noise", "0.01", "--seeds", "1", "--band", "5", "640", "--max-runs", "24",
