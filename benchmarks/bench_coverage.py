@@ -29,6 +29,7 @@ import datetime
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -201,4 +202,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except InputError as exc:  # a bad flag or design file: one line, exit status 2
+        print(f"bench_coverage: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -2,6 +2,9 @@
 shape and replicate index share a component, replicates and other shapes do not, and rho 0 keeps the independent
 errors (and the random stream) of every earlier cell."""
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -23,3 +26,18 @@ def test_runs_of_one_shape_and_replicate_share_their_seed_component(coverage):
     assert z.std(axis=0) == pytest.approx(np.ones(6), abs=0.05)  # each error stays standard normal
     independent = coverage.seed_shared_noise(n, d, 0.0, np.random.default_rng(5))
     assert np.array_equal(independent, np.random.default_rng(5).standard_normal(6))
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--shared-seed-correlation", "1.5"], "--shared-seed-correlation: expected a number in [0, 1)"),
+    (["--runs", "2"], "--runs must be >= 8"),
+])
+def test_a_bad_flag_is_one_line_and_exit_status_2(argv, expected, tmp_path):
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, str(root / "benchmarks" / "bench_coverage.py"), *argv, "--no-record"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and expected in proc.stderr, proc.stderr
