@@ -95,8 +95,8 @@ def seed_shared_noise(n: np.ndarray, d: np.ndarray, rho: float, rng: np.random.G
     for i, key in enumerate(zip(shape.tolist(), np.round(np.log(d), 6).tolist(), strict=True)):
         replicate[i] = seen.get(key, 0)
         seen[key] = replicate[i] + 1
-    groups = {key: j for j, key in enumerate(sorted(set(zip(shape.tolist(), replicate.tolist(), strict=True))))}
-    shared = rng.standard_normal(len(groups))[[groups[k] for k in zip(shape.tolist(), replicate.tolist(), strict=True)]]
+    _, group = np.unique(np.stack([shape, replicate], axis=1), axis=0, return_inverse=True)  # (shape, replicate)
+    shared = rng.standard_normal(group.max() + 1)[group.ravel()]
     return np.sqrt(rho) * shared + np.sqrt(1 - rho) * z
 
 

@@ -89,6 +89,14 @@ def precision_text(rel_halfwidth: float | None, degenerate=(), digits: int = 1) 
     return f"±{100 * rel_halfwidth:.{digits}f}%"
 
 
+def init_seed(seed: int, label: str, n_params: int, n_tokens, mix: dict[str, float], *parts) -> int:
+    """The seed that draws a run's (or a family's) initialisation: a hash of the study seed and what is trained,
+    N, D (one or a list of branch D) and the mix to 12 digits, plus `parts` (a replicate index)."""
+    tokens = [int(d) for d in n_tokens] if isinstance(n_tokens, list | tuple) else int(n_tokens)
+    key_mix = sorted((d, round(float(w), 12)) for d, w in mix.items())
+    return derived_seed(seed, label, int(n_params), tokens, key_mix, *parts)
+
+
 def derived_seed(seed: int, *parts) -> int:
     """A 32-bit seed derived from the study seed and a label (deterministic across restarts)."""
     key = ":".join(str(p) for p in (seed, *parts))

@@ -44,7 +44,7 @@ from scipy.stats import chi2
 from fitting.conventions import training_flops
 from scheduler.acquisition import CHANCE_QUANTILE, Belief, _pack, _unpack, target_weights
 from scheduler.config import StudyConfig
-from scheduler.estimates import Estimates, derived_seed
+from scheduler.estimates import Estimates, derived_seed, init_seed
 from scheduler.proposer import MIN_SEPARATION, Point, Proposer
 from trainers.spec import FamilySpec, RunSpec
 
@@ -96,8 +96,7 @@ def family_spec(cfg: StudyConfig, point: FamilyPoint) -> FamilySpec:
     """The FamilySpec a study trains for `point` (its seed, hparams overrides and cooldown). The seed is a hash of
     the study seed and the family's (N, D..., mix), so families at different points start from different
     initialisations (scheduler/study.py run_seed says why); a resumed family keeps the seed its trials recorded."""
-    mix = sorted((d, round(float(w), 12)) for d, w in point.mix.items())
-    seed = derived_seed(cfg.seed, "init-family", int(point.n_params), [int(d) for d in point.n_tokens], mix)
+    seed = init_seed(cfg.seed, "init-family", point.n_params, list(point.n_tokens), point.mix)
     return FamilySpec(n_params=point.n_params, n_tokens=point.n_tokens, mix=dict(point.mix), seed=seed,
                       hparams=cfg.hparams.overrides(), cooldown_fraction=float(cfg.families.cooldown_fraction),
                       cooldown_shape=cfg.families.cooldown_shape)

@@ -50,7 +50,7 @@ from fitting.conventions import conventions_dict
 from fitting.forecast import forecast_to_tolerance
 from fitting.report import parametric_skill_report
 from scheduler.config import StudyConfig
-from scheduler.estimates import Estimates, TargetEstimate, derived_seed, fit_inputs, refit
+from scheduler.estimates import Estimates, TargetEstimate, fit_inputs, init_seed, refit
 from scheduler.families import FamilyPoint, branch_spec, family_spec, in_flight_points, make_proposer
 from scheduler.ledger import Ledger, freeze_config, ledger_row, read_result
 from scheduler.lock import StudyLock
@@ -140,8 +140,6 @@ def open_optuna_study(cfg: StudyConfig, study_dir: Path | None) -> optuna.Study:
 
 
 SEED_RULE_ATTR = "run_seeds"  # the Optuna study's attribute naming how its runs are seeded (see run_seed)
-
-
 LEGACY_SEEDS = 100_000  # "study" seeds are study seed + replicate index; "per-run" ones are 32-bit hashes
 
 
@@ -168,8 +166,7 @@ def run_seed(study_seed: int, point: Point, replicate: int, rule: str = "per-run
     "study" (studies created before 2026-12-01): the study seed plus the replicate index."""
     if rule == "study":
         return study_seed + replicate
-    mix = sorted((d, round(float(w), 12)) for d, w in point.mix.items())
-    return derived_seed(study_seed, "init", int(point.n_params), int(point.n_tokens), mix, replicate)
+    return init_seed(study_seed, "init", point.n_params, point.n_tokens, point.mix, replicate)
 
 
 class Study:
