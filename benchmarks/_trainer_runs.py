@@ -104,15 +104,18 @@ def run_key(spec: RunSpec, fingerprint: str) -> str:
 def training_settings(backend) -> dict:
     """What a row records of the settings that change the trained function (compared by `compatible`)."""
     trainer = trainer_settings(backend)
-    return {"seq_len": trainer.seq_len, "tokenizer": backend.tokenizer.name, "data": backend.data.to_dict()}
+    return {"seq_len": trainer.seq_len, "tokenizer": backend.tokenizer.name, "data": backend.data.to_dict(),
+            "qk_norm": bool(getattr(trainer, "qk_norm", False))}
 
 
 # data fields added after rows were first recorded, with the value every older row trained with
 RECORDED_BEFORE = {"data_order": "run"}
 # optimisation fields added to rows later (row["hparams"]), with the value older rows trained with: the
-# schedule decayed to 10% before LR_RULE_SCALE and decay to zero became the defaults (2026-12-01)
-HPARAMS_RECORDED_BEFORE = {"min_lr_ratio": 0.1}
-HPARAMS_COMPARED = ("lr", "batch_seqs", "n_steps", "warmup_steps", "min_lr_ratio", "schedule", "weight_decay")
+# schedule decayed to 10% before LR_RULE_SCALE and decay to zero became the defaults (2026-12-01); every run
+# before init_scheme existed used GPT-2's init
+HPARAMS_RECORDED_BEFORE = {"min_lr_ratio": 0.1, "init_scheme": "gpt2"}
+HPARAMS_COMPARED = ("lr", "batch_seqs", "n_steps", "warmup_steps", "min_lr_ratio", "schedule", "weight_decay",
+                    "init_scheme")
 
 
 def recorded_optimisation(row: dict) -> dict:
@@ -150,6 +153,8 @@ def compatible(a: dict, b: dict) -> bool:
     """Whether two rows' settings (row["settings"]) train the same function: equal sequence length and
     tokenizer, and equal values in every data field that both record."""
     if a.get("seq_len") != b.get("seq_len") or a.get("tokenizer") != b.get("tokenizer"):
+        return False
+    if a.get("qk_norm", False) != b.get("qk_norm", False):  # rows older than the setting trained without it
         return False
     da, db = ({**RECORDED_BEFORE, **row.get("data", {})} for row in (a, b))
     return all(da[k] == db[k] for k in da.keys() & db.keys())
@@ -250,7 +255,8 @@ def execute(
             continue
         rule_lr = backend.plan(RunSpec(n_params=spec.n_params, n_tokens=spec.n_tokens, mix=mix))[1].lr
         start = time.perf_counter()
-        result = backend.run(spec, Path(runs_dir) / spec.run_id)
+        run_dir = Path(runs_dir) / spec.run_id
+        result = backend.run(spec, run_dir)
         wall = time.perf_counter() - start
         throughput.seen.add(shape)
         if result.tokens_per_s > 0:
@@ -280,6 +286,7 @@ def execute(
             "mfu": result.mfu,
             "wall_s": wall,
             "result_extra": {k: v for k, v in result.to_dict().items() if k not in _RESULT_IN_ROW},
+            **curve_summary(run_dir / "loss_curve.parquet"),
             "mix": mix,
             "settings": {"fingerprint": fingerprint, **current, "compile": bool(trainer.compile),
                          "use_triton": bool(backend.use_triton)},
@@ -293,6 +300,33 @@ def execute(
             f"lr={hp.lr:.2e} (x{run.lr_multiplier}): {result.status} {losses} "
             f"{result.tokens_per_s:,.0f} tok/s, {wall:.1f} s (est {estimate:.0f}), t={time.perf_counter() - t0:.0f} s")
     return out_rows
+
+
+CURVE_WINDOWS = 16  # a row's training curve: the mean training loss over this many equal spans of steps
+
+
+def curve_summary(curve_path: Path, windows: int = CURVE_WINDOWS) -> dict:
+    """A run's training loss in a few numbers, from its loss_curve.parquet (empty if there is none):
+    `train_curve`, [last step, mean training loss] of each of `windows` equal spans of steps; `worst_rise`, the
+    largest relative rise of one span's mean over the lowest mean before it (a loss spike that lasts shows as
+    a rise; a smooth curve reads <= 0); `final_train_loss`, the mean over the last 5% of steps."""
+    if not curve_path.exists():
+        return {}
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(curve_path).to_pydict()
+    pairs = [(s, v) for s, v in zip(table.get("step", []), table.get("train_loss", []), strict=True)
+             if v is not None]
+    if len(pairs) < windows:
+        return {}
+    steps, losses = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs], dtype=np.float64)
+    spans = np.array_split(np.arange(len(losses)), windows)
+    means = np.array([losses[i].mean() for i in spans])
+    rises = [(means[k] - means[:k].min()) / means[:k].min() for k in range(1, windows)]
+    tail = losses[-max(1, len(losses) // 20):]
+    return {"train_curve": [[int(steps[i[-1]]), round(float(m), 5)] for i, m in zip(spans, means, strict=True)],
+            "worst_rise": round(float(max(rises)), 5), "final_train_loss": round(float(tail.mean()), 5)}
 
 
 def by_shape(planned: list[PlannedRun]) -> list[PlannedRun]:

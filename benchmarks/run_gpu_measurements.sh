@@ -6,6 +6,7 @@
 # Rows recorded earlier (benchmarks/results/$ROWS, default gpu_runs.jsonl) are copied to $OUT/$ROWS first, so the
 # sitting trains only the runs still missing and $OUT/$ROWS comes back complete. Grid and trainer
 # settings are the variables below (defaults: BENCHMARKS.md, "isoFLOP ladders, seed noise and the LR rule").
+# LOG names the sitting's log ($OUT/$LOG.log, default sitting), so that one call can hold several sittings.
 # torch.compile's caches are kept under /tmp/compile-cache and, if small, returned as $OUT/compile_cache.tgz;
 # a later sitting on a fresh machine unpacks a carried .device/compile_cache.tgz.
 set -uo pipefail
@@ -27,7 +28,7 @@ if [ "$SITTING_S" -gt 0 ]; then
     --seed-points "${SEED_POINTS:-4.22e5@6.25e13,1e6@2.5e14,2.37e6@1e15}" --seeds "${SEEDS:-0,1,2}" \
     --lr-points "${LR_POINTS:-4.22e5@6.25e13,5.62e6@2.5e14}" --multipliers "${MULTIPLIERS:-0.25,0.5,1,2,4}" \
     --mix "${MIX:-knowledge=0.5,code=0.4,general=0.1}" --seq-len "${SEQ_LEN:-256}" ${SITTING_FLAGS:-} \
-    2>&1 | tee "$OUT/sitting.log"
+    2>&1 | tee "$OUT/${LOG:-sitting}.log"
 fi
 # EXTRA: space-separated NAME:SECONDS of the trainer's own benchmarks (their flags in EXTRA_FLAGS_<NAME>)
 for item in ${EXTRA:-}; do

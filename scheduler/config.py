@@ -111,6 +111,8 @@ class HParamOverrides(_Model):
     weight_decay: HParamNumber | None = Field(default=None, ge=0)
     grad_clip: HParamNumber | None = Field(default=None, gt=0)
     init_std: HParamNumber | None = Field(default=None, gt=0)
+    init_scheme: Literal["gpt2", "zero-out"] | None = Field(
+        default=None, description="zero-out: residual outputs and the output head start at zero")
     schedule: Literal["cosine", "wsd"] | None = Field(default=None, description="lr decay after warmup")
     cooldown_fraction: HParamNumber | None = Field(default=None, gt=0, le=1,
                                                    description="wsd: fraction of the steps in the final decay")

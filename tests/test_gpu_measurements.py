@@ -280,3 +280,32 @@ def test_measurement_script_bad_flag_exits_2_with_one_line(argv, expected, tmp_p
                           env={**os.environ, "PYTHONPATH": str(root)})
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and expected in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_row_summarises_its_training_curve_and_a_lasting_spike_shows_as_a_rise(tmp_path):
+    from trainers.evaluate import write_curve
+
+    steps = np.arange(1, 401)
+    smooth = 3.0 * steps ** -0.3
+    spiked = smooth.copy()
+    spiked[200:260] *= 1.5  # a spike that takes 60 steps to recover from
+    for name, losses in (("smooth", smooth), ("spiked", spiked)):
+        rows = [{"step": 0, "tokens": 0, "skill/code": 9.0}]  # an evaluation row carries no train_loss
+        rows += [{"step": int(s), "tokens": int(s) * 10, "lr": 1e-3, "train_loss": float(v)}
+                 for s, v in zip(steps, losses, strict=True)]
+        write_curve(rows, tmp_path / f"{name}.parquet")
+    smooth_row = _trainer_runs.curve_summary(tmp_path / "smooth.parquet")
+    spiked_row = _trainer_runs.curve_summary(tmp_path / "spiked.parquet")
+    assert len(smooth_row["train_curve"]) == _trainer_runs.CURVE_WINDOWS
+    assert smooth_row["train_curve"][-1][0] == 400 and smooth_row["worst_rise"] < 0
+    assert spiked_row["worst_rise"] > 0.3
+    assert smooth_row["final_train_loss"] == pytest.approx(smooth[-20:].mean(), rel=1e-4)
+    assert _trainer_runs.curve_summary(tmp_path / "missing.parquet") == {}
+
+
+def test_rows_trained_with_and_without_qk_norm_are_never_compatible():
+    old = {"seq_len": 256, "tokenizer": "bytes", "data": {}}  # recorded before the setting: trained without
+    assert _trainer_runs.compatible(old, {**old, "qk_norm": False})
+    assert not _trainer_runs.compatible(old, {**old, "qk_norm": True})
+    row = {"lr": 1e-3, "n_steps": 10, "hparams": {"lr": 1e-3}}
+    assert _trainer_runs.recorded_optimisation(row)["init_scheme"] == "gpt2"

@@ -24,6 +24,8 @@ Rules (C = training FLOPs = 6*N*D, fitting/conventions.py; N as in trainers/shap
     Training Durations", arXiv:2405.18392, found a 20% 1-sqrt cooldown to match cosine; WSD is MiniCPM's
     schedule, Hu et al. 2024, arXiv:2404.06395). Because the lr before the cooldown does not depend on D,
     one constant-lr training can be cooled down at several D (a run family, trainers/spec.py FamilySpec).
+- Initialisation `init_scheme`: "gpt2" (the default: N(0, init_std), residual outputs scaled by 1/sqrt(2L)) or
+  "zero-out" (residual outputs and the output head start at zero; trainers/model.py says why one might).
 - AdamW (Loshchilov & Hutter 2019) with beta1 0.9, beta2 0.95, eps 1e-8, weight decay 0.1 on matrices
   (embedding, projections, head; not the RMSNorm gains); gradient clipping at global norm 1.0.
 
@@ -47,6 +49,7 @@ MIN_BATCH_SEQS = 8
 MIN_STEPS = 50
 SCHEDULES = ("cosine", "wsd")
 COOLDOWN_SHAPES = ("linear", "1-sqrt")
+INIT_SCHEMES = ("gpt2", "zero-out")  # trainers/model.py Transformer.init_weights (kept here: no torch import)
 DEFAULT_COOLDOWN_FRACTION = 0.2  # Hägele et al. 2024 (arXiv:2405.18392): a 20% cooldown matches cosine
 
 
@@ -66,6 +69,7 @@ class HParams:
     weight_decay: float = 0.1  # AdamW, on matrices only
     grad_clip: float = 1.0  # global gradient-norm clip
     init_std: float = 0.02  # GPT-2 initialisation (trainers/model.py)
+    init_scheme: str = "gpt2"  # "gpt2" or "zero-out" (residual outputs and head start at 0; trainers/model.py)
     schedule: str = "cosine"  # "cosine" or "wsd" (warmup-stable-decay)
     cooldown_fraction: float = DEFAULT_COOLDOWN_FRACTION  # wsd: fraction of the steps in the final decay
     cooldown_shape: str = "1-sqrt"  # wsd: "linear" or "1-sqrt" (Hägele et al. 2024)
@@ -88,8 +92,16 @@ class HParams:
         return self.n_steps - self.cooldown_steps if self.schedule == "wsd" else self.warmup_steps
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Every field, except a field added later while it holds the value every earlier run trained with (so a
+        checkpoint written before the field existed still matches its run's fingerprint)."""
+        d = asdict(self)
+        for name, value in ADDED_LATER.items():
+            if d[name] == value:
+                del d[name]
+        return d
 
+
+ADDED_LATER = {"init_scheme": "gpt2"}  # HParams fields newer than the first checkpoints, with their old value
 
 # keys a RunSpec.hparams dict may set; "batch_tokens" is rounded to whole sequences; "rule_n_tokens" is the D
 # at which the lr/batch/warmup rules are evaluated (default: the run's own D)
@@ -104,12 +116,13 @@ OVERRIDABLE = (
     "weight_decay",
     "grad_clip",
     "init_std",
+    "init_scheme",
     "schedule",
     "cooldown_fraction",
     "cooldown_shape",
     "rule_n_tokens",
 )
-_TEXT_CHOICES = {"schedule": SCHEDULES, "cooldown_shape": COOLDOWN_SHAPES}  # the overrides that are not numbers
+_TEXT_CHOICES = {"schedule": SCHEDULES, "cooldown_shape": COOLDOWN_SHAPES, "init_scheme": INIT_SCHEMES}  # the overrides that are not numbers
 TEXT_OVERRIDES = tuple(_TEXT_CHOICES)
 INTEGER_OVERRIDES = ("batch_tokens", "warmup_steps", "rule_n_tokens")  # counts; the other numbers are floats
 

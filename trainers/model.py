@@ -1,5 +1,8 @@
 """A Llama-style decoder in one file: RMSNorm, RoPE (half-split), SwiGLU, no biases, SDPA causal
-attention, untied input embedding and output head.
+attention, untied input embedding and output head. Optionally (`ModelConfig.qk_norm`) queries and keys are
+RMS-normalised per head before RoPE, with a learned gain over head_dim (QK-layernorm: Dehghani et al. 2023,
+arXiv:2302.05442; Wortsman et al. 2023, arXiv:2309.14322, found it removes the attention-logit growth that
+makes small models sensitive to the LR). The gains are not counted in N.
 
 The fused ops come from `kernels.get_ops(use_triton)` once, at construction: on CPU/CI the pure-torch
 references, on CUDA the Triton kernels (same signatures). The loss goes through
@@ -19,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from kernels import Ops, get_ops
+from trainers.hparams import INIT_SCHEMES
 from trainers.shapes import ModelConfig
 
 IGNORE_INDEX = -100  # targets with this value contribute no loss
@@ -37,11 +41,17 @@ class Attention(nn.Module):
         self.cfg, self.ops = cfg, ops
         self.wqkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)  # fused q, k, v projections
         self.wo = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+        if cfg.qk_norm:
+            self.q_norm = nn.Parameter(torch.ones(cfg.head_dim))
+            self.k_norm = nn.Parameter(torch.ones(cfg.head_dim))
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
         H, Dh = self.cfg.n_heads, self.cfg.head_dim
         q, k, v = self.wqkv(x).view(B, T, 3, H, Dh).permute(2, 0, 3, 1, 4)  # each (B, H, T, Dh)
+        if self.cfg.qk_norm:
+            q = F.rms_norm(q, (Dh,), self.q_norm, self.cfg.norm_eps)
+            k = F.rms_norm(k, (Dh,), self.k_norm, self.cfg.norm_eps)
         q, k = self.ops.rope(q, cos, sin), self.ops.rope(k, cos, sin)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, Dh)
         return self.wo(y.transpose(1, 2).reshape(B, T, C))  # (B, T, C)
@@ -84,19 +94,29 @@ class Transformer(nn.Module):
         self.init_weights()
 
     @torch.no_grad()
-    def init_weights(self, std: float = 0.02) -> None:
-        """GPT-2 init: N(0, std) everywhere, residual-output projections scaled by 1/sqrt(2L); gains 1.
+    def init_weights(self, std: float = 0.02, scheme: str = "gpt2") -> None:
+        """Initialise every weight; called again (after seeding) when a cached model is reused for a new run.
 
-        Called again (after seeding) when a cached model is reused for a new run."""
+        "gpt2": N(0, std) everywhere, the residual-output projections (wo, w_down) scaled by 1/sqrt(2L).
+        "zero-out": as gpt2, but wo, w_down and the output head start at exactly zero, so every seed starts
+        from the same function (uniform next-token distribution; each block the identity on the residual
+        stream) and the draw only sets the directions the first updates grow from (the init of
+        modded-nanogpt's speedruns, github.com/KellerJordan/modded-nanogpt). Gains start at 1 in both."""
+        if scheme not in INIT_SCHEMES:
+            raise ValueError(f"init scheme: expected one of {INIT_SCHEMES}, got {scheme!r}")
+        out_std = 0.0 if scheme == "zero-out" else std / math.sqrt(2 * self.cfg.n_layers)
         for block in self.blocks:
             block.attn_norm.fill_(1.0)
             block.mlp_norm.fill_(1.0)
+            if self.cfg.qk_norm:
+                block.attn.q_norm.fill_(1.0)
+                block.attn.k_norm.fill_(1.0)
             nn.init.normal_(block.attn.wqkv.weight, std=std)
             nn.init.normal_(block.mlp.w_gate_up.weight, std=std)
-            nn.init.normal_(block.attn.wo.weight, std=std / math.sqrt(2 * self.cfg.n_layers))
-            nn.init.normal_(block.mlp.w_down.weight, std=std / math.sqrt(2 * self.cfg.n_layers))
+            nn.init.normal_(block.attn.wo.weight, std=out_std)
+            nn.init.normal_(block.mlp.w_down.weight, std=out_std)
         nn.init.normal_(self.embed.weight, std=std)
-        nn.init.normal_(self.head.weight, std=std)
+        nn.init.normal_(self.head.weight, std=0.0 if scheme == "zero-out" else std)
         self.final_norm.fill_(1.0)
 
     def matmul_weights(self) -> list[torch.Tensor]:

@@ -30,6 +30,7 @@ class TrainerSettings:
     micro_batch_rows: int = 0  # sequences per forward/backward (0: the whole batch at once)
     heldout_rows: int = 512  # held-out windows per domain for the domain losses (64 left ~2% per-window noise)
     shape_grid: int = 8  # shapes per decade of N: targets snap to 10^(j/8) (trainers/shapes.py); 0: no grid
+    qk_norm: bool = False  # every model RMS-normalises queries and keys per head (QK-layernorm, trainers/model.py)
     recompile_limit: int = 64  # dynamo's compiled entries per function; half of it bounds shapes between resets
     progress: Callable | None = field(default=None, compare=False)  # progress(step, n_steps, loss, lr)
 
@@ -40,7 +41,8 @@ class TrainerSettings:
         for name in ("eval_every", "checkpoint_every", "micro_batch_rows", "shape_grid"):
             if int(getattr(self, name)) < 0:
                 raise InputError(f"trainer.{name}: expected >= 0, got {getattr(self, name)}")
-        if not isinstance(self.cuda_graphs, bool):
-            raise InputError(f"trainer.cuda_graphs: expected true or false, got {self.cuda_graphs!r}")
+        for name in ("cuda_graphs", "qk_norm"):
+            if not isinstance(getattr(self, name), bool):
+                raise InputError(f"trainer.{name}: expected true or false, got {getattr(self, name)!r}")
         if self.use_triton not in (True, False, "auto"):
             raise InputError(f"trainer.use_triton: expected true, false or 'auto', got {self.use_triton!r}")

@@ -55,6 +55,7 @@ class ModelConfig:
     ffn_hidden: int = 0  # 0: multiple of 64 nearest to 8/3 * d_model
     rope_theta: float = 10000.0
     norm_eps: float = 1e-6
+    qk_norm: bool = False  # RMS-normalise queries and keys per head (trainers/model.py)
 
     def __post_init__(self):
         if self.ffn_hidden == 0:
@@ -76,6 +77,8 @@ class ModelConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["head_dim"] = self.head_dim
+        if not self.qk_norm:  # added later: a checkpoint written before it still matches its fingerprint
+            del d["qk_norm"]
         return d
 
 

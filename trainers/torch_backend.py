@@ -417,6 +417,8 @@ class TorchBackend(FamilyTraining):
         """Shape, hyperparameters and validated mix of a spec; raises InputError for bad input."""
         mix = validate_mix(spec.mix, self.data)
         cfg = shape_for(spec.n_params, self.tokenizer.vocab_size, self.trainer.seq_len, self.trainer.shape_grid)
+        if self.trainer.qk_norm:
+            cfg = dataclasses.replace(cfg, qk_norm=True)
         hp = resolve(count_params(cfg), spec.n_tokens, self.trainer.seq_len, spec.hparams)
         return cfg, hp, mix
 
@@ -553,7 +555,7 @@ class TorchBackend(FamilyTraining):
         """The model initialised from the run's seed, its optimizer, and the newest checkpoint's state if any."""
         model, forward = self._model(plan.cfg)
         torch.manual_seed(plan.spec.seed)
-        model.init_weights(plan.hp.init_std)
+        model.init_weights(plan.hp.init_std, plan.hp.init_scheme)
         self.world.broadcast_parameters(model)  # data parallel: equal already (one seed); made certain
         model.train()
         optimizer = _optimizer(model, plan.hp, self.device)
