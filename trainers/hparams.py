@@ -122,7 +122,8 @@ OVERRIDABLE = (
     "cooldown_shape",
     "rule_n_tokens",
 )
-_TEXT_CHOICES = {"schedule": SCHEDULES, "cooldown_shape": COOLDOWN_SHAPES, "init_scheme": INIT_SCHEMES}  # the overrides that are not numbers
+# the overrides that are not numbers
+_TEXT_CHOICES = {"schedule": SCHEDULES, "cooldown_shape": COOLDOWN_SHAPES, "init_scheme": INIT_SCHEMES}
 TEXT_OVERRIDES = tuple(_TEXT_CHOICES)
 INTEGER_OVERRIDES = ("batch_tokens", "warmup_steps", "rule_n_tokens")  # counts; the other numbers are floats
 
