@@ -147,6 +147,7 @@ def summarize(rows: list[dict], min_seeds: int = 2) -> list[dict]:
                 **({"overrides": last["overrides"], "hparams": last.get("hparams", {})}
                    if last.get("overrides") else {}),
                 "data_order": last["settings"].get("data", {}).get("data_order", "run"),
+                "qk_norm": bool(last["settings"].get("qk_norm", False)),
                 "code_source": last["settings"].get("data", {}).get("code_source"),
                 "general_source": last["settings"].get("data", {}).get("general_source"),
                 "shape": last["shape"],

@@ -111,8 +111,9 @@ class HParamOverrides(_Model):
     weight_decay: HParamNumber | None = Field(default=None, ge=0)
     grad_clip: HParamNumber | None = Field(default=None, gt=0)
     init_std: HParamNumber | None = Field(default=None, gt=0)
-    init_scheme: Literal["gpt2", "zero-out"] | None = Field(
-        default=None, description="zero-out: residual outputs and the output head start at zero")
+    init_scheme: Literal["gpt2", "zero-out", "small-init"] | None = Field(
+        default=None, description="zero-out: residual outputs and the head start at zero; "
+                                  "small-init: std sqrt(2/(5 d_model)) in place of init_std")
     schedule: Literal["cosine", "wsd"] | None = Field(default=None, description="lr decay after warmup")
     cooldown_fraction: HParamNumber | None = Field(default=None, gt=0, le=1,
                                                    description="wsd: fraction of the steps in the final decay")

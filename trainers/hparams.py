@@ -25,7 +25,8 @@ Rules (C = training FLOPs = 6*N*D, fitting/conventions.py; N as in trainers/shap
     schedule, Hu et al. 2024, arXiv:2404.06395). Because the lr before the cooldown does not depend on D,
     one constant-lr training can be cooled down at several D (a run family, trainers/spec.py FamilySpec).
 - Initialisation `init_scheme`: "gpt2" (the default: N(0, init_std), residual outputs scaled by 1/sqrt(2L)) or
-  "zero-out" (residual outputs and the output head start at zero; trainers/model.py says why one might).
+  "zero-out" (residual outputs and the output head start at zero), or "small-init" (std sqrt(2 / (5 d_model))
+  in place of init_std, which GPT-2's 0.02 matches only near d_model 768; trainers/model.py says why one might).
 - AdamW (Loshchilov & Hutter 2019) with beta1 0.9, beta2 0.95, eps 1e-8, weight decay 0.1 on matrices
   (embedding, projections, head; not the RMSNorm gains); gradient clipping at global norm 1.0.
 
@@ -49,7 +50,7 @@ MIN_BATCH_SEQS = 8
 MIN_STEPS = 50
 SCHEDULES = ("cosine", "wsd")
 COOLDOWN_SHAPES = ("linear", "1-sqrt")
-INIT_SCHEMES = ("gpt2", "zero-out")  # trainers/model.py Transformer.init_weights (kept here: no torch import)
+INIT_SCHEMES = ("gpt2", "zero-out", "small-init")  # trainers/model.py Transformer.init_weights (kept here: no torch import)
 DEFAULT_COOLDOWN_FRACTION = 0.2  # Hägele et al. 2024 (arXiv:2405.18392): a 20% cooldown matches cosine
 
 
@@ -69,7 +70,7 @@ class HParams:
     weight_decay: float = 0.1  # AdamW, on matrices only
     grad_clip: float = 1.0  # global gradient-norm clip
     init_std: float = 0.02  # GPT-2 initialisation (trainers/model.py)
-    init_scheme: str = "gpt2"  # "gpt2" or "zero-out" (residual outputs and head start at 0; trainers/model.py)
+    init_scheme: str = "gpt2"  # "gpt2", "zero-out" or "small-init" (trainers/model.py Transformer.init_weights)
     schedule: str = "cosine"  # "cosine" or "wsd" (warmup-stable-decay)
     cooldown_fraction: float = DEFAULT_COOLDOWN_FRACTION  # wsd: fraction of the steps in the final decay
     cooldown_shape: str = "1-sqrt"  # wsd: "linear" or "1-sqrt" (Hägele et al. 2024)

@@ -98,12 +98,20 @@ class Transformer(nn.Module):
         """Initialise every weight; called again (after seeding) when a cached model is reused for a new run.
 
         "gpt2": N(0, std) everywhere, the residual-output projections (wo, w_down) scaled by 1/sqrt(2L).
+        "small-init": as gpt2 with std = sqrt(2 / (5 d_model)) in place of `std` (Nguyen & Salazar 2019,
+        "Transformers without Tears", arXiv:1910.05895; GPT-NeoX's "small_init"). GPT-2's 0.02 is that value at
+        d_model 1,000; at the widths of a small-model study (64-448) it is 1.5-4x smaller, and a model that starts
+        that small spends a seed-dependent time on the plateau before attention becomes useful (BENCHMARKS.md,
+        "CPU proxy of the seed spread").
         "zero-out": as gpt2, but wo, w_down and the output head start at exactly zero, so every seed starts
         from the same function (uniform next-token distribution; each block the identity on the residual
         stream) and the draw only sets the directions the first updates grow from (the init of
-        modded-nanogpt's speedruns, github.com/KellerJordan/modded-nanogpt). Gains start at 1 in both."""
+        modded-nanogpt's speedruns, github.com/KellerJordan/modded-nanogpt; with AdamW here it learned far
+        slower, same section). Gains start at 1 in every scheme."""
         if scheme not in INIT_SCHEMES:
             raise ValueError(f"init scheme: expected one of {INIT_SCHEMES}, got {scheme!r}")
+        if scheme == "small-init":
+            std = math.sqrt(2.0 / (5.0 * self.cfg.d_model))
         out_std = 0.0 if scheme == "zero-out" else std / math.sqrt(2 * self.cfg.n_layers)
         for block in self.blocks:
             block.attn_norm.fill_(1.0)

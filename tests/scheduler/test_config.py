@@ -120,3 +120,12 @@ def test_typed_backend_sections_build_the_trainers_dataclasses(small_study):
     frozen = cfg.frozen_dict()
     assert frozen["backend"]["trainer"]["seq_len"] == 256 and frozen["hparams"] == {"batch_tokens": 8000, "lr": 1e-3}
     assert parse_study_config({**small_study, **frozen}).backend == cfg.backend  # the frozen copy reads back
+
+
+def test_a_study_can_ask_for_the_initialisation_and_qk_norm(small_study):
+    small_study["backend"] = {"name": "torch", "trainer": {"device": "cpu", "qk_norm": True}}
+    small_study["hparams"] = {"init_scheme": "small-init"}
+    cfg = parse_study_config(small_study)
+    assert cfg.backend.trainer.qk_norm is True and cfg.hparams.overrides() == {"init_scheme": "small-init"}
+    with pytest.raises(InputError, match="hparams.init_scheme"):
+        parse_study_config({**small_study, "hparams": {"init_scheme": "xavier"}})

@@ -52,6 +52,18 @@ def test_gpt2_init_is_the_default_and_an_unknown_scheme_is_refused():
         model.init_weights(0.02, "xavier")
 
 
+def test_small_init_scales_the_std_with_the_width():
+    for d_model in (64, 256):
+        cfg = ModelConfig(d_model=d_model, n_layers=4, n_heads=2, vocab_size=97, seq_len=16)
+        model = Transformer(cfg)
+        torch.manual_seed(0)
+        model.init_weights(0.02, "small-init")  # init_std is replaced by the width rule
+        want = math.sqrt(2 / (5 * d_model))
+        assert model.blocks[0].mlp.w_gate_up.weight.std().item() == pytest.approx(want, rel=0.05)
+        assert model.head.weight.std().item() == pytest.approx(want, rel=0.05)
+        assert model.blocks[0].mlp.w_down.weight.std().item() == pytest.approx(want / math.sqrt(8), rel=0.05)
+
+
 def test_qk_norm_normalises_queries_and_keys_and_leaves_n_unchanged():
     normed = ModelConfig(d_model=64, n_layers=2, n_heads=2, vocab_size=97, seq_len=16, qk_norm=True)
     assert count_params(CFG) == count_params(normed)
@@ -84,7 +96,7 @@ def test_a_run_asks_for_them_through_hparams_and_trainer_settings(tmp_path, tiny
     assert hp.init_scheme == "zero-out" and hp.to_dict()["init_scheme"] == "zero-out"
     assert "init_scheme" not in resolve(7e4, 6e3, 64).to_dict()  # the default keeps old fingerprints
     assert HParams(**resolve(7e4, 6e3, 64).to_dict()).init_scheme == "gpt2"
-    with pytest.raises(InputError, match="hparams.init_scheme: expected one of gpt2, zero-out"):
+    with pytest.raises(InputError, match="hparams.init_scheme: expected one of gpt2, zero-out, small-init"):
         resolve(7e4, 6e3, 64, {"init_scheme": "orthogonal"})
     with pytest.raises(InputError, match="trainer.qk_norm: expected true or false"):
         TrainerSettings(qk_norm="yes")
