@@ -50,7 +50,7 @@ MIN_BATCH_SEQS = 8
 MIN_STEPS = 50
 SCHEDULES = ("cosine", "wsd")
 COOLDOWN_SHAPES = ("linear", "1-sqrt")
-INIT_SCHEMES = ("gpt2", "zero-out", "small-init")  # trainers/model.py Transformer.init_weights (kept here: no torch import)
+INIT_SCHEMES = ("gpt2", "zero-out", "small-init")  # trainers/model.py Transformer.init_weights
 DEFAULT_COOLDOWN_FRACTION = 0.2  # Hägele et al. 2024 (arXiv:2405.18392): a 20% cooldown matches cosine
 
 
