@@ -16,7 +16,6 @@ import json
 import os
 import sys
 import tempfile
-from dataclasses import replace
 
 import numpy as np
 
@@ -86,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
                              seed=seed, lr_multiplier=float(multiplier))
             rule_lr = backend.plan(RunSpec(n_params=int(target_n), n_tokens=run.n_tokens, mix=mix))[1].lr
             planned = run.spec(mix, rule_lr)  # the LR multiplier as every measurement script applies it
-            spec = replace(planned, hparams={**overrides, **planned.hparams})
+            # a new spec, not dataclasses.replace: replace would keep the run_id of the spec without the overrides
+            spec = RunSpec(n_params=planned.n_params, n_tokens=planned.n_tokens, mix=planned.mix, seed=planned.seed,
+                           hparams={**overrides, **planned.hparams})
             result = backend.run(spec, os.path.join(runs_dir, spec.run_id))
             model = next(reversed(backend.cache.models.values()))[0]
             arrays = per_example(backend, model)

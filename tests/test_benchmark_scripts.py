@@ -40,3 +40,18 @@ def test_benchmark_bad_flag_exits_2_with_one_line(argv, expected):
     proc = _run(*argv)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and expected in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_per_example_runs_with_overrides_are_named_by_their_own_run_id(tmp_path):
+    """eval_per_example's --hparams make another run: its .npz and spec carry that run's id, not the rule's."""
+    from tests.conftest import benchmark_module
+
+    per_example = benchmark_module("eval_per_example")
+    tiny = ["--device", "cpu", "--seq-len", "32", "--eval-samples", "16", "--set", "knowledge_entities=50",
+            "--set", "domain_tokens=20000", "--set", "heldout_tokens=4000", "--set", "heldout_rows=4",
+            "--mix", "knowledge=0.5,code=0.5"]
+    for name, hparams in (("rule", "{}"), ("small", '{"init_scheme": "small-init"}')):
+        assert per_example.main(["--points", "7e4@2e10", "--seeds", "0", "--out", str(tmp_path / name),
+                                 "--hparams", hparams, *tiny]) == 0
+    (rule,), (small,) = (sorted(p.stem for p in (tmp_path / n).glob("*.npz")) for n in ("rule", "small"))
+    assert rule != small  # dataclasses.replace on the rule's spec kept the rule's run_id for both
