@@ -24,9 +24,9 @@ Rules (C = training FLOPs = 6*N*D, fitting/conventions.py; N as in trainers/shap
     Training Durations", arXiv:2405.18392, found a 20% 1-sqrt cooldown to match cosine; WSD is MiniCPM's
     schedule, Hu et al. 2024, arXiv:2404.06395). Because the lr before the cooldown does not depend on D,
     one constant-lr training can be cooled down at several D (a run family, trainers/spec.py FamilySpec).
-- Initialisation `init_scheme`: "gpt2" (the default: N(0, init_std), residual outputs scaled by 1/sqrt(2L)) or
-  "zero-out" (residual outputs and the output head start at zero), or "small-init" (std sqrt(2 / (5 d_model))
-  in place of init_std, which GPT-2's 0.02 matches only near d_model 768; trainers/model.py says why one might).
+- Initialisation `init_scheme`: "gpt2" (the default: N(0, init_std), residual outputs scaled by 1/sqrt(2L)),
+  "small-init" (std sqrt(2 / (5 d_model)) in place of init_std; GPT-2's 0.02 is that value only at d_model
+  1,000) or "zero-out" (residual outputs and the output head start at zero); trainers/model.py says why.
 - AdamW (Loshchilov & Hutter 2019) with beta1 0.9, beta2 0.95, eps 1e-8, weight decay 0.1 on matrices
   (embedding, projections, head; not the RMSNorm gains); gradient clipping at global norm 1.0.
 
@@ -143,7 +143,10 @@ def deepseek_batch_tokens(flops: float) -> float:
 
 
 def check_overrides(overrides: dict) -> None:
-    """InputError naming the key for an override that is unknown or of the wrong kind."""
+    """InputError naming the key for an override that is unknown or of the wrong kind, or that another one
+    makes meaningless (init_std under small-init, which sets the std from d_model)."""
+    if overrides.get("init_scheme") == "small-init" and "init_std" in overrides:
+        raise InputError("hparams.init_std: init_scheme small-init sets the std from d_model; leave init_std out")
     for key, value in overrides.items():
         if key not in OVERRIDABLE:
             raise InputError(f"hparams: unknown key {key!r}; allowed: {', '.join(OVERRIDABLE)}")

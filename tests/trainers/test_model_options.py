@@ -98,6 +98,8 @@ def test_a_run_asks_for_them_through_hparams_and_trainer_settings(tmp_path, tiny
     assert HParams(**resolve(7e4, 6e3, 64).to_dict()).init_scheme == "gpt2"
     with pytest.raises(InputError, match="hparams.init_scheme: expected one of gpt2, zero-out, small-init"):
         resolve(7e4, 6e3, 64, {"init_scheme": "orthogonal"})
+    with pytest.raises(InputError, match="hparams.init_std: init_scheme small-init sets the std"):
+        resolve(7e4, 6e3, 64, {"init_scheme": "small-init", "init_std": 0.05})
     with pytest.raises(InputError, match="trainer.qk_norm: expected true or false"):
         TrainerSettings(qk_norm="yes")
     backend = TorchBackend(**tiny_settings, qk_norm=True)
