@@ -109,7 +109,7 @@ def _add_settings_arguments(p: argparse.ArgumentParser, cls: type, section: str)
     comments = _field_comments(cls)
     for f, kind, flag in settings_flags(cls):
         dest, default = f"{section}__{f.name}", _default(f)
-        what = comments.get(f.name, f"{section} setting {f.name}")
+        what = comments.get(f.name, f"{section} setting {f.name}").replace("%", "%%")  # argparse formats help
         if kind is bool:
             p.add_argument(flag, dest=dest, action="store_const", const=not default, default=None,
                            help=f"{what} (default: {'on' if default else 'off'})")

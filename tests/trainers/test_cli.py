@@ -128,6 +128,14 @@ def test_flags_take_their_defaults_from_the_settings_dataclasses():
     assert {"--seq-len", "--compile", "--no-cuda-graphs", "--shape-grid"} <= flags
 
 
+def test_train_help_prints_every_settings_flag(capsys):
+    """--help formats every field's comment as help text (a '%' in one, "~2% per-window", used to crash it)."""
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0 and "--heldout-rows" in out and "~2% per-window" in out and "--qk-norm" in out
+
+
 def test_several_token_counts_train_a_run_family(tmp_path, capsys):
     out = tmp_path / "family"
     argv = ["train", *TINY, "--tokens", "3072,1536", "--hparam", "batch_tokens=512", "--out", str(out)]
