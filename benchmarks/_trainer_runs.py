@@ -35,6 +35,7 @@ import torch
 from _provenance import append_rows, git_commit
 
 from fitting.conventions import FLOPS_PER_PARAM_TOKEN, training_flops
+from trainers.hparams import ADDED_LATER
 from trainers.shapes import count_params
 from trainers.spec import RunSpec
 
@@ -111,9 +112,9 @@ def training_settings(backend) -> dict:
 # data fields added after rows were first recorded, with the value every older row trained with
 RECORDED_BEFORE = {"data_order": "run"}
 # optimisation fields added to rows later (row["hparams"]), with the value older rows trained with: the
-# schedule decayed to 10% before LR_RULE_SCALE and decay to zero became the defaults (2026-12-01); every run
-# before init_scheme existed used GPT-2's init
-HPARAMS_RECORDED_BEFORE = {"min_lr_ratio": 0.1, "init_scheme": "gpt2"}
+# schedule decayed to 10% before LR_RULE_SCALE and decay to zero became the defaults (2026-12-01); HParams
+# fields added later (trainers/hparams.py ADDED_LATER, init_scheme) held their old value in every older row
+HPARAMS_RECORDED_BEFORE = {"min_lr_ratio": 0.1, **ADDED_LATER}
 HPARAMS_COMPARED = ("lr", "batch_seqs", "n_steps", "warmup_steps", "min_lr_ratio", "schedule", "weight_decay",
                     "init_scheme")
 
