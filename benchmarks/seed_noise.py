@@ -167,7 +167,8 @@ def print_summary(summary: list[dict]) -> None:
         se = "" if s["eval_rel_se"] is None else f"{s['eval_rel_se']:.2%}"
         print(f"{s['shape']:>7} {s['n_params']:>9,} {s['n_tokens']:>11,} {s['skill']:>18} {s['mean']:8.4f} "
               f"{s['std']:8.4f} {s['rel_std']:7.2%} {se:>7} {s['n_seeds']}{'' if s['target_met'] else '  > 1%'}"
-              + "".join(f"  {k}={v}" for k, v in s.get("overrides", {}).items()))
+              + "".join(f"  {k}={v}" for k, v in s.get("overrides", {}).items())
+              + ("  qk_norm" if s.get("qk_norm") else ""))
 
 
 def main(argv: list[str] | None = None) -> int:

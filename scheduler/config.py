@@ -22,7 +22,7 @@ from scheduler.trackers import TrackersConfig
 from skillscale.config_types import ConfigModel, FieldError, Number, read_number
 from skillscale.errors import InputError
 from trainers.backend import BACKEND_NAMES, BackendConfig
-from trainers.hparams import OVERRIDABLE
+from trainers.hparams import OVERRIDABLE, check_overrides
 from trainers.simulated import FAMILY_NOISE_CORRELATION
 
 SIMPLEX_ATOL = 1e-6
@@ -111,15 +111,24 @@ class HParamOverrides(_Model):
     weight_decay: HParamNumber | None = Field(default=None, ge=0)
     grad_clip: HParamNumber | None = Field(default=None, gt=0)
     init_std: HParamNumber | None = Field(default=None, gt=0)
-    init_scheme: Literal["gpt2", "zero-out", "small-init"] | None = Field(
-        default=None, description="zero-out: residual outputs and the head start at zero; "
-                                  "small-init: std sqrt(2/(5 d_model)) in place of init_std")
+    init_scheme: Literal["small-init", "gpt2", "zero-out"] | None = Field(
+        default=None, description="small-init (the default): std sqrt(2/(5 d_model)); gpt2: std init_std; "
+                                  "zero-out: residual outputs and the head start at zero")
     schedule: Literal["cosine", "wsd"] | None = Field(default=None, description="lr decay after warmup")
     cooldown_fraction: HParamNumber | None = Field(default=None, gt=0, le=1,
                                                    description="wsd: fraction of the steps in the final decay")
     cooldown_shape: Literal["linear", "1-sqrt"] | None = Field(default=None, description="wsd: the decay's shape")
     rule_n_tokens: HParamNumber | None = Field(default=None, gt=0,
                                                description="D at which the lr/batch/warmup rules are evaluated")
+
+    @model_validator(mode="after")
+    def _overrides_agree(self):
+        """The trainer's own check of overrides that contradict each other (init_std under small-init)."""
+        try:
+            check_overrides(self.overrides())
+        except InputError as exc:
+            raise ValueError(str(exc).removeprefix("hparams.")) from None
+        return self
 
     def overrides(self) -> dict:
         """What RunSpec.hparams carries (and what the run id hashes): the fields that were set."""

@@ -2,7 +2,8 @@
 attention, untied input embedding and output head. Optionally (`ModelConfig.qk_norm`) queries and keys are
 RMS-normalised per head before RoPE, with a learned gain over head_dim (QK-layernorm: Dehghani et al. 2023,
 arXiv:2302.05442; Wortsman et al. 2023, arXiv:2309.14322, found it removes the attention-logit growth that
-makes small models sensitive to the LR). The gains are not counted in N.
+makes small models sensitive to the LR); the trainer turns it on by default (TrainerSettings.qk_norm). The
+gains are not counted in N.
 
 The fused ops come from `kernels.get_ops(use_triton)` once, at construction: on CPU/CI the pure-torch
 references, on CUDA the Triton kernels (same signatures). The loss goes through

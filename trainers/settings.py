@@ -30,7 +30,7 @@ class TrainerSettings:
     micro_batch_rows: int = 0  # sequences per forward/backward (0: the whole batch at once)
     heldout_rows: int = 512  # held-out windows per domain for the domain losses (64 left ~2% per-window noise)
     shape_grid: int = 8  # shapes per decade of N: targets snap to 10^(j/8) (trainers/shapes.py); 0: no grid
-    qk_norm: bool = False  # every model RMS-normalises queries and keys per head (QK-layernorm, trainers/model.py)
+    qk_norm: bool = True  # RMS-normalise queries and keys per head (QK-layernorm, trainers/model.py); off before 12-02
     recompile_limit: int = 64  # dynamo's compiled entries per function; half of it bounds shapes between resets
     progress: Callable | None = field(default=None, compare=False)  # progress(step, n_steps, loss, lr)
 

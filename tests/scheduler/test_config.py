@@ -129,3 +129,7 @@ def test_a_study_can_ask_for_the_initialisation_and_qk_norm(small_study):
     assert cfg.backend.trainer.qk_norm is True and cfg.hparams.overrides() == {"init_scheme": "small-init"}
     with pytest.raises(InputError, match="hparams.init_scheme"):
         parse_study_config({**small_study, "hparams": {"init_scheme": "xavier"}})
+    with pytest.raises(InputError, match="hparams: init_std: init_scheme small-init .the default. sets the std"):
+        parse_study_config({**small_study, "hparams": {"init_std": 0.01}})
+    gpt2 = parse_study_config({**small_study, "hparams": {"init_scheme": "gpt2", "init_std": 0.01}})
+    assert gpt2.hparams.overrides() == {"init_scheme": "gpt2", "init_std": 0.01}

@@ -133,7 +133,7 @@ def test_train_help_prints_every_settings_flag(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["train", "--help"])
     out = capsys.readouterr().out
-    assert exc.value.code == 0 and "--heldout-rows" in out and "~2% per-window" in out and "--qk-norm" in out
+    assert exc.value.code == 0 and "--heldout-rows" in out and "~2% per-window" in out and "--no-qk-norm" in out
 
 
 def test_several_token_counts_train_a_run_family(tmp_path, capsys):

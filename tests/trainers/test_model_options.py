@@ -8,7 +8,7 @@ import torch
 
 from skillscale.errors import InputError
 from tests.trainers.conftest import MIX
-from trainers.hparams import HParams, resolve
+from trainers.hparams import resolve
 from trainers.model import Transformer
 from trainers.settings import TrainerSettings
 from trainers.shapes import ModelConfig, count_params
@@ -38,7 +38,7 @@ def test_zero_out_init_starts_every_seed_from_the_uniform_prediction():
     assert model.head.weight.grad.abs().sum() > 0
 
 
-def test_gpt2_init_is_the_default_and_an_unknown_scheme_is_refused():
+def test_gpt2_init_is_the_models_own_default_and_an_unknown_scheme_is_refused():
     model = Transformer(CFG)
     torch.manual_seed(0)
     model.init_weights(0.02)
@@ -94,15 +94,20 @@ def test_qk_norm_normalises_queries_and_keys_and_leaves_n_unchanged():
 def test_a_run_asks_for_them_through_hparams_and_trainer_settings(tmp_path, tiny_settings):
     hp = resolve(7e4, 6e3, 64, {"init_scheme": "zero-out", "batch_tokens": 512})
     assert hp.init_scheme == "zero-out" and hp.to_dict()["init_scheme"] == "zero-out"
-    assert "init_scheme" not in resolve(7e4, 6e3, 64).to_dict()  # the default keeps old fingerprints
-    assert HParams(**resolve(7e4, 6e3, 64).to_dict()).init_scheme == "gpt2"
-    with pytest.raises(InputError, match="hparams.init_scheme: expected one of gpt2, zero-out, small-init"):
+    default = resolve(7e4, 6e3, 64)
+    assert default.init_scheme == "small-init" and default.to_dict()["init_scheme"] == "small-init"
+    old = resolve(7e4, 6e3, 64, {"init_scheme": "gpt2"})  # the old default keeps old checkpoints' fingerprints
+    assert "init_scheme" not in old.to_dict()
+    assert resolve(7e4, 6e3, 64, {"init_scheme": "gpt2", "init_std": 0.05}).init_std == 0.05
+    with pytest.raises(InputError, match="hparams.init_scheme: expected one of small-init, gpt2, zero-out"):
         resolve(7e4, 6e3, 64, {"init_scheme": "orthogonal"})
-    with pytest.raises(InputError, match="hparams.init_std: init_scheme small-init sets the std"):
-        resolve(7e4, 6e3, 64, {"init_scheme": "small-init", "init_std": 0.05})
+    for overrides in ({"init_scheme": "small-init", "init_std": 0.05}, {"init_std": 0.05}):
+        with pytest.raises(InputError, match="hparams.init_std: init_scheme small-init .the default. sets the std"):
+            resolve(7e4, 6e3, 64, overrides)
     with pytest.raises(InputError, match="trainer.qk_norm: expected true or false"):
         TrainerSettings(qk_norm="yes")
-    backend = TorchBackend(**tiny_settings, qk_norm=True)
+    assert TrainerSettings().qk_norm is True
+    backend = TorchBackend(**tiny_settings)
     spec = RunSpec(n_params=7e4, n_tokens=3e3, mix=MIX, hparams={"init_scheme": "zero-out", "batch_tokens": 512})
     cfg, hp, _ = backend.plan(spec)
     assert cfg.qk_norm and hp.init_scheme == "zero-out"
