@@ -153,6 +153,17 @@ def test_seed_noise_summary_gives_sample_std_and_the_one_percent_target():
     assert summary["code"]["n_seeds"] == 3 and summary["code"]["mean"] == pytest.approx(1.0)
     assert summary["code"]["std"] == pytest.approx(0.005) and summary["code"]["target_met"]
     assert summary["knowledge"]["std"] == pytest.approx(0.1) and not summary["knowledge"]["target_met"]
+    assert summary["knowledge"]["robust_rel_std"] == pytest.approx(1.4826 * 0.1 / 0.5, rel=1e-4)
+
+
+def test_the_robust_spread_tells_one_outlying_seed_from_an_even_spread():
+    outlier = [1.00, 1.001, 0.999, 1.0005, 0.9995, 1.05]  # five seeds within 0.1%, one 5% above
+    even = [0.97, 0.98, 0.99, 1.01, 1.02, 1.03]
+    rows = [_row(1000, 5000, s, {"code": c, "knowledge": k})
+            for s, (c, k) in enumerate(zip(outlier, even, strict=True))]
+    summary = {s["skill"]: s for s in seed_noise.summarize(rows)}
+    assert summary["code"]["rel_std"] > 0.015 and summary["code"]["robust_rel_std"] < 0.002
+    assert summary["knowledge"]["robust_rel_std"] == pytest.approx(summary["knowledge"]["rel_std"], rel=0.4)
     assert {"n_params", "n_tokens", "skill", "mean", "std", "n_seeds", "gpu", "commit", "date"} <= set(
         summary["code"])
 
