@@ -24,6 +24,18 @@ from trainers.spec import RunResult, RunSpec
 # Fields that may differ between the frozen config and a resume: they change how fast the study
 # runs, not what it estimates.
 RESUMABLE_FIELDS = ("max_concurrent", "resources")
+MAX_CHANGES_SHOWN = 4  # a refused resume names this many changed fields, so that its message stays one line
+
+
+def _changed_fields(old, new, prefix: str = "") -> list[str]:
+    """'field.path (was X, now Y)' for every leaf that differs between two frozen configs, in sorted order: a
+    trainer default that changed since the study started shows as, say, backend.trainer.qk_norm."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [change for key in sorted(set(old) | set(new), key=str)
+                for change in _changed_fields(old.get(key), new.get(key), f"{prefix}{key}.")]
+    if old == new:
+        return []
+    return [f"{prefix.rstrip('.')} (was {old!r}, now {new!r})"]
 
 
 def freeze_config(study_dir: Path, frozen: dict) -> None:
@@ -36,10 +48,12 @@ def freeze_config(study_dir: Path, frozen: dict) -> None:
         old = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError):
         raise InputError(f"{path}: frozen study config is unreadable; restore it or use a new --study-dir") from None
-    changed = sorted(k for k in set(old) | set(frozen)
-                     if k not in RESUMABLE_FIELDS and old.get(k) != frozen.get(k))
+    changed = _changed_fields({k: v for k, v in old.items() if k not in RESUMABLE_FIELDS},
+                              {k: v for k, v in frozen.items() if k not in RESUMABLE_FIELDS})
     if changed:
-        raise InputError(f"{path}: this study was started with a different config (changed: {', '.join(changed)}); "
+        shown = ", ".join(changed[:MAX_CHANGES_SHOWN]) + (
+            f" and {len(changed) - MAX_CHANGES_SHOWN} more" if len(changed) > MAX_CHANGES_SHOWN else "")
+        raise InputError(f"{path}: this study was started with a different config (changed: {shown}); "
                          "use the original config or a new --study-dir")
     if any(old.get(k) != frozen.get(k) for k in RESUMABLE_FIELDS):
         atomic_write_text(path, yaml.safe_dump(frozen, sort_keys=False))

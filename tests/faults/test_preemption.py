@@ -82,10 +82,22 @@ def test_resume_with_a_changed_config_is_refused(tmp_path, small_study):
     cfg = parse_study_config(small_study)
     freeze_config(tmp_path, cfg.frozen_dict())
     changed = dict(small_study, tolerance=0.2, max_concurrent=8)
-    with pytest.raises(InputError, match=r"changed: tolerance\)"):
+    with pytest.raises(InputError, match=r"changed: tolerance \(was 0.1, now 0.2\)\)"):
         freeze_config(tmp_path, parse_study_config(changed).frozen_dict())
     # speed-only fields may change on resume
     freeze_config(tmp_path, parse_study_config(dict(small_study, max_concurrent=8)).frozen_dict())
+
+
+def test_a_trainer_default_changed_since_the_study_started_is_named_on_resume(tmp_path, small_study):
+    """A torch study frozen under the defaults of 2026-12-01 (no QK-norm) names the nested field that moved."""
+    torch_study = dict(small_study, backend={"name": "torch", "trainer": {"device": "cpu"}})
+    frozen = parse_study_config(torch_study).frozen_dict()
+    frozen["backend"]["trainer"]["qk_norm"] = False
+    freeze_config(tmp_path, frozen)
+    with pytest.raises(InputError, match=r"changed: backend\.trainer\.qk_norm \(was False, now True\)\);"):
+        freeze_config(tmp_path, parse_study_config(torch_study).frozen_dict())
+    pinned = dict(torch_study, backend={"name": "torch", "trainer": {"device": "cpu", "qk_norm": False}})
+    freeze_config(tmp_path, parse_study_config(pinned).frozen_dict())  # passes the check (README: not advised)
 
 
 def test_worker_killed_mid_run_is_requeued_and_resumes_from_checkpoint(ray_local, small_study, tmp_path):
