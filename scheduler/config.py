@@ -22,7 +22,7 @@ from scheduler.trackers import TrackersConfig
 from skillscale.config_types import ConfigModel, FieldError, Number, read_number
 from skillscale.errors import InputError
 from trainers.backend import BACKEND_NAMES, BackendConfig
-from trainers.hparams import OVERRIDABLE, check_overrides
+from trainers.hparams import OVERRIDABLE, check_overrides, run_defaults
 from trainers.simulated import FAMILY_NOISE_CORRELATION
 
 SIMPLEX_ATOL = 1e-6
@@ -282,6 +282,9 @@ class StudyConfig(_Model):
     trackers: TrackersConfig = Field(default_factory=TrackersConfig,
                                      description="export to TensorBoard / MLflow / W&B (scheduler/trackers.py); off")
     seed: int = Field(default=0, ge=0, description="seeds the runs, the proposer and the bootstrap (numpy takes >= 0)")
+    trainer_defaults: dict[str, Any] | None = Field(
+        default=None, description="written, not read: the torch trainer's per-run defaults (trainers/hparams.py "
+                                  "run_defaults) as frozen into study.yaml, so that a resume under others is refused")
 
     @field_validator("name")
     @classmethod
@@ -393,9 +396,13 @@ class StudyConfig(_Model):
 
     def frozen_dict(self) -> dict:
         """What is frozen into <study_dir>/study.yaml and compared on resume (hparams: the overrides set;
-        skill_evals only when there are some, so studies frozen before the field existed still resume; not
-        trackers)."""
-        frozen = {**self.model_dump(mode="json", exclude={"trackers"}), "hparams": self.hparams.overrides()}
+        trainer_defaults, torch only: the per-run defaults the rest resolve to, so that new code with other
+        defaults cannot resume the study with them; skill_evals only when there are some, so studies frozen
+        before the field existed still resume; not trackers)."""
+        frozen = {**self.model_dump(mode="json", exclude={"trackers", "trainer_defaults"}),
+                  "hparams": self.hparams.overrides()}
+        if self.backend.name == "torch":  # the defaults of this code, whatever a frozen file read back said
+            frozen["trainer_defaults"] = run_defaults()
         if not frozen["skill_evals"]:
             del frozen["skill_evals"]
         if not self.families.enabled:  # off is how studies frozen before families existed read, so they resume

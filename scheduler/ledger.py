@@ -30,7 +30,9 @@ MAX_CHANGES_SHOWN = 4  # a refused resume names this many changed fields, so tha
 def _changed_fields(old, new, prefix: str = "") -> list[str]:
     """'field.path (was X, now Y)' for every leaf that differs between two frozen configs, in sorted order: a
     trainer default that changed since the study started shows as, say, backend.trainer.qk_norm."""
-    if isinstance(old, dict) and isinstance(new, dict):
+    sections = [side for side in (old, new) if side is not None]
+    if sections and all(isinstance(side, dict) for side in sections):
+        old, new = old or {}, new or {}  # a section one side lacks: every field of the other one is a change
         return [change for key in sorted(set(old) | set(new), key=str)
                 for change in _changed_fields(old.get(key), new.get(key), f"{prefix}{key}.")]
     if old == new:

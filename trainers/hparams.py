@@ -43,7 +43,7 @@ it spent): `resolve` refuses it, naming the minimum.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 
 from fitting.conventions import training_flops
 from skillscale.errors import InputError
@@ -52,6 +52,8 @@ LR_MAX = 1e-2
 LR_RULE_SCALE = 0.5  # this trainer's measured optimum relative to DeepSeek's rule (module docstring)
 MIN_BATCH_SEQS = 8
 MIN_STEPS = 50
+WARMUP_FRACTION = 0.05  # of the steps, at least 1, at most MAX_WARMUP_STEPS
+MAX_WARMUP_STEPS = 1000
 SCHEDULES = ("cosine", "wsd")
 COOLDOWN_SHAPES = ("linear", "1-sqrt")
 INIT_SCHEMES = ("small-init", "gpt2", "zero-out")  # trainers/model.py Transformer.init_weights
@@ -133,6 +135,15 @@ TEXT_OVERRIDES = tuple(_TEXT_CHOICES)
 INTEGER_OVERRIDES = ("batch_tokens", "warmup_steps", "rule_n_tokens")  # counts; the other numbers are floats
 
 
+def run_defaults() -> dict:
+    """What every run resolves from unless overridden: HParams' defaults and the rules' constants. A torch study
+    freezes them (scheduler/config.py StudyConfig.frozen_dict), so a resume under other defaults is refused
+    instead of mixing runs of two trainers in one fit."""
+    return {**{f.name: f.default for f in fields(HParams) if f.default is not MISSING},
+            "lr_rule_scale": LR_RULE_SCALE, "lr_max": LR_MAX, "min_batch_seqs": MIN_BATCH_SEQS, "min_steps": MIN_STEPS,
+            "warmup_fraction": WARMUP_FRACTION, "max_warmup_steps": MAX_WARMUP_STEPS}
+
+
 def deepseek_lr(flops: float) -> float:
     return 0.3118 * flops**-0.1250  # DeepSeek LLM 2024, Fig. 3
 
@@ -184,7 +195,7 @@ def resolve(n_params: int, n_tokens: int, seq_len: int, overrides: dict | None =
         )
     n_steps = math.ceil(n_tokens / (batch_seqs * seq_len))
     rule_steps = math.ceil(rule_tokens / (batch_seqs * seq_len))
-    warmup = int(overrides.get("warmup_steps", max(1, min(1000, round(0.05 * rule_steps)))))
+    warmup = int(overrides.get("warmup_steps", max(1, min(MAX_WARMUP_STEPS, round(WARMUP_FRACTION * rule_steps)))))
     text = {k: v for k, v in overrides.items() if k in _TEXT_CHOICES}
     numbers = {k: float(v) for k, v in overrides.items()
                if k not in ("lr", "batch_tokens", "warmup_steps", "rule_n_tokens", *_TEXT_CHOICES)}

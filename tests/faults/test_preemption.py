@@ -89,15 +89,26 @@ def test_resume_with_a_changed_config_is_refused(tmp_path, small_study):
 
 
 def test_a_trainer_default_changed_since_the_study_started_is_named_on_resume(tmp_path, small_study):
-    """A torch study frozen under the defaults of 2026-12-01 (no QK-norm) names the nested field that moved."""
+    """A torch study frozen under the defaults of 2026-12-01 (no QK-norm, gpt2 init) names what moved, the
+    per-run defaults included, and a setting written out by hand does not get past the defaults it cannot set."""
     torch_study = dict(small_study, backend={"name": "torch", "trainer": {"device": "cpu"}})
     frozen = parse_study_config(torch_study).frozen_dict()
+    assert frozen["trainer_defaults"]["init_scheme"] == "small-init" and "trainer_defaults" not in (
+        parse_study_config(small_study).frozen_dict())  # the simulated backend has no trainer defaults
     frozen["backend"]["trainer"]["qk_norm"] = False
+    frozen["trainer_defaults"]["init_scheme"] = "gpt2"
     freeze_config(tmp_path, frozen)
-    with pytest.raises(InputError, match=r"changed: backend\.trainer\.qk_norm \(was False, now True\)\);"):
+    with pytest.raises(InputError, match=r"changed: backend\.trainer\.qk_norm \(was False, now True\), "
+                                         r"trainer_defaults\.init_scheme \(was 'gpt2', now 'small-init'\)\);"):
         freeze_config(tmp_path, parse_study_config(torch_study).frozen_dict())
     pinned = dict(torch_study, backend={"name": "torch", "trainer": {"device": "cpu", "qk_norm": False}})
-    freeze_config(tmp_path, parse_study_config(pinned).frozen_dict())  # passes the check (README: not advised)
+    with pytest.raises(InputError, match=r"changed: trainer_defaults\.init_scheme \(was 'gpt2', now 'small-init'\)\);"):
+        freeze_config(tmp_path, parse_study_config(pinned).frozen_dict())
+    older = tmp_path / "older"  # frozen before trainer_defaults existed: every default shows as new
+    del frozen["trainer_defaults"]
+    freeze_config(older, frozen)
+    with pytest.raises(InputError, match=r"trainer_defaults\.adam_eps \(was None, now 1e-08\).* and \d+ more\);"):
+        freeze_config(older, parse_study_config(pinned).frozen_dict())
 
 
 def test_worker_killed_mid_run_is_requeued_and_resumes_from_checkpoint(ray_local, small_study, tmp_path):
