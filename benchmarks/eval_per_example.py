@@ -82,12 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     for target_n, budget in points:
         for seed in seeds:
             run = PlannedRun("per_example", target_n, tokens_for_budget(backend, target_n, budget, mix), budget,
-                             seed=seed, lr_multiplier=float(multiplier))
+                             seed=seed, lr_multiplier=float(multiplier), overrides=tuple(sorted(overrides.items())))
             rule_lr = backend.plan(RunSpec(n_params=int(target_n), n_tokens=run.n_tokens, mix=mix))[1].lr
-            planned = run.spec(mix, rule_lr)  # the LR multiplier as every measurement script applies it
-            # a new spec, not dataclasses.replace: replace would keep the run_id of the spec without the overrides
-            spec = RunSpec(n_params=planned.n_params, n_tokens=planned.n_tokens, mix=planned.mix, seed=planned.seed,
-                           hparams={**overrides, **planned.hparams})
+            spec = run.spec(mix, rule_lr)  # overrides and LR multiplier as every measurement script applies them
             result = backend.run(spec, os.path.join(runs_dir, spec.run_id))
             model = next(reversed(backend.cache.models.values()))[0]
             arrays = per_example(backend, model)

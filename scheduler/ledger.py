@@ -50,8 +50,7 @@ def freeze_config(study_dir: Path, frozen: dict) -> None:
         old = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError):
         raise InputError(f"{path}: frozen study config is unreadable; restore it or use a new --study-dir") from None
-    changed = _changed_fields({k: v for k, v in old.items() if k not in RESUMABLE_FIELDS},
-                              {k: v for k, v in frozen.items() if k not in RESUMABLE_FIELDS})
+    changed = _changed_fields(*({k: v for k, v in cfg.items() if k not in RESUMABLE_FIELDS} for cfg in (old, frozen)))
     if changed:
         shown = ", ".join(changed[:MAX_CHANGES_SHOWN]) + (
             f" and {len(changed) - MAX_CHANGES_SHOWN} more" if len(changed) > MAX_CHANGES_SHOWN else "")
