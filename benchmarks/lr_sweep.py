@@ -11,7 +11,8 @@ several (N, D) points, per-skill and per-domain final losses (issue #15, item 5)
 The rule (trainers/hparams.py, `rule_lr`) is DeepSeek LLM's lr = 0.3118 C^-0.125 times LR_RULE_SCALE (0.5 since
 2026-12-01; rows before then were swept around 1x DeepSeek's value), capped at LR_MAX; a multiplier m trains at
 m x that LR with everything else (batch, warmup, the cosine decay at D) unchanged. Multiplier 1 is the rule's
-own run, shared with the isoFLOP ladder and the seed-noise points when they ask for the same (N, D, seed).
+own run, shared with the isoFLOP ladder and the seed-noise points when they ask for the same (N, D, seed). A
+seed-noise variant that overrides only the LR (`--seed-variant N@C:lr=...`) is a sweep point too (sweep_multiplier).
 
 Summary rows (`--summary`, one per point and loss): n_params, n_tokens, skill ('knowledge', 'code' or
 'domain:<name>'), lr_rule, multipliers, losses, best_multiplier (lowest loss on the grid), vertex_multiplier
@@ -75,14 +76,27 @@ def vertex_multiplier(multipliers: list[float], losses: list[float]) -> float | 
     return float(2.0 ** (-c1 / (2 * c2)))
 
 
+def sweep_multiplier(row: dict) -> float | None:
+    """The multiplier on the rule's LR a row trained at, if it is a sweep point: a run by the rules (its
+    lr_multiplier), or a seed-noise variant whose only override is the LR (`--seed-variant N@C:lr=...`: lr over
+    the rule's, to 6 digits, so that 0.5 x the rule given as a number is the sweep's x0.5); None for any other
+    variant."""
+    if by_the_rules(row):
+        return row["lr_multiplier"]
+    if set(row["overrides"]) == {"lr"} and row["lr_multiplier"] == 1.0:
+        return float(f"{float(row['overrides']['lr']) / float(row['lr_rule']):.6g}")
+    return None
+
+
 def summarize(rows: list[dict], min_points: int = 3, seed: int = 0) -> list[dict]:
     """Per (N, D) point with >= min_points multipliers at `seed`: the losses against the multiplier (a sweep under
     an older LR rule or schedule is its own group: the multipliers are relative to the rule's LR)."""
     groups: dict[tuple, dict[float, dict]] = defaultdict(dict)
     for row in trained_rows(rows):
-        if row["seed"] == seed and by_the_rules(row):
+        multiplier = sweep_multiplier(row)
+        if row["seed"] == seed and multiplier is not None:
             rule = (float(row["lr_rule"]), float(recorded_optimisation(row)["min_lr_ratio"]))
-            groups[(row["n_params"], row["n_tokens"], *rule)][row["lr_multiplier"]] = row
+            groups[(row["n_params"], row["n_tokens"], *rule)].setdefault(multiplier, row)
     out = []
     for (n_params, n_tokens, *_), by_m in sorted(groups.items()):
         if len(by_m) < min_points or 1.0 not in by_m:

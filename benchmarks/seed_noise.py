@@ -112,14 +112,22 @@ def parse_variant(text: str) -> tuple[tuple[float, float], dict]:
     return points[0], overrides
 
 
+def replicate_key(row: dict) -> tuple:
+    """What the replicates of a row share (_trainer_runs.optimisation_key): every recorded hyperparameter and the
+    overrides, except that an LR given as the only override (--seed-variant N@C:lr=...) and the same LR reached as
+    an LR-sweep multiplier are one run setting, and so one group."""
+    if set(row.get("overrides") or {}) == {"lr"}:
+        row = {k: v for k, v in row.items() if k != "overrides"}
+    return optimisation_key(row)
+
+
 def summarize(rows: list[dict], min_seeds: int = 2) -> list[dict]:
-    """Mean and std per (N, D) point and loss over the rule-LR runs that differ only in seed: the runs of one
-    group share every recorded hyperparameter and their overrides (_trainer_runs.optimisation_key), so a
-    point trained under an older default, or as a variant (--seed-variant), is a group of its own."""
+    """Mean and std per (N, D) point and loss over the runs that differ only in seed: the runs of one group share
+    replicate_key, so a point trained under an older default, at another LR, or as a variant (--seed-variant) is
+    a group of its own (an LR sweep's single-seed runs are groups of one, below min_seeds)."""
     groups: dict[tuple, dict[int, dict]] = defaultdict(dict)
     for row in trained_rows(rows):
-        if row["lr_multiplier"] == 1.0:
-            groups[(row["n_params"], row["n_tokens"], optimisation_key(row))][row["seed"]] = row  # one per seed
+        groups[(row["n_params"], row["n_tokens"], replicate_key(row))].setdefault(row["seed"], row)  # one per seed
     out = []
     for (n_params, n_tokens, _), by_seed in sorted(groups.items(), key=lambda g: (g[0][0], g[0][1], str(g[0][2]))):
         if len(by_seed) < min_seeds:
@@ -148,6 +156,7 @@ def summarize(rows: list[dict], min_seeds: int = 2) -> list[dict]:
                 "eval_se": eval_se,  # the evaluation set's own standard error (mean over seeds), skills only
                 "eval_rel_se": eval_se / mean if eval_se is not None and mean else None,
                 "lr": float(hp["lr"]),
+                "lr_multiplier": float(f"{float(hp['lr']) / float(last['lr_rule']):.6g}"),
                 "min_lr_ratio": float(hp["min_lr_ratio"]),
                 **({"overrides": last["overrides"], "hparams": last.get("hparams", {})}
                    if last.get("overrides") else {}),
@@ -174,7 +183,8 @@ def print_summary(summary: list[dict]) -> None:
         print(f"{s['shape']:>7} {s['n_params']:>9,} {s['n_tokens']:>11,} {s['skill']:>18} {s['mean']:8.4f} "
               f"{s['std']:8.4f} {s['rel_std']:7.2%} {s['robust_rel_std']:7.2%} {se:>7} {s['n_seeds']}"
               f"{'' if s['target_met'] else '  > 1%'}"
-              + "".join(f"  {k}={v}" for k, v in s.get("overrides", {}).items())
+              + (f"  lr x{s['lr_multiplier']:g}" if s.get("lr_multiplier", 1.0) != 1.0 else "")
+              + "".join(f"  {k}={v}" for k, v in s.get("overrides", {}).items() if k != "lr")
               + ("  qk_norm" if s.get("qk_norm") else ""))
 
 

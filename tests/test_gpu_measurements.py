@@ -205,6 +205,31 @@ def test_a_hyperparameter_variant_is_its_own_seed_group_and_never_a_ladder_or_sw
     assert code["multipliers"] == [0.5, 1.0, 2.0] and code["losses"][1] == pytest.approx(1.0)
 
 
+def test_an_lr_given_as_an_override_and_as_a_sweep_multiplier_is_one_seed_group_and_one_sweep_point():
+    """`--seed-variant N@C:lr=X` rows join the sweep run that trained at X (seed 0, no overrides) in one seed
+    group, and count as LR-sweep points at X over the rule's LR; a variant that changes more than the LR stays
+    out of the sweep."""
+    rules = [_row(1000, 5000, s, {"code": 1.0 + s / 100}) for s in (0, 1, 2)]
+    sweep = _row(1000, 5000, 0, {"code": 2.0}, lr_multiplier=2.0)  # lr 2e-3: the sweep's x2, seed 0
+    as_override = []
+    for s, lr in ((1, 2e-3), (2, 2e-3), (0, 5e-4), (1, 5e-4)):
+        row = {**_row(1000, 5000, s, {"code": 2.0 + s / 100 if lr > 1e-3 else 3.0 + s / 100}),
+               "lr": lr, "overrides": {"lr": lr}, "hparams": {"lr": lr}}
+        row["run_id"] = row["key"] = f"{row['run_id']}-lr{lr}"
+        as_override.append(row)
+    other = {**_row(1000, 5000, 0, {"code": 7.0}), "lr": 5e-4, "overrides": {"lr": 5e-4, "warmup_steps": 3},
+             "hparams": {"lr": 5e-4, "warmup_steps": 3}}
+    other["run_id"] = other["key"] = "other"
+    rows = rules + [sweep] + as_override + [other]
+    groups = {g["lr_multiplier"]: g for g in seed_noise.summarize(rows)}
+    assert sorted(groups) == [0.5, 1.0, 2.0]
+    assert groups[2.0]["seeds"] == [0, 1, 2] and groups[2.0]["mean"] == pytest.approx(2.01)
+    assert groups[0.5]["seeds"] == [0, 1] and groups[1.0]["mean"] == pytest.approx(1.01)
+    [code] = lr_sweep.summarize(rows)
+    assert code["multipliers"] == [0.5, 1.0, 2.0] and code["losses"] == pytest.approx([3.0, 1.0, 2.0])
+    assert lr_sweep.sweep_multiplier(other) is None
+
+
 def test_seed_variant_reads_a_point_and_hparams_overrides_checked_before_any_run():
     assert seed_noise.parse_variant("3.16e6@1e15:warmup_steps=432,batch_tokens=47104.0,lr=1e-3") == (
         (3.16e6, 1e15), {"warmup_steps": 432, "batch_tokens": 47104, "lr": 1e-3})
