@@ -7,7 +7,10 @@ Rules (C = training FLOPs = 6*N*D, fitting/conventions.py; N as in trainers/shap
       batch_opt = 0.2920 * C^0.3271     (tokens per step)
   with the learning rate scaled by LR_RULE_SCALE = 0.5 for this trainer: 5-point sweeps on an H200
   (BENCHMARKS.md, "LR rule") put the best LR at 0.4-0.7x DeepSeek's value at 0.41M and 2.48M parameters and
-  at ~1x at 5.69M (flat within 0.5% between 0.5x and 2x), and at 0.5x the seed spread was no larger.
+  at ~1x at 5.69M (flat within 0.5% between 0.5x and 2x), and at 0.5x the seed spread was no larger. Under
+  today's defaults (QK-norm + small-init) the sweeps' vertices sit at 1.04-1.46x this rule at 1.82M and 3.28M,
+  and over 6 seeds each the rule is within 1.1% of the best of 0.5x / 1x / 2x for both skills (BENCHMARKS.md,
+  "The LR rule and the ladders under the defaults of 2026-12-02").
   The batch is rounded to whole sequences and clamped to [MIN_BATCH_SEQS sequences, D / MIN_STEPS tokens]
   so that tiny runs still take enough optimizer steps; lr is clamped to at most LR_MAX. The rules are
   evaluated at D = `rule_n_tokens` when that is given (the branches of a run family share the family's
