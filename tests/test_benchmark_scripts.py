@@ -55,3 +55,59 @@ def test_per_example_runs_with_overrides_are_named_by_their_own_run_id(tmp_path)
                                  "--hparams", hparams, *tiny]) == 0
     (rule,), (small,) = (sorted(p.stem for p in (tmp_path / n).glob("*.npz")) for n in ("rule", "small"))
     assert rule != small  # dataclasses.replace on the rule's spec kept the rule's run_id for both
+
+
+def test_seed_attribution_redraw_takes_only_the_group_from_the_seed():
+    """redraw_group("embed", seed 3): the embedding is seed 3's draw, every other tensor seed 0's; "all": seed 3's."""
+    from tests.conftest import benchmark_module
+    from trainers.model import Transformer
+    from trainers.shapes import ModelConfig
+
+    attribution = benchmark_module("seed_attribution")
+    model = Transformer(ModelConfig(vocab_size=64, d_model=16, n_layers=2, n_heads=2, ffn_hidden=32, seq_len=8,
+                                    qk_norm=True))
+
+    def draw(seed: int) -> dict[str, torch.Tensor]:
+        torch.manual_seed(seed)
+        model.init_weights(0.02, "small-init")
+        return {name: p.clone() for name, p in model.named_parameters()}
+
+    seed0, seed3 = draw(0), draw(3)
+    assert not torch.equal(seed0["embed.weight"], seed3["embed.weight"])
+    attribution.redraw_group(model, "embed", 3, 0, 0.02, "small-init")
+    for name, p in model.named_parameters():
+        assert torch.equal(p, (seed3 if name == "embed.weight" else seed0)[name]), name
+    attribution.redraw_group(model, "all", 3, 0, 0.02, "small-init")
+    assert all(torch.equal(p, seed3[name]) for name, p in model.named_parameters())
+    assert set(attribution.group_parameters(model, "head")) == {"head.weight", "final_norm"}
+    assert len(attribution.group_parameters(model, "blocks")) == 16  # 2 blocks x (4 gains + 4 projections)
+
+
+def test_seed_attribution_backend_starts_a_fresh_run_from_the_redrawn_model(tmp_path):
+    """GroupDrawBackend("head")._resume: the head is seed 3's draw of a plain run, the embedding seed 0's."""
+    from tests.conftest import benchmark_module
+    from trainers.spec import RunSpec
+    from trainers.torch_backend import TorchBackend
+
+    attribution = benchmark_module("seed_attribution")
+    settings = {"device": "cpu", "seq_len": 32, "eval_samples": 16, "checkpoint_every": 0}
+    mix = {"knowledge": 0.5, "code": 0.5}
+
+    def resumed(backend, seed: int, name: str) -> dict[str, torch.Tensor]:
+        plan = backend._plan_run(RunSpec(n_params=70_000, n_tokens=200_000, mix=mix, seed=seed))
+        model = backend._resume(plan, tmp_path / name).model
+        return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    plain = TorchBackend(**settings)
+    seed0, seed3 = resumed(plain, 0, "plain0"), resumed(plain, 3, "plain3")
+    head = resumed(attribution.GroupDrawBackend("head", **settings), 3, "head3")
+    assert head.keys() == seed3.keys()
+    for name, p in head.items():
+        assert torch.equal(p, (seed3 if name in ("head.weight", "final_norm") else seed0)[name]), name
+    assert not torch.equal(head["head.weight"], seed0["head.weight"])
+
+
+def test_seed_attribution_bad_group_exits_2_with_one_line():
+    proc = _run("benchmarks/seed_attribution.py", "--groups", "all,tail", "--rows", "/tmp/never-written.jsonl")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "--groups: expected" in proc.stderr and "Traceback" not in proc.stderr
