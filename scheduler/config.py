@@ -111,9 +111,10 @@ class HParamOverrides(_Model):
     weight_decay: HParamNumber | None = Field(default=None, ge=0)
     grad_clip: HParamNumber | None = Field(default=None, gt=0)
     init_std: HParamNumber | None = Field(default=None, gt=0)
-    init_scheme: Literal["small-init", "gpt2", "zero-out"] | None = Field(
+    init_scheme: Literal["small-init", "gpt2", "zero-out", "orthogonal"] | None = Field(
         default=None, description="small-init (the default): std sqrt(2/(5 d_model)); gpt2: std init_std; "
-                                  "zero-out: residual outputs and the head start at zero")
+                                  "zero-out: residual outputs and the head start at zero; orthogonal: small-init's "
+                                  "scale, orthogonal matrices")
     schedule: Literal["cosine", "wsd"] | None = Field(default=None, description="lr decay after warmup")
     cooldown_fraction: HParamNumber | None = Field(default=None, gt=0, le=1,
                                                    description="wsd: fraction of the steps in the final decay")

@@ -29,7 +29,8 @@ Rules (C = training FLOPs = 6*N*D, fitting/conventions.py; N as in trainers/shap
     one constant-lr training can be cooled down at several D (a run family, trainers/spec.py FamilySpec).
 - Initialisation `init_scheme`: "small-init" (the default: N(0, sqrt(2 / (5 d_model))), residual outputs
   scaled by 1/sqrt(2L); GPT-2's 0.02 is that std only at d_model 1,000), "gpt2" (the same with std `init_std`,
-  0.02; the default before 2026-12-02) or "zero-out" (residual outputs and the output head start at zero);
+  0.02; the default before 2026-12-02), "zero-out" (residual outputs and the output head start at zero) or
+  "orthogonal" (small-init's scale, orthogonal matrices);
   trainers/model.py says why. On the H200, with the trainer's QK-norm (trainers/settings.py), small-init gave
   lower losses than gpt2 at 1.8M, 3.3M and 5.7M parameters and cut the code skill's seed spread at 3.3M from
   5.7% to 0.6% (BENCHMARKS.md, "Seed-noise levers on the H200"). `init_std` applies to "gpt2" and "zero-out"
@@ -59,7 +60,8 @@ WARMUP_FRACTION = 0.05  # of the steps, at least 1, at most MAX_WARMUP_STEPS
 MAX_WARMUP_STEPS = 1000
 SCHEDULES = ("cosine", "wsd")
 COOLDOWN_SHAPES = ("linear", "1-sqrt")
-INIT_SCHEMES = ("small-init", "gpt2", "zero-out")  # trainers/model.py Transformer.init_weights
+INIT_SCHEMES = ("small-init", "gpt2", "zero-out", "orthogonal")  # trainers/model.py Transformer.init_weights
+WIDTH_SCALED_SCHEMES = ("small-init", "orthogonal")  # the std is sqrt(2 / (5 d_model)), init_std unused
 DEFAULT_COOLDOWN_FRACTION = 0.2  # Hägele et al. 2024 (arXiv:2405.18392): a 20% cooldown matches cosine
 
 
@@ -79,7 +81,7 @@ class HParams:
     weight_decay: float = 0.1  # AdamW, on matrices only
     grad_clip: float = 1.0  # global gradient-norm clip
     init_std: float = 0.02  # GPT-2 initialisation (trainers/model.py)
-    init_scheme: str = "small-init"  # "small-init", "gpt2" or "zero-out" (trainers/model.py Transformer.init_weights)
+    init_scheme: str = "small-init"  # one of INIT_SCHEMES (trainers/model.py Transformer.init_weights)
     schedule: str = "cosine"  # "cosine" or "wsd" (warmup-stable-decay)
     cooldown_fraction: float = DEFAULT_COOLDOWN_FRACTION  # wsd: fraction of the steps in the final decay
     cooldown_shape: str = "1-sqrt"  # wsd: "linear" or "1-sqrt" (Hägele et al. 2024)
@@ -162,10 +164,12 @@ def deepseek_batch_tokens(flops: float) -> float:
 
 def check_overrides(overrides: dict) -> None:
     """InputError naming the key for an override that is unknown or of the wrong kind, or that another one
-    makes meaningless (init_std under small-init, the default, which sets the std from d_model)."""
-    if "init_std" in overrides and overrides.get("init_scheme", HParams.init_scheme) == "small-init":
-        raise InputError("hparams.init_std: init_scheme small-init (the default) sets the std from d_model; "
-                         "set init_scheme gpt2 or zero-out beside init_std, or leave init_std out")
+    makes meaningless (init_std under small-init, the default, or orthogonal, which set the std from d_model)."""
+    scheme = overrides.get("init_scheme", HParams.init_scheme)
+    if "init_std" in overrides and scheme in WIDTH_SCALED_SCHEMES:
+        default = " (the default)" if scheme == HParams.init_scheme else ""
+        raise InputError(f"hparams.init_std: init_scheme {scheme}{default} sets the std from d_model; set init_scheme "
+                         "gpt2 or zero-out beside init_std, or leave init_std out")
     for key, value in overrides.items():
         if key not in OVERRIDABLE:
             raise InputError(f"hparams: unknown key {key!r}; allowed: {', '.join(OVERRIDABLE)}")

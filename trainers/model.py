@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from kernels import Ops, get_ops
-from trainers.hparams import INIT_SCHEMES
+from trainers.hparams import INIT_SCHEMES, WIDTH_SCALED_SCHEMES
 from trainers.shapes import ModelConfig
 
 IGNORE_INDEX = -100  # targets with this value contribute no loss
@@ -108,24 +108,37 @@ class Transformer(nn.Module):
         from the same function (uniform next-token distribution; each block the identity on the residual
         stream) and the draw only sets the directions the first updates grow from (the init of
         modded-nanogpt's speedruns, github.com/KellerJordan/modded-nanogpt; with AdamW here it learned far
-        slower, same section). Gains start at 1 in every scheme."""
+        slower, same section).
+        "orthogonal": as small-init, but every matrix is a random orthogonal one (Saxe et al. 2014,
+        arXiv:1312.6120) scaled to the Frobenius norm a Gaussian of that std has: all its singular values equal
+        std * sqrt(max(rows, cols)) instead of spreading over the Marchenko-Pastur range, so the draw sets the
+        directions but not the spectrum (BENCHMARKS.md, "Which part of the initialisation sets a seed's
+        deviation?": lower losses on the CPU proxy, no smaller seed spread).
+        Gains start at 1 in every scheme."""
         if scheme not in INIT_SCHEMES:
             raise ValueError(f"init scheme: expected one of {INIT_SCHEMES}, got {scheme!r}")
-        if scheme == "small-init":
+        if scheme in WIDTH_SCALED_SCHEMES:
             std = math.sqrt(2.0 / (5.0 * self.cfg.d_model))
         out_std = 0.0 if scheme == "zero-out" else std / math.sqrt(2 * self.cfg.n_layers)
+
+        def draw(weight: torch.Tensor, s: float) -> None:
+            if scheme == "orthogonal":
+                nn.init.orthogonal_(weight, gain=s * math.sqrt(max(weight.shape)))
+            else:
+                nn.init.normal_(weight, std=s)
+
         for block in self.blocks:
             block.attn_norm.fill_(1.0)
             block.mlp_norm.fill_(1.0)
             if self.cfg.qk_norm:
                 block.attn.q_norm.fill_(1.0)
                 block.attn.k_norm.fill_(1.0)
-            nn.init.normal_(block.attn.wqkv.weight, std=std)
-            nn.init.normal_(block.mlp.w_gate_up.weight, std=std)
-            nn.init.normal_(block.attn.wo.weight, std=out_std)
-            nn.init.normal_(block.mlp.w_down.weight, std=out_std)
-        nn.init.normal_(self.embed.weight, std=std)
-        nn.init.normal_(self.head.weight, std=0.0 if scheme == "zero-out" else std)
+            draw(block.attn.wqkv.weight, std)
+            draw(block.mlp.w_gate_up.weight, std)
+            draw(block.attn.wo.weight, out_std)
+            draw(block.mlp.w_down.weight, out_std)
+        draw(self.embed.weight, std)
+        draw(self.head.weight, 0.0 if scheme == "zero-out" else std)
         self.final_norm.fill_(1.0)
 
     def matmul_weights(self) -> list[torch.Tensor]:

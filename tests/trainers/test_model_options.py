@@ -64,6 +64,30 @@ def test_small_init_scales_the_std_with_the_width():
         assert model.blocks[0].mlp.w_down.weight.std().item() == pytest.approx(want / math.sqrt(8), rel=0.05)
 
 
+def test_orthogonal_init_has_small_inits_norm_and_a_flat_spectrum_whose_directions_the_seed_draws():
+    cfg = ModelConfig(d_model=64, n_layers=4, n_heads=2, vocab_size=97, seq_len=16)
+    model, gaussian = Transformer(cfg), Transformer(cfg)
+    std = math.sqrt(2 / (5 * cfg.d_model))
+    torch.manual_seed(0)
+    gaussian.init_weights(0.02, "small-init")
+    draws = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model.init_weights(0.02, "orthogonal")
+        draws.append(model.blocks[0].attn.wqkv.weight.clone())
+        scaled = [("wqkv", model.blocks[0].attn.wqkv.weight, std), ("embed", model.embed.weight, std),
+                  ("w_down", model.blocks[1].mlp.w_down.weight, std / math.sqrt(8)), ("head", model.head.weight, std)]
+        for name, w, s in scaled:
+            singular = torch.linalg.svdvals(w)
+            torch.testing.assert_close(singular, torch.full_like(singular, s * math.sqrt(max(w.shape))), rtol=1e-4,
+                                       atol=0, msg=name)
+        for w, g in [(model.head.weight, gaussian.head.weight), (model.blocks[0].mlp.w_gate_up.weight,
+                                                                 gaussian.blocks[0].mlp.w_gate_up.weight)]:
+            assert w.norm().item() == pytest.approx(g.norm().item(), rel=0.05)  # a Gaussian of that std's norm
+    assert not torch.equal(draws[0], draws[1])
+    assert math.isfinite(_loss(model).item())
+
+
 def test_qk_norm_normalises_queries_and_keys_and_leaves_n_unchanged():
     normed = ModelConfig(d_model=64, n_layers=2, n_heads=2, vocab_size=97, seq_len=16, qk_norm=True)
     assert count_params(CFG) == count_params(normed)
@@ -99,11 +123,13 @@ def test_a_run_asks_for_them_through_hparams_and_trainer_settings(tmp_path, tiny
     old = resolve(7e4, 6e3, 64, {"init_scheme": "gpt2"})  # the old default keeps old checkpoints' fingerprints
     assert "init_scheme" not in old.to_dict()
     assert resolve(7e4, 6e3, 64, {"init_scheme": "gpt2", "init_std": 0.05}).init_std == 0.05
-    with pytest.raises(InputError, match="hparams.init_scheme: expected one of small-init, gpt2, zero-out"):
-        resolve(7e4, 6e3, 64, {"init_scheme": "orthogonal"})
+    with pytest.raises(InputError, match="hparams.init_scheme: expected one of small-init, gpt2, zero-out, orthogonal"):
+        resolve(7e4, 6e3, 64, {"init_scheme": "xavier"})
     for overrides in ({"init_scheme": "small-init", "init_std": 0.05}, {"init_std": 0.05}):
         with pytest.raises(InputError, match="hparams.init_std: init_scheme small-init .the default. sets the std"):
             resolve(7e4, 6e3, 64, overrides)
+    with pytest.raises(InputError, match="hparams.init_std: init_scheme orthogonal sets the std from d_model"):
+        resolve(7e4, 6e3, 64, {"init_scheme": "orthogonal", "init_std": 0.05})
     with pytest.raises(InputError, match="trainer.qk_norm: expected true or false"):
         TrainerSettings(qk_norm="yes")
     assert TrainerSettings().qk_norm is True
