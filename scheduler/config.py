@@ -22,7 +22,7 @@ from scheduler.trackers import TrackersConfig
 from skillscale.config_types import ConfigModel, FieldError, Number, read_number
 from skillscale.errors import InputError
 from trainers.backend import BACKEND_NAMES, BackendConfig
-from trainers.hparams import OVERRIDABLE, check_overrides, run_defaults
+from trainers.hparams import COOLDOWN_SHAPES, INIT_SCHEMES, OVERRIDABLE, SCHEDULES, check_overrides, run_defaults
 from trainers.simulated import FAMILY_NOISE_CORRELATION
 
 SIMPLEX_ATOL = 1e-6
@@ -111,14 +111,14 @@ class HParamOverrides(_Model):
     weight_decay: HParamNumber | None = Field(default=None, ge=0)
     grad_clip: HParamNumber | None = Field(default=None, gt=0)
     init_std: HParamNumber | None = Field(default=None, gt=0)
-    init_scheme: Literal["small-init", "gpt2", "zero-out", "orthogonal"] | None = Field(
+    init_scheme: Literal[INIT_SCHEMES] | None = Field(
         default=None, description="small-init (the default): std sqrt(2/(5 d_model)); gpt2: std init_std; "
                                   "zero-out: residual outputs and the head start at zero; orthogonal: small-init's "
                                   "scale, orthogonal matrices")
-    schedule: Literal["cosine", "wsd"] | None = Field(default=None, description="lr decay after warmup")
+    schedule: Literal[SCHEDULES] | None = Field(default=None, description="lr decay after warmup")
     cooldown_fraction: HParamNumber | None = Field(default=None, gt=0, le=1,
                                                    description="wsd: fraction of the steps in the final decay")
-    cooldown_shape: Literal["linear", "1-sqrt"] | None = Field(default=None, description="wsd: the decay's shape")
+    cooldown_shape: Literal[COOLDOWN_SHAPES] | None = Field(default=None, description="wsd: the decay's shape")
     rule_n_tokens: HParamNumber | None = Field(default=None, gt=0,
                                                description="D at which the lr/batch/warmup rules are evaluated")
 
@@ -234,7 +234,7 @@ class FamiliesConfig(_Model):
     cooldown_fraction: Number = Field(default=0.2, gt=0, lt=1,
                                       description="fraction of each branch's steps in its cooldown (Hägele et al. "
                                                   "2024: 20% matches cosine)")
-    cooldown_shape: Literal["linear", "1-sqrt"] = "1-sqrt"
+    cooldown_shape: Literal[COOLDOWN_SHAPES] = "1-sqrt"
     noise_correlation: Number = Field(default=FAMILY_NOISE_CORRELATION, ge=0, lt=1,
                                       description="correlation of one skill's loss noise between branches of a "
                                                   "family, as the proposer assumes it (shared stable phase, seed and "
