@@ -105,8 +105,9 @@ def run_key(spec: RunSpec, fingerprint: str) -> str:
 def training_settings(backend) -> dict:
     """What a row records of the settings that change the trained function (compared by `compatible`)."""
     trainer = trainer_settings(backend)
+    replicas = int(getattr(trainer, "seed_replicas", 1))  # recorded only when > 1: older rows keep their key
     return {"seq_len": trainer.seq_len, "tokenizer": backend.tokenizer.name, "data": backend.data.to_dict(),
-            "qk_norm": bool(getattr(trainer, "qk_norm", False))}
+            "qk_norm": bool(getattr(trainer, "qk_norm", False)), **({"seed_replicas": replicas} if replicas > 1 else {})}
 
 
 # data fields added after rows were first recorded, with the value every older row trained with
@@ -156,6 +157,8 @@ def compatible(a: dict, b: dict) -> bool:
     if a.get("seq_len") != b.get("seq_len") or a.get("tokenizer") != b.get("tokenizer"):
         return False
     if a.get("qk_norm", False) != b.get("qk_norm", False):  # rows older than the setting trained without it
+        return False
+    if a.get("seed_replicas", 1) != b.get("seed_replicas", 1):  # a mean of R models is not one model's loss
         return False
     da, db = ({**RECORDED_BEFORE, **row.get("data", {})} for row in (a, b))
     return all(da[k] == db[k] for k in da.keys() & db.keys())

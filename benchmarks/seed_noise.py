@@ -115,10 +115,12 @@ def parse_variant(text: str) -> tuple[tuple[float, float], dict]:
 def replicate_key(row: dict) -> tuple:
     """What the replicates of a row share (_trainer_runs.optimisation_key): every recorded hyperparameter and the
     overrides, except that an LR given as the only override (--seed-variant N@C:lr=...) and the same LR reached as
-    an LR-sweep multiplier are one run setting, and so one group."""
+    an LR-sweep multiplier are one run setting, and so one group. Runs with seed replicas (the mean of R models,
+    trainers/replicas.py) are a group of their own for each R."""
+    replicas = int(row.get("settings", {}).get("seed_replicas", 1))
     if set(row.get("overrides") or {}) == {"lr"}:
         row = {k: v for k, v in row.items() if k != "overrides"}
-    return optimisation_key(row)
+    return *optimisation_key(row), replicas
 
 
 def summarize(rows: list[dict], min_seeds: int = 2) -> list[dict]:
@@ -162,6 +164,7 @@ def summarize(rows: list[dict], min_seeds: int = 2) -> list[dict]:
                    if last.get("overrides") else {}),
                 "data_order": last["settings"].get("data", {}).get("data_order", "run"),
                 "qk_norm": bool(last["settings"].get("qk_norm", False)),
+                "seed_replicas": int(last["settings"].get("seed_replicas", 1)),
                 "code_source": last["settings"].get("data", {}).get("code_source"),
                 "general_source": last["settings"].get("data", {}).get("general_source"),
                 "shape": last["shape"],
@@ -185,7 +188,8 @@ def print_summary(summary: list[dict]) -> None:
               f"{'' if s['target_met'] else '  > 1%'}"
               + (f"  lr x{s['lr_multiplier']:g}" if s.get("lr_multiplier", 1.0) != 1.0 else "")
               + "".join(f"  {k}={v}" for k, v in s.get("overrides", {}).items() if k != "lr")
-              + ("  qk_norm" if s.get("qk_norm") else ""))
+              + ("  qk_norm" if s.get("qk_norm") else "")
+              + (f"  seed_replicas={s['seed_replicas']}" if s.get("seed_replicas", 1) > 1 else ""))
 
 
 def main(argv: list[str] | None = None) -> int:

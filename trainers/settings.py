@@ -32,10 +32,11 @@ class TrainerSettings:
     shape_grid: int = 8  # shapes per decade of N: targets snap to 10^(j/8) (trainers/shapes.py); 0: no grid
     qk_norm: bool = True  # RMS-normalise queries and keys per head (QK-layernorm, trainers/model.py); off before 12-02
     recompile_limit: int = 64  # dynamo's compiled entries per function; half of it bounds shapes between resets
+    seed_replicas: int = 1  # models per run from seeds s, s+1000, ... fused in one module; losses: their mean (R x FLOPs)
     progress: Callable | None = field(default=None, compare=False)  # progress(step, n_steps, loss, lr)
 
     def __post_init__(self):
-        for name in ("seq_len", "log_every", "recompile_limit"):
+        for name in ("seq_len", "log_every", "recompile_limit", "seed_replicas"):
             if int(getattr(self, name)) <= 0:
                 raise InputError(f"trainer.{name}: expected a positive integer, got {getattr(self, name)}")
         for name in ("eval_every", "checkpoint_every", "micro_batch_rows", "shape_grid"):

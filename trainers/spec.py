@@ -102,6 +102,7 @@ class RunResult:
     compile_fallbacks: int = 0  # times torch.compile gave up and ran eagerly during this run (0: it never did)
     loss_errors: dict[str, float] = field(default_factory=dict)  # standard error of each skill loss (eval set size)
     data_epochs: dict[str, float] = field(default_factory=dict)  # times over each domain's training text (torch)
+    replica_losses: list[dict[str, float]] = field(default_factory=list)  # seed replicas: each one's skill losses
 
     @property
     def repeated_domains(self) -> dict[str, float]:

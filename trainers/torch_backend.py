@@ -82,6 +82,7 @@ from trainers.distributed import SINGLE_PROCESS, World, rank_rows, rank_share
 from trainers.evaluate import Evaluator, write_curve
 from trainers.hparams import HParams, lr_at, resolve, step_rows
 from trainers.model import IGNORE_INDEX, Transformer
+from trainers.replicas import ReplicatedTransformer
 from trainers.settings import TrainerSettings
 from trainers.shapes import ModelConfig, count_params, flops_per_token, shape_for
 from trainers.spec import REPEATED_DATA_EPOCHS, RunResult, RunSpec, repeated_domains
@@ -257,10 +258,12 @@ class RunPlan:
     mix: dict[str, float]  # validated mix
     n_params: int  # the exact N of the shape
     fingerprint: dict  # what its checkpoints must match (trainers/checkpoint.py)
+    replicas: int = 1  # models trained side by side (trainer.seed_replicas, trainers/replicas.py)
 
     @property
     def flops(self) -> float:
-        return float(training_flops(self.n_params, self.spec.n_tokens))
+        """Training FLOPs of all its replicas: 6 N D each."""
+        return float(training_flops(self.n_params, self.spec.n_tokens)) * self.replicas
 
 
 class TrainingClock:
@@ -320,7 +323,7 @@ class TrainingClock:
 class RunState:
     """The mutable state of a run being trained (what a checkpoint holds, plus the session's clock)."""
 
-    model: Transformer
+    model: Transformer | ReplicatedTransformer
     forward: Callable  # the training forward: the model, or its compiled wrapper
     optimizer: torch.optim.Optimizer
     step: int  # optimizer steps done
@@ -337,16 +340,25 @@ class Evaluation:
     skills: dict[str, float]  # per-skill answer NLL
     domains: dict[str, float]  # per-domain held-out loss
     errors: dict[str, float]  # each skill loss's standard error from its finite evaluation set
+    replica_skills: tuple[dict[str, float], ...] = ()  # seed replicas: each one's skill losses (skills: their mean)
 
 
-def evaluation_row(evaluator: Evaluator, model: Transformer, device: torch.device, step: int,
-                   tokens: int) -> Evaluation:
+def evaluation_row(evaluator: Evaluator, model: Transformer | ReplicatedTransformer, device: torch.device,
+                   step: int, tokens: int) -> Evaluation:
     """Evaluate `model` and build its loss-curve row. The one place an evaluation row is made (initial,
-    periodic, final)."""
-    skills, domains, errors = evaluator.run_with_errors(model, device)
+    periodic, final). Seed replicas are evaluated one by one as plain Transformers; the row and the losses are
+    their means (every replica meets the same questions, so the standard error is their mean too), and each
+    replica's skill losses are kept as eval_r<i>/<skill>."""
+    if isinstance(model, ReplicatedTransformer):
+        each = [evaluator.run_with_errors(view, device) for view in model.replica_models()]
+        skills, domains, errors = ({k: float(np.mean([e[i][k] for e in each])) for k in each[0][i]} for i in range(3))
+        replica_skills = tuple(dict(e[0]) for e in each)
+    else:
+        (skills, domains, errors), replica_skills = evaluator.run_with_errors(model, device), ()
     row = {"step": step, "tokens": tokens, **{f"eval/{k}": v for k, v in skills.items()},
-           **{f"eval_se/{k}": v for k, v in errors.items()}, **{f"heldout/{k}": v for k, v in domains.items()}}
-    return Evaluation(row=row, skills=skills, domains=domains, errors=errors)
+           **{f"eval_se/{k}": v for k, v in errors.items()}, **{f"heldout/{k}": v for k, v in domains.items()},
+           **{f"eval_r{r}/{k}": v for r, losses in enumerate(replica_skills) for k, v in losses.items()}}
+    return Evaluation(row=row, skills=skills, domains=domains, errors=errors, replica_skills=replica_skills)
 
 
 def _is_evaluation_row(row: dict, step: int) -> bool:
@@ -361,9 +373,10 @@ def _triton_available() -> bool:
     return True
 
 
-def _optimizer(model: Transformer, hp: HParams, device: torch.device) -> torch.optim.AdamW:
-    decay = [p for p in model.parameters() if p.dim() >= 2]  # embedding, projections, head
-    no_decay = [p for p in model.parameters() if p.dim() < 2]  # RMSNorm gains
+def _optimizer(model: Transformer | ReplicatedTransformer, hp: HParams, device: torch.device) -> torch.optim.AdamW:
+    stacked = getattr(model, "stacked_dims", 0)  # seed replicas: a leading replica dimension on every parameter
+    decay = [p for p in model.parameters() if p.dim() - stacked >= 2]  # embedding, projections, head
+    no_decay = [p for p in model.parameters() if p.dim() - stacked < 2]  # RMSNorm gains
     groups = [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=hp.lr, betas=(hp.beta1, hp.beta2), eps=hp.adam_eps, fused=device.type == "cuda")
 
@@ -426,6 +439,7 @@ class TorchBackend(FamilyTraining):
         """InputError, naming the memory needed and available, when a run of this shape cannot fit."""
         state, activations = training_memory_bytes(cfg, hp, self.trainer.micro_batch_rows, self.device,
                                                    self.use_triton)
+        state, activations = state * self.trainer.seed_replicas, activations * self.trainer.seed_replicas
         available = available_memory_bytes(self.device)
         if state + activations > available:
             raise InputError(
@@ -439,13 +453,14 @@ class TorchBackend(FamilyTraining):
     def _plan_run(self, spec: RunSpec) -> RunPlan:
         cfg, hp, mix = self.plan(spec)
         return RunPlan(spec=spec, cfg=cfg, hp=hp, mix=mix, n_params=count_params(cfg),
-                       fingerprint=self._fingerprint(spec, cfg, hp))
+                       fingerprint=self._fingerprint(spec, cfg, hp), replicas=self.trainer.seed_replicas)
 
     def _fingerprint(self, spec: RunSpec, cfg: ModelConfig, hp: HParams) -> dict:
         """What a checkpoint must match to be resumed by this run: what is trained, not who asked for it (the
         trial number, family and branch index are left out)."""
         trained = {k: v for k, v in spec.to_dict().items() if k not in ("trial_number", "family_id", "branch")}
-        return {
+        replicas = self.trainer.seed_replicas  # recorded only when > 1: older checkpoints keep matching
+        return {**({"seed_replicas": replicas} if replicas > 1 else {}),
             "run_id": spec.run_id,
             "spec": json.dumps(trained, sort_keys=True),
             "shape": json.dumps(cfg.to_dict(), sort_keys=True),
@@ -475,10 +490,12 @@ class TorchBackend(FamilyTraining):
             )
         return self.cache.evaluators[key]
 
-    def _model(self, cfg: ModelConfig) -> tuple[Transformer, Callable]:
-        """The cached (model, training forward) of a shape; a new shape may first reset torch.compile's state
-        (module docstring, Compiled across shapes)."""
-        key = (cfg, str(self.device), self.use_triton, self.trainer.compile, self._cuda_graphs)
+    def _model(self, cfg: ModelConfig) -> tuple[Transformer | ReplicatedTransformer, Callable]:
+        """The cached (model, training forward) of a shape (with trainer.seed_replicas > 1, that many models
+        fused in one, trainers/replicas.py); a new shape may first reset torch.compile's state (module
+        docstring, Compiled across shapes)."""
+        replicas = self.trainer.seed_replicas
+        key = (cfg, replicas, str(self.device), self.use_triton, self.trainer.compile, self._cuda_graphs)
         cache = self.cache
         if key not in cache.models:
             if self.trainer.compile:
@@ -487,7 +504,10 @@ class TorchBackend(FamilyTraining):
                     cache.reset_compiled()
             while len(cache.models) >= MODEL_CACHE_SIZE:  # evict the oldest (dicts keep insertion order)
                 cache.models.pop(next(iter(cache.models)))
-            model = Transformer(cfg, use_triton=self.use_triton).to(self.device)
+            if replicas > 1:
+                model = ReplicatedTransformer(cfg, replicas, use_triton=self.use_triton).to(self.device)
+            else:
+                model = Transformer(cfg, use_triton=self.use_triton).to(self.device)
             forward = model  # kernels first, then compile
             if self.trainer.compile:
                 forward = torch.compile(model, mode="reduce-overhead" if self._cuda_graphs else None)
@@ -554,8 +574,11 @@ class TorchBackend(FamilyTraining):
     def _resume(self, plan: RunPlan, run_dir: Path) -> RunState:
         """The model initialised from the run's seed, its optimizer, and the newest checkpoint's state if any."""
         model, forward = self._model(plan.cfg)
-        torch.manual_seed(plan.spec.seed)
-        model.init_weights(plan.hp.init_std, plan.hp.init_scheme)
+        if isinstance(model, ReplicatedTransformer):  # replica r from seed + 1000 r, as its own run would start
+            model.init_replicas(plan.spec.seed, plan.hp.init_std, plan.hp.init_scheme)
+        else:
+            torch.manual_seed(plan.spec.seed)
+            model.init_weights(plan.hp.init_std, plan.hp.init_scheme)
         self.world.broadcast_parameters(model)  # data parallel: equal already (one seed); made certain
         model.train()
         optimizer = _optimizer(model, plan.hp, self.device)
@@ -670,11 +693,13 @@ class TorchBackend(FamilyTraining):
             loss_errors=evaluation.errors if evaluation is not None else {},
             wall_s=total["wall_s"],
             tokens_per_s=tokens_per_s,
-            mfu=flops_per_token(plan.cfg, attention=True) * tokens_per_s / (peak * self.world.size) if peak else 0.0,
+            mfu=(flops_per_token(plan.cfg, attention=True) * plan.replicas * tokens_per_s / (peak * self.world.size)
+                 if peak else 0.0),
             shape=plan.cfg.to_dict(),
             error=error,
             family_id=plan.spec.family_id,
             branch=plan.spec.branch,
+            replica_losses=list(evaluation.replica_skills) if evaluation is not None else [],
         )
 
     def _train_step(self, forward, optimizer, model, sampler, step, n_rows, n_targets, lr, hp) -> torch.Tensor:
@@ -716,7 +741,11 @@ class TorchBackend(FamilyTraining):
             total += loss.detach().float() * weight
         world.all_reduce_gradients(list(model.parameters()))  # data parallel: the global batch's gradient
         world.all_reduce_sum(total)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), hp.grad_clip)
+        if isinstance(model, ReplicatedTransformer):  # each replica clipped by its own norm, as its own run would be
+            model.clip_grad_norm_(hp.grad_clip)
+            total = total / model.replicas  # the logged training loss: the replicas' mean
+        else:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), hp.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=not self._cuda_graphs)  # graphs: keep the buffers, zeroed
         return total

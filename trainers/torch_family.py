@@ -49,6 +49,9 @@ class FamilyTraining:
         point; one RunResult per branch, in order of D, each also kept as <run_dir>/branch-<i>/result.json.
 
         Run again after a kill it resumes: finished branches are read back, never trained again."""
+        if self.trainer.seed_replicas > 1:
+            raise InputError(f"trainer.seed_replicas: run families train one model per branch; got "
+                             f"{self.trainer.seed_replicas} (set seed_replicas: 1, or train plain runs)")
         family_dir = Path(run_dir)
         branches = family.branches()
         plans = [self._plan_run(b) for b in branches]
