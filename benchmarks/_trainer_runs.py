@@ -107,7 +107,8 @@ def training_settings(backend) -> dict:
     trainer = trainer_settings(backend)
     replicas = int(getattr(trainer, "seed_replicas", 1))  # recorded only when > 1: older rows keep their key
     return {"seq_len": trainer.seq_len, "tokenizer": backend.tokenizer.name, "data": backend.data.to_dict(),
-            "qk_norm": bool(getattr(trainer, "qk_norm", False)), **({"seed_replicas": replicas} if replicas > 1 else {})}
+            "qk_norm": bool(getattr(trainer, "qk_norm", False)),
+            **({"seed_replicas": replicas} if replicas > 1 else {})}
 
 
 # data fields added after rows were first recorded, with the value every older row trained with

@@ -32,7 +32,7 @@ class TrainerSettings:
     shape_grid: int = 8  # shapes per decade of N: targets snap to 10^(j/8) (trainers/shapes.py); 0: no grid
     qk_norm: bool = True  # RMS-normalise queries and keys per head (QK-layernorm, trainers/model.py); off before 12-02
     recompile_limit: int = 64  # dynamo's compiled entries per function; half of it bounds shapes between resets
-    seed_replicas: int = 1  # models per run from seeds s, s+1000, ... fused in one module; losses: their mean (R x FLOPs)
+    seed_replicas: int = 1  # models per run, seeds s + 1000 r, fused in one (trainers/replicas.py); losses: their mean
     progress: Callable | None = field(default=None, compare=False)  # progress(step, n_steps, loss, lr)
 
     def __post_init__(self):
