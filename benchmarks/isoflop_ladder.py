@@ -361,7 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--knowledge-entities", type=int, default=0, help="(older data settings) world size")
     p.add_argument("--domain-tokens", default="", help="(older data settings) generated stream length")
-    p.add_argument("--rows", default="", help="JSON-lines file of run rows: read to resume, appended to")
+    p.add_argument("--rows", default="", help="JSON-lines file of run rows: read to resume, appended to (with "
+                   "--analyze-only: several files, comma separated, read together)")
     p.add_argument("--analyze-only", action="store_true", help="no training: analyse --rows")
     p.add_argument("--n-boot", type=int, default=2000)
     p.add_argument("--min-tokens-per-param", type=float, default=1.0, help="fit only points with D/N at least this")
@@ -371,9 +372,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--append", default="", help="(older interface) also append the --out record to this file")
     add_backend_args(p)
     args = p.parse_args(argv)
-    rows_path = args.rows or os.path.join(tempfile.mkdtemp(prefix="skillscale-ladder-"), "rows.jsonl")
+    rows_paths = [path for path in args.rows.split(",") if path] or [
+        os.path.join(tempfile.mkdtemp(prefix="skillscale-ladder-"), "rows.jsonl")]
     try:
         if not args.analyze_only:
+            if len(rows_paths) > 1:
+                raise InputError(f"--rows: a ladder that trains appends to one file, got {len(rows_paths)}; several "
+                                 "files are read together only with --analyze-only")
+            rows_path = rows_paths[0]
             mix = parse_pairs(args.mix, "--mix")
             budgets = parse_floats(args.budgets, "--budget")
             sizes = parse_floats(args.sizes, "--sizes")
@@ -385,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
             runs_dir = args.runs_dir or tempfile.mkdtemp(prefix="skillscale-ladder-runs-")
             execute(plan(backend, budgets, sizes, mix, args.seed), backend, mix, rows_out=rows_path,
                     recorded=read_rows([rows_path]), runs_dir=runs_dir, deadline_s=args.deadline_s)
-        rows = read_rows([rows_path])
+        rows = read_rows(rows_paths)
         analysis = analyze(rows, n_boot=args.n_boot, seed=args.seed, min_tokens_per_param=args.min_tokens_per_param)
     except InputError as exc:
         print(f"isoflop_ladder: {exc}", file=sys.stderr)

@@ -295,8 +295,8 @@ class Study:
         if k > 0:
             in_flight = in_flight_points(list(self.outstanding.values()), self.families)
             self.proposer.run_price = self.run_price()
-            points = self.proposer.propose(k, self.estimates, in_flight, self.n_asked,
-                                           budget_left=self.cfg.compute_cap - self.flops_committed)
+            left = (self.cfg.compute_cap - self.flops_committed) / self.models_per_run  # the proposer prices one model
+            points = self.proposer.propose(k, self.estimates, in_flight, self.n_asked, budget_left=left)
         self._nothing_left = not points and not self.outstanding and k > 0
         return self.ask(points)
 
@@ -356,10 +356,16 @@ class Study:
             self.refit()
         return recorded
 
+    @property
+    def models_per_run(self) -> int:
+        """Models each run trains: the torch backend's trainer.seed_replicas (trainers/replicas.py), else 1."""
+        return int(getattr(self.cfg.backend, "models_per_run", 1))
+
     def spec_flops(self, spec: RunSpec) -> float:
-        """What a run costs: 6ND, or for a family's branch its share of the family's true cost."""
+        """What a run costs: 6ND (times the models per run), or for a family's branch its share of the family's
+        true cost."""
         family = self.family_of(spec)
-        return family.branch_flops()[spec.branch] if family is not None else spec.flops
+        return family.branch_flops()[spec.branch] if family is not None else spec.flops * self.models_per_run
 
     def record(self, spec: RunSpec, result: RunResult, tries: int = 1, refit_now: bool = True) -> RunResult:
         """A run finished (ok, diverged or failed): ledger, Optuna's tell, refit, stop rule. Returns the result

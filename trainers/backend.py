@@ -70,6 +70,11 @@ class TorchConfig(ConfigModel):
 
         return TorchBackend(trainer=self.trainer, data=self.data)
 
+    @property
+    def models_per_run(self) -> int:
+        """Models one run trains (trainer.seed_replicas): a run costs that many times 6ND (trainers/replicas.py)."""
+        return int(self.trainer.seed_replicas)
+
     def with_skills(self, skills: list[str], skill_evals: dict[str, str]) -> TorchConfig:
         """The study's `skills: [{name, eval}]` entries become the trainer's data.skill_evals."""
         from dataclasses import replace

@@ -88,6 +88,7 @@ def test_unknown_truth_preset_is_refused_before_ray(tmp_path, small_study, capsy
 TYPED_BACKEND = [
     ({"name": "torch", "trainer": {"seq_len": 0}}, "backend.trainer.seq_len", "positive integer"),
     ({"name": "torch", "trainer": {"seqlen": 64}}, "backend.trainer.seqlen", "unknown field"),
+    ({"name": "torch", "trainer": {"seed_replicas": 0}}, "backend.trainer.seed_replicas", "positive integer"),
     ({"name": "torch", "data": {"knowledge_entities": "many"}}, "backend.data.knowledge_entities", "valid integer"),
     ({"name": "torch", "data": {"knowledge_entities": -1}}, "backend.data.knowledge_entities", "positive integer"),
     ({"name": "simulated", "noise": -0.1}, "backend.noise", "greater than or equal to 0"),

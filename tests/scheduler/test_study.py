@@ -79,3 +79,15 @@ def test_the_study_does_not_import_ray():
     code = ("import sys; import scheduler, scheduler.study, scheduler.progress, scheduler.metrics; "
             "assert 'ray' not in sys.modules, 'ray imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_seed_replicas_are_charged_to_the_budget(small_study):
+    """A run of trainer.seed_replicas R trains R models: the study counts R x 6ND for it, in flight and when
+    proposing, so a batch of proposals never commits more than the cap."""
+    small_study.update(compute_cap=3e18, backend={"name": "torch", "trainer": {"device": "cpu", "seed_replicas": 3}})
+    study = Study(parse_study_config(small_study))  # in memory; nothing trains
+    study.reconcile()
+    assert study.models_per_run == 3
+    specs = study.propose(8)
+    assert specs and study.flops_committed == pytest.approx(3 * sum(s.flops for s in specs))
+    assert study.flops_committed <= 3e18
