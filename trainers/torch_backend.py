@@ -19,6 +19,10 @@ A run, in five steps (TorchBackend.run):
    `eval_every` steps and at the end);
 5. finish: the final checkpoint (a rerun only re-evaluates), the loss curve, the RunResult.
 
+Seed replicas (`trainer.seed_replicas` R > 1): each run trains R models of its shape from seeds s + 1000 r, fused
+in one module (trainers/replicas.py); its losses are their mean, its FLOPs R x 6ND, each replica's skill losses are
+in RunResult.replica_losses and the curve's eval_r<i>/<skill> columns.
+
 Run families (several D from one warmup-stable-decay training, `run_family`) are trained by the
 FamilyTraining mixin of trainers/torch_family.py, through `run` and the checkpoints.
 
@@ -350,15 +354,20 @@ def evaluation_row(evaluator: Evaluator, model: Transformer | ReplicatedTransfor
     their means (every replica meets the same questions, so the standard error is their mean too), and each
     replica's skill losses are kept as eval_r<i>/<skill>."""
     if isinstance(model, ReplicatedTransformer):
-        each = [evaluator.run_with_errors(view, device) for view in model.replica_models()]
-        skills, domains, errors = ({k: float(np.mean([e[i][k] for e in each])) for k in each[0][i]} for i in range(3))
-        replica_skills = tuple(dict(e[0]) for e in each)
+        each = [evaluator.run_with_errors(view, device) for view in model.replica_models()]  # (skills, domains, errors)
+        replica_skills = tuple(dict(skills) for skills, _, _ in each)
+        skills, domains, errors = (_mean_of([e[part] for e in each]) for part in range(3))
     else:
         (skills, domains, errors), replica_skills = evaluator.run_with_errors(model, device), ()
     row = {"step": step, "tokens": tokens, **{f"eval/{k}": v for k, v in skills.items()},
            **{f"eval_se/{k}": v for k, v in errors.items()}, **{f"heldout/{k}": v for k, v in domains.items()},
            **{f"eval_r{r}/{k}": v for r, losses in enumerate(replica_skills) for k, v in losses.items()}}
     return Evaluation(row=row, skills=skills, domains=domains, errors=errors, replica_skills=replica_skills)
+
+
+def _mean_of(dicts: list[dict[str, float]]) -> dict[str, float]:
+    """Key by key, the mean of dicts with the same keys."""
+    return {k: float(np.mean([d[k] for d in dicts])) for k in dicts[0]}
 
 
 def _is_evaluation_row(row: dict, step: int) -> bool:
