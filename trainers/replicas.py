@@ -142,10 +142,6 @@ class ReplicatedTransformer(nn.Module):
             view.load_state_dict(self.replica_state(r))
             yield view
 
-    def matmul_weights(self) -> list[torch.Tensor]:
-        """The tensors N counts, stacked: N per replica is the plain Transformer's (trainers/shapes.py)."""
-        return [m.weight for name, m in self.named_modules() if isinstance(m, _Stacked) and name != "embed"]
-
     @torch.no_grad()
     def clip_grad_norm_(self, max_norm: float) -> torch.Tensor:
         """Clip each replica's gradient to L2 norm max_norm over all its parameters, as
