@@ -64,7 +64,7 @@ from scheduler.config import StudyConfig, parse_study_config
 from scheduler.proposer import Point, SearchSpace
 from scheduler.study import Study
 from skillscale.errors import InputError, OneLineArgumentParser
-from trainers.simulated import PRESETS
+from trainers.simulated import PRESETS, observed
 from trainers.spec import RunResult, RunSpec
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results", "realistic.jsonl")
@@ -115,7 +115,7 @@ def study_config(noise: float, seed: int, args, truth: str = "besiroglu") -> Stu
         "n_params": [1e6, 3e9], "n_tokens": [1e7, 1e12], "flops": [1e16, 1e19],
         "targets": [{"name": "all", "weights": {"all": 1.0}, "flops": C_TARGET}],
         "tolerance": TOLERANCE, "compute_cap": args.max_flops, "max_runs": args.max_runs,
-        "backend": {"name": "simulated", "truth": "besiroglu", "noise": noise},
+        "backend": {"name": "simulated", "truth": "besiroglu", "noise": noise, "seed_replicas": args.seed_replicas},
         "proposer": {"n_boot": args.n_boot, "overhead_flops": args.overhead_flops, "inner_trials": args.inner_trials,
                      "n_candidates": args.n_candidates},
         "seed": seed,
@@ -124,7 +124,8 @@ def study_config(noise: float, seed: int, args, truth: str = "besiroglu") -> Stu
         data.update({
             "skills": list(TARGET_MIXES), "domains": list(DOMAINS), "mix": {"space": "simplex", "floor": MIX_FLOOR},
             "targets": [{"name": s, "weights": {s: 1.0}, "flops": C_TARGET, "mix": m} for s, m in TARGET_MIXES.items()],
-            "backend": {"name": "simulated", "truth": "knowledge-code", "noise": noise},
+            "backend": {"name": "simulated", "truth": "knowledge-code", "noise": noise,
+                        "seed_replicas": args.seed_replicas},
         })
     if args.band is not None:
         data["tokens_per_param"] = list(args.band)
@@ -145,25 +146,26 @@ class Lab:
     def __init__(self, study: Study, truth, noise: float, seed: int, traces: dict[str, Trace],
                  true_n: dict[str, float]):
         self.study, self.noise, self.seed = study, noise, seed
+        self.replicas = study.models_per_run  # a run of R models reports their mean and costs R x 6ND
         self.mixture = isinstance(truth, dict)
         self.laws = truth if self.mixture else {"all": truth}
         self.traces, self.true_n = traces, true_n
 
     def losses(self, spec: RunSpec) -> dict[str, float]:
-        """Per skill, the truth at (N, D[, mix]) times exp(noise z); z drawn in skill order from (seed, run_id)."""
+        """Per skill, the truth at (N, D[, mix]) times exp(noise z), averaged over the run's models
+        (trainers.simulated.observed); z drawn in skill order from (seed, run_id)."""
         z_seed = int.from_bytes(hashlib.sha256(f"{self.seed}:{spec.run_id}".encode()).digest()[:8], "little")
         rng = np.random.default_rng(z_seed)
         out = {}
         for skill, law in self.laws.items():
-            z = rng.standard_normal()
             loss = law.loss(spec.n_params, spec.n_tokens, spec.mix) if self.mixture else law.loss(spec.n_params,
                                                                                                   spec.n_tokens)
-            out[skill] = float(loss[0] * np.exp(self.noise * z))
+            out[skill] = observed(float(loss[0]), self.noise, rng, self.replicas)
         return out
 
     def train(self, spec: RunSpec, refit_now: bool = True) -> None:
         result = RunResult(run_id=spec.run_id, status="ok", n_params=spec.n_params, n_tokens=spec.n_tokens,
-                           flops=spec.flops, losses=self.losses(spec))
+                           flops=spec.flops * self.replicas, losses=self.losses(spec))
         self.study.record(spec, result, refit_now=refit_now)
 
     def read(self) -> None:
@@ -444,6 +446,8 @@ def parser() -> OneLineArgumentParser:
     p.add_argument("--grid", type=int, nargs=2, default=[8, 12], help="budgets and sizes of the grid baseline")
     p.add_argument("--max-flops", type=float, default=3e20)
     p.add_argument("--max-runs", type=int, default=500)
+    p.add_argument("--seed-replicas", type=int, default=1, help="models per run (the mean of R noisy observations, "
+                   "R x 6ND each; trainers/replicas.py)")
     p.add_argument("--n-boot", type=int, default=100)
     p.add_argument("--inner-trials", type=int, default=16)
     p.add_argument("--n-candidates", type=int, default=512)

@@ -8,7 +8,9 @@ Per skill s, the truth is a mixture-aware Chinchilla law (fitting.law.Parametric
     L_s(N, D, m) = E + A·N^-α + B·(D·T_s(m))^-β,   T_s(m) = Σ_j t_sj·m_j,  t_ss = 1
 
 observed with multiplicative log-normal noise, L_obs = L_s·exp(σ·z), z ~ N(0, 1) drawn from
-(seed, run_id) so a re-dispatched run reports the same losses. An optional sleep proportional to
+(seed, run_id) so a re-dispatched run reports the same losses. With `seed_replicas: R` a run stands for R models
+trained from R seeds (the torch trainer's trainer.seed_replicas, trainers/replicas.py): it reports the mean of R
+such observations and costs R x 6ND. An optional sleep proportional to
 FLOPs stands in for training time; progress is checkpointed so a resumed run sleeps only the rest.
 
 Configured in a study as `backend: {name: simulated, truth: knowledge-code, noise: 0.005}` (SimulatedConfig).
@@ -94,6 +96,8 @@ class SimulatedConfig(ConfigModel):
     family_noise_correlation: Number = Field(
         default=FAMILY_NOISE_CORRELATION, ge=0, le=1,
         description="run families: correlation of a skill's log-noise between branches of one family")
+    seed_replicas: int = Field(default=1, ge=1, description="models per run: the mean of this many noisy "
+                                                            "observations, at this many times 6ND")
 
     @field_validator("truth")
     @classmethod
@@ -108,6 +112,11 @@ class SimulatedConfig(ConfigModel):
     def build(self) -> SimulatedBackend:
         return SimulatedBackend(**self.model_dump(exclude={"name"}))
 
+    @property
+    def models_per_run(self) -> int:
+        """Models one run stands for (seed_replicas): a run costs that many times 6ND."""
+        return int(self.seed_replicas)
+
     def check(self, skills: list[str], spec: RunSpec) -> None:
         """Before a study starts: every skill of the study has a simulated truth."""
         truth = resolve_truth(self.truth)
@@ -120,13 +129,19 @@ def _run_seed(seed: int, run_id: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{run_id}".encode()).digest()[:8], "little")
 
 
+def observed(loss: float, noise: float, rng: np.random.Generator, replicas: int = 1) -> float:
+    """What a run of `replicas` models reports for a true loss: the mean of loss * exp(noise * z_r), z_r ~ N(0, 1)
+    drawn in turn from rng (one model: loss * exp(noise * z), one draw)."""
+    return sum(loss * math.exp(noise * rng.standard_normal()) for _ in range(replicas)) / replicas
+
+
 class SimulatedBackend:
     """Backend (trainers.backend) that evaluates known laws; see the module docstring."""
 
     def __init__(self, truth: str | dict = "knowledge-code", noise: float = 0.01,
                  sleep_per_flop: float = 0.0, checkpoint_every_s: float = 0.5,
                  diverge_above_params: float | None = None,
-                 family_noise_correlation: float = FAMILY_NOISE_CORRELATION):
+                 family_noise_correlation: float = FAMILY_NOISE_CORRELATION, seed_replicas: int = 1):
         self.truth = resolve_truth(truth)
         if not (0 <= noise <= 1):
             raise InputError(f"backend.noise: expected a number in [0, 1] (std of log L), got {noise!r}")
@@ -135,6 +150,9 @@ class SimulatedBackend:
         self.checkpoint_every_s = float(checkpoint_every_s)
         self.diverge_above_params = diverge_above_params  # for fault-injection tests
         self.family_noise_correlation = float(family_noise_correlation)
+        if int(seed_replicas) < 1:
+            raise InputError(f"backend.seed_replicas: expected a positive integer, got {seed_replicas!r}")
+        self.seed_replicas = int(seed_replicas)
 
     def true_losses(self, spec: RunSpec) -> dict[str, float]:
         """Noiseless losses of every skill for this spec."""
@@ -146,13 +164,13 @@ class SimulatedBackend:
         start = time.perf_counter()
         self._sleep_with_checkpoints(spec, run_dir)
         rng = np.random.default_rng(_run_seed(spec.seed, spec.run_id))
-        losses = {skill: loss * math.exp(self.noise * rng.standard_normal())
+        losses = {skill: observed(loss, self.noise, rng, self.seed_replicas)
                   for skill, loss in self.true_losses(spec).items()}
         status = "ok"
         if self.diverge_above_params is not None and spec.n_params > self.diverge_above_params:
             losses, status = {skill: float("nan") for skill in losses}, "diverged"
         return RunResult(run_id=spec.run_id, status=status, n_params=spec.n_params, n_tokens=spec.n_tokens,
-                         flops=spec.flops, losses=losses, wall_s=time.perf_counter() - start,
+                         flops=spec.flops * self.seed_replicas, losses=losses, wall_s=time.perf_counter() - start,
                          shape={"simulated": True})
 
     def run_family(self, family: FamilySpec, run_dir: Path) -> list[RunResult]:
@@ -162,6 +180,9 @@ class SimulatedBackend:
         costs what the family costs: each branch's FLOPs are its share of the stable phase plus its own cooldown
         (FamilySpec.branch_flops), summing to the family's true cost. The sleep covers the whole family and is
         checkpointed in run_dir, so a resumed family sleeps only the rest."""
+        if self.seed_replicas > 1:
+            raise InputError(f"backend.seed_replicas: run families simulate one model per branch; got "
+                             f"{self.seed_replicas} (set seed_replicas: 1, or train plain runs)")
         run_dir = Path(run_dir)
         start = time.perf_counter()
         self._sleep_with_checkpoints(family.branches()[-1], run_dir, flops=family.flops)

@@ -92,6 +92,7 @@ TYPED_BACKEND = [
     ({"name": "torch", "data": {"knowledge_entities": "many"}}, "backend.data.knowledge_entities", "valid integer"),
     ({"name": "torch", "data": {"knowledge_entities": -1}}, "backend.data.knowledge_entities", "positive integer"),
     ({"name": "simulated", "noise": -0.1}, "backend.noise", "greater than or equal to 0"),
+    ({"name": "simulated", "seed_replicas": 0}, "backend.seed_replicas", "greater than or equal to 1"),
     ({"name": "simulated", "noise": 1e300}, "backend.noise", "less than or equal to 1"),  # overflowed in exp()
     ({"name": "simulated", "truth": {"knowledge": {"E": 2.0}}}, "backend.truth.knowledge", "expected keys"),
     ({"name": "simulated", "settings": {"noise": 0.01}}, "backend.settings", "fields of `backend:` itself"),

@@ -103,3 +103,26 @@ def test_replica_count_is_checked_and_families_refuse_it(tmp_path, tiny_settings
     family = FamilySpec(n_params=70_000, n_tokens=(3_000, 6_000), mix=MIX, hparams={"batch_tokens": 512})
     with pytest.raises(InputError, match="trainer.seed_replicas: run families"):
         TorchBackend(**tiny_settings, seed_replicas=2).run_family(family, tmp_path)
+
+
+def test_simulated_replicas_report_the_mean_of_r_observations_at_r_times_the_flops(tmp_path):
+    from trainers.simulated import SimulatedBackend, SimulatedConfig
+
+    spec = RunSpec(n_params=10**8, n_tokens=2 * 10**9, mix={"knowledge": 0.5, "code": 0.5}, seed=3)
+    one = SimulatedBackend(noise=0.02).run(spec, tmp_path)
+    assert one.losses == SimulatedBackend(noise=0.02, seed_replicas=1).run(spec, tmp_path).losses  # R = 1: as before
+    truth = SimulatedBackend(noise=0.0).true_losses(spec)
+    many = [RunSpec(n_params=spec.n_params, n_tokens=spec.n_tokens, mix=spec.mix, seed=s) for s in range(200)]
+    spread = {}
+    for r in (1, 4):
+        backend = SimulatedBackend(noise=0.02, seed_replicas=r)
+        results = [backend.run(s, tmp_path) for s in many]
+        assert results[0].flops == r * spec.flops
+        logs = [math.log(x.losses["knowledge"] / truth["knowledge"]) for x in results]
+        spread[r] = float(torch.tensor(logs).std())
+    assert spread[4] / spread[1] == pytest.approx(0.5, abs=0.1)  # sqrt(4): 200 runs put the ratio within ~0.05
+    cfg = SimulatedConfig.model_validate({"name": "simulated", "seed_replicas": 4})
+    assert cfg.models_per_run == 4 and cfg.build().seed_replicas == 4
+    family = FamilySpec(n_params=10**8, n_tokens=(10**9, 2 * 10**9), mix=spec.mix)
+    with pytest.raises(InputError, match="backend.seed_replicas: run families"):
+        SimulatedBackend(seed_replicas=2).run_family(family, tmp_path)
