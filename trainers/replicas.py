@@ -15,7 +15,7 @@ starts from (drawn by a plain Transformer, on the same device, in the same order
 training loss is the *sum* of the replicas' mean losses, gradient clipping is per replica
 (`clip_grad_norm_`), and AdamW is elementwise. So each replica trains as its single-model run would, up to
 the rounding of batched against single matmuls (tests/trainers/test_replicas.py checks this on CPU).
-Replica 0 of seed s is the single-model run of seed s.
+Replica 0 of seed s starts where the single-model run of seed s starts.
 
 Layout: every parameter is the plain Transformer's, under the same name, with a leading replica dimension
 (R, ...); `replica_state(r)` is therefore a plain Transformer's state dict, and evaluation loads each replica
