@@ -81,6 +81,8 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
+    stacked_dims = 0  # leading dimensions before a parameter's own shape (trainers/replicas.py stacks one)
+
     def __init__(self, cfg: ModelConfig, use_triton: bool = False):
         super().__init__()
         self.cfg = cfg

@@ -383,7 +383,7 @@ def _triton_available() -> bool:
 
 
 def _optimizer(model: Transformer | ReplicatedTransformer, hp: HParams, device: torch.device) -> torch.optim.AdamW:
-    stacked = getattr(model, "stacked_dims", 0)  # seed replicas: a leading replica dimension on every parameter
+    stacked = model.stacked_dims  # seed replicas: a leading replica dimension on every parameter
     decay = [p for p in model.parameters() if p.dim() - stacked >= 2]  # embedding, projections, head
     no_decay = [p for p in model.parameters() if p.dim() - stacked < 2]  # RMSNorm gains
     groups = [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
