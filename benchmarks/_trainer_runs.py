@@ -43,7 +43,7 @@ from trainers.spec import RunSpec
 # (H200 2026-12-01, compiled + CUDA graphs: 0.93M ~4-8M tok/s, 7.3M 3.98M, 22M 2.2M tok/s; DESIGN.md).
 PRIOR_TOKENS_PER_S_AT_1M = 5e6
 PRIOR_EXPONENT = -0.2
-COMPILE_ALLOWANCE_S = 30.0  # a new shape's compilation, 15-40 s measured (DESIGN.md, Measured facts)
+COMPILE_ALLOWANCE_S = 90.0  # a new shape's first run over its later ones: 26-99 s on the H200 (seed_dn.jsonl)
 EVAL_ALLOWANCE_S = 3.0  # per run, evaluation and the final checkpoint
 
 
@@ -196,13 +196,17 @@ def environment(device: torch.device) -> dict:
 
 @dataclass
 class Throughput:
-    """Measured tokens/s per shape in this process (training steps only) and which shapes are compiled."""
+    """Measured tokens/s per shape in this process (training steps only) and which shapes are compiled.
+
+    A run of `models_per_run` seed replicas trains that many models on each token, so before a shape is
+    measured its rate is the prior's divided by them."""
 
     tokens_per_s: dict[str, float] = field(default_factory=dict)
     seen: set[str] = field(default_factory=set)
+    models_per_run: int = 1
 
     def estimate_s(self, shape: str, n_params: int, n_tokens: int, compiled: bool) -> float:
-        prior = PRIOR_TOKENS_PER_S_AT_1M * (n_params / 1e6) ** PRIOR_EXPONENT
+        prior = PRIOR_TOKENS_PER_S_AT_1M * (n_params / 1e6) ** PRIOR_EXPONENT / self.models_per_run
         rate = self.tokens_per_s.get(shape, prior)
         new_shape = compiled and shape not in self.seen
         return n_tokens / rate + EVAL_ALLOWANCE_S + (COMPILE_ALLOWANCE_S if new_shape else 0.0)
@@ -231,8 +235,8 @@ def execute(
         if row.get("status") == "ok" and compatible(row.get("settings", {}), current):
             done.setdefault(row["run_id"], []).append(row)
     env = environment(backend.device)
-    throughput = Throughput()
     trainer = trainer_settings(backend)
+    throughput = Throughput(models_per_run=getattr(trainer, "seed_replicas", 1))
     compiled = bool(trainer.compile) and backend.device.type == "cuda"
     merged: dict[str, tuple[PlannedRun, RunSpec, list[str]]] = {}
     for run in planned:
