@@ -345,3 +345,14 @@ def test_rows_trained_with_and_without_qk_norm_are_never_compatible():
     assert not _trainer_runs.compatible(old, {**old, "qk_norm": True})
     row = {"lr": 1e-3, "n_steps": 10, "hparams": {"lr": 1e-3}}
     assert _trainer_runs.recorded_optimisation(row)["init_scheme"] == "gpt2"
+
+
+def test_an_unmeasured_shape_of_seed_replicas_is_estimated_that_many_times_slower():
+    plain = _trainer_runs.Throughput()
+    fused = _trainer_runs.Throughput(models_per_run=6)
+    tokens = 10**8
+    overhead = _trainer_runs.EVAL_ALLOWANCE_S
+    assert fused.estimate_s("192x4", 1_800_000, tokens, False) - overhead == pytest.approx(
+        6 * (plain.estimate_s("192x4", 1_800_000, tokens, False) - overhead))
+    fused.tokens_per_s["192x4"] = 1.6e6  # once measured, the shape's own rate (per run) is used
+    assert fused.estimate_s("192x4", 1_800_000, tokens, False) == pytest.approx(tokens / 1.6e6 + overhead)
