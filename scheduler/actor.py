@@ -48,6 +48,20 @@ class TrainerActor:
         finally:
             self.current = "idle"
 
+    def device(self) -> dict:
+        """This worker's GPU, {"device": name, "peak_flops": dense bf16 FLOP/s}; {} when Ray gave it none (for the
+        study's efficiency, scheduler/efficiency.py)."""
+        if not ray.get_gpu_ids():
+            return {}
+        import torch
+
+        from trainers.torch_backend import peak_flops_of_name
+
+        if not torch.cuda.is_available():
+            return {}
+        name = torch.cuda.get_device_name(0)
+        return {"device": name, "peak_flops": peak_flops_of_name(name)}
+
     def __repr__(self) -> str:
         return f"TrainerActor[{self.worker}]"
 

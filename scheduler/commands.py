@@ -85,7 +85,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         lo, hi = t.n_params_ci95
         console.print(f"  {t.name:<16} N*({t.flops:.3g}) = {t.n_params:.3g}  95% CI [{lo:.3g}, {hi:.3g}]"
                       f"  ±{100 * t.rel_halfwidth:.1f}%")
+    from scheduler.efficiency import efficiency_text
     from scheduler.progress import forecast_text
+
+    if status.efficiency is not None:  # studies on a GPU of known peak (scheduler/efficiency.py)
+        console.print(f"  {efficiency_text(status.efficiency)}")
 
     if status.forecast and status.stop_reason != "converged":  # what reaching the tolerance is expected to take
         console.print(f"  forecast{forecast_text(status.forecast).removeprefix(' |')} "

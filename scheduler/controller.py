@@ -42,6 +42,7 @@ from ray.util.metrics import Gauge
 from scheduler.actor import start_actor
 from scheduler.config import StudyConfig, check_backend, load_study_config
 from scheduler.data_parallel import train_data_parallel
+from scheduler.efficiency import SittingLog, gpus_held
 from scheduler.lock import StudyLock
 from scheduler.metrics import StudyMetrics
 from scheduler.preflight import LOCAL_RAY_ENV, check_address, check_resources, explain_ray_init_error, ray_env_for
@@ -78,6 +79,9 @@ class Controller:
         self.held_slots: dict[ray.ObjectRef, list[int]] = {}  # a data-parallel run's ref -> its other slots
         self.actors: list = [None] * cfg.max_concurrent
         self.terminate_requested = False
+        self.sittings = SittingLog(self.study_dir)  # this sitting's wall time and GPU, for the efficiency
+        self._device_ref: ray.ObjectRef | None = None  # a worker's answer to "which GPU?", asked once
+        self._device_known = False
 
     def _read_attempts(self) -> dict:
         if not self.attempts_path.exists():
@@ -95,7 +99,24 @@ class Controller:
             res = self.cfg.resources
             self.actors[slot] = start_actor(self.cfg.backend, worker=f"w{slot}", num_cpus=res.num_cpus,
                                             num_gpus=res.num_gpus, name=f"skillscale:{self.cfg.name}:w{slot}")
+            if self._device_ref is None and not self._device_known and res.num_gpus > 0:
+                self._device_ref = self.actors[slot].device.remote()
         return self.actors[slot]
+
+    def _tick(self) -> None:
+        """The sitting's wall time so far, and its GPU once a worker has answered (never waits for one)."""
+        answer = None
+        if self._device_ref is not None and ray.wait([self._device_ref], timeout=0)[0]:
+            ref, self._device_ref = self._device_ref, None
+            try:
+                answer = ray.get(ref)
+            except RayError:  # that worker died: the next one started asks again
+                answer = None
+            self._device_known = bool(answer)
+        if answer:
+            self.sittings.update(answer["device"], answer["peak_flops"])
+        else:
+            self.sittings.update()
 
     def _free_slots(self) -> list[int]:
         busy = {slot for _, slot in self.in_flight.values()} | {s for held in self.held_slots.values() for s in held}
@@ -233,6 +254,7 @@ class Controller:
             self.progress.log(f"resuming: {self.study.status().n_runs} runs finished, {len(self.pending)} "
                               "re-dispatched from their checkpoints")
         self.metrics.publish(self.study.status())
+        self.sittings.start(gpus_held(self.cfg.max_concurrent, self.cfg.resources.num_gpus))
         while True:
             stop = self.stop_reason()
             if stop is not None:
@@ -246,6 +268,7 @@ class Controller:
                 break
             self.metrics.publish(self.study.status())
             ready, _ = ray.wait(list(self.in_flight), num_returns=1, timeout=WAIT_TIMEOUT_S)
+            self._tick()
             if not ready:
                 self.progress.heartbeat(self.study.status())
             for ref in ready:
@@ -260,6 +283,7 @@ class Controller:
                     self._on_family_result(spec, [RunResult.from_dict(v) for v in value])
                 else:
                     self._on_result(spec, RunResult.from_dict(value))
+        self._tick()
         if stop in ("time_limit", "terminated"):
             self._pause_in_flight()
         else:

@@ -50,6 +50,7 @@ from fitting.conventions import conventions_dict
 from fitting.forecast import forecast_to_tolerance
 from fitting.report import parametric_skill_report
 from scheduler.config import StudyConfig
+from scheduler.efficiency import efficiency, read_sittings
 from scheduler.estimates import Estimates, TargetEstimate, fit_inputs, init_seed, refit
 from scheduler.families import FamilyPoint, branch_spec, family_spec, in_flight_points, make_proposer
 from scheduler.ledger import Ledger, freeze_config, ledger_row, read_result
@@ -99,6 +100,7 @@ class StudyStatus:
     # every target is identifiable. Compare flops_needed / runs_needed with compute_cap and max_runs.
     run_price: float | None = None  # FLOPs charged per run in the next proposal's ranking (Study.run_price)
     overhead_flops: float | None = None  # the price while the FLOP cap is the binding budget
+    efficiency: dict | None = None  # model FLOPs over the GPUs' peak (scheduler/efficiency.py); None: no GPU known
 
     @property
     def precision(self) -> dict[str, float]:
@@ -511,6 +513,7 @@ class Study:
             "interval": "95% bias-corrected bootstrap percentile interval; rel_halfwidth = (hi - lo) / (2 * point)",
             "forecast": status.forecast,
             "run_price": status.run_price,
+            "efficiency": efficiency(status.flops_spent, read_sittings(self.study_dir)) if self.study_dir else None,
             "targets": targets,
             "laws": self._laws() if estimates is not None else {},
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -635,7 +638,8 @@ def read_status(study_dir: Path) -> StudyStatus:
         compute_cap=float(frozen.get("compute_cap") or math.nan), tolerance=float(frozen.get("tolerance") or math.nan),
         targets=tuple(TargetEstimate.from_dict(t) for t in targets), converged_streak=0,
         confirm_refits=int(frozen.get("confirm_refits") or 0),
-        stop_reason=result["stop_reason"] if result is not None else None, forecast=forecast)
+        stop_reason=result["stop_reason"] if result is not None else None, forecast=forecast,
+        efficiency=efficiency(ledger.flops_spent(), read_sittings(study_dir)))
 
 
 def _read_json(path: Path) -> dict:

@@ -35,6 +35,9 @@ def test_gpu_benchmark_without_gpu_exits_2_with_one_line(script):
      "--hparams: expected a JSON object"),
     (["benchmarks/eval_per_example.py", "--points", "1e6@1e14", "--out", "/tmp/x", "--hparams",
       '{"lr_multiplier": "half"}'], "lr_multiplier must be a positive number"),
+    (["benchmarks/bench_packing.py", "configs/skills-h200.yaml", "--runs", "1e6"], "--runs: expected N@C items"),
+    (["benchmarks/bench_packing.py", "configs/skills-h200.yaml", "--runs", "1e6@1e14", "--layouts", "6x0.5"],
+     "need A >= 1, 0 < G <= 1 and A x G <= 1 GPU"),
 ])
 def test_benchmark_bad_flag_exits_2_with_one_line(argv, expected):
     proc = _run(*argv)
@@ -111,3 +114,16 @@ def test_seed_attribution_bad_group_exits_2_with_one_line():
     proc = _run("benchmarks/seed_attribution.py", "--groups", "all,tail", "--rows", "/tmp/never-written.jsonl")
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and "--groups: expected" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("env, args, expected", [
+    ({}, ["0"], "TIME_LIMIT_S: expected a positive whole number"),
+    ({"LAYOUT": "6by0.16"}, [], "LAYOUT: expected AxG"),
+    ({"MPS": "yes"}, [], "MPS: expected 0 or 1"),
+    ({"CONFIG": "configs/missing.yaml"}, [], "CONFIG: configs/missing.yaml: no such file"),
+])
+def test_gpu_study_sitting_bad_argument_exits_2_with_one_line(env, args, expected, tmp_path):
+    proc = subprocess.run(["bash", "benchmarks/run_gpu_study.sh", *args], capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, "OUT": str(tmp_path), **env}, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and expected in proc.stderr

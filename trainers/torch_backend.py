@@ -111,7 +111,11 @@ def peak_flops(device: torch.device) -> float:
     """Dense bf16 peak of the device, detected by name; 0.0 for CPU or an unknown GPU."""
     if device.type != "cuda":
         return 0.0
-    name = torch.cuda.get_device_name(device)
+    return peak_flops_of_name(torch.cuda.get_device_name(device))
+
+
+def peak_flops_of_name(name: str) -> float:
+    """Dense bf16 peak of a GPU by its name ("NVIDIA H100 80GB HBM3"); 0.0 for an unknown name."""
     for key in sorted(GPU_BF16_PEAK, key=len, reverse=True):  # "GH200" before "H200"
         if key in name:
             return GPU_BF16_PEAK[key]
