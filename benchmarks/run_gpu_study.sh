@@ -31,6 +31,9 @@ OUT=${OUT:-/tmp/gpu-study}; mkdir -p "$OUT" || die "OUT: cannot create $OUT"
 STUDY_DIR=${STUDY_DIR:-/tmp/$name}; SEED_FROM=${SEED_FROM:-examples/$name}
 command -v nvidia-smi >/dev/null || die "no GPU here (nvidia-smi not found): run this on the GPU machine"
 export PYTHONUNBUFFERED=1 RAY_AUTH_MODE=disabled  # a single-machine run; the dashboard is not started
+# one inductor cache for every actor (Ray's workers inherit it): a shape compiled by one is a cache hit for the
+# others, and for the next sitting on the same machine
+export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-/tmp/skillscale-inductor} TORCHINDUCTOR_FX_GRAPH_CACHE=1
 
 if [ ! -d "$STUDY_DIR" ] && [ -f "$SEED_FROM/study.yaml" ]; then
   mkdir -p "$(dirname "$STUDY_DIR")" && cp -r "$SEED_FROM" "$STUDY_DIR" && echo "resuming from $SEED_FROM"
