@@ -100,7 +100,8 @@ def row_nll(
     model: Transformer, inputs: np.ndarray, targets: np.ndarray, device: torch.device,
     batch_tokens: int = EVAL_BATCH_TOKENS,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(summed NLL, number of scored tokens) per row, float64 / int64 arrays of shape (rows,)."""
+    """(summed NLL, number of scored tokens) per row, float64 / int64 arrays of shape (rows,); for seed replicas
+    (a ReplicatedTransformer) the sums are (R, rows), one row of sums per replica. One host sync at the end."""
     was_training = model.training
     model.eval()
     batch_rows = max(1, batch_tokens // max(inputs.shape[1], 1))
@@ -109,13 +110,13 @@ def row_nll(
         x = torch.as_tensor(inputs[i : i + batch_rows], dtype=torch.long, device=device)
         y = torch.as_tensor(targets[i : i + batch_rows], dtype=torch.long, device=device)
         with _autocast(device):
-            per_token = model(x, y, reduction="none")  # (b, T), 0 where ignored
-        sums.append(per_token.double().sum(dim=1).cpu().numpy())
-        counts.append((y != IGNORE_INDEX).sum(dim=1).cpu().numpy())
+            per_token = model(x, y, reduction="none")  # (b, T) or (R, b, T), 0 where ignored
+        sums.append(per_token.double().sum(dim=-1))
+        counts.append((y != IGNORE_INDEX).sum(dim=1))
     model.train(was_training)
     if not sums:
         return np.zeros(0), np.zeros(0, dtype=np.int64)
-    return np.concatenate(sums), np.concatenate(counts).astype(np.int64)
+    return torch.cat(sums, dim=-1).cpu().numpy(), torch.cat(counts).cpu().numpy().astype(np.int64)
 
 
 def mean_nll(
@@ -170,6 +171,24 @@ class Evaluator:
             skills[s], errors[s] = weighted_loss(sums, counts, ev.weights, ev.example)
         domains = {d: mean_nll(model, x, y, device) for d, (x, y) in sorted(self.domains.items())}
         return skills, domains, errors
+
+    def run_with_errors_each(self, model, device: torch.device) -> list[tuple[dict, dict, dict]]:
+        """run_with_errors for each seed replica of a ReplicatedTransformer (trainers/replicas.py), all replicas in
+        every forward: R models cost about one model's kernel launches, at the same memory per forward (a batch
+        holds 1/R of the rows). Per replica, what run_with_errors gives on it alone, up to the rounding of batched
+        matmuls."""
+        R = model.replicas
+        skills, domains, errors = [{} for _ in range(R)], [{} for _ in range(R)], [{} for _ in range(R)]
+        for s, ev in sorted(self.skills.items()):
+            sums, counts = row_nll(model, ev.inputs, ev.targets, device,
+                                   max(1, eval_batch_tokens(model.cfg.vocab_size) // R))
+            for r in range(R):
+                skills[r][s], errors[r][s] = weighted_loss(sums[r], counts, ev.weights, ev.example)
+        for d, (x, y) in sorted(self.domains.items()):
+            sums, counts = row_nll(model, x, y, device, batch_tokens=max(1, 64 // R) * x.shape[1])  # as mean_nll
+            for r in range(R):
+                domains[r][d] = float(sums[r].sum() / max(int(counts.sum()), 1))
+        return [(skills[r], domains[r], errors[r]) for r in range(R)]
 
     def run(self, model: Transformer, device: torch.device) -> tuple[dict[str, float], dict[str, float]]:
         """(skill losses, domain losses)."""

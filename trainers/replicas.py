@@ -18,8 +18,9 @@ the rounding of batched against single matmuls (tests/trainers/test_replicas.py 
 Replica 0 of seed s starts where the single-model run of seed s starts.
 
 Layout: every parameter is the plain Transformer's, under the same name, with a leading replica dimension
-(R, ...); `replica_state(r)` is therefore a plain Transformer's state dict, and evaluation loads each replica
-into a plain Transformer (`replica_models`) and runs the ordinary evaluator on it. Norms use the pure-torch
+(R, ...); `replica_state(r)` is therefore a plain Transformer's state dict (`replica_models` loads each into a
+plain Transformer). Evaluation runs every replica in each forward (`forward(..., reduction="none")`: per-token
+losses (R, B, T), trainers/evaluate.py), so R models cost about one model's launches. Norms use the pure-torch
 reference (it broadcasts a per-replica gain; torch.compile fuses it); RoPE, SwiGLU and the fused head loss are
 the backend's ops.
 """
@@ -187,10 +188,11 @@ class ReplicatedTransformer(nn.Module):
         return x
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-        """Sum over replicas of each one's mean cross-entropy (nats); idx, targets (B, T). Per-token losses are
-        a plain Transformer's (evaluate each replica through `replica_models`)."""
-        if reduction != "mean":
-            raise ValueError("ReplicatedTransformer: only reduction='mean'; evaluate replicas via replica_models()")
+        """Cross-entropy of every replica (nats); idx, targets (B, T). reduction "mean" (training): the sum over
+        replicas of each one's mean loss; "none" (evaluation, trainers/evaluate.py): (R, B, T) per-token losses,
+        0 where ignored, replica r's a plain Transformer's up to the rounding of batched matmuls."""
+        if reduction not in ("mean", "none"):
+            raise ValueError(f"ReplicatedTransformer: reduction 'mean' or 'none', got {reduction!r}")
         B, T = idx.shape
         x = self.hidden(idx).reshape(self.replicas, B * T, -1)  # (R, M, C)
         w = self.head.weight  # (R, V, C)
@@ -198,6 +200,8 @@ class ReplicatedTransformer(nn.Module):
             dtype = torch.get_autocast_dtype(x.device.type)
             x, w = x.to(dtype), w.to(dtype)
         flat = targets.reshape(B * T)
-        losses = [self.ops.linear_cross_entropy(x[r], w[r], flat, ignore_index=IGNORE_INDEX, reduction="mean")
+        losses = [self.ops.linear_cross_entropy(x[r], w[r], flat, ignore_index=IGNORE_INDEX, reduction=reduction)
                   for r in range(self.replicas)]
+        if reduction == "none":
+            return torch.stack(losses).view(self.replicas, B, T)
         return torch.stack(losses).sum()

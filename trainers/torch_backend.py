@@ -354,11 +354,11 @@ class Evaluation:
 def evaluation_row(evaluator: Evaluator, model: Transformer | ReplicatedTransformer, device: torch.device,
                    step: int, tokens: int) -> Evaluation:
     """Evaluate `model` and build its loss-curve row. The one place an evaluation row is made (initial,
-    periodic, final). Seed replicas are evaluated one by one as plain Transformers; the row and the losses are
+    periodic, final). Seed replicas are evaluated together (Evaluator.run_with_errors_each); the row and the losses are
     their means (every replica meets the same questions, so the standard error is their mean too), and each
     replica's skill losses are kept as eval_r<i>/<skill>."""
     if isinstance(model, ReplicatedTransformer):
-        each = [evaluator.run_with_errors(view, device) for view in model.replica_models()]  # (skills, domains, errors)
+        each = evaluator.run_with_errors_each(model, device)  # per replica (skills, domains, errors), batched
         replica_skills = tuple(dict(skills) for skills, _, _ in each)
         skills, domains, errors = (_mean_of([e[part] for e in each]) for part in range(3))
     else:

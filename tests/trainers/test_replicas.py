@@ -59,6 +59,25 @@ def test_fused_loss_is_the_sum_of_the_replicas_losses_and_so_are_the_gradients()
     assert math.isclose(fused(idx, targets).item(), loss, rel_tol=1e-5)
 
 
+def test_replicas_evaluated_together_score_as_each_alone(tiny_settings):
+    """Evaluator.run_with_errors_each (every replica in each forward) against run_with_errors on each replica loaded
+    into a plain Transformer: the same skill losses, standard errors and domain losses, to rounding."""
+    backend = TorchBackend(**tiny_settings, seed_replicas=3)
+    plan = backend._plan_run(TINY)
+    _, evaluator = backend._data(plan)
+    fused = ReplicatedTransformer(plan.cfg, 3)
+    fused.init_replicas(5, 0.02, "small-init")
+    together = evaluator.run_with_errors_each(fused, torch.device("cpu"))
+    alone = [evaluator.run_with_errors(view, torch.device("cpu")) for view in fused.replica_models()]
+    assert len(together) == 3
+    for r in range(3):
+        for part in range(3):  # skills, domains, errors
+            assert together[r][part].keys() == alone[r][part].keys()
+            for key, value in alone[r][part].items():
+                assert together[r][part][key] == pytest.approx(value, rel=1e-5), (r, part, key)
+    assert together[0][0] != together[1][0]  # each replica its own numbers
+
+
 def test_clipping_is_per_replica():
     fused = ReplicatedTransformer(CFG, 2)
     for p in fused.parameters():
