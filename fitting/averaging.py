@@ -93,8 +93,12 @@ class AveragedFit:
 
     def optimum_point(self, flops, mix=None, unique=None) -> tuple[float, float]:
         """(N*, D*) at `flops`: the weighted geometric mean of the families' point optima."""
-        log_n = sum(w * np.log(self.fits[f].law.optimum(flops, mix, unique)[0][0]) for f, w in self.weights.items())
-        n_opt = float(np.exp(log_n))
+        points = {f: float(self.fits[f].law.optimum(flops, mix, unique)[0][0]) for f in self.fits}
+        usable = {f: w for f, w in self.weights.items() if np.isfinite(points[f]) and points[f] > 0}
+        if not usable:
+            return float("nan"), float("nan")
+        total = sum(usable.values())  # a family without an optimum in reach says nothing of where it is
+        n_opt = float(np.exp(sum(w * np.log(points[f]) for f, w in usable.items()) / total))
         return n_opt, float(flops) / (FLOPS_PER_PARAM_TOKEN * n_opt)
 
 
@@ -179,14 +183,20 @@ def member_families(ensemble) -> np.ndarray:
 
 
 def _holdout_split(n_params, n_tokens, mix) -> tuple[np.ndarray, np.ndarray]:
-    """(train, held-out) indices: the distinct runs of the largest compute are held out."""
+    """(train, held-out) indices: the runs of the largest compute, whole budgets at a time (runs of one
+    compute are held out together), until at least HOLDOUT_SHARE of them (and MIN_HOLDOUT) are held out; no
+    split when fewer than 3 budgets would be left to fit."""
     flops = np.asarray(n_params, float) * np.asarray(n_tokens, float)
-    keys = np.round(np.log(flops), 9)
-    distinct = np.unique(keys)
-    n_out = max(MIN_HOLDOUT, int(np.ceil(HOLDOUT_SHARE * distinct.size)))
-    if distinct.size - n_out < 3:
+    keys = np.round(np.log(flops), 6)
+    budgets, counts = np.unique(keys, return_counts=True)
+    need = max(MIN_HOLDOUT, int(np.ceil(HOLDOUT_SHARE * flops.size)))
+    held_budgets = np.flatnonzero(np.cumsum(counts[::-1]) >= need)
+    if not held_budgets.size:
         return np.arange(flops.size), np.array([], int)
-    cut = distinct[-n_out]
+    n_held_budgets = int(held_budgets[0]) + 1
+    if budgets.size - n_held_budgets < 3:
+        return np.arange(flops.size), np.array([], int)
+    cut = budgets[-n_held_budgets]
     return np.flatnonzero(keys < cut), np.flatnonzero(keys >= cut)
 
 
@@ -340,6 +350,15 @@ def fit_average(n_params, n_tokens, loss, *, mix=None, domains=(), own_domain=No
                                             base=base if family is not CHINCHILLA else None))
         if family is CHINCHILLA:
             base = fits[family.name]
+    degenerate = {name: fit.exponents_at_bounds() for name, fit in fits.items() if fit.exponents_at_bounds()}
+    if degenerate and len(degenerate) < len(fits):  # a form whose exponent sits on a bound says nothing of N*
+        for name, pinned in degenerate.items():
+            del fits[name]
+            scores[name] = dataclasses.replace(scores[name], weight=0.0,
+                                               note=f"degenerate: {', '.join(pinned)} on the solver's bound")
+        total = sum(scores[n].weight for n in fits)
+        for name in fits:
+            scores[name] = dataclasses.replace(scores[name], weight=scores[name].weight / total)
     ordered = {name: fits[name] for name in FAMILIES if name in fits}
     return AveragedFit(ordered, {n: scores[n] for n in FAMILIES if n in scores}, n_holdout)
 
@@ -379,7 +398,7 @@ def bootstrap_average(avg: AveragedFit, n_params, n_tokens, loss, *, n_boot=200,
             n_params, n_tokens, loss, n_boot=count, mix=mix, domains=domains, own_domain=own_domain,
             huber_delta=huber_delta, seed=seed, resamples=np.asarray(resamples)[block], method=method,
             fit=avg.fits[name], unique=unique, draws=None if draws is None else np.asarray(draws)[block]))
-    return AveragedEnsemble(tuple(parts))
+    return parts[0] if len(parts) == 1 else AveragedEnsemble(tuple(parts))
 
 
 # ----------------------------------------------------------------------------------------- intervals
@@ -415,12 +434,15 @@ def mixture_interval(samples, labels, points: dict, level: float = 0.95) -> tupl
     return float(lo), float(hi)
 
 
-def prediction_interval(ensemble, fits: dict[str, ParametricFit], n_params, n_tokens, mix=None, unique=None,
+def prediction_interval(ensemble, avg: AveragedFit, n_params, n_tokens, mix=None, unique=None,
                         level: float = 0.95, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each query point's predicted loss (the members' median) and a `level` prediction interval (M,) x 3.
 
     Every member predicts log L and adds its family's measurement noise sigma(N, D) (a standard-normal draw per
-    member), so the interval holds noise, parameter uncertainty and the spread between families."""
+    member), so the interval holds noise, parameter uncertainty and the spread between families. Where a
+    family predicted the held-out largest runs worse than its noise (lack_of_fit > 1), its sigma is scaled by
+    that lack of fit: beyond the runs, the law's own error is part of what a prediction can miss by."""
+    fits = avg.fits
     with np.errstate(all="ignore"):
         log_pred = np.log(ensemble.loss(n_params, n_tokens, mix, unique))  # (K, M)
     fam = member_families(ensemble)
@@ -430,7 +452,8 @@ def prediction_interval(ensemble, fits: dict[str, ParametricFit], n_params, n_to
     for name in np.unique(fam):
         fit = fits[name]
         s = fit.noise.sigma(n, d) if fit.noise is not None else np.full(n.shape, fit.residual_std)
-        sigma[fam == name] = s
+        lack = avg.scores[name].lack_of_fit if name in avg.scores else None
+        sigma[fam == name] = s * max(1.0, lack or 1.0)
     rng = np.random.default_rng(seed)
     draws = log_pred + sigma * rng.standard_normal(log_pred.shape)
     tails = [(1 - level) / 2, 0.5, (1 + level) / 2]

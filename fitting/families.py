@@ -38,8 +38,8 @@ from fitting._solver import ALPHA_BOUNDS, CHINCHILLA_MODEL, E_MIN, TAU_BOUNDS, D
 from fitting.conventions import FLOPS_PER_PARAM_TOKEN
 
 N0 = 1e8  # farseer's reference size: nu and kappa are slopes in log(N / N0)
-NU_BOUNDS = (-3.0, 3.0)
-KAPPA_BOUNDS = (-1.0, 1.0)
+NU_BOUNDS = (-1.5, 1.5)  # B(N) = B (N/N0)^nu: at most ~30x over a decade
+KAPPA_BOUNDS = (-0.2, 0.2)  # beta(N) = beta (N/N0)^kappa: beta moves at most 1.6x per decade of N
 RHO_BOUNDS = (np.log(0.1), np.log(1e4))  # R* between 0.1 and 10^4 epochs
 MUENNIGHOFF_R_STAR = 15.4  # Muennighoff et al. 2023: fitted R_D*, epochs after which repeats are ~worthless
 SEARCH_DECADES = 4.0  # isoflop_argmin searches N in guess * 10^(+-4)
@@ -56,7 +56,7 @@ def isoflop_argmin(loss_fn, flops: float, n_members: int, center=None) -> tuple[
     center * 10^(+-SEARCH_DECADES) (center: (K,) or a scalar; default the D/N = 20 point), first on a grid,
     then by a vectorised golden-section refinement inside the bracket around each member's grid minimum.
     Along the isoFLOP line every family here is a sum of terms convex in log N, so the bracket holds the
-    global minimum; a member whose minimum sits on the grid's edge returns that edge."""
+    global minimum; a member whose minimum sits on the grid's edge has none in reach and returns NaN."""
     if center is None:
         center = np.sqrt(flops / (FLOPS_PER_PARAM_TOKEN * GUESS_TOKENS_PER_PARAM))
     log_c = np.broadcast_to(np.log(np.asarray(center, float)), (n_members,))
@@ -82,6 +82,8 @@ def isoflop_argmin(loss_fn, flops: float, n_members: int, center=None) -> tuple[
         f_new = f(np.where(left, c, d))
         fc, fd = np.where(left, f_new, fd), np.where(left, fc, f_new)
     n_opt = np.exp(0.5 * (a + b))
+    at_edge = (i == 0) | (i == SEARCH_POINTS - 1)  # no minimum inside 10^(+-4) of the guess: none at all
+    n_opt = np.where(at_edge, np.nan, n_opt)
     return n_opt, flops / (FLOPS_PER_PARAM_TOKEN * n_opt)
 
 

@@ -131,6 +131,9 @@ def _prepare(n_params, n_tokens, loss, mix, domains, own_domain, exclude_top, un
             raise InputError(f"n_unique_tokens must be positive (found {u.min():g})")
         log_u = np.log(u[kept])
     design = Design(np.log(n[kept]), np.log(d[kept]), mix_arr, own, log_u)
+    reason = family.applicable(design) if isinstance(family, LawFamily) else None
+    if reason is not None:
+        raise InputError(f"the {family.name} law does not apply: {reason}")
     n_par = family.n_params(design)
     if kept.size <= n_par:
         raise InputError(f"{kept.size} points to fit {n_par} parameters of the {family.name} law; "
@@ -215,6 +218,15 @@ def _lbfgs_polish(theta: np.ndarray, design: Design, y: np.ndarray, delta: float
 IDLE_TERM_SHARE = 1e-9  # a term below this share of the loss at every run is not seen by the data
 
 
+def _replicate_keys(design: Design) -> np.ndarray | None:
+    """What else must match for two runs of one (N, D) to be replicates: the mix and the unique tokens (runs
+    that repeated their data differently are different runs)."""
+    cols = [] if design.mix is None else [design.mix]
+    if design.log_u is not None:
+        cols.append(np.where(np.isfinite(design.log_u), design.log_u, 0.0)[:, None])
+    return np.hstack(cols) if cols else None
+
+
 def _snap_idle_exponents(theta: np.ndarray, design: Design, family: LawFamily) -> np.ndarray:
     """Put an exponent whose term contributes nothing at any run (share < IDLE_TERM_SHARE) on its upper bound.
 
@@ -271,7 +283,7 @@ def fit_parametric(n_params, n_tokens, loss, *, mix=None, domains=(), own_domain
     sigma = robust_std(residuals, n_par)
     n_kept, d_kept = np.exp(design.log_n), np.exp(design.log_d)
     noise = estimate_noise(n_kept, d_kept, residuals, n_fitted=n_par, leverage=_leverage(jac[0]),
-                           groups=replicate_groups(n_kept, d_kept, design.mix))
+                           groups=replicate_groups(n_kept, d_kept, _replicate_keys(design)))
     return ParametricFit(_law(family, theta, design, domains), sigma, int(y.size), excluded,
                          tuple(float(x) for x in theta), tuple(tuple(float(x) for x in m) for m in minima),
                          f_best, noise, family)
