@@ -107,6 +107,24 @@ def precision_text(rel_halfwidth: float | None, degenerate=(), digits: int = 1) 
     return f"±{100 * rel_halfwidth:.{digits}f}%"
 
 
+def family_text(families: dict, tolerance: float) -> str:
+    """Each law family's own N* and weight for one target, and whether they disagree beyond the tolerance:
+    "laws: chinchilla 0.75 -> 4.98e+09, farseer 0.25 -> 4.32e+09 (spread x1.15: the runs must settle it)"."""
+    parts, points = [], []
+    for name, f in families.items():
+        n = f.get("n_params")
+        ok = n is not None and np.isfinite(n) and n > 0
+        parts.append(f"{name} {f.get('weight', 0.0):.2f} -> {n:.3g}" if ok else f"{name} {f.get('weight', 0.0):.2f} -> n/a")
+        if ok and f.get("weight", 0.0) >= 0.1:
+            points.append(n)
+    text = "laws: " + ", ".join(parts)
+    if len(points) > 1:
+        spread = max(points) / min(points)
+        settled = spread <= 1 + 2 * tolerance
+        text += f" (spread x{spread:.2f}{'' if settled else ': the families disagree; runs must settle it'})"
+    return text
+
+
 def init_seed(seed: int, label: str, n_params: int, n_tokens, mix: dict[str, float], *parts) -> int:
     """The seed that draws a run's (or a family's) initialisation: a hash of the study seed and what is trained,
     N, D (one or a list of branch D) and the mix to 12 digits, plus `parts` (a replicate index)."""
