@@ -131,13 +131,13 @@ def _prepare(n_params, n_tokens, loss, mix, domains, own_domain, exclude_top, un
             raise InputError(f"n_unique_tokens must be positive (found {u.min():g})")
         log_u = np.log(u[kept])
     design = Design(np.log(n[kept]), np.log(d[kept]), mix_arr, own, log_u)
-    reason = family.applicable(design) if isinstance(family, LawFamily) else None
-    if reason is not None:
-        raise InputError(f"the {family.name} law does not apply: {reason}")
     n_par = family.n_params(design)
     if kept.size <= n_par:
         raise InputError(f"{kept.size} points to fit {n_par} parameters of the {family.name} law; "
                          "need more runs than parameters")
+    reason = family.applicable(design) if getattr(family, "needs_unique_tokens", False) else None
+    if reason is not None:
+        raise InputError(f"the {family.name} law does not apply: {reason}")
     return design, np.log(loss[kept]), kept, excluded
 
 

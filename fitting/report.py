@@ -213,6 +213,7 @@ def predict_report(plan: dict, averages: dict, ensembles: dict, seed: int = 0) -
                                           mix, unique, seed=seed)
         point = averages[skill].predict_point(plan["n_params"][pick], plan["n_tokens"][pick], mix, unique)
         for i, j in enumerate(pick):
-            rows.append({"skill": skill, "n_params": float(plan["n_params"][j]), "n_tokens": float(plan["n_tokens"][j]),
-                         "loss": float(point[i]), "loss_pi95": [float(lo[i]), float(hi[i])]})
-    return rows
+            rows.append((int(j), {"skill": skill, "n_params": float(plan["n_params"][j]),
+                                  "n_tokens": float(plan["n_tokens"][j]), "loss": float(point[i]),
+                                  "loss_pi95": [float(lo[i]), float(hi[i])]}))
+    return [row for _, row in sorted(rows, key=lambda r: r[0])]  # in the plan's order
