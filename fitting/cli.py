@@ -155,11 +155,11 @@ def run_fit(args) -> int:
     if args.json:
         write_json_atomic(report, args.json)
     if args.plot:
-        _write_plots(table, args, report, fitted["fits"], fitted["ensembles"])
+        _write_plots(table, args, report, fitted["fits"], fitted["ensembles"], fitted["averages"])
     return 0
 
 
-def _write_plots(table, args, report, fits, ensembles) -> None:
+def _write_plots(table, args, report, fits, ensembles, averages) -> None:
     from fitting.plots import plot_isoflop, plot_optimum
 
     base, ext = os.path.splitext(args.plot)
@@ -170,5 +170,7 @@ def _write_plots(table, args, report, fits, ensembles) -> None:
     mix = None
     if table.mix is not None:  # where the report reads a mixture-aware law's optimum
         mix = {d: float(m) for d, m in zip(table.domains, table.mix.mean(axis=0), strict=True)}
+    families = {s: {f: (fit.law, avg.weights[f]) for f, fit in avg.fits.items()}
+                for s, avg in averages.items() if len(avg.fits) > 1}
     plot_optimum(ensembles, [table.flops.min(), max(targets)], f"{base}_optimum{ext or '.png'}",
-                 target_flops=targets, not_identifiable=not_identifiable, mix=mix)
+                 target_flops=targets, not_identifiable=not_identifiable, mix=mix, families=families)
