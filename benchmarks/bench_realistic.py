@@ -13,7 +13,8 @@ N*(C_target = 1e21), 100x the largest allowed run (1e19 FLOPs), tolerance +-10%.
 
 Truths: besiroglu (Besiroglu et al. 2024, inside the fitted family), cross-term (fitting.truths.CrossTermLaw
 on besiroglu: the D exponent drifts with N, Farseer-like, arXiv:2506.10972) and repetition
-(fitting.truths.RepeatedDataLaw on besiroglu, 1e10 unique tokens; Muennighoff et al. 2023).
+(fitting.truths.RepeatedDataLaw on besiroglu, 1e10 unique tokens; Muennighoff et al. 2023) and farseer
+(fitting.truths.FARSEER_SINGLE_EPOCH: a Farseer-form law fitted to real single-epoch runs).
 
 The mix cell (issue #21, item 6), truth `knowledge-code-simplex`: `mix.space: simplex` over the domains knowledge,
 code and general (floor 0.05), skills knowledge and code observed per run under the simulated backend's
@@ -59,7 +60,7 @@ from _provenance import append_rows, git_commit  # benchmarks/ is on sys.path wh
 
 from fitting.conventions import FLOPS_PER_PARAM_TOKEN
 from fitting.law import ParametricLaw
-from fitting.truths import CrossTermLaw, RepeatedDataLaw
+from fitting.truths import FARSEER_SINGLE_EPOCH, CrossTermLaw, RepeatedDataLaw
 from scheduler.config import StudyConfig, parse_study_config
 from scheduler.proposer import Point, SearchSpace
 from scheduler.study import Study
@@ -72,6 +73,7 @@ BESIROGLU = ParametricLaw(1.82, 482.01, 2085.43, 0.3478, 0.3658)  # Besiroglu et
 TRUTHS = {
     "besiroglu": BESIROGLU,
     "cross-term": CrossTermLaw(BESIROGLU, kappa=0.006, n_ref=1e8),
+    "farseer": FARSEER_SINGLE_EPOCH,
     "repetition": RepeatedDataLaw(BESIROGLU, unique_tokens=1e10),
 }
 # Cells whose truth is a mixture-aware law per skill: studied with `mix.space: simplex` (the module docstring).
@@ -118,7 +120,7 @@ def study_config(noise: float, seed: int, args, truth: str = "besiroglu") -> Stu
         "backend": {"name": "simulated", "truth": "besiroglu", "noise": noise, "seed_replicas": args.seed_replicas},
         "proposer": {"n_boot": args.n_boot, "overhead_flops": args.overhead_flops, "inner_trials": args.inner_trials,
                      "n_candidates": args.n_candidates},
-        "seed": seed,
+        "seed": seed, "law": getattr(args, "law", "auto"),
     }
     if truth in MIXTURE_TRUTHS:  # the mix cell: simplex mixes, two skills, one target per skill at its own mix
         data.update({
@@ -456,6 +458,8 @@ def parser() -> OneLineArgumentParser:
     p.add_argument("--bootstrap", choices=["parametric", "residual", "pairs", "laplace"], default=None,
                    help="interval method (default: the study's)")
     p.add_argument("--inflation", type=float, default=None, help="interval_inflation (default: the study's)")
+    p.add_argument("--law", default="auto", choices=["auto", "chinchilla", "farseer", "data_constrained"],
+                   help="the studies' law (default auto: every family, weighted; chinchilla: the earlier default)")
     p.add_argument("--no-record", action="store_true")
     return p
 

@@ -14,6 +14,10 @@ omega = w * min(1, delta/|r|) make the Gauss-Newton matrix H = J^T diag(omega) J
 (g = -J^T (w * clip(r, -delta, delta))), the step solves (H + lambda*diag(H)) s = -g per problem
 (np.linalg.solve on a (B, P, P) stack) and is kept only where it lowers f_b; lambda adapts per problem.
 The problems are separable, so B fits cost about as much as one fit with B times the data.
+
+`solve` and `objective` take the law's form as `model` (an object with `forward(theta, design, with_jac)` and
+`project(theta)`, fitting/families.py); without one they fit the Chinchilla form above, whose analytic forward
+and projection live here.
 """
 
 from __future__ import annotations
@@ -29,12 +33,14 @@ E_MIN = -12.0  # E >= 6e-6 nats
 
 @dataclass(frozen=True)
 class Design:
-    """The regressors of one data set: log N, log D (n,), optional mix (n, n_domains), own domain."""
+    """The regressors of one data set: log N, log D (n,), optional mix (n, n_domains), own domain, and log U,
+    the unique tokens each run's data held (n,; inf where the data were never repeated)."""
 
     log_n: np.ndarray
     log_d: np.ndarray
     mix: np.ndarray | None = None
     own: int | None = None
+    log_u: np.ndarray | None = None
 
     @property
     def free_domains(self) -> list[int]:
@@ -78,14 +84,30 @@ def _forward(theta: np.ndarray, design: Design, with_jac: bool):
     return lse, jac
 
 
+class _Chinchilla:
+    """The default `model` of `solve`: the Chinchilla form's analytic forward and bounds."""
+
+    @staticmethod
+    def forward(theta, design, with_jac):
+        return _forward(theta, design, with_jac)
+
+    @staticmethod
+    def project(theta):
+        return _project(theta)
+
+
+CHINCHILLA_MODEL = _Chinchilla()
+
+
 def huber(r: np.ndarray, delta: float) -> np.ndarray:
     ar = np.abs(r)
     return np.where(ar <= delta, 0.5 * r * r, delta * (ar - 0.5 * delta))
 
 
-def objective(theta: np.ndarray, design: Design, y: np.ndarray, w: np.ndarray, delta: float) -> np.ndarray:
+def objective(theta: np.ndarray, design: Design, y: np.ndarray, w: np.ndarray, delta: float,
+              model=CHINCHILLA_MODEL) -> np.ndarray:
     """f_b for every problem, shape (B,)."""
-    lse, _ = _forward(theta, design, with_jac=False)
+    lse, _ = model.forward(theta, design, with_jac=False)
     return (w * huber(y - lse, delta)).sum(axis=1)
 
 
@@ -98,16 +120,16 @@ def _project(theta: np.ndarray) -> np.ndarray:
 
 
 def solve(theta0: np.ndarray, design: Design, y: np.ndarray, w: np.ndarray, delta: float,
-          max_iter: int = 200, rtol: float = 1e-11) -> tuple[np.ndarray, np.ndarray]:
+          max_iter: int = 200, rtol: float = 1e-11, model=CHINCHILLA_MODEL) -> tuple[np.ndarray, np.ndarray]:
     """Minimise f_b from theta0 (B, P) for targets y (B, n) or (n,) and weights w (B, n) or (n,).
 
     Returns the fitted parameters (B, P) and final objectives (B,).
     """
-    theta = _project(np.array(theta0, dtype=float, copy=True))
+    theta = model.project(np.array(theta0, dtype=float, copy=True))
     n_problems, n_par = theta.shape
     y = np.broadcast_to(np.asarray(y, float), (n_problems, design.log_n.shape[0]))
     w = np.broadcast_to(np.asarray(w, float), y.shape)
-    f = objective(theta, design, y, w, delta)
+    f = objective(theta, design, y, w, delta, model)
     lam = np.full(n_problems, 1e-2)
     active = np.ones(n_problems, dtype=bool)
     eye = np.eye(n_par)
@@ -116,7 +138,7 @@ def solve(theta0: np.ndarray, design: Design, y: np.ndarray, w: np.ndarray, delt
         if idx.size == 0:
             break
         th, yy, ww = theta[idx], y[idx], w[idx]
-        lse, jac = _forward(th, design, with_jac=True)
+        lse, jac = model.forward(th, design, with_jac=True)
         r = yy - lse  # (b, n)
         psi = np.clip(r, -delta, delta)
         omega = ww * np.minimum(1.0, delta / np.maximum(np.abs(r), 1e-300))  # IRLS weights
@@ -128,10 +150,10 @@ def solve(theta0: np.ndarray, design: Design, y: np.ndarray, w: np.ndarray, delt
             step = np.linalg.solve(damped, -grad[..., None])[..., 0]
         except np.linalg.LinAlgError:
             step = -grad / diag
-        cand = _project(th + step)
+        cand = model.project(th + step)
         step = cand - th
         predicted = -(grad * step).sum(1)  # first-order decrease of f along the (projected) step
-        f_new = objective(cand, design, yy, ww, delta)
+        f_new = objective(cand, design, yy, ww, delta, model)
         better = np.isfinite(f_new) & (f_new < f[idx])
         gain = np.where(better, f[idx] - f_new, 0.0)
         theta[idx[better]] = cand[better]

@@ -28,6 +28,8 @@ from scipy.special import ndtr, ndtri
 
 from fitting.conventions import FLOPS_PER_PARAM_TOKEN
 
+TRANSFER_EPS = 1e-4  # keeps log(transfer) finite when an ensemble is packed for the Kalman step
+
 
 def law_loss(E, A, B, alpha, beta, n, d_eff):
     """E + A*N**-alpha + B*D_eff**-beta, elementwise under numpy broadcasting.
@@ -72,6 +74,12 @@ class ParametricLaw:
     transfer: dict[str, float] | None = None  # None: plain law, D_eff = D
 
     @property
+    def family(self):
+        from fitting.families import CHINCHILLA
+
+        return CHINCHILLA
+
+    @property
     def domains(self) -> tuple[str, ...]:
         return tuple(self.transfer) if self.transfer else ()
 
@@ -83,14 +91,15 @@ class ParametricLaw:
         t = np.array([self.transfer[d] for d in self.domains])
         return m @ t
 
-    def loss(self, n_params, n_tokens, mix=None) -> np.ndarray:
-        """Predicted loss at each (N, D[, mix]) query point (broadcast), shape (M,)."""
+    def loss(self, n_params, n_tokens, mix=None, unique=None) -> np.ndarray:
+        """Predicted loss at each (N, D[, mix]) query point (broadcast), shape (M,); `unique` is ignored (the
+        Chinchilla form has no term for repeated data)."""
         n, d = np.broadcast_arrays(np.atleast_1d(np.asarray(n_params, float)),
                                    np.atleast_1d(np.asarray(n_tokens, float)))
         d_eff = d * self._transfer_factor(mix, n.shape[0])
         return law_loss(self.E, self.A, self.B, self.alpha, self.beta, n, d_eff)
 
-    def optimum(self, flops, mix=None) -> tuple[np.ndarray, np.ndarray]:
+    def optimum(self, flops, mix=None, unique=None) -> tuple[np.ndarray, np.ndarray]:
         """(N*, D*) at compute `flops` under C = 6 N D, closed form (Hoffmann et al. 2022, eq. 10)."""
         c = np.atleast_1d(np.asarray(flops, float))
         b_eff = self.B * self._transfer_factor(mix, 1)[0] ** -self.beta
@@ -102,6 +111,10 @@ class ParametricLaw:
     def exponent_a(self) -> float:
         """a in N* ~ C^a: beta / (alpha + beta)."""
         return self.beta / (self.alpha + self.beta)
+
+    def exponent_at(self, flops, mix=None) -> float:
+        """The local exponent d log N* / d log C, the same at every C for this form."""
+        return self.exponent_a
 
     def to_dict(self) -> dict:
         out = {"E": self.E, "A": self.A, "B": self.B, "alpha": self.alpha, "beta": self.beta}
@@ -130,6 +143,12 @@ class LawEnsemble:
     def size(self) -> int:
         return int(np.asarray(self.E).shape[0])
 
+    @property
+    def family(self):
+        from fitting.families import CHINCHILLA
+
+        return CHINCHILLA
+
     def with_params(self, **arrays) -> LawEnsemble:
         return dataclasses.replace(self, **arrays)
 
@@ -147,18 +166,23 @@ class LawEnsemble:
         m = mix_matrix(mix, self.domains, n_rows)  # (M, n_domains)
         return self.transfer @ m.T  # (K, n_domains) @ (n_domains, M) -> (K, M)
 
-    def loss(self, n_params, n_tokens, mix=None) -> np.ndarray:
-        """Predicted loss of every member at M query points, shape (K, M)."""
+    def loss(self, n_params, n_tokens, mix=None, unique=None) -> np.ndarray:
+        """Predicted loss of every member at M query points, shape (K, M) (`unique` ignored)."""
         n, d = np.broadcast_arrays(np.atleast_1d(np.asarray(n_params, float)),
                                    np.atleast_1d(np.asarray(n_tokens, float)))
         d_eff = d[None, :] * self._transfer_factor(mix, n.shape[0])  # (K, M)
         return law_loss(*self.columns(), n[None, :], d_eff)
 
+    def loss_members(self, n_params, n_tokens, mix=None, unique=None) -> np.ndarray:
+        """Member k's loss at its own G query points: n_params, n_tokens (K, G) -> (K, G); one mix for all."""
+        transfer = self._transfer_factor(mix, 1)  # (K, 1)
+        return law_loss(*self.columns(), np.asarray(n_params, float), np.asarray(n_tokens, float) * transfer)
+
     def columns(self) -> tuple[np.ndarray, ...]:
         """(E, A, B, alpha, beta), each as a (K, 1) column, to broadcast against per-member query points."""
         return tuple(np.asarray(x, float)[:, None] for x in (self.E, self.A, self.B, self.alpha, self.beta))
 
-    def optimum(self, flops, mix=None) -> tuple[np.ndarray, np.ndarray]:
+    def optimum(self, flops, mix=None, unique=None) -> tuple[np.ndarray, np.ndarray]:
         """Per-member (N*, D*) at a scalar compute `flops`, each shape (K,) (closed form, eq. 10)."""
         c = float(flops)
         alpha, beta = np.asarray(self.alpha, float), np.asarray(self.beta, float)
@@ -172,9 +196,39 @@ class LawEnsemble:
         """Per-member a = beta/(alpha+beta), shape (K,)."""
         return np.asarray(self.beta, float) / (np.asarray(self.alpha, float) + np.asarray(self.beta, float))
 
+    def exponent_at(self, flops, mix=None) -> np.ndarray:
+        return self.exponent_a
+
     def params(self) -> dict[str, np.ndarray]:
         return {"E": np.asarray(self.E), "A": np.asarray(self.A), "B": np.asarray(self.B),
                 "alpha": np.asarray(self.alpha), "beta": np.asarray(self.beta)}
+
+    def pack(self) -> np.ndarray:
+        """Member log-parameters as the ensemble Kalman step moves them, (K, P): log E, A, B, alpha, beta, then
+        log transfer (if any)."""
+        cols = [np.log(np.asarray(getattr(self, p), float)) for p in ("E", "A", "B", "alpha", "beta")]
+        out = np.stack(cols, axis=1)
+        if self.transfer is not None:
+            out = np.concatenate([out, np.log(np.asarray(self.transfer, float) + TRANSFER_EPS)], axis=1)
+        return out
+
+    def unpack(self, theta: np.ndarray) -> LawEnsemble:
+        """The ensemble whose packed parameters are `theta` (pack's inverse; the own domain stays at 1)."""
+        new = {p: np.exp(theta[:, i]) for i, p in enumerate(("E", "A", "B", "alpha", "beta"))}
+        if self.transfer is not None:
+            own = np.isclose(np.asarray(self.transfer), 1.0).all(0)  # the fixed own-domain column
+            t = np.maximum(np.exp(theta[:, 5:]) - TRANSFER_EPS, 0.0)
+            t[:, own] = 1.0
+            new["transfer"] = t
+        return self.with_params(**new)
+
+    def take(self, index) -> LawEnsemble:
+        """The members at `index`, as an ensemble."""
+        index = np.asarray(index)
+        arrays = {p: np.asarray(v)[index] for p, v in self.params().items()}
+        if self.transfer is not None:
+            arrays["transfer"] = np.asarray(self.transfer)[index]
+        return self.with_params(**arrays)
 
 
 def interval(samples: np.ndarray, level: float = 0.95, point: float | None = None) -> tuple[float, float]:

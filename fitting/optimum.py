@@ -23,19 +23,17 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from fitting.conventions import FLOPS_PER_PARAM_TOKEN
-from fitting.law import LawEnsemble, interval, law_loss
+from fitting.law import LawEnsemble, interval
 
 GRID_POINTS = 256
 GOLDEN_ITERS = 60  # bracket shrinks by 0.618**60 ~ 3e-13 in log N
 INV_PHI = (np.sqrt(5.0) - 1.0) / 2.0
 
 
-def _member_loss(ens: LawEnsemble, log_n: np.ndarray, flops: float, mix) -> np.ndarray:
-    """L_k(N_kg, C/(6 N_kg)) for per-member grids log_n of shape (K, G); returns (K, G)."""
+def _member_loss(ens, log_n: np.ndarray, flops: float, mix) -> np.ndarray:
+    """L_k(N_kg, C/(6 N_kg)) for per-member grids log_n of shape (K, G); returns (K, G). Any family's ensemble."""
     n = np.exp(log_n)
-    d = flops / (FLOPS_PER_PARAM_TOKEN * n)
-    transfer = ens._transfer_factor(mix, 1)  # (K, 1)
-    return law_loss(*ens.columns(), n, d * transfer)
+    return ens.loss_members(n, flops / (FLOPS_PER_PARAM_TOKEN * n), mix)
 
 
 def _weighted_loss(ensembles, weights, log_n, flops, mix) -> np.ndarray:

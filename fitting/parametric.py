@@ -60,7 +60,8 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import ndtr
 
-from fitting._solver import ALPHA_BOUNDS, E_MIN, TAU_BOUNDS, Design, _forward, huber, objective, solve
+from fitting._solver import ALPHA_BOUNDS, Design, huber, objective, solve
+from fitting.families import CHINCHILLA, LawFamily, get_family
 from fitting.law import LawEnsemble, ParametricLaw
 from fitting.noise import NoiseModel, estimate_noise, replicate_groups
 from skillscale.errors import InputError
@@ -71,9 +72,9 @@ N_REFINED_STARTS = 24  # grid starts refined to convergence in the point fit
 
 @dataclass(frozen=True)
 class ParametricFit:
-    """A point estimate of one skill's law."""
+    """A point estimate of one skill's law in one family (fitting/families.py)."""
 
-    law: ParametricLaw  # point estimate
+    law: ParametricLaw  # point estimate (a FamilyLaw outside the Chinchilla family)
     residual_std: float  # robust std (1.4826*MAD, dof-corrected) of log-residuals: the noise sigma
     n_points: int  # points used in the fit
     excluded: tuple[int, ...]  # indices dropped by exclude_top
@@ -81,22 +82,25 @@ class ParametricFit:
     local_minima: tuple[tuple[float, ...], ...] = ()  # other distinct minima of the grid: bootstrap starts
     objective: float = float("nan")
     noise: NoiseModel | None = None  # sigma(N, D) from residuals and replicates (fitting/noise.py)
+    family: LawFamily = CHINCHILLA
 
     def exponents_at_bounds(self) -> tuple[str, ...]:
         """The exponents pinned (within 5%) against the solver's range ALPHA_BOUNDS, e.g. ("alpha=2.97",).
 
         Such a fit is degenerate: the data did not determine that exponent, the bound did, and every
         bootstrap member is pinned the same way, so its interval is narrow for the wrong reason."""
-        lo, hi = ALPHA_BOUNDS
-        return tuple(f"{name}={value:.3g}" for name, value in (("alpha", self.law.alpha), ("beta", self.law.beta))
-                     if value <= lo * 1.05 or value >= hi * 0.95)
+        theta = self.theta or (0.0, 0.0, 0.0, self.law.alpha, self.law.beta)  # a fit made by hand holds a law only
+        return self.family.exponents_at_bounds(theta)
 
 
 # ----------------------------------------------------------------------------------------- inputs
 
 
-def _prepare(n_params, n_tokens, loss, mix, domains, own_domain, exclude_top):
-    """Validate inputs and build the Design of the kept points; returns (design, y, kept, excluded)."""
+def _prepare(n_params, n_tokens, loss, mix, domains, own_domain, exclude_top, unique=None,
+             family: LawFamily = CHINCHILLA):
+    """Validate inputs and build the Design of the kept points; returns (design, y, kept, excluded).
+
+    `unique` (n,): the unique tokens each run's data held (inf or NaN: never repeated)."""
     n = np.asarray(n_params, float).ravel()
     d = np.asarray(n_tokens, float).ravel()
     loss = np.asarray(loss, float).ravel()
@@ -117,30 +121,57 @@ def _prepare(n_params, n_tokens, loss, mix, domains, own_domain, exclude_top):
             raise InputError(f"mix must have shape ({loss.size}, {len(domains)}), got {mix_arr.shape}")
         own = list(domains).index(own_domain) if own_domain is not None else 0
         mix_arr = mix_arr[kept]
-    design = Design(np.log(n[kept]), np.log(d[kept]), mix_arr, own)
-    if kept.size <= design.n_params:
-        raise InputError(f"{kept.size} points to fit {design.n_params} parameters; "
+    log_u = None
+    if unique is not None:
+        u = np.asarray(unique, float).ravel()
+        if u.shape != loss.shape:
+            raise InputError(f"n_unique_tokens has {u.size} values for {loss.size} runs")
+        u = np.where(np.isfinite(u), u, np.inf)
+        if np.any(u <= 0):
+            raise InputError(f"n_unique_tokens must be positive (found {u.min():g})")
+        log_u = np.log(u[kept])
+    design = Design(np.log(n[kept]), np.log(d[kept]), mix_arr, own, log_u)
+    n_par = family.n_params(design)
+    if kept.size <= n_par:
+        raise InputError(f"{kept.size} points to fit {n_par} parameters of the {family.name} law; "
                          "need more runs than parameters")
+    reason = family.applicable(design) if getattr(family, "needs_unique_tokens", False) else None
+    if reason is not None:
+        raise InputError(f"the {family.name} law does not apply: {reason}")
     return design, np.log(loss[kept]), kept, excluded
 
 
-def _law_from_theta(theta: np.ndarray, design: Design, domains) -> ParametricLaw:
+def _free(domains, own) -> list[int]:
+    return [j for j in range(len(domains)) if j != own] if domains and own is not None else []
+
+
+def law_from_theta(theta: np.ndarray, domains=(), own: int | None = None) -> ParametricLaw:
+    """The Chinchilla law of one theta (e, a, b, alpha, beta, tau...); mixture-aware when `own` is given."""
     transfer = None
-    if design.mix is not None:
-        t = np.ones(design.mix.shape[1])
-        t[design.free_domains] = np.exp(theta[5:])
+    if domains and own is not None:
+        t = np.ones(len(domains))
+        t[_free(domains, own)] = np.exp(theta[5:])
         transfer = {dom: float(x) for dom, x in zip(domains, t, strict=True)}
     e, a, b, alpha, beta = (float(x) for x in theta[:5])
     return ParametricLaw(np.exp(e), np.exp(a), np.exp(b), alpha, beta, transfer)
 
 
-def _ensemble_from_thetas(thetas: np.ndarray, design: Design, domains) -> LawEnsemble:
+def ensemble_from_thetas(thetas: np.ndarray, domains=(), own: int | None = None) -> LawEnsemble:
+    """The Chinchilla ensemble of thetas (K, 5 + J)."""
     transfer = None
-    if design.mix is not None:
-        transfer = np.ones((thetas.shape[0], design.mix.shape[1]))
-        transfer[:, design.free_domains] = np.exp(thetas[:, 5:])
+    if domains and own is not None:
+        transfer = np.ones((thetas.shape[0], len(domains)))
+        transfer[:, _free(domains, own)] = np.exp(thetas[:, 5:])
     return LawEnsemble(np.exp(thetas[:, 0]), np.exp(thetas[:, 1]), np.exp(thetas[:, 2]),
-                       thetas[:, 3].copy(), thetas[:, 4].copy(), transfer, tuple(domains))
+                       thetas[:, 3].copy(), thetas[:, 4].copy(), transfer, tuple(domains) if transfer is not None else ())
+
+
+def _law(family: LawFamily, theta, design: Design, domains):
+    return family.law(theta, tuple(domains) if design.mix is not None else (), design.own)
+
+
+def _ensemble(family: LawFamily, thetas, design: Design, domains):
+    return family.ensemble(thetas, tuple(domains) if design.mix is not None else (), design.own)
 
 
 def robust_std(residuals: np.ndarray, n_fitted: int = 0) -> float:
@@ -167,56 +198,95 @@ def _grid_starts(design: Design, y: np.ndarray) -> np.ndarray:
     return starts
 
 
-def _lbfgs_polish(theta: np.ndarray, design: Design, y: np.ndarray, delta: float) -> np.ndarray:
+def _lbfgs_polish(theta: np.ndarray, design: Design, y: np.ndarray, delta: float,
+                  family: LawFamily = CHINCHILLA) -> np.ndarray:
     """Polish one solution with scipy L-BFGS-B on the exact Huber objective and gradient."""
-    bounds = [(E_MIN, None), (None, None), (None, None), ALPHA_BOUNDS, ALPHA_BOUNDS]
-    bounds += [TAU_BOUNDS] * (theta.size - 5)
     ones = np.ones_like(y)
 
     def fun(x):
-        lse, jac = _forward(x[None, :], design, with_jac=True)
+        lse, jac = family.forward(x[None, :], design, with_jac=True)
         r = y - lse[0]
         return float(huber(r, delta).sum()), -(np.clip(r, -delta, delta) @ jac[0])
 
-    res = minimize(fun, theta, jac=True, method="L-BFGS-B", bounds=bounds,
-                   options={"maxiter": 2000, "ftol": 1e-15, "gtol": 1e-12})
-    better = res.fun <= objective(theta[None, :], design, y, ones, delta)[0]
+    with np.errstate(all="ignore"):
+        res = minimize(fun, theta, jac=True, method="L-BFGS-B", bounds=family.bounds(theta.size),
+                       options={"maxiter": 2000, "ftol": 1e-15, "gtol": 1e-12})
+    better = np.isfinite(res.fun) and res.fun <= objective(theta[None, :], design, y, ones, delta, family)[0]
     return res.x if better else theta
 
 
+IDLE_TERM_SHARE = 1e-9  # a term below this share of the loss at every run is not seen by the data
+
+
+def _replicate_keys(design: Design) -> np.ndarray | None:
+    """What else must match for two runs of one (N, D) to be replicates: the mix and the unique tokens (runs
+    that repeated their data differently are different runs)."""
+    cols = [] if design.mix is None else [design.mix]
+    if design.log_u is not None:
+        cols.append(np.where(np.isfinite(design.log_u), design.log_u, 0.0)[:, None])
+    return np.hstack(cols) if cols else None
+
+
+def _snap_idle_exponents(theta: np.ndarray, design: Design, family: LawFamily) -> np.ndarray:
+    """Put an exponent whose term contributes nothing at any run (share < IDLE_TERM_SHARE) on its upper bound.
+
+    Such an exponent is undetermined: the solver stops wherever the term became negligible (2.84 or 2.97,
+    depending on the optimiser's build). On the bound, `exponents_at_bounds` reports it as degenerate."""
+    lse, jac = family.forward(theta[None, :], design, with_jac=True)
+    theta = theta.copy()
+    for index, share in ((3, jac[0, :, 1]), (4, jac[0, :, 2])):  # d lse / d a and d lse / d b: the terms' shares
+        if np.max(share) < IDLE_TERM_SHARE:
+            theta[index] = ALPHA_BOUNDS[1]
+    return theta
+
+
 def fit_parametric(n_params, n_tokens, loss, *, mix=None, domains=(), own_domain=None,
-                   exclude_top=0, huber_delta=1e-3) -> ParametricFit:
-    """Fit L = E + A N^-alpha + B D_eff^-beta by Huber loss on log-residuals from a grid of starts.
+                   exclude_top=0, huber_delta=1e-3, family: LawFamily | str = CHINCHILLA, unique=None,
+                   base: ParametricFit | None = None) -> ParametricFit:
+    """Fit one family's law (fitting/families.py; Chinchilla by default) by Huber loss on log-residuals.
 
     `mix` (n, n_domains) with `domains` and `own_domain` fits the mixture-aware law (transfer t_j >= 0,
     t_own = 1). `exclude_top=k` drops the k highest-loss points (often the smallest, least law-like runs).
-    The point fit is deterministic (a fixed grid of starts): it takes no seed.
+    `unique` (n,): unique tokens per run, for families with a term for repeated data. The Chinchilla fit
+    starts from a fixed grid; the other families start from the Chinchilla fit and its other minima (`base`,
+    computed when not given) with each of their extra parameters' starts. Deterministic: it takes no seed.
     """
-    design, y, _, excluded = _prepare(n_params, n_tokens, loss, mix, domains, own_domain, exclude_top)
+    family = get_family(family) if isinstance(family, str) else family
+    design, y, _, excluded = _prepare(n_params, n_tokens, loss, mix, domains, own_domain, exclude_top, unique, family)
     ones = np.ones_like(y)
-    starts = _grid_starts(design, y)
-    f0 = objective(starts, design, y, ones, huber_delta)
-    best = starts[np.argsort(f0)[:N_REFINED_STARTS]]
-    thetas, fs = solve(best, design, y, ones, huber_delta)
-    order = np.argsort(fs)
-    theta = _lbfgs_polish(thetas[order[0]], design, y, huber_delta)
-    f_best = float(objective(theta[None, :], design, y, ones, huber_delta)[0])
+    if family is CHINCHILLA:
+        starts = _grid_starts(design, y)
+        f0 = objective(starts, design, y, ones, huber_delta)
+        best = starts[np.argsort(f0)[:N_REFINED_STARTS]]
+    else:
+        if base is None:
+            base = fit_parametric(n_params, n_tokens, loss, mix=mix, domains=domains, own_domain=own_domain,
+                                  exclude_top=exclude_top, huber_delta=huber_delta)
+        best = family.starts(np.array([base.theta, *base.local_minima]))
+    with np.errstate(all="ignore"):
+        thetas, fs = solve(best, design, y, ones, huber_delta, model=family)
+    order = np.argsort(np.where(np.isfinite(fs), fs, np.inf))
+    theta = _snap_idle_exponents(_lbfgs_polish(thetas[order[0]], design, y, huber_delta, family), design, family)
+    f_best = float(objective(theta[None, :], design, y, ones, huber_delta, family)[0])
     # distinct local minima (different exponents), kept as extra starts for the bootstrap refits
     minima: list[np.ndarray] = []
     for i in order[1:]:
+        if not np.isfinite(fs[i]):
+            break
         if all(np.abs(thetas[i][3:5] - m[3:5]).max() > 0.02 for m in [theta, *minima]):
             minima.append(thetas[i])
         if len(minima) >= 3:
             break
-    lse, jac = _forward(theta[None, :], design, with_jac=True)
+    lse, jac = family.forward(theta[None, :], design, with_jac=True)
     residuals = y - lse[0]
-    sigma = robust_std(residuals, design.n_params)
+    n_par = family.n_params(design)
+    sigma = robust_std(residuals, n_par)
     n_kept, d_kept = np.exp(design.log_n), np.exp(design.log_d)
-    noise = estimate_noise(n_kept, d_kept, residuals, n_fitted=design.n_params, leverage=_leverage(jac[0]),
-                           groups=replicate_groups(n_kept, d_kept, design.mix))
-    return ParametricFit(_law_from_theta(theta, design, domains), sigma, int(y.size), excluded,
+    noise = estimate_noise(n_kept, d_kept, residuals, n_fitted=n_par, leverage=_leverage(jac[0]),
+                           groups=replicate_groups(n_kept, d_kept, _replicate_keys(design)))
+    return ParametricFit(_law(family, theta, design, domains), sigma, int(y.size), excluded,
                          tuple(float(x) for x in theta), tuple(tuple(float(x) for x in m) for m in minima),
-                         f_best, noise)
+                         f_best, noise, family)
 
 
 
@@ -229,7 +299,8 @@ def bootstrap_starts(fit: ParametricFit) -> np.ndarray:
     starts = [theta, *[np.array(m) for m in fit.local_minima]]
     for scale in (0.6, 1.6):  # move along the E-A-alpha / E-B-beta valleys
         moved = theta.copy()
-        moved[3:5] = np.clip(theta[3:5] * scale, *ALPHA_BOUNDS)
+        idx = list(fit.family.exponent_indices())
+        moved[idx] = np.clip(theta[idx] * scale, *ALPHA_BOUNDS)
         starts.append(moved)
     return np.array(starts)
 
@@ -259,12 +330,16 @@ def refit_batch(fit: ParametricFit, design: Design, y: np.ndarray, w: np.ndarray
     n_boot, n_starts = w.shape[0], starts.shape[0]
     y = np.broadcast_to(y, w.shape)
     ys, ws = np.repeat(y, n_starts, axis=0), np.repeat(w, n_starts, axis=0)  # problem k*S + s
-    thetas, fs = solve(np.tile(starts, (n_boot, 1)), design, ys, ws, huber_delta, max_iter=warmup_iters)
+    model = fit.family
+    with np.errstate(all="ignore"):
+        thetas, fs = solve(np.tile(starts, (n_boot, 1)), design, ys, ws, huber_delta, max_iter=warmup_iters,
+                           model=model)
     fs = np.where(np.isfinite(fs), fs, np.inf).reshape(n_boot, n_starts)
     keep = min(keep, n_starts)
     chosen = np.argsort(fs, axis=1)[:, :keep]  # (K, keep) best starts per resample
     rows = (np.arange(n_boot)[:, None] * n_starts + chosen).ravel()
-    thetas, fs = solve(thetas[rows], design, ys[rows], ws[rows], huber_delta)
+    with np.errstate(all="ignore"):
+        thetas, fs = solve(thetas[rows], design, ys[rows], ws[rows], huber_delta, model=model)
     fs = np.where(np.isfinite(fs), fs, np.inf).reshape(n_boot, keep)
     best = np.argmin(fs, axis=1)
     return thetas.reshape(n_boot, keep, -1)[np.arange(n_boot), best]
@@ -297,7 +372,7 @@ def laplace_covariance(fit: ParametricFit, design: Design, huber_delta: float = 
 
     A = sum_i E[psi'_i] J_i J_i^T, B = sum_i E[psi_i^2] J_i J_i^T with J the Jacobian of log L_pred at the
     fit and the expectations under r_i ~ N(0, sigma_i^2) (Huber 1967; White 1982)."""
-    _, jac = _forward(np.array(fit.theta)[None, :], design, with_jac=True)
+    _, jac = fit.family.forward(np.array(fit.theta)[None, :], design, with_jac=True)
     jac = jac[0]  # (n, P)
     d_psi, psi2 = huber_moments(_point_sigma(fit, design), huber_delta)
     a = (jac * d_psi[:, None]).T @ jac
@@ -314,16 +389,13 @@ def laplace_draws(fit: ParametricFit, design: Design, huber_delta: float, n_draw
     values, vectors = np.linalg.eigh(cov)
     root = vectors * np.sqrt(np.maximum(values, 0.0))  # cov = root @ root.T
     draws = np.array(fit.theta)[None, :] + rng.standard_normal((n_draws, cov.shape[0])) @ root.T
-    draws[:, 0] = np.maximum(draws[:, 0], E_MIN)
-    draws[:, 3:5] = np.clip(draws[:, 3:5], *ALPHA_BOUNDS)
-    if draws.shape[1] > 5:
-        draws[:, 5:] = np.clip(draws[:, 5:], *TAU_BOUNDS)
-    return draws
+    return fit.family.project(draws)
 
 
 def bootstrap_parametric(n_params, n_tokens, loss, *, n_boot=500, mix=None, domains=(), own_domain=None,
                          exclude_top=0, huber_delta=1e-3, seed=0, resamples=None, method="parametric",
-                         counts=None, fit: ParametricFit | None = None, draws=None) -> LawEnsemble:
+                         counts=None, fit: ParametricFit | None = None, draws=None, unique=None,
+                         family: LawFamily | str = CHINCHILLA) -> LawEnsemble:
     """K = n_boot bootstrap refits of the law, as a LawEnsemble (see module docstring for the method).
 
     `resamples`: optional (n_boot, n_points) int index array over *all* input points (before
@@ -331,12 +403,14 @@ def bootstrap_parametric(n_params, n_tokens, loss, *, n_boot=500, mix=None, doma
     draw counts instead (pairs only). `fit`: the point fit, if already computed. `method`: "parametric"
     (default), "residual", "pairs" or "laplace" (module docstring, point 2). `draws` (n_boot, n_points):
     standard-normal draws over all input points for "parametric", so a caller can give several skills
-    draws correlated as their residuals are (fitting.noise.correlated_draws).
+    draws correlated as their residuals are (fitting.noise.correlated_draws). The family is the fit's (or
+    `family`, when the point fit is made here); the result is that family's ensemble type.
     """
-    design, y, kept, _ = _prepare(n_params, n_tokens, loss, mix, domains, own_domain, exclude_top)
     if fit is None:
         fit = fit_parametric(n_params, n_tokens, loss, mix=mix, domains=domains, own_domain=own_domain,
-                             exclude_top=exclude_top, huber_delta=huber_delta)
+                             exclude_top=exclude_top, huber_delta=huber_delta, family=family, unique=unique)
+    design, y, kept, _ = _prepare(n_params, n_tokens, loss, mix, domains, own_domain, exclude_top, unique,
+                                  fit.family)
     n_all = np.asarray(loss).size
     rng = np.random.default_rng(seed)
     if resamples is None and counts is None:
@@ -348,7 +422,7 @@ def bootstrap_parametric(n_params, n_tokens, loss, *, n_boot=500, mix=None, doma
         w = w[:, kept]
         targets = y
     elif method == "residual":
-        fitted, jac = _forward(np.array(fit.theta)[None, :], design, with_jac=True)
+        fitted, jac = fit.family.forward(np.array(fit.theta)[None, :], design, with_jac=True)
         fitted, jac = fitted[0], jac[0]  # (n_kept,), (n_kept, P)
         residuals = (y - fitted) / np.sqrt(1.0 - _leverage(jac))  # modified residuals
         residuals -= np.median(residuals)
@@ -359,13 +433,13 @@ def bootstrap_parametric(n_params, n_tokens, loss, *, n_boot=500, mix=None, doma
         targets = fitted[None, :] + residuals[src]
         w = np.ones_like(targets)
     elif method == "parametric":
-        fitted = _forward(np.array(fit.theta)[None, :], design, with_jac=False)[0][0]
+        fitted = fit.family.forward(np.array(fit.theta)[None, :], design, with_jac=False)[0][0]
         z = rng.standard_normal((n_boot, y.size)) if draws is None else np.asarray(draws, float)[:, kept]
         targets = fitted[None, :] + _point_sigma(fit, design) * z
         w = np.ones_like(targets)
     elif method == "laplace":
-        return _ensemble_from_thetas(laplace_draws(fit, design, huber_delta, n_boot, rng), design, domains)
+        return _ensemble(fit.family, laplace_draws(fit, design, huber_delta, n_boot, rng), design, domains)
     else:
         raise ValueError(f"method must be 'pairs', 'residual', 'parametric' or 'laplace', got {method!r}")
     thetas = refit_batch(fit, design, targets, w, huber_delta)
-    return _ensemble_from_thetas(thetas, design, domains)
+    return _ensemble(fit.family, thetas, design, domains)

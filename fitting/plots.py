@@ -36,7 +36,8 @@ C_LABEL = "C = 6ND (FLOPs)"
 MAX_CURVES = 6  # isoFLOP curves per panel: the most populated budgets
 BUDGET_REL_TOL = 0.25  # runs whose budgets differ by less share a curve (adaptive designs rarely repeat a C)
 MIN_RUNS_PER_CURVE = 2
-MIN_FINITE_SHARE = 0.95  # members with a finite optimum needed for a band (as scheduler.estimates requires)
+FAMILY_STYLES = {"chinchilla": "-.", "farseer": ":", "data_constrained": (0, (6, 2, 1, 2))}  # one line per law family
+MIN_FINITE_SHARE = 0.8  # members with a finite optimum needed to draw a band (a study stops only at 95%)
 
 
 def save_figure(fig, path) -> None:
@@ -106,17 +107,22 @@ def plot_isoflop(table: RunsTable, laws: Mapping[str, ParametricLaw], path) -> N
 
 
 def identifiable_band(n_opt: np.ndarray) -> bool:
-    """Whether (K, G) member optima support a 95% band: enough members finite and positive everywhere."""
-    finite = np.all(np.isfinite(n_opt) & (n_opt > 0), axis=1)
-    return bool(finite.mean() >= MIN_FINITE_SHARE)
+    """Whether (K, G) member optima support a 95% band: enough members finite and positive at every C (a law
+    family's member may have no optimum in reach at some C, fitting/families.py)."""
+    finite = np.isfinite(n_opt) & (n_opt > 0)
+    return bool(finite.mean(axis=0).min() >= MIN_FINITE_SHARE)
 
 
 def plot_optimum(ensembles: Mapping[str, LawEnsemble], flops_range: Sequence[float], path,
                  points: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
                  target_flops: Sequence[float] = (), *, not_identifiable: Mapping[str, str] | None = None,
                  composites: Mapping[str, Callable[[float], np.ndarray]] | None = None,
-                 mix: Mapping[str, float] | None = None, n_grid: int = 60) -> None:
+                 mix: Mapping[str, float] | None = None, n_grid: int = 60,
+                 families: Mapping[str, Mapping[str, tuple]] | None = None) -> None:
     """N*(C): median and 95% band over ensemble members per skill, optional (C, N*) points to overlay.
+
+    families: skill -> {family: (point law, weight)}: each law family's own N*(C), a thin line per family,
+    so a reader sees where the forms agree and where the band holds their disagreement.
 
     not_identifiable: skill -> why (e.g. "alpha=2.97 on the solver's bound"): no curve, named in a note.
     composites: name -> (C -> (K,) member N*) for composite targets (dashed, same rule for the band)."""
@@ -133,11 +139,15 @@ def plot_optimum(ensembles: Mapping[str, LawEnsemble], flops_range: Sequence[flo
             if not identifiable_band(n_opt):
                 notes.append(f"{name}: N* not finite for most bootstrap members")
                 continue
-            keep = np.all(np.isfinite(n_opt) & (n_opt > 0), axis=1)
-            lo, mid, hi = np.quantile(n_opt[keep], [0.025, 0.5, 0.975], axis=0)
+            n_opt = np.where(np.isfinite(n_opt) & (n_opt > 0), n_opt, np.nan)
+            lo, mid, hi = np.nanquantile(n_opt, [0.025, 0.5, 0.975], axis=0)
             (line,) = ax.plot(grid, mid, style, label=name)
             ax.fill_between(grid, lo, hi, color=line.get_color(), alpha=0.2)
             drawn += 1
+            for family, (law, weight) in ((families or {}).get(name) or {}).items():
+                own = np.array([float(np.ravel(law.optimum(c, mix)[0])[0]) for c in grid])
+                ax.plot(grid, own, FAMILY_STYLES.get(family, ":"), lw=1, color=line.get_color(),
+                        label=f"{name}: {family} ({weight:.2f})")
             if points and name in points:
                 ax.plot(*points[name], "o", color=line.get_color(), ms=4)
     for c in target_flops:

@@ -9,6 +9,7 @@ Columns (one row per run and skill, "long" format):
     flops      training compute C                                                optional, default 6 N D
     run_id     identity of the run (rows of one run share it)                    optional, default (N, D, mix)
     mix/<dom>  training-mix weight of domain <dom>                               optional (ignored if constant)
+    n_unique_tokens  unique tokens the run's data held (repeated data: D > U)     optional, for data_constrained
 
 A study's own ledger (`<study_dir>/runs.parquet`, "wide": one row per run with a `loss/<skill>` column per
 skill and a `status`) is read too: each run gives one row per skill, and runs whose status is not "ok"
@@ -24,11 +25,13 @@ prints as one line with exit status 2.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 
 import numpy as np
 
+from fitting.averaging import AUTO, AveragedFit, FamilyScore, bootstrap_average, fit_average
 from fitting.conventions import FLOPS_PER_PARAM_TOKEN
 from fitting.law import LawEnsemble
 from fitting.parametric import (
@@ -41,6 +44,7 @@ from skillscale.errors import InputError
 REQUIRED = ("n_params", "n_tokens", "loss")
 MIX_PREFIX = "mix/"
 LOSS_PREFIX = "loss/"  # a study ledger's per-skill loss columns
+UNIQUE = "n_unique_tokens"
 N_LAW_PARAMS = 5
 MIN_DISTINCT = 3  # distinct N and distinct D values a skill needs (see the module docstring)
 
@@ -58,6 +62,7 @@ class RunsTable:
     run_index: np.ndarray  # (rows,) int in [0, n_runs): rows of one run share it
     mix: np.ndarray | None = None  # (rows, n_domains)
     domains: tuple[str, ...] = ()
+    unique: np.ndarray | None = None  # (rows,) unique tokens per run (inf: never repeated)
 
     @property
     def skills(self) -> list[str]:
@@ -74,6 +79,16 @@ class RunsTable:
         """The mix domain a skill's transfer vector is anchored to (t_own = 1); None: plain law."""
         return skill if self.mix is not None and skill in self.domains else None
 
+    def without_top(self, k: int) -> RunsTable:
+        """The table without each skill's k highest-loss rows (often the smallest, least law-like runs)."""
+        drop = np.concatenate([self.rows(s)[np.argsort(-self.loss[self.rows(s)], kind="stable")[:k]]
+                               for s in self.skills])
+        keep = np.setdiff1d(np.arange(self.loss.size), drop)
+        take = lambda x: None if x is None else x[keep]  # noqa: E731
+        return dataclasses.replace(self, n_params=self.n_params[keep], n_tokens=self.n_tokens[keep],
+                                   flops=self.flops[keep], loss=self.loss[keep], skill=self.skill[keep],
+                                   run_index=self.run_index[keep], mix=take(self.mix), unique=take(self.unique))
+
     def skill_arrays(self, skill: str) -> dict:
         """Keyword arguments for fit_parametric / bootstrap_parametric for one skill."""
         r = self.rows(skill)
@@ -81,6 +96,8 @@ class RunsTable:
         out = {"n_params": self.n_params[r], "n_tokens": self.n_tokens[r], "loss": self.loss[r]}
         if own is not None:
             out.update(mix=self.mix[r], domains=self.domains, own_domain=own)
+        if self.unique is not None:
+            out["unique"] = self.unique[r]
         return out
 
 
@@ -113,7 +130,7 @@ def _long_from_ledger(table, path: str):
         table = table.filter(pc.equal(table.column("status"), "ok"))
     if table.num_rows == 0:
         raise InputError(f"{path}: no runs with status 'ok' to fit")
-    keep = [c for c in ("n_params", "n_tokens", "flops", "run_id") if c in table.column_names]
+    keep = [c for c in ("n_params", "n_tokens", "flops", "run_id", UNIQUE) if c in table.column_names]
     keep += [c for c in table.column_names if c.startswith(MIX_PREFIX)]
     parts = []
     for skill in skills:
@@ -173,8 +190,14 @@ def load_runs(path) -> RunsTable:
         keys = list(zip(*[p.tolist() for p in parts], strict=True))
     run_ids = {k: i for i, k in enumerate(dict.fromkeys(keys))}
     run_index = np.array([run_ids[k] for k in keys])
+    unique = None
+    if UNIQUE in table.column_names:
+        unique = _numeric(table, UNIQUE, path)
+        bad = np.flatnonzero(unique <= 0)
+        if bad.size:
+            raise InputError(f"{path}: column {UNIQUE!r} must be positive; row {bad[0] + 1} has {unique[bad[0]]:g}")
     runs = RunsTable(path, values["n_params"], values["n_tokens"], flops, values["loss"], skill, run_index,
-                     mix, domains)
+                     mix, domains, unique)
     for s in runs.skills:
         _check_identifiable(runs, s)
     return runs
@@ -215,12 +238,73 @@ def bootstrap_skills(table: RunsTable, n_boot: int, seed: int, *, exclude_top: i
     fits = fits or fit_skills(table, exclude_top=exclude_top, huber_delta=huber_delta)
     out = {}
     for s in table.skills:
-        rows = table.rows(s)
-        row_of_run = np.full(table.n_runs, -1)  # run -> position among this skill's rows
-        row_of_run[table.run_index[rows]] = np.arange(rows.size)
-        resamples = row_of_run[run_draws[:, table.run_index[rows]]]  # (K, rows of s)
-        resamples = np.where(resamples >= 0, resamples, np.arange(rows.size)[None, :])
         out[s] = bootstrap_parametric(**table.skill_arrays(s), n_boot=n_boot, exclude_top=exclude_top,
-                                      huber_delta=huber_delta, resamples=resamples, method=method,
-                                      fit=fits[s])
+                                      huber_delta=huber_delta, resamples=_skill_resamples(table, s, run_draws),
+                                      method=method, fit=fits[s])
     return out
+
+
+def fit_skill_laws(table: RunsTable, law: str = AUTO, *, huber_delta: float = 1e-3) -> dict[str, AveragedFit]:
+    """Every skill's law: the weighted families (`auto`) or one named family, as an AveragedFit each."""
+    out = {}
+    for s in table.skills:
+        if law == AUTO:
+            out[s] = fit_average(**table.skill_arrays(s), huber_delta=huber_delta)
+        else:
+            fit = fit_parametric(**table.skill_arrays(s), huber_delta=huber_delta, family=law)
+            out[s] = AveragedFit({law: fit}, {law: FamilyScore(law, 1.0, None, None, None, "chosen with --law")})
+    return out
+
+
+def bootstrap_skill_laws(table: RunsTable, averages: dict[str, AveragedFit], n_boot: int, seed: int, *,
+                         huber_delta: float = 1e-3, method: str = "residual") -> dict:
+    """One ensemble per skill, drawn from its families by weight; member k of every skill used the same
+    resample k of runs (as `bootstrap_skills` does)."""
+    rng = np.random.default_rng(seed)
+    run_draws = rng.integers(0, table.n_runs, size=(n_boot, table.n_runs))
+    out = {}
+    for s in table.skills:
+        out[s] = bootstrap_average(averages[s], **table.skill_arrays(s), n_boot=n_boot, huber_delta=huber_delta,
+                                   seed=seed, resamples=_skill_resamples(table, s, run_draws), method=method)
+    return out
+
+
+def _skill_resamples(table: RunsTable, skill: str, run_draws: np.ndarray) -> np.ndarray:
+    """Run draws (K, n_runs) as indices among one skill's rows; a run without a row keeps the slot's own row."""
+    rows = table.rows(skill)
+    row_of_run = np.full(table.n_runs, -1)
+    row_of_run[table.run_index[rows]] = np.arange(rows.size)
+    resamples = row_of_run[run_draws[:, table.run_index[rows]]]
+    return np.where(resamples >= 0, resamples, np.arange(rows.size)[None, :])
+
+
+def load_plan(path, runs: RunsTable) -> dict:
+    """Read a plan of runs to predict (CSV or parquet): n_params, n_tokens, and optionally skill,
+    n_unique_tokens and the runs table's mix/<domain> columns. Arrays keyed as `predict_report` takes them."""
+    path = os.fspath(path)
+    table = _read(path)
+    missing = [c for c in ("n_params", "n_tokens") if c not in table.column_names]
+    if missing:
+        raise InputError(f"{path}: missing column(s) {', '.join(missing)}; a plan needs n_params, n_tokens")
+    if table.num_rows == 0:
+        raise InputError(f"{path}: no rows")
+    plan = {c: _numeric(table, c, path) for c in ("n_params", "n_tokens")}
+    for c, values in plan.items():
+        bad = np.flatnonzero(values <= 0)
+        if bad.size:
+            raise InputError(f"{path}: column {c!r} must be positive; row {bad[0] + 1} has {values[bad[0]]:g}")
+    plan["skill"] = None
+    if "skill" in table.column_names:
+        plan["skill"] = np.array([str(x) for x in table.column("skill").to_pylist()])
+        unknown = sorted(set(plan["skill"].tolist()) - set(runs.skills))
+        if unknown:
+            raise InputError(f"{path}: column 'skill' names {unknown[0]!r}, which the runs do not have "
+                             f"(skills: {', '.join(runs.skills)})")
+    plan["unique"] = _numeric(table, UNIQUE, path) if UNIQUE in table.column_names else None
+    plan["mix"] = None
+    if runs.mix is not None:
+        absent = [d for d in runs.domains if MIX_PREFIX + d not in table.column_names]
+        if absent:
+            raise InputError(f"{path}: missing column {MIX_PREFIX + absent[0]!r}: the runs' laws depend on the mix")
+        plan["mix"] = np.stack([_numeric(table, MIX_PREFIX + d, path) for d in runs.domains], axis=1)
+    return plan

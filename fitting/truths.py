@@ -10,7 +10,12 @@ same form tests only noise, never misspecification. Two departures seen in publi
   fresh data: D' = U + U R* (1 - exp(-R / R*)), R = D/U - 1 epochs beyond the first, R* = 15.4 (Muennighoff
   et al. 2023, arXiv:2305.16264, eq. 5 and their fitted R_D*); for D <= U, D' = D.
 
-Both wrap a base ParametricLaw (with its transfer vector, so they are mixture-aware where it is) and give
+- `FARSEER_SINGLE_EPOCH` -- a Farseer-form law (fitting/families.py, `farseer`) fitted to real runs: the 27
+  single-epoch runs of Muennighoff et al.'s ladder in shared/data/real-ladders (data_constrained_train.csv,
+  D <= U), by `fit_parametric(..., family="farseer")`. Its N*(1e22) is 4.4e9 where the Chinchilla form fitted to
+  the same runs says 9.4e9: a truth whose departure from the Chinchilla form is the one real runs show.
+
+The first two wrap a base ParametricLaw (with its transfer vector, so they are mixture-aware where it is) and give
 loss(N, D, mix) and the compute-optimal optimum(C, mix) under C = 6ND, found numerically on the isoFLOP
 line (a log-N grid, then golden-section refinement: both losses are unimodal along that line here).
 """
@@ -22,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fitting.conventions import FLOPS_PER_PARAM_TOKEN
+from fitting.families import FAMILIES
 from fitting.law import ParametricLaw
 
 MUENNIGHOFF_R_STAR = 15.4  # Muennighoff et al. 2023: repetitions after which repeated data is ~worthless
@@ -105,3 +111,8 @@ class RepeatedDataLaw(_NumericOptimum):
     def to_dict(self) -> dict:
         return {"form": "repeated_data", "base": self.base.to_dict(), "unique_tokens": self.unique_tokens,
                 "r_star": self.r_star}
+
+
+# theta = (log E, log A, log B, alpha, beta, nu, kappa): see the module docstring for where it comes from.
+FARSEER_SINGLE_EPOCH = FAMILIES["farseer"].law((0.67487106, 8.76918391, 9.20768730, 0.46394170, 0.44065852,
+                                                0.03313504, -0.01432424))

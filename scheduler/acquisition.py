@@ -13,6 +13,10 @@ The acquisition is Σ_t w_t ΔVar_t / v_tol  divided by the run's cost (6ND + a 
 v_tol = (tolerance / 1.96)² is the variance of log N* at which a target counts as pinned down and
 w_t is 1 for targets still wider than that, 0.05 for those already inside it.
 
+Where the ensemble mixes law families (`--law auto`, fitting/averaging.py), q and y hold the spread between
+the families as well as within each, so a run where the families predict different losses *and* disagree
+about N* has a large Cov(y, q_t): the acquisition seeks the runs that separate the families.
+
 Batches: after choosing x1, the ensemble is conditioned as if y(x1) had been observed — an ensemble
 Kalman step with perturbed observations on the members' log-parameters — and x2 is chosen against the
 updated ensemble, and so on. Runs already in flight are conditioned on the same way, so a new
@@ -27,11 +31,11 @@ from functools import cached_property
 import numpy as np
 from scipy.stats import chi2
 
+from fitting.averaging import single_blocks, with_blocks
 from fitting.law import LawEnsemble
 
 CHANCE_QUANTILE = 0.99  # gains below this quantile of the no-information distribution are ignored
 DONE_WEIGHT = 0.05  # weight of a target already within tolerance
-TRANSFER_EPS = 1e-4  # keeps log(transfer) finite
 
 
 @dataclass(frozen=True)
@@ -111,47 +115,38 @@ def acquisition(belief: Belief, n_params, n_tokens, mix, cost) -> np.ndarray:
 
 # ----------------------------------------------------------------------- ensemble Kalman conditioning
 
-def _pack(ens: LawEnsemble) -> np.ndarray:
-    """Member log-parameters, (K, P): log E, A, B, alpha, beta, then log transfer (if any)."""
-    cols = [np.log(np.asarray(getattr(ens, p), float)) for p in ("E", "A", "B", "alpha", "beta")]
-    out = np.stack(cols, axis=1)
-    if ens.transfer is not None:
-        out = np.concatenate([out, np.log(np.asarray(ens.transfer, float) + TRANSFER_EPS)], axis=1)
-    return out
+def kalman_update(ensembles: dict, y: np.ndarray, innovation: np.ndarray, noise_cov: np.ndarray) -> dict:
+    """Move every member's parameters by gain @ innovation_k, gain = Σ_θy (Σ_yy + R)⁻¹.
 
-
-def _unpack(ens: LawEnsemble, theta: np.ndarray) -> LawEnsemble:
-    new = {p: np.exp(theta[:, i]) for i, p in enumerate(("E", "A", "B", "alpha", "beta"))}
-    if ens.transfer is not None:
-        own = np.isclose(np.asarray(ens.transfer), 1.0).all(0)  # the fixed own-domain column
-        t = np.maximum(np.exp(theta[:, 5:]) - TRANSFER_EPS, 0.0)
-        t[:, own] = 1.0
-        new["transfer"] = t
-    return ens.with_params(**new)
+    y (K, Y) are the members' predictions of what is observed, innovation (K, Y) the perturbed innovations and
+    noise_cov (Y, Y) R. The gain of each block of members of one law family (fitting/averaging.py: a mixture
+    of families has one block per family; one family, one block) is estimated from that block's members
+    alone: the families' parameters differ in kind, and each moves towards what the others predict only as
+    far as its own spread allows. With one block per skill this is the joint update over all skills (the
+    gain's rows for one skill's parameters depend on that skill's covariances alone)."""
+    new = {}
+    for skill, ens in ensembles.items():
+        parts = []
+        for index, part in single_blocks(ens):
+            theta = part.pack()
+            k = index.size
+            tc, yc = theta - theta.mean(0), y[index] - y[index].mean(0)
+            s_ty = tc.T @ yc / (k - 1)  # (P, Y)
+            s_yy = yc.T @ yc / (k - 1) + noise_cov
+            gain = np.linalg.solve(s_yy, s_ty.T).T  # (P, Y)
+            parts.append(part.unpack(theta + innovation[index] @ gain.T))
+        new[skill] = with_blocks(ens, parts)
+    return new
 
 
 def condition(belief: Belief, n_params: float, n_tokens: float, mix, rng: np.random.Generator) -> Belief:
     """The belief after (pretending to) observe y at one point: an ensemble Kalman update.
 
     θ'_k = θ_k + K_gain (ȳ + ε_k - y_k), ε_k ~ N(0, R), K_gain = Σ_θy (Σ_yy + R)⁻¹, with θ the stacked
-    log-parameters of all skills. Centring the pseudo-observation on the ensemble mean leaves the mean
-    (almost) unchanged and shrinks the spread as a real observation would.
+    log-parameters of all skills (`kalman_update`). Centring the pseudo-observation on the ensemble mean leaves
+    the mean (almost) unchanged and shrinks the spread as a real observation would.
     """
-    skills = belief.skills
-    thetas = [_pack(belief.ensembles[s]) for s in skills]
-    sizes = [t.shape[1] for t in thetas]
-    theta = np.concatenate(thetas, axis=1)  # (K, P)
     y = belief.predict([n_params], [n_tokens], mix)[:, 0, :]  # (K, S)
-    k = theta.shape[0]
     r = belief.noise_at([n_params], [n_tokens])[0] ** 2  # (S,)
-    tc, yc = theta - theta.mean(0), y - y.mean(0)
-    s_ty = tc.T @ yc / (k - 1)  # (P, S)
-    s_yy = yc.T @ yc / (k - 1) + np.diag(r)
-    gain = np.linalg.solve(s_yy, s_ty.T).T  # (P, S)
     innovation = y.mean(0) + rng.standard_normal(y.shape) * np.sqrt(r) - y  # (K, S)
-    theta = theta + innovation @ gain.T
-    new, start = {}, 0
-    for skill, size in zip(skills, sizes, strict=True):
-        new[skill] = _unpack(belief.ensembles[skill], theta[:, start:start + size])
-        start += size
-    return replace(belief, ensembles=new)
+    return replace(belief, ensembles=kalman_update(belief.ensembles, y, innovation, np.diag(r)))

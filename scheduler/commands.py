@@ -8,7 +8,7 @@ import math
 import sys
 from pathlib import Path
 
-from scheduler.estimates import precision_text
+from scheduler.estimates import family_text, precision_text
 
 
 def add_study_parsers(sub: argparse._SubParsersAction) -> None:
@@ -85,6 +85,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         lo, hi = t.n_params_ci95
         console.print(f"  {t.name:<16} N*({t.flops:.3g}) = {t.n_params:.3g}  95% CI [{lo:.3g}, {hi:.3g}]"
                       f"  ±{100 * t.rel_halfwidth:.1f}%")
+        if t.families:
+            console.print(f"  {'':<16} {family_text(t.families, status.tolerance)}")
     from scheduler.efficiency import efficiency_text
     from scheduler.progress import forecast_text
 

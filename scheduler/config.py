@@ -264,6 +264,10 @@ class StudyConfig(_Model):
                     "holds (issue #21)")
     targets: list[Target] = Field(min_length=1)
     tolerance: Number = Field(default=0.10, gt=0, lt=1, description="relative 95% half-width of N*(C_target)")
+    law: Literal["auto", "chinchilla", "farseer", "data_constrained"] = Field(
+        default="auto", description="the scaling-law form (fitting/families.py): auto weighs every applicable "
+                                    "family by how well it predicts the largest runs from the others, and every "
+                                    "interval holds the doubt about the form (fitting/averaging.py)")
     confirm_refits: int = Field(default=2, ge=1, le=20,
                                 description="consecutive refits within tolerance needed to stop (guards against "
                                             "stopping on one lucky, too-narrow interval)")

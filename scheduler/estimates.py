@@ -3,8 +3,13 @@
 One bootstrap resample of *runs* is shared by every skill, so member k of each skill's ensemble saw
 the same data and a composition target (Σ_s w_s L_s) can be optimised member by member.
 
-A target's interval is the 95% bias-corrected percentile interval (fitting.law.interval) of
-N*_t(C_target) over the ensemble;
+Each skill's law is the study's `law`: `auto` (the default) averages every applicable law family by how well
+each predicts the largest runs from the others (fitting/averaging.py), so the ensemble mixes families and
+every estimate carries the doubt about the law's form; a family name fits that family alone.
+
+A target's interval is the 95% bias-corrected percentile interval of N*_t(C_target) over the ensemble (for a
+mixture of families, each family's members corrected about its own point estimate:
+fitting.averaging.mixture_interval), its point estimate the weighted geometric mean of the families' ones;
 its relative half-width, the stop rule's quantity, is (hi - lo) / (2 * N*_point). It is infinite (the target
 is not identifiable, the study cannot stop on it and the proposer keeps filling space) while any law the
 target uses has an exponent on the solver's bound: such a law's interval is narrow because of the bound.
@@ -14,14 +19,24 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from fitting.law import LawEnsemble, ParametricLaw, interval
+from fitting.averaging import (
+    AUTO,
+    AveragedFit,
+    FamilyScore,
+    bootstrap_average,
+    fit_average,
+    member_families,
+    mixture_interval,
+)
+from fitting.conventions import FLOPS_PER_PARAM_TOKEN
+from fitting.law import LawEnsemble, ParametricLaw
 from fitting.noise import correlated_draws
 from fitting.optimum import composition_optimum
-from fitting.parametric import ParametricFit, bootstrap_parametric, fit_parametric
+from fitting.parametric import ParametricFit, fit_parametric
 from scheduler.config import StudyConfig, Target
 
 
@@ -39,6 +54,7 @@ class TargetEstimate:
     n_tokens_ci95: tuple[float, float]
     rel_halfwidth: float  # inf while not identifiable (see _rel_halfwidth and `degenerate`)
     degenerate: tuple[str, ...] = ()  # exponents of the laws it uses that sit on a solver bound, e.g. "code: beta=0.01"
+    families: dict = field(default_factory=dict)  # family -> {weight, n_params, n_params_ci95}: each form's own answer
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -55,7 +71,8 @@ class TargetEstimate:
                    n_params_ci95=tuple(num(v, np.nan) for v in d.get("n_params_ci95") or (None, None)),
                    n_tokens=num(d.get("n_tokens"), np.nan),
                    n_tokens_ci95=tuple(num(v, np.nan) for v in d.get("n_tokens_ci95") or (None, None)),
-                   rel_halfwidth=num(d.get("rel_halfwidth"), np.inf), degenerate=tuple(d.get("degenerate") or ()))
+                   rel_halfwidth=num(d.get("rel_halfwidth"), np.inf), degenerate=tuple(d.get("degenerate") or ()),
+                   families=dict(d.get("families") or {}))
 
 
 @dataclass(frozen=True)
@@ -63,11 +80,12 @@ class Estimates:
     """Everything one refit knows: point fits, ensembles, noise and target estimates."""
 
     n_runs: int
-    fits: dict[str, ParametricFit]
-    ensembles: dict[str, LawEnsemble]
+    fits: dict[str, ParametricFit]  # per skill, the fit of its leading family (largest weight)
+    ensembles: dict[str, LawEnsemble]  # per skill: one family's ensemble or a mixture (fitting/averaging.py)
     noise: dict[str, float]  # log-loss noise sigma per skill at the runs' typical (N, D) (fits[s].noise)
     targets: list[TargetEstimate]
     runs: tuple = ()  # distinct finished (requested N, D, mix tuple in cfg.domains order): replicate candidates
+    averages: dict[str, AveragedFit] = field(default_factory=dict)  # per skill: every family's fit and weight
 
     @property
     def noise_models(self) -> dict:
@@ -87,6 +105,24 @@ def precision_text(rel_halfwidth: float | None, degenerate=(), digits: int = 1) 
     if rel_halfwidth is None or not np.isfinite(rel_halfwidth):
         return "n/a: not identifiable"
     return f"±{100 * rel_halfwidth:.{digits}f}%"
+
+
+def family_text(families: dict, tolerance: float) -> str:
+    """Each law family's own N* and weight for one target, and whether they disagree beyond the tolerance:
+    "laws: chinchilla 0.75 -> 4.98e+09, farseer 0.25 -> 4.32e+09 (spread x1.15: the runs must settle it)"."""
+    parts, points = [], []
+    for name, f in families.items():
+        n = f.get("n_params")
+        ok = n is not None and np.isfinite(n) and n > 0
+        parts.append(f"{name} {f.get('weight', 0.0):.2f} -> {n:.3g}" if ok else f"{name} {f.get('weight', 0.0):.2f} -> n/a")
+        if ok and f.get("weight", 0.0) >= 0.1:
+            points.append(n)
+    text = "laws: " + ", ".join(parts)
+    if len(points) > 1:
+        spread = max(points) / min(points)
+        settled = spread <= 1 + 2 * tolerance
+        text += f" (spread x{spread:.2f}{'' if settled else ': the families disagree; runs must settle it'})"
+    return text
 
 
 def init_seed(seed: int, label: str, n_params: int, n_tokens, mix: dict[str, float], *parts) -> int:
@@ -113,14 +149,31 @@ def fit_inputs(cfg: StudyConfig, rows: list[dict]) -> dict:
         "loss": {s: np.array([r[f"loss/{s}"] for r in good], float) for s in cfg.skills},
         "mix": None,
         "family_id": [r.get("family_id") or "" for r in good],  # "" for a plain run (scheduler/families.py)
+        "unique": _unique_tokens(good),
     }
     if cfg.mix.space == "simplex":
         out["mix"] = np.array([[r.get(f"mix/{d}", 0.0) or 0.0 for d in cfg.domains] for r in good], float)
     return out
 
 
-def single_member(law: ParametricLaw, domains: tuple[str, ...]) -> LawEnsemble:
-    """A one-member ensemble holding a point estimate."""
+def _unique_tokens(rows: list[dict]) -> np.ndarray | None:
+    """Unique tokens each run's data held: `n_unique_tokens` where a run reports it, else D / (its most repeated
+    domain's epochs) where the torch trainer recorded epochs over its text; None when no run repeated its data."""
+    out = []
+    for r in rows:
+        unique = r.get("n_unique_tokens")
+        epochs = [float(v) for k, v in r.items() if k.startswith("epochs/") and v is not None and np.isfinite(v)]
+        if unique is None and epochs and max(epochs) > 1.0:
+            unique = float(r["n_tokens"]) / max(epochs)
+        out.append(np.inf if unique is None or not np.isfinite(unique) else float(unique))
+    arr = np.array(out, float)
+    return arr if np.any(np.isfinite(arr)) else None
+
+
+def single_member(law, domains: tuple[str, ...]):
+    """A one-member ensemble holding a point estimate (of any family)."""
+    if not isinstance(law, ParametricLaw):
+        return law.one  # a FamilyLaw holds its one-member ensemble
     transfer = None if law.transfer is None else np.array([[law.transfer[d] for d in domains]])
     return LawEnsemble(E=np.array([law.E]), A=np.array([law.A]), B=np.array([law.B]),
                        alpha=np.array([law.alpha]), beta=np.array([law.beta]),
@@ -176,8 +229,64 @@ def _shared_draws(cfg: StudyConfig, data: dict, fits: dict[str, ParametricFit], 
     return {skill: z[i] for i, skill in enumerate(cfg.skills)}
 
 
+def _fit_skill(cfg: StudyConfig, data: dict, skill: str, kws: dict) -> AveragedFit:
+    """The skill's law: every applicable family weighted (`law: auto`), or the one family the study names."""
+    args = (data["n_params"], data["n_tokens"], data["loss"][skill])
+    if cfg.law == AUTO:
+        return fit_average(*args, **kws, unique=data["unique"])
+    fit = fit_parametric(*args, **kws, family=cfg.law, unique=data["unique"])
+    return AveragedFit({cfg.law: fit}, {cfg.law: FamilyScore(cfg.law, 1.0, None, None, None, "the study's law")})
+
+
+def _target_estimate(cfg: StudyConfig, target: Target, averages: dict[str, AveragedFit], ensembles: dict,
+                     domains: tuple[str, ...]) -> TargetEstimate:
+    """N*, D* of one target and their intervals from the (possibly mixed) ensembles; each family's own answer."""
+    skills = [s for s, w in target.weights.items() if w > 0]
+    labels = np.array(["+".join(parts) for parts in zip(*(member_families(ensembles[s]) for s in skills),
+                                                         strict=True)], dtype=object)
+    points_n, points_d = {}, {}
+    with np.errstate(all="ignore"):  # degenerate fits (alpha or beta -> 0) give 0/inf optima
+        for label in dict.fromkeys(labels.tolist()):
+            laws = {s: single_member(averages[s].fits[f].law, domains) for s, f in zip(skills, label.split("+"),
+                                                                                     strict=True)}
+            n_pt, d_pt = target_optimum(laws, cfg, target)
+            points_n[label], points_d[label] = float(n_pt[0]), float(d_pt[0])
+        n_b, d_b = target_optimum(ensembles, cfg, target)
+    share = {label: float(np.mean(labels == label)) for label in points_n}
+    n_hat = float(np.exp(sum(w * np.log(points_n[lb]) for lb, w in share.items())))
+    d_hat = target.flops / (FLOPS_PER_PARAM_TOKEN * n_hat) if np.isfinite(n_hat) and n_hat > 0 else float("nan")
+    n_ci = mixture_interval(n_b, labels, points_n)
+    d_ci = mixture_interval(d_b, labels, points_d)
+    inflation = cfg.proposer.interval_inflation
+    n_ci, d_ci = _inflate(n_ci, n_hat, inflation), _inflate(d_ci, d_hat, inflation)
+    degenerate = tuple(f"{s}: {e}" for s in skills for e in averages[s].leading.exponents_at_bounds())
+    families = {}
+    for family in dict.fromkeys(f for s in skills for f in averages[s].fits):
+        if not all(family in averages[s].fits for s in skills):
+            continue
+        label = "+".join([family] * len(skills))
+        own = labels == label
+        families[family] = {
+            "weight": float(np.mean([averages[s].weights[family] for s in skills])),
+            "n_params": points_n[label] if label in points_n else _own_point(cfg, target, averages, skills, family,
+                                                                            domains),
+            "n_params_ci95": list(mixture_interval(n_b[own], labels[own], points_n)) if own.sum() >= 20 else None,
+        }
+    return TargetEstimate(
+        name=target.name, weights=dict(target.weights), mix=cfg.target_mix(target), flops=target.flops,
+        n_params=n_hat, n_params_ci95=n_ci, n_tokens=d_hat, n_tokens_ci95=d_ci,
+        rel_halfwidth=float("inf") if degenerate else _rel_halfwidth(n_hat, n_ci, n_b),
+        degenerate=degenerate, families=families)
+
+
+def _own_point(cfg, target, averages, skills, family, domains) -> float:
+    laws = {s: single_member(averages[s].fits[family].law, domains) for s in skills}
+    with np.errstate(all="ignore"):
+        return float(target_optimum(laws, cfg, target)[0][0])
+
+
 def refit(cfg: StudyConfig, rows: list[dict], n_boot: int | None = None) -> Estimates | None:
-    """Fit every skill's law and bootstrap it; None while there are too few runs to fit."""
+    """Fit every skill's law (one family or the weighted families) and bootstrap it; None while too few runs."""
     data = fit_inputs(cfg, rows)
     n_pts = len(data["n_params"])
     n_law_params = 5 + (len(cfg.domains) - 1 if data["mix"] is not None else 0)
@@ -187,44 +296,30 @@ def refit(cfg: StudyConfig, rows: list[dict], n_boot: int | None = None) -> Esti
     rng = np.random.default_rng(derived_seed(cfg.seed, "bootstrap", n_pts))
     resamples = rng.integers(0, n_pts, size=(n_boot, n_pts))
     simplex = data["mix"] is not None
-    fits, ensembles, noise = {}, {}, {}
     kws = {skill: dict(mix=data["mix"], domains=tuple(cfg.domains) if simplex else (),
                        own_domain=cfg.skill_domains.get(skill) if simplex else None) for skill in cfg.skills}
-    for skill in cfg.skills:
-        fits[skill] = fit_parametric(data["n_params"], data["n_tokens"], data["loss"][skill], **kws[skill])
+    averages = {skill: _fit_skill(cfg, data, skill, kws[skill]) for skill in cfg.skills}
+    fits = {skill: averages[skill].leading for skill in cfg.skills}
     draws = _shared_draws(cfg, data, fits, n_boot, rng) if cfg.proposer.bootstrap == "parametric" else {}
     if draws and cfg.families.enabled:  # a family's branches share most of their noise: so do their draws
         draws = correlate_within_families(draws, _shared_draws(cfg, data, fits, n_boot, rng), data["family_id"],
                                           cfg.families.noise_correlation)
+    ensembles, noise = {}, {}
     for skill in cfg.skills:
-        ensembles[skill] = bootstrap_parametric(data["n_params"], data["n_tokens"], data["loss"][skill],
-                                                n_boot=n_boot, resamples=resamples, seed=cfg.seed,
-                                                fit=fits[skill], method=cfg.proposer.bootstrap,
-                                                draws=draws.get(skill), **kws[skill])
+        ensembles[skill] = bootstrap_average(averages[skill], data["n_params"], data["n_tokens"], data["loss"][skill],
+                                             n_boot=n_boot, resamples=resamples, seed=cfg.seed,
+                                             method=cfg.proposer.bootstrap, draws=draws.get(skill),
+                                             unique=data["unique"], **kws[skill])
         noise[skill] = max(fits[skill].noise.sigma_ref if fits[skill].noise else fits[skill].residual_std,
                            cfg.proposer.noise_floor)
     domains = tuple(cfg.domains) if simplex else ()
-    points = {s: single_member(f.law, domains) for s, f in fits.items()}
-    targets = []
-    for target in cfg.targets:
-        with np.errstate(all="ignore"):  # degenerate fits (alpha or beta -> 0) give 0/inf optima
-            n_hat, d_hat = (float(v[0]) for v in target_optimum(points, cfg, target))
-            n_b, d_b = target_optimum(ensembles, cfg, target)
-        n_ci, d_ci = interval(n_b, point=n_hat), interval(d_b, point=d_hat)
-        inflation = cfg.proposer.interval_inflation
-        n_ci, d_ci = _inflate(n_ci, n_hat, inflation), _inflate(d_ci, d_hat, inflation)
-        degenerate = tuple(f"{s}: {e}" for s, w in target.weights.items() if w > 0
-                           for e in fits[s].exponents_at_bounds())
-        targets.append(TargetEstimate(
-            name=target.name, weights=dict(target.weights), mix=cfg.target_mix(target), flops=target.flops,
-            n_params=n_hat, n_params_ci95=n_ci, n_tokens=d_hat, n_tokens_ci95=d_ci,
-            rel_halfwidth=float("inf") if degenerate else _rel_halfwidth(n_hat, n_ci, n_b),
-            degenerate=degenerate))
+    targets = [_target_estimate(cfg, target, averages, ensembles, domains) for target in cfg.targets]
     runs = tuple(dict.fromkeys(  # the distinct finished runs, as requested: candidates for replicates
         (int(r.get("requested_n_params") or r["n_params"]), int(r["n_tokens"]),
          tuple(float(r.get(f"mix/{d}") or 0.0) for d in cfg.domains))
         for r in rows if r["status"] == "ok" and not r.get("family_id")))
-    return Estimates(n_runs=n_pts, fits=fits, ensembles=ensembles, noise=noise, targets=targets, runs=runs)
+    return Estimates(n_runs=n_pts, fits=fits, ensembles=ensembles, noise=noise, targets=targets, runs=runs,
+                     averages=averages)
 
 
 def correlate_within_families(draws: dict[str, np.ndarray], shared: dict[str, np.ndarray], family_ids: list[str],

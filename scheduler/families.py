@@ -42,7 +42,7 @@ import numpy as np
 from scipy.stats import chi2
 
 from fitting.conventions import training_flops
-from scheduler.acquisition import CHANCE_QUANTILE, Belief, _pack, _unpack, target_weights
+from scheduler.acquisition import CHANCE_QUANTILE, Belief, kalman_update, target_weights
 from scheduler.config import StudyConfig
 from scheduler.estimates import Estimates, derived_seed, init_seed
 from scheduler.proposer import MIN_SEPARATION, Point, Proposer
@@ -161,28 +161,14 @@ def family_acquisition(belief: Belief, n_params: np.ndarray, tokens: np.ndarray,
 def condition_family(belief: Belief, n_params: float, tokens, mix, rho: float, rng: np.random.Generator) -> Belief:
     """The belief after (pretending to) observe every branch of a family: acquisition.condition's ensemble
     Kalman step with the family's vector observation and correlated perturbations ε_k ~ N(0, R)."""
-    skills = belief.skills
-    thetas = [_pack(belief.ensembles[s]) for s in skills]
-    sizes = [t.shape[1] for t in thetas]
-    theta = np.concatenate(thetas, axis=1)  # (K, P_params)
     tokens = np.asarray(tokens, float)[None, :]
     mix_rows = None if mix is None else np.asarray(mix, float)
     y = _family_predictions(belief, np.array([float(n_params)]), tokens, mix_rows)[:, 0, :]  # (K, k*S)
-    k = theta.shape[0]
     n_branches = tokens.shape[1]
     sigma = belief.noise_at(np.full(n_branches, float(n_params)), tokens[0]).reshape(-1)  # (k*S,), branch-major
     r = noise_covariance(sigma, n_branches, rho)
-    tc, yc = theta - theta.mean(0), y - y.mean(0)
-    s_ty = tc.T @ yc / (k - 1)
-    s_yy = yc.T @ yc / (k - 1) + r
-    gain = np.linalg.solve(s_yy, s_ty.T).T
     perturbation = rng.standard_normal(y.shape) @ np.linalg.cholesky(r).T
-    theta = theta + (y.mean(0) + perturbation - y) @ gain.T
-    new, start = {}, 0
-    for skill, size in zip(skills, sizes, strict=True):
-        new[skill] = _unpack(belief.ensembles[skill], theta[:, start:start + size])
-        start += size
-    return replace(belief, ensembles=new)
+    return replace(belief, ensembles=kalman_update(belief.ensembles, y, y.mean(0) + perturbation - y, r))
 
 
 class FamilyProposer(Proposer):

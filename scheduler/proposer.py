@@ -121,8 +121,20 @@ class _TargetSamples:
         self.cfg = cfg
 
     def __call__(self, ensembles) -> np.ndarray:
-        cols = [np.log(target_optimum(ensembles, self.cfg, t)[0]) for t in self.cfg.targets]
-        return np.stack(cols, axis=1)
+        with np.errstate(all="ignore"):
+            cols = [np.log(target_optimum(ensembles, self.cfg, t)[0]) for t in self.cfg.targets]
+        return _finite_beyond(np.stack(cols, axis=1))
+
+
+def _finite_beyond(q: np.ndarray) -> np.ndarray:
+    """Samples of log N* with the members that have no optimum in reach (NaN or inf: a law family that puts it
+    beyond its search) placed a decade beyond the column's finite ones, so that they still count as spread."""
+    finite = np.isfinite(q)
+    if finite.all():
+        return q
+    with np.errstate(all="ignore"):
+        top = np.where(finite.any(axis=0), np.nanmax(np.where(finite, q, np.nan), axis=0), 0.0)
+    return np.where(finite, q, top[None, :] + np.log(10.0))
 
 
 class Proposer:

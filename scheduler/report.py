@@ -73,8 +73,10 @@ def plot_optimum_study(cfg: StudyConfig, est: Estimates, flops_range, path: Path
             continue  # a composition of a degenerate law is as undetermined as the law (named in its note)
         curves[f"target {target.name}"] = (
             lambda c, t=target: target_optimum(est.ensembles, cfg, t.model_copy(update={"flops": float(c)}))[0])
+    families = {s: {f: (fit.law, avg.weights[f]) for f, fit in avg.fits.items()}
+                for s, avg in est.averages.items() if len(avg.fits) > 1}
     plot_optimum(est.ensembles, flops_range, path, target_flops=sorted({t.flops for t in cfg.targets}),
-                 not_identifiable=not_identifiable_laws(est), composites=curves, mix=mix)
+                 not_identifiable=not_identifiable_laws(est), composites=curves, mix=mix, families=families)
     return max(0, len(composite) - MAX_COMPOSITES)
 
 

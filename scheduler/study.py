@@ -48,7 +48,7 @@ from optuna.trial import TrialState
 
 from fitting.conventions import conventions_dict
 from fitting.forecast import forecast_to_tolerance
-from fitting.report import parametric_skill_report
+from fitting.report import averaged_skill_report
 from scheduler.config import StudyConfig
 from scheduler.efficiency import efficiency, read_sittings
 from scheduler.estimates import Estimates, TargetEstimate, fit_inputs, init_seed, refit
@@ -561,6 +561,8 @@ class Study:
         snapshot = {"n_runs": self.estimates.n_runs, "flops_spent": self.ledger.flops_spent(),
                     "targets": [t.to_dict() for t in self.estimates.targets],
                     "laws": {s: f.law.to_dict() for s, f in self.estimates.fits.items()},
+                    "families": {s: {f: score.to_dict() for f, score in avg.scores.items()}
+                                 for s, avg in self.estimates.averages.items()},
                     "noise": self.estimates.noise, "forecast": self.forecast()}
         atomic_write_json(self.study_dir / "fits" / f"fit-{len(self.ledger):05d}.json", finite_or_none(snapshot))
         self._prune_fit_snapshots()
@@ -584,7 +586,7 @@ class Study:
         if self.cfg.mix.space == "simplex":
             mix = fit_inputs(self.cfg, self.ledger.rows)["mix"].mean(axis=0)
         with np.errstate(all="ignore"):  # a degenerate fit's optimum is 0 or inf; written as null
-            return {s: {**parametric_skill_report(self.estimates.fits[s], self.estimates.ensembles[s], flops, mix),
+            return {s: {**averaged_skill_report(self.estimates.averages[s], self.estimates.ensembles[s], flops, mix),
                         "noise_log_std": self.estimates.noise[s]} for s in self.cfg.skills}
 
     # ---------------------------------------------------------------------------------- Optuna

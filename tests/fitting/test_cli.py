@@ -41,7 +41,8 @@ def test_fit_writes_report(tmp_path, capsys):
     assert report["conventions"]["flops"] == "C = 6*N*D"
     assert set(report["skills"]) == {"knowledge", "code"}
     k = report["skills"]["knowledge"]
-    assert set(k["law"]) == {"E", "A", "B", "alpha", "beta"}
+    assert k["law"]["family"] in k["families"]  # the leading family's parameters (auto: the largest weight)
+    assert set(k["law"]) >= {"family", "E", "A", "B", "alpha", "beta"}
     assert set(k["ci95"]) >= {"E", "A", "B", "alpha", "beta"}
     lo, hi = k["exponent_a_ci95"]
     assert lo <= k["exponent_a"] <= hi
@@ -121,3 +122,49 @@ def test_subprocess_has_no_traceback(tmp_path):
     assert proc.returncode == 2
     expected = f"skillscale fit: error: {runs}: missing column(s) loss; need n_params, n_tokens, loss"
     assert proc.stderr.strip() == expected
+
+
+def test_fit_predicts_a_plan_with_intervals_and_reports_every_family(tmp_path, capsys):
+    runs = tmp_path / "runs.parquet"
+    pq.write_table(pa.table(_columns()), runs)
+    plan = _write_csv(tmp_path / "plan.csv", {"n_params": [3e9, 1e8], "n_tokens": [6e10, 2e9],
+                                              "skill": ["code", "knowledge"]})
+    out = tmp_path / "laws.json"
+    assert main(["fit", str(runs), "--bootstrap", "40", "--predict", plan, "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["law"] == "auto"
+    families = report["skills"]["code"]["families"]
+    assert set(families) == {"chinchilla", "farseer", "data_constrained"}
+    assert sum(f["weight"] for f in families.values()) == pytest.approx(1.0)
+    assert "not applicable" in families["data_constrained"]["note"]
+    (code, knowledge) = report["predictions"]
+    assert (code["skill"], knowledge["skill"]) == ("code", "knowledge")
+    for p, law in ((code, BESIROGLU), (knowledge, CHINCHILLA)):
+        lo, hi = p["loss_pi95"]
+        assert lo < p["loss"] < hi
+        assert lo < float(law.loss(p["n_params"], p["n_tokens"])[0]) < hi
+    printed = capsys.readouterr().out
+    assert "predicted losses" in printed and "law families" in printed
+
+
+def test_fit_with_one_family(tmp_path):
+    runs = tmp_path / "runs.parquet"
+    pq.write_table(pa.table(_columns()), runs)
+    out = tmp_path / "laws.json"
+    assert main(["fit", str(runs), "--law", "farseer", "--bootstrap", "20", "--json", str(out)]) == 0
+    skill = json.loads(out.read_text())["skills"]["knowledge"]
+    assert skill["law"]["family"] == "farseer" and set(skill["law"]) >= {"nu", "kappa"}
+
+
+@pytest.mark.parametrize("plan, message", [
+    ({"n_params": [1e9]}, "missing column(s) n_tokens"),
+    ({"n_params": [1e9], "n_tokens": [-5.0]}, "column 'n_tokens' must be positive; row 1"),
+    ({"n_params": [1e9], "n_tokens": [1e10], "skill": ["math"]}, "column 'skill' names 'math'"),
+])
+def test_a_bad_plan_is_one_line_and_exit_2(tmp_path, capsys, plan, message):
+    runs = tmp_path / "runs.parquet"
+    pq.write_table(pa.table(_columns()), runs)
+    path = _write_csv(tmp_path / "plan.csv", plan)
+    assert main(["fit", str(runs), "--predict", path]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "plan.csv" in err and message in err

@@ -1,0 +1,171 @@
+"""Law families (fitting/families.py) and their weighted average (fitting/averaging.py)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fitting._solver import Design
+from fitting.averaging import (
+    AveragedEnsemble,
+    allocate_members,
+    bootstrap_average,
+    fit_average,
+    mixture_interval,
+    prediction_interval,
+)
+from fitting.families import FAMILIES, isoflop_argmin
+from fitting.law import interval
+from fitting.parametric import fit_parametric
+from fitting.truths import FARSEER_SINGLE_EPOCH
+from skillscale.errors import InputError
+
+from ._data import CHINCHILLA, isoflop_design
+
+LADDERS = Path(__file__).resolve().parents[3] / "shared" / "data" / "real-ladders"
+
+
+def _design(n=12, mix=False, unique=False, seed=0):
+    rng = np.random.default_rng(seed)
+    log_n = np.log(rng.uniform(1e7, 1e9, n))
+    log_d = log_n + np.log(rng.uniform(5, 200, n))
+    m = rng.dirichlet(np.ones(3), n) if mix else None
+    log_u = log_d - np.log(rng.uniform(0.5, 20, n)) if unique else None
+    return Design(log_n, log_d, m, 0 if mix else None, log_u)
+
+
+@pytest.mark.parametrize("name", ["farseer", "data_constrained"])
+@pytest.mark.parametrize("mix", [False, True])
+def test_jacobian_matches_finite_differences(name, mix):
+    family = FAMILIES[name]
+    design = _design(mix=mix, unique=True)
+    theta = np.array([[0.5, 6.0, 6.5, 0.35, 0.3] + [0.1, 0.02][:len(family.extras)]
+                      + ([0.2, -0.5] if mix else [])])
+    if name == "data_constrained":
+        theta[0, 5] = np.log(8.0)
+    _, jac = family.forward(theta, design, with_jac=True)
+    eps = 1e-6
+    for p in range(theta.shape[1]):
+        up, down = theta.copy(), theta.copy()
+        up[0, p] += eps
+        down[0, p] -= eps
+        numeric = (family.forward(up, design, False)[0] - family.forward(down, design, False)[0]) / (2 * eps)
+        np.testing.assert_allclose(jac[0, :, p], numeric[0], rtol=1e-5, atol=1e-8)
+
+
+def test_extended_families_reduce_to_chinchilla():
+    """nu = kappa = 0 is the Chinchilla law; so is data_constrained without repetition."""
+    n, d = np.array([1e7, 1e8, 1e9]), np.array([1e9, 3e9, 2e10])
+    base = (np.log(1.69), np.log(406.4), np.log(410.7), 0.34, 0.28)
+    farseer = FAMILIES["farseer"].law((*base, 0.0, 0.0))
+    constrained = FAMILIES["data_constrained"].law((*base, np.log(15.4)))
+    np.testing.assert_allclose(farseer.loss(n, d), CHINCHILLA.loss(n, d), rtol=1e-12)
+    np.testing.assert_allclose(constrained.loss(n, d, unique=d * 2), CHINCHILLA.loss(n, d), rtol=1e-12)
+    assert np.all(constrained.loss(n, d, unique=d / 10) > CHINCHILLA.loss(n, d))  # ten epochs are worth less
+
+
+def test_numerical_optimum_matches_the_closed_form():
+    ens = FAMILIES["farseer"].ensemble(np.array([[np.log(1.69), np.log(406.4), np.log(410.7), 0.34, 0.28, 0.0, 0.0]]))
+    n_opt, d_opt = ens.optimum(1e22)
+    n_true, d_true = CHINCHILLA.optimum(1e22)
+    np.testing.assert_allclose(n_opt, n_true, rtol=1e-6)
+    np.testing.assert_allclose(d_opt, d_true, rtol=1e-6)
+    edge, _ = isoflop_argmin(lambda log_n: -log_n, 1e20, 1)  # no interior minimum: none in reach
+    assert np.isnan(edge[0])
+
+
+def test_farseer_fit_recovers_its_truth():
+    truth = FARSEER_SINGLE_EPOCH
+    n, d = isoflop_design(CHINCHILLA, n_sizes=7)
+    fit = fit_parametric(n, d, truth.loss(n, d), family="farseer")
+    assert fit.family.name == "farseer"
+    np.testing.assert_allclose(fit.law.loss(n, d), truth.loss(n, d), rtol=1e-5)
+    np.testing.assert_allclose(fit.law.optimum(1e21)[0], truth.optimum(1e21)[0], rtol=0.02)
+
+
+def test_data_constrained_fit_recovers_r_star():
+    base = (np.log(1.8), np.log(480.0), np.log(2000.0), 0.35, 0.37)
+    truth = FAMILIES["data_constrained"].law((*base, np.log(15.4)))
+    n, d = isoflop_design(CHINCHILLA, n_sizes=7)
+    unique = d / np.tile([0.5, 1, 2, 4, 8, 16, 32], d.size // 7)
+    fit = fit_parametric(n, d, truth.loss(n, d, unique=unique), family="data_constrained", unique=unique)
+    assert fit.law.to_dict()["R_star"] == pytest.approx(15.4, rel=0.02)
+    with pytest.raises(InputError, match="does not apply"):
+        fit_parametric(n, d, truth.loss(n, d), family="data_constrained")
+
+
+def _noisy(law, sigma, seed):
+    n, d = isoflop_design(CHINCHILLA, n_sizes=7)
+    rng = np.random.default_rng(seed)
+    return n, d, law.loss(n, d) * np.exp(sigma * rng.standard_normal(n.size))
+
+
+def test_auto_weighs_the_family_that_predicts_beyond_the_runs():
+    n, d, loss = _noisy(FARSEER_SINGLE_EPOCH, 0.002, seed=1)
+    avg = fit_average(n, d, loss)
+    assert avg.weights["farseer"] > avg.weights.get("chinchilla", 0.0)
+    assert avg.scores["data_constrained"].weight == 0 and "not applicable" in avg.scores["data_constrained"].note
+    assert avg.scores["farseer"].holdout_rmse < avg.scores["chinchilla"].holdout_rmse
+
+
+@pytest.mark.parametrize("seed", [0, 2])
+def test_auto_keeps_chinchilla_where_it_is_true(seed):
+    """Farseer nests the Chinchilla form, so on Chinchilla data the two predict alike and share the weight (seed 2:
+    Farseer 0.71); the Chinchilla fit inside is today's, and the mixture's interval holds the true N*."""
+    n, d, loss = _noisy(CHINCHILLA, 0.005, seed=seed)
+    avg = fit_average(n, d, loss)
+    assert avg.weights["chinchilla"] >= 0.25
+    assert sum(avg.weights.values()) == pytest.approx(1.0)
+    assert avg.fits["chinchilla"].theta == fit_parametric(n, d, loss).theta
+    ens = bootstrap_average(avg, n, d, loss, n_boot=100, seed=seed)
+    points = {f: fit.law.optimum(1e22)[0][0] for f, fit in avg.fits.items()}
+    lo, hi = mixture_interval(ens.optimum(1e22)[0], ens.families, points)
+    assert lo < CHINCHILLA.optimum(1e22)[0][0] < hi
+
+
+def test_members_follow_the_weights_and_share_draws():
+    assert allocate_members({"a": 0.75, "b": 0.25}, 200) == {"a": 150, "b": 50}
+    assert allocate_members({"a": 0.999, "b": 0.001}, 20) == {"a": 18, "b": 2}
+    n, d, loss = _noisy(FARSEER_SINGLE_EPOCH, 0.003, seed=3)
+    avg = fit_average(n, d, loss)
+    ens = bootstrap_average(avg, n, d, loss, n_boot=40, seed=0)
+    if isinstance(ens, AveragedEnsemble):
+        assert ens.size == 40 and set(ens.families) == set(avg.fits)
+    assert ens.loss(n[:3], d[:3]).shape == (40, 3)
+
+
+def test_mixture_interval_spans_disagreeing_families():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(1.0, 0.05, 300), rng.normal(2.0, 0.05, 100)
+    x = np.concatenate([a, b])
+    labels = np.array(["a"] * 300 + ["b"] * 100, dtype=object)
+    lo, hi = mixture_interval(x, labels, {"a": 1.0, "b": 2.0})
+    assert lo < 1.0 and hi > 1.9  # the interval holds both answers
+    single = mixture_interval(a, np.array(["a"] * 300, dtype=object), {"a": 1.0})
+    assert single == interval(a, point=1.0)
+
+
+def test_prediction_interval_covers_noisy_observations():
+    n, d, loss = _noisy(CHINCHILLA, 0.01, seed=4)
+    avg = fit_average(n, d, loss)
+    ens = bootstrap_average(avg, n, d, loss, n_boot=100, seed=1)
+    rng = np.random.default_rng(5)
+    observed = CHINCHILLA.loss(n, d) * np.exp(0.01 * rng.standard_normal(n.size))
+    _, lo, hi = prediction_interval(ens, avg, n, d)
+    inside = np.mean((observed >= lo) & (observed <= hi))
+    assert 0.85 <= inside <= 1.0
+    assert np.median((hi - lo) / 2 / observed) < 0.05  # and the interval is not vacuous
+
+
+@pytest.mark.skipif(not (LADDERS / "data_constrained_train.csv").exists(), reason="shared/data not beside the repo")
+def test_real_ladder_held_out_runs_fall_inside_their_intervals():
+    """The small CI version of benchmarks/bench_real_ladders.py on Muennighoff et al.'s ladder."""
+    from benchmarks.bench_real_ladders import evaluate, load_ladder
+
+    (problem,) = load_ladder("data_constrained", LADDERS)
+    row = evaluate(problem, "auto", n_boot=40, seed=0)
+    assert row["holdout_r2"] > 0.95
+    assert row["pi95_coverage"] >= 0.9
+    assert set(row["weights"]) <= set(FAMILIES) and sum(row["weights"].values()) == pytest.approx(1.0)
+    lo, hi = row["optimum"][-1]["n_params_ci95"]
+    assert lo < row["optimum"][-1]["n_params"] < hi
