@@ -22,6 +22,7 @@ class TrainerActor:
     def __init__(self, backend, worker: str):
         self.worker = worker
         self.current = "idle"
+        self.capabilities = backend.capabilities  # what it supports (trainers/capabilities.py)
         self.backend = make_backend(backend)  # a typed config of trainers.backend.BACKEND_CONFIGS
 
     def run(self, spec: dict, run_dir: str) -> dict:
@@ -29,7 +30,7 @@ class TrainerActor:
         run = RunSpec.from_dict(spec)
         self.current = f"run {run.run_id} N={run.n_params:.3g} D={run.n_tokens:.3g}"
         kwargs = {}
-        if getattr(self.backend, "stoppable", False):  # ray.cancel on a sync actor only sets this flag (Ray docs)
+        if self.capabilities.stop_grace_s is not None:  # ray.cancel on a sync actor only sets this flag (Ray docs)
             kwargs["should_stop"] = ray.get_runtime_context().is_canceled
         try:
             return self.backend.run(run, Path(run_dir), **kwargs).to_dict()
@@ -38,8 +39,8 @@ class TrainerActor:
 
     def run_family(self, family: dict, run_dir: str) -> list[dict]:
         """Train a run family (FamilySpec.to_dict(); resuming from its checkpoints) and return one
-        RunResult.to_dict() per branch, in order of D. Only backends with run_family (scheduler.config
-        FAMILY_BACKENDS) are given families."""
+        RunResult.to_dict() per branch, in order of D. Only backends that declare `capabilities.families`
+        are given families (the study config refuses families.enabled for the others)."""
         spec = FamilySpec.from_dict(family)
         self.current = (f"family {spec.family_id} N={spec.n_params:.3g} "
                         f"D={spec.n_tokens[0]:.3g}..{spec.n_tokens[-1]:.3g}")

@@ -281,7 +281,7 @@ class Controller:
                               "when this command is run again")
         for ref in list(self.held_slots):  # actors stop at shutdown; a data-parallel run's task is stopped here
             self._cancel_data_parallel(ref)
-        if getattr(self.cfg.backend, "kill_grace_s", None) is not None:  # a program checkpoints on SIGTERM
+        if self.cfg.backend.capabilities.stop_grace_s is not None:  # e.g. a program checkpoints on SIGTERM
             refs = [ref for ref in self.in_flight if ref not in self.held_slots]
             for ref in refs:
                 ray.cancel(ref, force=False)
@@ -304,10 +304,11 @@ class Controller:
         self.pending.clear()
 
     def _await_cancelled(self, refs: list) -> None:
-        """Give cancelled runs of a stoppable backend (the command backend: its program gets SIGTERM, then SIGKILL
-        after `kill_grace_s`) the time to stop before shutdown kills their actors; other backends' calls cannot be
-        interrupted mid-run (Ray sets only a flag on a sync actor), so they are not waited for."""
-        grace_s = getattr(self.cfg.backend, "kill_grace_s", None)
+        """Give cancelled runs of a backend that declares `stop_grace_s` (the command backend: its program gets
+        SIGTERM, then SIGKILL after `kill_grace_s`) the time to stop before shutdown kills their actors; other
+        backends' calls cannot be interrupted mid-run (Ray sets only a flag on a sync actor), so they are not waited
+        for."""
+        grace_s = self.cfg.backend.capabilities.stop_grace_s
         if refs and grace_s is not None:
             ray.wait(refs, num_returns=len(refs), timeout=grace_s + CANCEL_MARGIN_S)
 

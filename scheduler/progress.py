@@ -33,7 +33,7 @@ def forecast_text(forecast: dict | None) -> str:
 
 def repeated_text(result) -> str:
     """' | repeats general 9.7x' for a run that read a domain past REPEATED_DATA_EPOCHS times over; '' else."""
-    repeated = getattr(result, "repeated_domains", {})
+    repeated = result.repeated_domains
     return f" | repeats {', '.join(f'{d} {e:.1f}x' for d, e in repeated.items())}" if repeated else ""
 
 

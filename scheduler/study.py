@@ -358,8 +358,8 @@ class Study:
 
     @property
     def models_per_run(self) -> int:
-        """Models each run trains: the torch backend's trainer.seed_replicas (trainers/replicas.py), else 1."""
-        return int(getattr(self.cfg.backend, "models_per_run", 1))
+        """Models each run trains, as the backend declares (trainers/capabilities.py; seed replicas)."""
+        return self.cfg.backend.capabilities.models_per_run
 
     def spec_flops(self, spec: RunSpec) -> float:
         """What a run costs: 6ND (times the models per run), or for a family's branch its share of the family's

@@ -86,7 +86,7 @@ def test_a_data_parallel_run_takes_its_slots_beside_single_slot_runs(monkeypatch
 @pytest.mark.parametrize("resources, backend, message", [
     ({"gpus_per_run": 4}, None, "exceeds max_concurrent 3"),
     ({"gpus_per_run": 2, "num_gpus": 0.5}, None, "one GPU each"),
-    ({"gpus_per_run": 2}, {"name": "simulated"}, "needs the torch backend"),
+    ({"gpus_per_run": 2}, {"name": "simulated"}, r"needs a backend that trains data parallel through Ray Train \(torch\)"),
     ({"gpus_per_run": 0}, None, "gpus_per_run"),
 ])
 def test_data_parallel_settings_are_validated_naming_the_field(resources, backend, message):
