@@ -111,8 +111,9 @@ def _add_settings_arguments(p: argparse.ArgumentParser, cls: type, section: str)
         dest, default = f"{section}__{f.name}", _default(f)
         what = comments.get(f.name, f"{section} setting {f.name}").replace("%", "%%")  # argparse formats help
         if kind is bool:
-            p.add_argument(flag, dest=dest, action="store_const", const=not default, default=None,
-                           help=f"{what} (default: {'on' if default else 'off'})")
+            # an on-by-default switch is a --no-... flag: its help says what giving it does (turns the setting off)
+            help_text = f"turn off: {what} (on by default)" if default else f"{what} (default: off)"
+            p.add_argument(flag, dest=dest, action="store_const", const=not default, default=None, help=help_text)
         elif isinstance(default, dict):
             p.add_argument(flag, dest=dest, action="append", default=None, metavar="KEY=PATH",
                            help=f"{what} (repeatable)")

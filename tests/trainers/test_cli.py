@@ -136,6 +136,15 @@ def test_train_help_prints_every_settings_flag(capsys):
     assert exc.value.code == 0 and "--heldout-rows" in out and "~2% per-window" in out and "--no-qk-norm" in out
 
 
+def test_a_no_flag_says_it_turns_the_setting_off(capsys):
+    """`--no-cuda-graphs` turns CUDA graphs off; its help used to read as if the flag switched them on."""
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--no-cuda-graphs turn off: with compile on CUDA: replay forward/backward as CUDA graphs" in out
+    assert "--compile torch.compile the training forward (CUDA: recommended) (default: off)" in out
+
+
 def test_several_token_counts_train_a_run_family(tmp_path, capsys):
     out = tmp_path / "family"
     argv = ["train", *TINY, "--tokens", "3072,1536", "--hparam", "batch_tokens=512", "--out", str(out)]
