@@ -359,6 +359,14 @@ class StudyConfig(_Model):
                 r = self.tokens_per_param
                 raise _field_error("tokens_per_param", f"no run within the N, D and FLOP bounds has D/N in "
                                                        f"[{r.lo:g}, {r.hi:g}]")
+        smallest = self.smallest_run()
+        models = self.backend.capabilities.models_per_run
+        cost = max(training_flops(*smallest), self.min_run_flops) * models
+        if self.compute_cap < cost:
+            each = f" ({models} models per run)" if models > 1 else ""
+            raise _field_error("compute_cap", f"{self.compute_cap:.3g} FLOPs cannot buy one run: the smallest allowed "
+                                              f"run (N={smallest[0]:.3g}, D={smallest[1]:.3g}) costs {cost:.3g}"
+                                              f"{each}; raise compute_cap or lower the n_params/n_tokens/flops bounds")
         if self.families.enabled:
             _check_families(self)
         if self.resources.gpus_per_run > 1:
@@ -376,6 +384,14 @@ class StudyConfig(_Model):
             lo = np.maximum(lo, np.sqrt(c / (FLOPS_PER_PARAM_TOKEN * self.tokens_per_param.hi)))
             hi = np.minimum(hi, np.sqrt(c / (FLOPS_PER_PARAM_TOKEN * self.tokens_per_param.lo)))
         return lo, hi
+
+    def smallest_run(self) -> tuple[float, float]:
+        """(N, D) of the cheapest run the N, D and D/N bounds allow (6ND grows with N, and D >= D/N_lo x N)."""
+        n = self.n_params.lo
+        if self.tokens_per_param is not None:
+            n = max(n, self.n_tokens.lo / self.tokens_per_param.hi)
+            return n, max(self.n_tokens.lo, self.tokens_per_param.lo * n)
+        return n, self.n_tokens.lo
 
     @property
     def min_run_flops(self) -> float:

@@ -226,7 +226,9 @@ class Controller:
     def _run(self) -> dict:
         previous = self.study.stopped_result()
         if previous is not None:
-            self.progress.log(f"{self.study_dir / 'result.json'} exists: this study already stopped")
+            self.progress.log(f"{self.study_dir / 'result.json'} exists: this study already stopped; its stored "
+                              "result (delete the study dir to start over):")
+            self.progress.finished(self.study.status(), previous, self.study_dir)
             return previous
         self.pending.extend(self.study.reconcile())
         if self.pending:

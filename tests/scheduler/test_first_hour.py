@@ -1,0 +1,96 @@
+"""What a newcomer meets in the first hour (issue 36): each check here failed before its fix."""
+
+import io
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from rich.console import Console
+
+from scheduler.cli import main
+from scheduler.config import load_study_config, parse_study_config
+from scheduler.progress import Progress
+from scheduler.study import Study
+from skillscale.errors import InputError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _recording_progress() -> tuple[Progress, io.StringIO]:
+    out = io.StringIO()
+    return Progress(console=Console(file=out, width=400, highlight=False, soft_wrap=True)), out
+
+
+def test_quickstart_comment_states_the_noise_it_sets():
+    text = (ROOT / "configs" / "quickstart.yaml").read_text()
+    stated = {float(p) / 100 for p in re.findall(r"([\d.]+)% noise", text)}
+    assert stated == {load_study_config(ROOT / "configs" / "quickstart.yaml").backend.noise}
+
+
+def test_a_cap_that_cannot_buy_one_run_is_refused_in_one_line(small_study, tmp_path, capsys):
+    small_study["compute_cap"] = 5e15  # the smallest run: flops.lo = 1e16
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(small_study))
+    assert main(["run", str(path), "--study-dir", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "compute_cap: 5e+15 FLOPs cannot buy one run" in err and "costs 1e+16" in err
+    assert not (tmp_path / "s").exists()  # refused before anything was written
+    small_study["compute_cap"] = 1.5e16
+    small_study["backend"]["seed_replicas"] = 2  # a run of two models costs twice
+    with pytest.raises(InputError, match=r"costs 2e\+16 \(2 models per run\)"):
+        parse_study_config(small_study)
+    small_study["compute_cap"] = 2e16
+    parse_study_config(small_study)  # exactly one run: allowed
+
+
+def test_the_smallest_run_respects_tokens_per_param(small_study):
+    small_study.update(n_params=[1e6, 1e9], n_tokens=[1e6, 1e11], tokens_per_param=[20, 100])
+    del small_study["flops"]
+    cfg = parse_study_config(small_study)
+    assert cfg.smallest_run() == (1e6, 2e7)  # D/N >= 20 at the smallest N
+    small_study["compute_cap"] = 1e14  # 6 x 1e6 x 2e7 = 1.2e14
+    with pytest.raises(InputError, match=r"compute_cap: .*costs 1\.2e\+14"):
+        parse_study_config(small_study)
+
+
+def test_rerunning_a_finished_study_prints_its_stored_table(ray_local, small_study, tmp_path):
+    from scheduler.controller import Controller
+
+    cfg = parse_study_config(small_study)
+    study = Study(cfg, tmp_path)
+    stored = study.finish("budget_exhausted")
+    study.close()
+    stored["targets"] = [{"name": "knowledge", "flops": 1e20, "n_params": 1.23e9, "n_params_ci95": [1.1e9, 1.4e9],
+                          "n_tokens": 1.4e10, "rel_halfwidth": 0.12}]  # as if its runs had pinned one target
+    (tmp_path / "result.json").write_text(json.dumps(stored))
+    progress, out = _recording_progress()
+    assert Controller(cfg, tmp_path, progress).run() == stored
+    text = out.getvalue()
+    assert "already stopped" in text and "stopped (budget_exhausted) after 0 runs" in text
+    assert re.search(r"knowledge .*1e\+20 .*1\.23e\+09 .*\[1\.1e\+09, 1\.4e\+09\]", text), text
+
+
+def test_progress_lines_stay_short_and_forecasts_read_as_numbers(small_study):
+    from scheduler.progress import MAX_LINE, forecast_text
+    from trainers.spec import RunResult
+
+    skills = [f"skill_with_a_long_name_{i}" for i in range(30)]
+    small_study.update(skills=skills, domains=skills, mix={"space": "fixed"},
+                       backend={"name": "simulated", "truth": {s: {"E": 1.7, "A": 400, "B": 400, "alpha": 0.34,
+                                                                   "beta": 0.28} for s in skills}},
+                       targets=[{"name": f"target_{s}", "weights": {s: 1.0}, "flops": 1e20} for s in skills[:6]])
+    cfg = parse_study_config(small_study)
+    with Study(cfg) as study:
+        status = study.status()
+    status = type(status)(**{**status.__dict__, "forecast": {"flops_needed": 3.1e29, "runs_needed": 4098362152.0,
+                                                               "reachable": False}})
+    progress, out = _recording_progress()
+    progress.run_finished(status, RunResult("r", "ok", 10**7, 10**9, 6e16, {s: 3.0 for s in skills}))
+    line = out.getvalue().rstrip("\n")
+    assert "\n" not in line and len(line) <= MAX_LINE, (len(line), line)
+    assert "> 1000 runs (out of reach" in line and "4098362152" not in line
+    assert forecast_text({"flops_needed": 2e20, "runs_needed": 37.4, "reachable": True}) == \
+        " | to tol: ~2e+20 FLOPs, ~37 runs"
+    assert "out of reach" in forecast_text({"flops_needed": float("inf"), "runs_needed": float("inf")})
