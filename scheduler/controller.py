@@ -44,7 +44,8 @@ from scheduler.config import StudyConfig, check_backend, load_study_config
 from scheduler.data_parallel import train_data_parallel
 from scheduler.lock import StudyLock
 from scheduler.metrics import StudyMetrics
-from scheduler.preflight import LOCAL_RAY_ENV, check_address, check_resources, explain_ray_init_error, ray_env_for
+from scheduler.preflight import (LOCAL_RAY_ENV, check_address, check_resources, dashboard_lines, explain_ray_init_error,
+                                 ray_env_for)
 from scheduler.progress import Progress
 from scheduler.recovery import set_aside
 from scheduler.study import Study
@@ -353,8 +354,8 @@ def run_study(config: StudyConfig | str | Path, study_dir: str | Path | None = N
         if owns_ray:
             context = _init_ray(address, num_cpus, dashboard, dashboard_host)
             if dashboard and not address:
-                progress.log(f"Ray dashboard: http://{context.dashboard_url} (actors are named by study "
-                             "and worker; each run is a task named 'run <run_id> N=.. D=..')")
+                for line in dashboard_lines(context.dashboard_url):
+                    progress.log(line)
         res = cfg.resources
         waiting = check_resources({"CPU": res.num_cpus, "GPU": res.num_gpus}, ray.nodes(), can_grow=bool(address))
         if waiting:

@@ -29,6 +29,13 @@ ADDRESS_PROBE_TIMEOUT_S = 3.0
 # ray.init, which reaches Ray's own processes but not an already imported driver (set it before `import ray`).
 LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
+# Token auth said explicitly for a local instance that `skillscale run` starts: what Ray 2.59+ does by default for a
+# local ray.init, minus the warning Ray prints on every start when RAY_AUTH_MODE is unset (Ray's token-auth docs; Ray
+# writes ~/.ray/auth_token if there is none). Only before Ray is imported (scheduler/cli.py): Ray reads the mode once,
+# at import, so a mode set later would leave the driver without auth and its GCS with it. A mode the user set stays.
+LOCAL_AUTH_ENV = {"RAY_AUTH_MODE": "token"}
+
+
 def ray_env_for(address: str | None) -> dict[str, str]:
     """Environment for Ray, set before it is imported: loopback for a local instance; for a cluster address,
     token auth when RAY_AUTH_MODE is unset and a token is at hand (RAY_AUTH_TOKEN, or ~/.ray/auth_token as
@@ -41,6 +48,24 @@ def ray_env_for(address: str | None) -> dict[str, str]:
 
 AUTH_HINT = ("auth: the cluster requires Ray token authentication; run with RAY_AUTH_MODE=token and the "
              "cluster's token in ~/.ray/auth_token (copy it from the head) or in RAY_AUTH_TOKEN")
+
+
+def token_source() -> str:
+    """Where Ray reads its token from, in Ray's order of precedence (its token-auth docs)."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return "$RAY_AUTH_TOKEN"
+    return os.environ.get("RAY_AUTH_TOKEN_PATH") or "~/.ray/auth_token"
+
+
+def dashboard_lines(url: str) -> list[str]:
+    """What `skillscale run --dashboard` prints for a local instance: the URL and, under token auth, how to log in
+    (the dashboard asks for the token once per browser and keeps it in a cookie; Ray's token-auth docs)."""
+    lines = [f"Ray dashboard: {url if '://' in url else 'http://' + url}"]
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "token":
+        lines.append(f"  it asks for Ray's token once: paste the one `ray get-auth-token` prints (in {token_source()}); "
+                     "RAY_AUTH_MODE=disabled starts without one")
+    lines.append("  actors are named by study and worker; each run is a task named 'run <run_id> N=.. D=..'")
+    return lines
 
 
 def _host_port(address: str) -> tuple[str, int] | None:
@@ -106,8 +131,8 @@ def explain_ray_init_error(exc: BaseException, address: str | None) -> InputErro
     if any(word in lowered for word in ("auth", "unauthenticated", "token")):
         return InputError(f"{where}: cannot connect to Ray: {AUTH_HINT} ({first})")
     if address and os.environ.get("RAY_AUTH_MODE") != "token":  # Ray's own error rarely names the cause
-        return InputError(f"{where}: cannot connect to Ray ({first}); if the cluster uses token auth (Ray 2.60 "
-                          f"clusters do), {AUTH_HINT.removeprefix('auth: ')} (auth)")
+        return InputError(f"{where}: cannot connect to Ray: {AUTH_HINT} (the likely cause without token mode; Ray "
+                          f"said: {first})")
     return InputError(f"{where}: cannot start/connect to Ray ({first})")
 
 

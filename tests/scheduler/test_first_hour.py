@@ -94,3 +94,49 @@ def test_progress_lines_stay_short_and_forecasts_read_as_numbers(small_study):
     assert forecast_text({"flops_needed": 2e20, "runs_needed": 37.4, "reachable": True}) == \
         " | to tol: ~2e+20 FLOPs, ~37 runs"
     assert "out of reach" in forecast_text({"flops_needed": float("inf"), "runs_needed": float("inf")})
+
+
+@pytest.mark.slow
+def test_the_dashboard_opens_with_the_token_it_names_and_ray_prints_no_token_warning(small_study, tmp_path):
+    """`skillscale run --dashboard` on a local instance, RAY_AUTH_MODE unset (a new user): Ray runs with token auth and
+    prints no warning about it; the printed URL serves the dashboard to the token the printed line names (Ray wrote
+    it to ~/.ray/auth_token, here a fresh HOME) and refuses a request without it."""
+    import os
+    import subprocess
+    import sys
+    import urllib.error
+    import urllib.request
+
+    small_study.update(name="dash", max_runs=2, max_concurrent=1, flops=[1e16, 2e16])
+    small_study["backend"]["sleep_per_flop"] = 2e-16  # 2-4 s per run: time to open the page meanwhile
+    config = tmp_path / "study.yaml"
+    config.write_text(yaml.safe_dump(small_study))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(HOME=str(tmp_path / "home"), PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "scheduler.cli", "run", str(config), "--study-dir",
+                             str(tmp_path / "s"), "--dashboard", "--num-cpus", "1"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if "Ray dashboard:" in line:
+                break
+        url = re.search(r"Ray dashboard: (http://\S+)", "".join(lines)).group(1)
+        lines.append(proc.stdout.readline())
+        assert "`ray get-auth-token`" in lines[-1] and "~/.ray/auth_token" in lines[-1]
+        token = (tmp_path / "home" / ".ray" / "auth_token").read_text().strip()
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{url}/api/version", timeout=30)
+        assert refused.value.code == 401
+        ok = urllib.request.urlopen(urllib.request.Request(f"{url}/api/version",
+                                                           headers={"Authorization": f"Bearer {token}"}), timeout=30)
+        assert ok.status == 200
+        rest, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    output = "".join(lines) + rest
+    assert proc.returncode == 0, output[-3000:]
+    assert "Token authentication is" not in output and "RAY_AUTH_MODE=disabled to opt out" not in output
