@@ -16,6 +16,8 @@ import ray
 from trainers.backend import make_backend
 from trainers.spec import FamilySpec, RunSpec
 
+NODE_ID_LABEL = "ray.io/node-id"  # a label Ray sets on every node (Ray's scheduling docs, Labels)
+
 
 @ray.remote(max_restarts=0, max_task_retries=0)
 class TrainerActor:
@@ -24,6 +26,11 @@ class TrainerActor:
         self.current = "idle"
         self.capabilities = backend.capabilities  # what it supports (trainers/capabilities.py)
         self.backend = make_backend(backend)  # a typed config of trainers.backend.BACKEND_CONFIGS
+
+    def node(self) -> str:
+        """The id of the Ray node this actor was placed on. The controller calls it right after creating the actor,
+        before any run: while it is unanswered the actor is still waiting for a node (pending placement)."""
+        return ray.get_runtime_context().get_node_id()
 
     def run(self, spec: dict, run_dir: str) -> dict:
         """Train one run (resuming from its checkpoint if any) and return RunResult.to_dict()."""
@@ -53,9 +60,15 @@ class TrainerActor:
         return f"TrainerActor[{self.worker}]"
 
 
-def start_actor(backend, worker: str, num_cpus: float, num_gpus: float, name: str | None):
-    """A new TrainerActor with the study's resources, named `name` when that name is free."""
+def start_actor(backend, worker: str, num_cpus: float, num_gpus: float, name: str | None,
+                avoid_nodes: frozenset[str] = frozenset()):
+    """A new TrainerActor with the study's resources, named `name` when that name is free, on none of `avoid_nodes`
+    (Ray node ids, through a label selector on the `ray.io/node-id` label Ray sets on every node: Ray's scheduling
+    docs, Labels). The controller passes nodes a worker just died on: a replacement placed on a node that is dying
+    but not yet marked dead would cost its run a second try."""
     options = {"num_cpus": num_cpus, "num_gpus": num_gpus}
+    if avoid_nodes:
+        options["label_selector"] = {NODE_ID_LABEL: f"!in({','.join(sorted(avoid_nodes))})"}
     if name:
         try:
             ray.get_actor(name)

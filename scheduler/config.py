@@ -445,10 +445,10 @@ def backends_that(declares) -> list[str]:
 def _check_families(cfg: StudyConfig) -> None:
     """families.enabled needs a backend that trains a family as one run, and the schedule left to the family."""
     if not cfg.backend.capabilities.families:
+        able = ", ".join(backends_that(lambda c: c.families))
         raise _field_error("families.enabled", f"the {cfg.backend.name} backend trains one run per call, not a run "
-                                               f"family; families need a backend with run_family "
-                                               f"({', '.join(backends_that(lambda c: c.families))}), or set families.enabled: "
-                                               "false")
+                                               f"family; families need a backend with run_family ({able}), or set "
+                                               "families.enabled: false")
     clash = [k for k in ("schedule", "cooldown_fraction", "cooldown_shape", "rule_n_tokens")
              if getattr(cfg.hparams, k) is not None]
     if clash:

@@ -60,8 +60,8 @@ def run_data_parallel(backend, spec: dict, run_dir: str | Path, *, num_workers: 
                       use_gpu: bool = False, max_failures: int = 0) -> dict:
     """Train RunSpec.from_dict(spec) on `num_workers` Ray Train workers (blocks); RunResult.to_dict() of the run.
 
-    `backend`: the study's backend config, one that declares data_parallel (trainers.backend.TorchConfig); `num_cpus`: CPUs per worker;
-    `use_gpu`: one GPU per worker and NCCL, else gloo on CPU."""
+    `backend`: the study's backend config, one that declares data_parallel (trainers.backend.TorchConfig);
+    `num_cpus`: CPUs per worker; `use_gpu`: one GPU per worker and NCCL, else gloo on CPU."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 

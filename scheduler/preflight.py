@@ -62,8 +62,8 @@ def dashboard_lines(url: str) -> list[str]:
     (the dashboard asks for the token once per browser and keeps it in a cookie; Ray's token-auth docs)."""
     lines = [f"Ray dashboard: {url if '://' in url else 'http://' + url}"]
     if os.environ.get("RAY_AUTH_MODE", "").lower() == "token":
-        lines.append(f"  it asks for Ray's token once: paste the one `ray get-auth-token` prints (in {token_source()}); "
-                     "RAY_AUTH_MODE=disabled starts without one")
+        lines.append(f"  it asks for Ray's token once: paste the one `ray get-auth-token` prints (in "
+                     f"{token_source()}); RAY_AUTH_MODE=disabled starts without one")
     lines.append("  actors are named by study and worker; each run is a task named 'run <run_id> N=.. D=..'")
     return lines
 
@@ -98,12 +98,10 @@ def _fmt(resources: Mapping[str, float]) -> str:
     return ", ".join(f"{k} {v:g}" for k, v in sorted(resources.items())) or "nothing"
 
 
-def check_resources(per_worker: Mapping[str, float], nodes: Iterable[Mapping], can_grow: bool) -> str | None:
-    """Can any alive node host one worker needing `per_worker` (e.g. {"CPU": 0.5, "GPU": 1})?
-
-    `nodes` are ray.nodes() entries ({"Alive": bool, "Resources": {...}}). No node can: InputError naming what
-    was asked and what each node has, unless `can_grow` (a cluster whose autoscaler may add a node), where
-    the line is returned for the caller to say while it waits."""
+def no_node_for(per_worker: Mapping[str, float], nodes: Iterable[Mapping]) -> str | None:
+    """'resources: each worker asks for ..., but no Ray node has that (nodes: ...)' when no alive node in `nodes`
+    (ray.nodes() entries, {"Alive": bool, "Resources": {...}}) could host one worker needing `per_worker` (e.g.
+    {"CPU": 0.5, "GPU": 1}) even when idle; None when one could."""
     asked = {k: float(v) for k, v in per_worker.items() if v > 0}
     alive = [n for n in nodes if n.get("Alive", True)]
     if not asked or any(all((n.get("Resources") or {}).get(k, 0.0) >= v for k, v in asked.items()) for n in alive):
@@ -116,7 +114,16 @@ def check_resources(per_worker: Mapping[str, float], nodes: Iterable[Mapping], c
         return where + _fmt(res)
 
     have = "; ".join(describe(n) for n in alive) or "no nodes"
-    line = f"resources: each worker asks for {_fmt(asked)}, but no Ray node has that (nodes: {have})"
+    return f"resources: each worker asks for {_fmt(asked)}, but no Ray node has that (nodes: {have})"
+
+
+def check_resources(per_worker: Mapping[str, float], nodes: Iterable[Mapping], can_grow: bool) -> str | None:
+    """Can any alive node host one worker needing `per_worker`? No node can: InputError naming what was asked and
+    what each node has (no_node_for), unless `can_grow` (a cluster whose autoscaler may add a node), where the line is
+    returned for the caller to say while it waits (the controller gives up after its placement timeout)."""
+    line = no_node_for(per_worker, nodes)
+    if line is None:
+        return None
     if can_grow:
         return line + "; waiting for the autoscaler to add one"
     raise InputError(line + "; lower resources.num_gpus/num_cpus in the config, or raise --num-cpus")

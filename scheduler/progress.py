@@ -4,7 +4,11 @@ an unattended cluster job read the same as a terminal."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
+import re
+import sys
 import time
 
 from rich.console import Console
@@ -122,12 +126,16 @@ class Progress:
             (short_losses, _fmt_targets(status, max_in_line=0, widest=False)))]
         self.log(fit_line(head, middles, tail, MAX_LINE - len(self._stamp())))
 
-    def heartbeat(self, status: StudyStatus) -> None:
+    def heartbeat(self, status: StudyStatus, training: int | None = None, unplaced: int = 0) -> None:
+        """At most every 30 s while nothing finishes: runs training (default: all in flight), and runs whose worker
+        Ray has not placed on a node yet (pending: queued for resources, not training)."""
         now = time.monotonic()
         if self.quiet or now - self._last_beat < 30:
             return
         self._last_beat = now
-        self.log(f"waiting: {status.n_in_flight} runs training, {status.n_runs} finished")
+        training = status.n_in_flight - unplaced if training is None else training
+        pending = f", {unplaced} pending (no node has placed their worker yet)" if unplaced else ""
+        self.log(f"waiting: {training} runs training{pending}, {status.n_runs} finished")
 
     def finished(self, status: StudyStatus, result: dict, study_dir=None) -> None:
         """The final table, from the result dict (result.json); printed with --quiet too (all it prints)."""
@@ -141,5 +149,54 @@ class Progress:
             rel = precision_text(t["rel_halfwidth"], t.get("degenerate", ()))
             table.add_row(t["name"], g(t["flops"]), g(t["n_params"]), f"[{g(lo)}, {g(hi)}]", g(t["n_tokens"]), rel)
         self.console.print(table)
+        for t in result["targets"]:  # an N* where no run trained is an extrapolation of the law in N: say so
+            if t.get("outside_searched_n"):
+                self.console.print(f"{t['name']}: N* {t['n_params']:.3g} lies {t['outside_searched_n']} the searched "
+                                   "n_params range (no run there: the law's extrapolation in N)")
         where = f" Result: {study_dir}/result.json" if study_dir is not None else ""
         self.console.print(f"N counts non-embedding matmul parameters; C = 6ND.{where}")
+
+
+RAY_NOTICE = re.compile(r"^(?:\x1b\[[0-9;]*m)*\((?:raylet|autoscaler|gcs)[^)]*\)")  # Ray's prefix, maybe coloured
+
+
+class OneLineRayNotices(io.TextIOBase):
+    """A text stream that passes everything to `stream`, except that a notice Ray's driver prints for the cluster
+    ("(raylet) The node with node id ... has been marked dead because ...", several lines with tabs) becomes its
+    first line, cut to MAX_LINE characters: Ray prints such notices from a thread of its own onto sys.stdout, in the
+    middle of the study's progress lines."""
+
+    def __init__(self, stream):
+        super().__init__()
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        if RAY_NOTICE.match(text) and "\n" in text.rstrip("\n"):
+            first = text.strip().splitlines()[0].replace("\t", " ").rstrip()
+            end = "\n" if text.endswith("\n") else ""  # print() writes its newline apart
+            text = (first if len(first) <= MAX_LINE else first[: MAX_LINE - 3] + "...") + end
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    @property
+    def encoding(self):
+        return self.stream.encoding
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+
+@contextlib.contextmanager
+def one_line_ray_notices():
+    """sys.stdout and sys.stderr as OneLineRayNotices while a study runs (run_study), restored afterwards."""
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = OneLineRayNotices(saved[0]), OneLineRayNotices(saved[1])
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved

@@ -47,6 +47,7 @@ from pydantic import Field, PrivateAttr, field_validator
 
 from skillscale.config_types import FieldError, Number
 from skillscale.errors import InputError
+from trainers.capabilities import BackendConfigBase, Capabilities
 from trainers.contract import (
     LOG_FILE,
     RESULT_FILE,
@@ -56,7 +57,6 @@ from trainers.contract import (
     spec_payload,
     write_spec,
 )
-from trainers.capabilities import BackendConfigBase, Capabilities
 from trainers.spec import RunResult, RunSpec
 
 PLACEHOLDERS = ("run_dir", "run_id", "n_params", "n_tokens", "seed", "mix_json", "flops", "spec", "python")

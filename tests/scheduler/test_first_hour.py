@@ -140,3 +140,87 @@ def test_the_dashboard_opens_with_the_token_it_names_and_ray_prints_no_token_war
     output = "".join(lines) + rest
     assert proc.returncode == 0, output[-3000:]
     assert "Token authentication is" not in output and "RAY_AUTH_MODE=disabled to opt out" not in output
+
+
+def test_runs_no_node_can_host_show_as_pending_and_end_in_one_line(ray_local, small_study, tmp_path):
+    """Workers asking for a GPU on the session's CPU-only cluster: the heartbeat says pending, not training, and after
+    the placement timeout the study pauses with one line (a cluster given by --address used to wait for ever)."""
+    from scheduler.controller import Controller
+
+    small_study["resources"] = {"num_cpus": 0.5, "num_gpus": 1}
+    cfg = parse_study_config(small_study)
+    progress, out = _recording_progress()
+    with pytest.raises(InputError) as error:
+        Controller(cfg, tmp_path, progress, placement_timeout_s=2).run()
+    message = str(error.value)
+    assert "\n" not in message and re.fullmatch(
+        r"resources: each worker asks for CPU 0\.5, GPU 1, but no Ray node has that \(nodes: .*\); 2 runs waited \d+ s "
+        r"for a node to be placed on; add such a node or lower resources\.num_gpus/num_cpus, then rerun to resume",
+        message), message
+    assert "waiting: 0 runs training, 2 pending (no node has placed their worker yet), 0 finished" in out.getvalue()
+    assert not (tmp_path / "result.json").exists()  # a pause: the same command resumes its runs
+
+
+def test_proposals_and_refits_run_without_numpy_warnings_reaching_the_console(small_study, monkeypatch):
+    """Ensemble members on a solver bound made numpy warn (log of zero in the Kalman step, overflow) on the console
+    of the bring-your-own example; such members are already scored as non-finite, so both calls run under
+    study.NUMERIC_ERRSTATE."""
+    import numpy as np
+
+    from scheduler import study as study_module
+
+    seen = []
+    with Study(parse_study_config(small_study)) as study:
+        study.reconcile()
+        monkeypatch.setattr(study.proposer, "propose", lambda *args, **kwargs: seen.append(np.geterr()) or [])
+        monkeypatch.setattr(study_module, "refit", lambda cfg, rows: seen.append(np.geterr()) or None)
+        study.propose(1)
+        study.refit()
+    assert len(seen) == 2 and all(e["divide"] == e["over"] == e["invalid"] == "ignore" for e in seen), seen
+    assert np.geterr()["over"] == "warn"  # numpy's default again outside them
+
+
+def test_rays_node_death_notice_prints_as_one_line():
+    """Ray's driver prints cluster notices from its own thread onto sys.stdout; a node's death was several lines of
+    Ray's text between the study's progress lines. Under run_study they print as their first line."""
+    from scheduler.progress import MAX_LINE, OneLineRayNotices, one_line_ray_notices
+
+    out = io.StringIO()
+    notices = OneLineRayNotices(out)
+    death = ("The node with node id: 5f3a and address: 127.0.0.1 and node name: 127.0.0.1 has been marked dead because "
+             "the detector has missed too many heartbeats from it. This can happen when a \t(1) raylet crashes "
+             "unexpectedly (OOM, etc.) \n\t(2) raylet has lagging heartbeats due to slow network or busy workload.")
+    print(f"\x1b[36m(raylet)\x1b[0m {death}", file=notices)  # as Ray's print_worker_logs writes it
+    print("[0:00:12] run   3 ok       N=1e+07 D=1e+09", file=notices)
+    print("a traceback\n  of ours", file=notices)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 4 and "has been marked dead" in lines[0] and len(lines[0]) <= MAX_LINE + 12
+    assert lines[1:] == ["[0:00:12] run   3 ok       N=1e+07 D=1e+09", "a traceback", "  of ours"]
+    import sys
+
+    before = sys.stdout
+    with one_line_ray_notices():
+        assert isinstance(sys.stdout, OneLineRayNotices) and sys.stdout.stream is before
+    assert sys.stdout is before
+
+
+def test_an_n_star_outside_the_searched_range_is_flagged(small_study):
+    """The bring-your-own example ended with an N* beyond its n_params range and nothing said so."""
+    with Study(parse_study_config(small_study)) as study:  # n_params: [1e7, 3e9]
+        assert [study._outside_searched(n) for n in (5e9, 1e6, 1e8, float("nan"))] == ["above", "below", None, None]
+        status = study.status()
+    result = {"stop_reason": "max_runs", "n_runs": 40, "flops_spent": 5e12, "targets": [
+        {"name": "code", "flops": 1e12, "n_params": 8.1e9, "n_params_ci95": [5e9, 1.2e10], "n_tokens": 2e7,
+         "rel_halfwidth": 0.45, "outside_searched_n": "above"}]}
+    progress, out = _recording_progress()
+    progress.finished(status, result)
+    assert "code: N* 8.1e+09 lies above the searched n_params range" in out.getvalue()
+
+
+def test_readme_and_the_byo_yaml_tell_the_same_time_and_runs():
+    """README said 'a few minutes' for the bring-your-own example; its YAML measured 11.4 minutes for 40 runs."""
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    minutes, runs = re.search(r"about (\d+) minutes on 2 cores for its (\d+) runs \(`max_runs`\)", readme).groups()
+    study = (ROOT / "examples" / "byo-trainer" / "study.yaml").read_text()
+    measured = float(re.search(r"(\d+(?:\.\d+)?) min, stopped at\s+#?\s*max_runs", study).group(1))
+    assert int(runs) == yaml.safe_load(study)["max_runs"] and abs(measured - int(minutes)) < 1
