@@ -159,6 +159,16 @@ class Controller:
         return sum(1 for ref, (_, slot) in self.in_flight.items()
                    if slot in self.placing and ref not in self.held_slots)
 
+    def _release_idle_actors(self) -> None:
+        """While a run's worker waits for a node, stop the actors of idle slots: an actor holds its CPUs and GPUs
+        between runs, so after a lost node the replacement could otherwise wait for ever beside an idle one."""
+        if not self._unplaced_runs():
+            return
+        busy = {slot for _, slot in self.in_flight.values()} | {s for held in self.held_slots.values() for s in held}
+        for slot in range(self.cfg.max_concurrent):
+            if slot not in busy and self.actors[slot] is not None:
+                self._forget_actor(slot)
+
     def _check_placement(self) -> None:
         """A worker still unplaced after placement_timeout_s while no node could ever host one: one line, and the
         study pauses (its runs resume when the same command is run where a node can host them). A worker that a
@@ -328,6 +338,7 @@ class Controller:
             timeout = min(WAIT_TIMEOUT_S, self.placement_timeout_s) if self.placing else WAIT_TIMEOUT_S
             ready, _ = ray.wait(list(self.in_flight), num_returns=1, timeout=timeout)
             self._poll_placement()
+            self._release_idle_actors()
             if not ready:
                 unplaced = self._unplaced_runs()
                 self.progress.heartbeat(self.study.status(), training=len(self.in_flight) - unplaced, unplaced=unplaced)
