@@ -49,7 +49,7 @@ def _controller(cfg, monkeypatch, calls: list, killed: list) -> Controller:
     c.study = SimpleNamespace(family_of=lambda spec: None)
     c.pending, c.in_flight, c.held_slots = collections.deque(), {}, {}
     c.actors = [None] * cfg.max_concurrent
-    c.placing, c.node_of, c.lost_nodes = {}, {}, set()
+    c.placing, c.node_of, c.lost_nodes = {}, {}, {}
     return c
 
 
