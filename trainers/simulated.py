@@ -30,8 +30,9 @@ from pydantic import Field, field_validator
 
 from fitting.law import ParametricLaw
 from skillscale.atomic import atomic_write_json
-from skillscale.config_types import ConfigModel, FieldError, Number
+from skillscale.config_types import FieldError, Number
 from skillscale.errors import InputError
+from trainers.capabilities import BackendConfigBase, Capabilities
 from trainers.spec import FamilySpec, RunResult, RunSpec
 
 # Hoffmann et al. 2022 (Chinchilla), Approach 3 fit, eq. 10.
@@ -80,7 +81,7 @@ def resolve_truth(truth: str | dict) -> dict[str, ParametricLaw]:
     return laws
 
 
-class SimulatedConfig(ConfigModel):
+class SimulatedConfig(BackendConfigBase):
     """`backend: {name: simulated, ...}`: known laws plus noise instead of training (see the module docstring)."""
 
     name: Literal["simulated"]
@@ -113,9 +114,9 @@ class SimulatedConfig(ConfigModel):
         return SimulatedBackend(**self.model_dump(exclude={"name"}))
 
     @property
-    def models_per_run(self) -> int:
-        """Models one run stands for (seed_replicas): a run costs that many times 6ND."""
-        return int(self.seed_replicas)
+    def capabilities(self) -> Capabilities:
+        """Run families (run_family), and seed_replicas models per run: a run costs that many times 6ND."""
+        return Capabilities(families=True, models_per_run=int(self.seed_replicas))
 
     def check(self, skills: list[str], spec: RunSpec) -> None:
         """Before a study starts: every skill of the study has a simulated truth."""
