@@ -14,8 +14,9 @@
    (PRIOR_SHARE) is spread equally over the plausible families, those whose held-out error is within 1.5x
    the best one's: on the data-constrained ladder the held-out largest runs favour `data_constrained`
    (log-RMSE 0.074 against 0.093-0.095), which predicts the ladder's larger test models worst (BENCHMARKS.md,
-   Law families on real ladders). Families below MIN_WEIGHT are dropped. Each family's held-out error (RMS of log-residuals) and lack of fit (that RMS over the noise
-   sigma: about 1 when the family extrapolates within the noise) are reported beside its weight.
+   Law families on real ladders). Families below MIN_WEIGHT are dropped, and so are families whose fit put an
+   exponent on its bound. Each family's held-out error (RMS of log-residuals) and lack of fit (that RMS over
+   the noise sigma: about 1 when the family extrapolates within the noise) are reported beside its weight.
 2. **The ensemble is drawn from all families by weight** (`bootstrap_average`): of K members, about
    w_f K come from family f's own bootstrap (fitting/parametric.py), in contiguous blocks in FAMILIES order, so
    member k of every skill used the same draw k. Every N*, D*, interval and prediction comes from that
@@ -326,8 +327,10 @@ def fit_average(n_params, n_tokens, loss, *, mix=None, domains=(), own_domain=No
             "unique": None if unique is None else np.asarray(unique, float)}
     usable, why = applicable_families(args, families)
     if not usable:
-        raise InputError(f"no law family can be fitted to these runs ({'; '.join(f'{k}: {v}' for k, v in why.items())})")
-    scores = {name: FamilyScore(name, 0.0, None, None, None, f"not applicable: {reason}") for name, reason in why.items()}
+        reasons = "; ".join(f"{k}: {v}" for k, v in why.items())
+        raise InputError(f"no law family can be fitted to these runs ({reasons})")
+    scores = {name: FamilyScore(name, 0.0, None, None, None, f"not applicable: {reason}")
+              for name, reason in why.items()}
     if len(usable) > 1:
         weighted, n_holdout = family_weights(args, usable, huber_delta)
         scores.update(weighted)
