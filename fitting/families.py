@@ -353,8 +353,11 @@ class FamilyEnsemble:
 
     def optimum(self, flops, mix=None, unique=None) -> tuple[np.ndarray, np.ndarray]:
         c = float(flops)
-        return isoflop_argmin(lambda log_n: self.loss_members(np.exp(log_n), c / (FLOPS_PER_PARAM_TOKEN * np.exp(log_n)),
-                                                              mix, unique), c, self.size)
+        def loss_on_line(log_n):
+            n = np.exp(log_n)
+            return self.loss_members(n, c / (FLOPS_PER_PARAM_TOKEN * n), mix, unique)
+
+        return isoflop_argmin(loss_on_line, c, self.size)
 
     def exponent_at(self, flops, mix=None, rel_step: float = 0.05) -> np.ndarray:
         """Local a(C) = d log N* / d log C per member."""
