@@ -160,8 +160,8 @@ class AveragedEnsemble:
 
 
 def single_blocks(ensemble):
-    """blocks() of an ensemble of one family: all members, one block."""
-    if hasattr(ensemble, "blocks"):
+    """(member indices, part) per law family: a mixture's blocks, or all members of one family's ensemble."""
+    if isinstance(ensemble, AveragedEnsemble):
         return ensemble.blocks()
     return [(np.arange(ensemble.size), ensemble)]
 

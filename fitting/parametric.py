@@ -162,8 +162,8 @@ def ensemble_from_thetas(thetas: np.ndarray, domains=(), own: int | None = None)
     if domains and own is not None:
         transfer = np.ones((thetas.shape[0], len(domains)))
         transfer[:, _free(domains, own)] = np.exp(thetas[:, 5:])
-    return LawEnsemble(np.exp(thetas[:, 0]), np.exp(thetas[:, 1]), np.exp(thetas[:, 2]),
-                       thetas[:, 3].copy(), thetas[:, 4].copy(), transfer, tuple(domains) if transfer is not None else ())
+    return LawEnsemble(np.exp(thetas[:, 0]), np.exp(thetas[:, 1]), np.exp(thetas[:, 2]), thetas[:, 3].copy(),
+                       thetas[:, 4].copy(), transfer, tuple(domains) if transfer is not None else ())
 
 
 def _law(family: LawFamily, theta, design: Design, domains):
