@@ -100,12 +100,12 @@ def test_a_study_outside_the_chinchilla_form_reports_every_law_family(small_stud
 
     small_study.update(skills=["all"], domains=["all"], mix={"space": "fixed", "fixed": {"all": 1.0}},
                        targets=[{"name": "all", "weights": {"all": 1.0}, "flops": 1e20}], tolerance=0.3,
-                       max_runs=40)
+                       max_runs=40, law="auto")
     small_study["backend"] = {"name": "simulated", "truth": "farseer", "noise": 0.005}
     small_study["proposer"] = {"n_boot": 40, "inner_trials": 0, "n_candidates": 128, "overhead_flops": 1e17,
                                "seed_runs": 12}
     cfg = parse_study_config(small_study)
-    assert cfg.law == "auto"
+    assert cfg.law == "auto" == type(cfg).model_fields["law"].default  # the default
     study = Study(cfg, tmp_path)
     stop = _drive(study, cfg.backend.build(), k=2, tmp_path=tmp_path)
     result = study.finish(stop)
