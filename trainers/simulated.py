@@ -29,6 +29,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from fitting.law import ParametricLaw
+from fitting.truths import FARSEER_SINGLE_EPOCH
 from skillscale.atomic import atomic_write_json
 from skillscale.config_types import FieldError, Number
 from skillscale.errors import InputError
@@ -56,9 +57,10 @@ CODE = ParametricLaw(E=1.2, A=340.0, B=420.0, alpha=0.34, beta=0.28,
 # so a rough value.
 FAMILY_NOISE_CORRELATION = 0.8
 
-PRESETS: dict[str, dict[str, ParametricLaw]] = {
+PRESETS: dict[str, dict] = {
     "chinchilla": {"all": CHINCHILLA},
     "besiroglu": {"all": BESIROGLU},
+    "farseer": {"all": FARSEER_SINGLE_EPOCH},  # outside the Chinchilla form: fitted to real runs (fitting/truths.py)
     "knowledge-code": {"knowledge": KNOWLEDGE, "code": CODE},
 }
 
