@@ -195,7 +195,14 @@ def main(argv: list[str] | None = None) -> int:
         parse_layout(layout)
 
     from scheduler.config import load_study_config
-    from trainers.torch_backend import peak_flops_of_name
+
+    try:
+        from trainers.torch_backend import peak_flops_of_name
+    except ImportError:  # a checkout from before it existed: the baseline layout run from the pilot's commit
+        from trainers.torch_backend import GPU_BF16_PEAK
+
+        def peak_flops_of_name(name: str) -> float:
+            return next((GPU_BF16_PEAK[k] for k in sorted(GPU_BF16_PEAK, key=len, reverse=True) if k in name), 0.0)
 
     cfg = load_study_config(args.config)
     if cfg.mix.fixed is None:
