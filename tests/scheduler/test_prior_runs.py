@@ -146,3 +146,19 @@ def test_a_bad_table_is_one_line(small_study, tmp_path, problem, edit, message):
     with pytest.raises(InputError, match=message) as exc:
         Study(cfg, tmp_path / "study")
     assert str(prior) in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_report_shows_prior_runs_apart(small_study, tmp_path):
+    from scheduler.report import write_report
+
+    prior = tmp_path / "prior.csv"
+    write_ladder(prior)
+    cfg = _config(small_study, prior)
+    study = Study(cfg, tmp_path / "study")
+    study.reconcile()
+    (spec,) = study.propose(1)
+    study.record(spec, cfg.backend.build().run(spec, tmp_path / "study" / "runs" / spec.run_id))
+    study.close()
+    page = write_report(tmp_path / "study", tmp_path / "report").read_text()
+    assert " 1 runs &middot;" in page and "plus 12 prior runs" in page and "not charged" in page
+    assert page.count("<td>prior</td>") == 12 and page.count("<td>study</td>") == 1
