@@ -29,7 +29,7 @@ Every design's runs go through the same fit (`fit_and_predict`: today's Chinchil
 bootstrap). Per cell (ladder, design, share), over the seeds: the share of the table's FLOPs used, held-out R^2 of
 the losses, the share of held-out losses inside their 95% prediction intervals, and N*(C_target) with its interval,
 against the fit of all the train runs ("in ref": the design's point estimate inside the all-runs 95% interval).
-Medians and the worst seed are printed; one row per cell goes to benchmarks/results/replay.jsonl.
+Medians and the worst seed are printed; one row per cell goes to benchmarks/results/replay.jsonl as the cell ends.
 
 `--prior-check` adds the prior-runs experiment (issue #34): a simulated study to its tolerance from scratch, and the
 same study given half of a simulated ladder as prior runs; FLOPs the study itself spent and coverage of the true N*.
@@ -374,6 +374,10 @@ def prior_check(seeds: list[int], settings: Settings) -> list[dict]:
                              "flops_spent": status.flops_spent, "runs": status.n_runs,
                              "prior_runs": status.n_prior_runs, "flops_prior": status.flops_prior,
                              "covered": bool(lo <= true_n <= hi), "rel_halfwidth": target.rel_halfwidth})
+                print(f"prior-runs check, seed {seed}, {start:<8}: {study.stop_reason()} after {status.n_runs} runs, "
+                      f"{status.flops_spent:.3g} FLOPs spent ({status.n_prior_runs} prior runs, "
+                      f"{status.flops_prior:.3g} FLOPs not charged); N* ±{target.rel_halfwidth:.0%}, truth "
+                      f"{'inside' if lo <= true_n <= hi else 'OUTSIDE'}", flush=True)
     return rows
 
 
@@ -388,7 +392,7 @@ def _shares(text: str) -> list[float]:
     return shares
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> OneLineArgumentParser:
     parser = OneLineArgumentParser(prog="bench_replay.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--ladders", nargs="+", choices=LADDERS, default=list(LADDERS))
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
@@ -399,7 +403,11 @@ def main(argv: list[str] | None = None) -> int:
                                                             "small ensembles")
     parser.add_argument("--prior-check", action="store_true", help="also the prior-runs experiment")
     parser.add_argument("--out", default=str(RESULTS), help="JSON lines file the rows are appended to")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         shares = _shares(args.shares)
         if args.seeds < 1:
@@ -409,25 +417,26 @@ def main(argv: list[str] | None = None) -> int:
         if args.tiny:
             ladders, shares, seeds = ["simulated"], [0.05], [0, 1]
             settings = Settings(eval_boot=30, loop_boot=20, design_boot=20)
+        provenance = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                      "commit": git_commit(), "python": platform.python_version(), "cpus": os.cpu_count(),
+                      "tiny": bool(args.tiny)}
+        record = lambda row: append_rows(args.out, [{**row, **provenance}])  # noqa: E731 (each cell as it ends)
         with tempfile.TemporaryDirectory() as tmp:
             built = [data_constrained_ladder() if name == "data-constrained" else simulated_ladder(Path(tmp))
                      for name in ladders]
-            rows = _run(built, args.methods, shares, seeds, settings)
+            _run(built, args.methods, shares, seeds, settings, record)
             if args.prior_check:
-                rows += prior_check(seeds[: max(2, min(len(seeds), 5))], settings)
+                for row in prior_check(seeds[: max(2, min(len(seeds), 5))], settings):
+                    record(row)
     except InputError as exc:
         print(f"bench_replay.py: error: {exc}", file=sys.stderr)
         return 2
-    provenance = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                  "commit": git_commit(), "python": platform.python_version(), "cpus": os.cpu_count(),
-                  "tiny": bool(args.tiny)}
-    append_rows(args.out, [{**row, **provenance} for row in rows])
     return 0
 
 
-def _run(ladders: list[Ladder], methods: list[str], shares: list[float], seeds: list[int],
-         settings: Settings) -> list[dict]:
-    rows = []
+def _run(ladders: list[Ladder], methods: list[str], shares: list[float], seeds: list[int], settings: Settings,
+         record) -> None:
+    """Every cell, printed as a table and handed to `record` as it ends."""
     for ladder in ladders:
         ref = fit_and_predict(list(ladder.train.runs), list(ladder.heldout.runs), ladder.target_flops,
                               settings.eval_boot, seed=0)
@@ -438,14 +447,14 @@ def _run(ladders: list[Ladder], methods: list[str], shares: list[float], seeds: 
         print(f"\n{ladder.name}: {len(ladder.train.runs)} train runs ({ladder.flops:.3g} FLOPs), "
               f"{len(ladder.heldout.runs)} held out; all-runs fit: R2 {ref_r2:.3f}, PI coverage {ref_cov:.2f}, "
               f"N*({ladder.target_flops:.0e}) = {ref.n_star:.3g} [{lo:.3g}, {hi:.3g}]")
-        rows.append({"ladder": ladder.name, "method": "all-runs", "share_cap": 1.0, "r2_median": ref_r2,
+        record({"ladder": ladder.name, "method": "all-runs", "share_cap": 1.0, "r2_median": ref_r2,
                      "coverage_median": ref_cov, "n_star_median": ref.n_star, "n_star_ci95": [lo, hi]})
         print(f"{'method':<12}{'cap':>6}{'used med/max':>15}{'runs':>6}{'R2 med':>8}{'R2 worst':>9}"
               f"{'PI cov med':>11}{'worst':>7}{'N* med':>10}{'±N*':>7}{'in ref':>8}{'s':>6}")
         for share in shares:
             for method in methods:
                 row = run_cell(ladder, method, share, seeds, ref, settings)
-                rows.append(row)
+                record(row)
                 print(f"{method:<12}{share:>6.0%}{row['share_used_median']:>8.2%}/{row['share_used_max']:<6.2%}"
                       f"{row['runs_median']:>6.0f}{row['r2_median']:>8.3f}{row['r2_worst']:>9.3f}"
                       f"{row['coverage_median']:>11.2f}{row['coverage_worst']:>7.2f}{row['n_star_median']:>10.3g}"
@@ -455,7 +464,6 @@ def _run(ladders: list[Ladder], methods: list[str], shares: list[float], seeds: 
             ref_text = ", ".join(f"{k:.0%}: {v}" for k, v in PAPER_REFERENCE["method"].items())
             print(f"arXiv:2604.22753 on this split (mean over ten law forms, their protocol): {ref_text}; random at "
                   f"10%: {PAPER_REFERENCE['random'][0.10]}; all data: {PAPER_REFERENCE['all data']}")
-    return rows
 
 
 if __name__ == "__main__":
