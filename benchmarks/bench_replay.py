@@ -51,7 +51,6 @@ from pathlib import Path
 import numpy as np
 from _provenance import append_rows, git_commit  # benchmarks/ is on sys.path when run as a script
 
-from fitting.conventions import training_flops
 from fitting.law import ParametricLaw, interval
 from fitting.parametric import bootstrap_parametric, fit_parametric
 from skillscale.errors import InputError, OneLineArgumentParser
@@ -417,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.tiny:
             ladders, shares, seeds = ["simulated"], [0.05], [0, 1]
             settings = Settings(eval_boot=30, loop_boot=20, design_boot=20)
-        provenance = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        provenance = {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                       "commit": git_commit(), "python": platform.python_version(), "cpus": os.cpu_count(),
                       "tiny": bool(args.tiny)}
         record = lambda row: append_rows(args.out, [{**row, **provenance}])  # noqa: E731 (each cell as it ends)

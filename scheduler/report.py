@@ -193,7 +193,8 @@ def _write_report(study_dir: Path, out: Path) -> Path:
     laws = [[s, *(_num(v, ".4g") for v in (f.law.E, f.law.A, f.law.B, f.law.alpha, f.law.beta)),
              _num(f.law.exponent_a, ".3f"), _num(est.noise[s], ".4f"), *_replicate_cells(f.noise)]
             for s, f in est.fits.items()]
-    runs = [[r.get("trial_number"), r["run_id"], r.get("source") or "study", r["status"], r.get("seed", ""), _num(r["n_params"], ".3g"),
+    runs = [[r.get("trial_number"), r["run_id"], r.get("source") or "study", r["status"], r.get("seed", ""),
+             _num(r["n_params"], ".3g"),
              _num(r["n_tokens"], ".3g"),
              _num(r["flops"], ".3g"), *(_num(r.get(f"loss/{s}"), ".4f") for s in cfg.skills),
              _num(r.get("wall_s"), ".1f"), _num(r.get("mfu"), ".3f")]

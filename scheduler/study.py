@@ -53,8 +53,8 @@ from scheduler.config import StudyConfig
 from scheduler.estimates import Estimates, TargetEstimate, fit_inputs, init_seed, refit
 from scheduler.families import FamilyPoint, branch_spec, family_spec, in_flight_points, make_proposer
 from scheduler.ledger import Ledger, freeze_config, ledger_row, read_result
-from scheduler.prior_runs import prior_ledger_rows, read_prior_runs
 from scheduler.lock import StudyLock
+from scheduler.prior_runs import prior_ledger_rows, read_prior_runs
 from scheduler.proposer import Point, SearchSpace
 from scheduler.recovery import (
     check_frozen_config,

@@ -97,7 +97,7 @@ def test_nothing_near_fails_in_one_line_and_the_proposer_moves_on(small_study, t
         if result.status == "failed":
             failures.append((specs[0], result))
     assert failures, "a 6-run table must run out near some proposal"
-    for spec, result in failures:
+    for _spec, result in failures:
         assert result.flops == 0 and "\n" not in result.error
         assert result.error.startswith("replay: no unused run of ") and "within distance 0.3" in result.error
     points = [(s.n_params, s.n_tokens) for s, _ in failures]
