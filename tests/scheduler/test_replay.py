@@ -145,3 +145,23 @@ def test_replay_through_the_controller_on_ray(ray_local, small_study, tmp_path):
         tmp_path / "study" / "runs.parquet").to_pylist() if r["status"] == "ok"]
     keys = [_table_key(r) for r in rows]
     assert len(keys) == len(set(keys)) and set(keys) <= {_table_key(r) for r in file_rows}
+
+
+def test_a_bad_table_through_the_cli_is_one_line_exit_2(small_study, tmp_path, capsys):
+    import yaml
+
+    from scheduler.cli import main
+
+    table = tmp_path / "ladder.csv"
+    rows = write_ladder(table)
+    rows[1]["loss/code"] = "-1"
+    with open(table, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    small_study["backend"] = {"name": "replay", "table": str(table)}
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(small_study))
+    assert main(["run", str(tmp_path / "study.yaml"), "--study-dir", str(tmp_path / "study")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"{table}: row 2, column loss/code: expected a positive number" in err
+    assert not (tmp_path / "study").exists()  # refused before Ray starts, nothing written
