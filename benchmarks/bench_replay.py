@@ -38,6 +38,7 @@ same study given half of a simulated ladder as prior runs; FLOPs the study itsel
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime
 import math
 import os
@@ -239,7 +240,7 @@ def design_adaptive(ladder: Ladder, budget: float, seed: int, settings: Settings
         "tolerance": 0.10, "compute_cap": budget, "max_runs": settings.loop_max_runs,
         "backend": {"name": "replay", "table": ladder.train.path, "max_distance": settings.max_distance},
         "proposer": {"n_boot": settings.loop_boot, "n_candidates": 256, "inner_trials": 0,
-                     "overhead_flops": settings.loop_overhead_share * budget, "seed_runs": 8},
+                     "overhead_flops": settings.loop_overhead_flops, "seed_runs": 8},
         "seed": seed})
     backend = cfg.backend.build()
     by_key = {r.key(): r for r in runs}
@@ -269,7 +270,8 @@ class Settings:
     loop_boot: int = 60  # the adaptive loop's ensemble
     design_boot: int = 30  # the uncertainty design's ensemble
     max_distance: float = 1.0  # the replay backend's
-    loop_overhead_share: float = 0.0  # the loop's proposer.overhead_flops, as a share of the cap
+    loop_overhead_flops: float = 0.0  # the loop's proposer.overhead_flops (0: runs priced at their FLOPs alone,
+    # as every design here is charged; the product default is 1e17)
     loop_max_runs: int = 200  # the loop's max_runs (proposals that found no table run near count too)
 
 
@@ -320,7 +322,7 @@ def run_cell(ladder: Ladder, method: str, share: float, seeds: list[int], ref: P
         "per_seed": [{"seed": seed, "share": s.share, "runs": s.n_runs, "r2": s.r2, "coverage": s.coverage,
                       "n_star": s.n_star, "n_star_ci95": list(s.n_star_ci95), "in_ref": s.in_ref}
                      for seed, s in zip(seeds, scores, strict=True)],
-        "seconds": time.perf_counter() - start,
+        "seconds": time.perf_counter() - start, "settings": dataclasses.asdict(settings),
     }
 
 
@@ -400,6 +402,8 @@ def build_parser() -> OneLineArgumentParser:
     parser.add_argument("--seeds", type=int, default=10, help="seeds per cell (default 10)")
     parser.add_argument("--tiny", action="store_true", help="the CI setting: simulated ladder, share 0.05, 2 seeds, "
                                                             "small ensembles")
+    parser.add_argument("--loop-overhead", type=float, default=0.0, metavar="FLOPS",
+                        help="the adaptive loop's proposer.overhead_flops (default 0; the product default is 1e17)")
     parser.add_argument("--prior-check", action="store_true", help="also the prior-runs experiment")
     parser.add_argument("--out", default=str(RESULTS), help="JSON lines file the rows are appended to")
     return parser
@@ -411,11 +415,13 @@ def main(argv: list[str] | None = None) -> int:
         shares = _shares(args.shares)
         if args.seeds < 1:
             raise InputError(f"--seeds: expected >= 1, got {args.seeds}")
-        settings = Settings()
+        if not (args.loop_overhead >= 0 and math.isfinite(args.loop_overhead)):
+            raise InputError(f"--loop-overhead: expected FLOPs >= 0, got {args.loop_overhead}")
+        settings = Settings(loop_overhead_flops=args.loop_overhead)
         ladders, seeds = args.ladders, list(range(args.seeds))
         if args.tiny:
             ladders, shares, seeds = ["simulated"], [0.05], [0, 1]
-            settings = Settings(eval_boot=30, loop_boot=20, design_boot=20)
+            settings = Settings(eval_boot=30, loop_boot=20, design_boot=20, loop_overhead_flops=args.loop_overhead)
         provenance = {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                       "commit": git_commit(), "python": platform.python_version(), "cpus": os.cpu_count(),
                       "tiny": bool(args.tiny)}
