@@ -327,7 +327,14 @@ def run_cell(ladder: Ladder, method: str, share: float, seeds: list[int], ref: P
 
 
 # --------------------------------------------------------------------------------- prior-runs check
-def prior_check(seeds: list[int], settings: Settings) -> list[dict]:
+PRIOR_LADDERS = {  # (N, D) of the simulated ladder whose random half the prior-runs check gives the study
+    "grid": [(n, n * r) for n in np.geomspace(1e7, 3e8, 6) for r in (10, 20, 40, 80)],  # 24 runs, D/N 10-80
+    "isoflop": [(n, c / (6 * n)) for c in (1e17, 1e18, 1e19)  # 18 runs: 6 sizes per budget, D/N 5-640
+                for n in np.geomspace(math.sqrt(c / (6 * 640)), math.sqrt(c / (6 * 5)), 6)],
+}
+
+
+def prior_check(seeds: list[int], settings: Settings, ladder_kind: str = "grid") -> list[dict]:
     """A simulated study to its tolerance from scratch vs with half of a simulated ladder as prior runs."""
     from scheduler import Study, parse_study_config
     from trainers.simulated import SimulatedBackend
@@ -338,7 +345,7 @@ def prior_check(seeds: list[int], settings: Settings) -> list[dict]:
         with tempfile.TemporaryDirectory() as tmp:
             sim = SimulatedBackend(truth="chinchilla", noise=0.005)
             rng = np.random.default_rng(seed)
-            ladder = [(n, n * r) for n in np.geomspace(1e7, 3e8, 6) for r in (10, 20, 40, 80)]
+            ladder = PRIOR_LADDERS[ladder_kind]
             half = [ladder[i] for i in sorted(rng.permutation(len(ladder))[: len(ladder) // 2])]
             prior = Path(tmp) / "prior.csv"
             with open(prior, "w", newline="") as f:
@@ -371,11 +378,11 @@ def prior_check(seeds: list[int], settings: Settings) -> list[dict]:
                 (target,) = status.targets
                 true_n = float(backend.truth[SKILL].optimum(1e21)[0][0])
                 lo, hi = target.n_params_ci95
-                rows.append({"check": "prior_runs", "seed": seed, "start": start, "stop": study.stop_reason(),
+                rows.append({"check": "prior_runs", "ladder": ladder_kind, "seed": seed, "start": start, "stop": study.stop_reason(),
                              "flops_spent": status.flops_spent, "runs": status.n_runs,
                              "prior_runs": status.n_prior_runs, "flops_prior": status.flops_prior,
                              "covered": bool(lo <= true_n <= hi), "rel_halfwidth": target.rel_halfwidth})
-                print(f"prior-runs check, seed {seed}, {start:<8}: {study.stop_reason()} after {status.n_runs} runs, "
+                print(f"prior-runs check ({ladder_kind} ladder), seed {seed}, {start:<8}: {study.stop_reason()} after {status.n_runs} runs, "
                       f"{status.flops_spent:.3g} FLOPs spent ({status.n_prior_runs} prior runs, "
                       f"{status.flops_prior:.3g} FLOPs not charged); N* ±{target.rel_halfwidth:.0%}, truth "
                       f"{'inside' if lo <= true_n <= hi else 'OUTSIDE'}", flush=True)
@@ -395,7 +402,8 @@ def _shares(text: str) -> list[float]:
 
 def build_parser() -> OneLineArgumentParser:
     parser = OneLineArgumentParser(prog="bench_replay.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ladders", nargs="+", choices=LADDERS, default=list(LADDERS))
+    parser.add_argument("--ladders", nargs="*", choices=LADDERS, default=list(LADDERS),
+                        help="ladders to replay (none: only --prior-check)")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--shares", default="0.01,0.03,0.10", help="FLOP shares of the train table (default "
                                                                      "0.01,0.03,0.10)")
@@ -405,6 +413,8 @@ def build_parser() -> OneLineArgumentParser:
     parser.add_argument("--loop-overhead", type=float, default=0.0, metavar="FLOPS",
                         help="the adaptive loop's proposer.overhead_flops (default 0; the product default is 1e17)")
     parser.add_argument("--prior-check", action="store_true", help="also the prior-runs experiment")
+    parser.add_argument("--prior-ladder", choices=sorted(PRIOR_LADDERS), default="grid",
+                        help="the simulated ladder whose half --prior-check gives the study (default grid)")
     parser.add_argument("--out", default=str(RESULTS), help="JSON lines file the rows are appended to")
     return parser
 
@@ -431,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
                      for name in ladders]
             _run(built, args.methods, shares, seeds, settings, record)
             if args.prior_check:
-                for row in prior_check(seeds[: max(2, min(len(seeds), 5))], settings):
+                for row in prior_check(seeds[: max(2, min(len(seeds), 5))], settings, args.prior_ladder):
                     record(row)
     except InputError as exc:
         print(f"bench_replay.py: error: {exc}", file=sys.stderr)
