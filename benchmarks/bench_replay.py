@@ -378,11 +378,13 @@ def prior_check(seeds: list[int], settings: Settings, ladder_kind: str = "grid")
                 (target,) = status.targets
                 true_n = float(backend.truth[SKILL].optimum(1e21)[0][0])
                 lo, hi = target.n_params_ci95
-                rows.append({"check": "prior_runs", "ladder": ladder_kind, "seed": seed, "start": start, "stop": study.stop_reason(),
+                rows.append({"check": "prior_runs", "ladder": ladder_kind, "seed": seed, "start": start,
+                             "stop": study.stop_reason(),
                              "flops_spent": status.flops_spent, "runs": status.n_runs,
                              "prior_runs": status.n_prior_runs, "flops_prior": status.flops_prior,
                              "covered": bool(lo <= true_n <= hi), "rel_halfwidth": target.rel_halfwidth})
-                print(f"prior-runs check ({ladder_kind} ladder), seed {seed}, {start:<8}: {study.stop_reason()} after {status.n_runs} runs, "
+                print(f"prior-runs check ({ladder_kind} ladder), seed {seed}, {start:<8}: {study.stop_reason()} after "
+                      f"{status.n_runs} runs, "
                       f"{status.flops_spent:.3g} FLOPs spent ({status.n_prior_runs} prior runs, "
                       f"{status.flops_prior:.3g} FLOPs not charged); N* ±{target.rel_halfwidth:.0%}, truth "
                       f"{'inside' if lo <= true_n <= hi else 'OUTSIDE'}", flush=True)
