@@ -32,7 +32,9 @@ against the fit of all the train runs ("in ref": the design's point estimate ins
 Medians and the worst seed are printed; one row per cell goes to benchmarks/results/replay.jsonl as the cell ends.
 
 `--prior-check` adds the prior-runs experiment (issue #34): a simulated study to its tolerance from scratch, and the
-same study given half of a simulated ladder as prior runs; FLOPs the study itself spent and coverage of the true N*.
+same study given half of a simulated ladder as prior runs (`--prior-ladder`: a grid at D/N 10-80, an isoFLOP ladder
+across D/N 5-640, or "study": the runs the study from scratch trained); FLOPs the study itself spent and coverage of
+the true N*.
 """
 
 from __future__ import annotations
@@ -327,11 +329,19 @@ def run_cell(ladder: Ladder, method: str, share: float, seeds: list[int], ref: P
 
 
 # --------------------------------------------------------------------------------- prior-runs check
-PRIOR_LADDERS = {  # (N, D) of the simulated ladder whose random half the prior-runs check gives the study
+PRIOR_LADDERS = {  # (N, D) of the simulated ladder whose random half the prior-runs check gives the study (and
+    # "study": the runs the study from scratch trained)
     "grid": [(n, n * r) for n in np.geomspace(1e7, 3e8, 6) for r in (10, 20, 40, 80)],  # 24 runs, D/N 10-80
     "isoflop": [(n, c / (6 * n)) for c in (1e17, 1e18, 1e19)  # 18 runs: 6 sizes per budget, D/N 5-640
                 for n in np.geomspace(math.sqrt(c / (6 * 640)), math.sqrt(c / (6 * 5)), 6)],
 }
+
+
+def _write_prior(path: Path, table: list[tuple]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["n_params", "n_tokens", "loss", "seed"])
+        writer.writerows(table)
 
 
 def prior_check(seeds: list[int], settings: Settings, ladder_kind: str = "grid") -> list[dict]:
@@ -345,16 +355,19 @@ def prior_check(seeds: list[int], settings: Settings, ladder_kind: str = "grid")
         with tempfile.TemporaryDirectory() as tmp:
             sim = SimulatedBackend(truth="chinchilla", noise=0.005)
             rng = np.random.default_rng(seed)
-            ladder = PRIOR_LADDERS[ladder_kind]
-            half = [ladder[i] for i in sorted(rng.permutation(len(ladder))[: len(ladder) // 2])]
-            prior = Path(tmp) / "prior.csv"
-            with open(prior, "w", newline="") as f:
-                writer = csv.writer(f)
-                writer.writerow(["n_params", "n_tokens", "loss", "seed"])
-                for n, d in half:
-                    spec = RunSpec(n_params=int(n), n_tokens=int(d), mix={SKILL: 1.0}, seed=10_000 + seed)
-                    writer.writerow([spec.n_params, spec.n_tokens, sim.run(spec, Path(tmp)).losses[SKILL], spec.seed])
+            prior, study = Path(tmp) / "prior.csv", None
+            if ladder_kind != "study":
+                ladder = PRIOR_LADDERS[ladder_kind]
+                half = [ladder[i] for i in sorted(rng.permutation(len(ladder))[: len(ladder) // 2])]
+                specs = [RunSpec(n_params=int(n), n_tokens=int(d), mix={SKILL: 1.0}, seed=10_000 + seed)
+                         for n, d in half]
+                _write_prior(prior, [(s.n_params, s.n_tokens, sim.run(s, Path(tmp)).losses[SKILL], s.seed)
+                                     for s in specs])
             for start in ("scratch", "prior"):
+                if start == "prior" and ladder_kind == "study":  # a random half of the runs the scratch study trained
+                    ok = [r for r in study.ledger.trained_rows() if r["status"] == "ok"]
+                    half = [ok[i] for i in sorted(rng.permutation(len(ok))[: len(ok) // 2])]
+                    _write_prior(prior, [(r["n_params"], r["n_tokens"], r[f"loss/{SKILL}"], r["seed"]) for r in half])
                 cfg = parse_study_config({
                     "name": "prior-check", "skills": [SKILL], "domains": [SKILL],
                     "mix": {"space": "fixed", "fixed": {SKILL: 1.0}}, "n_params": [1e7, 3e9],
@@ -415,7 +428,7 @@ def build_parser() -> OneLineArgumentParser:
     parser.add_argument("--loop-overhead", type=float, default=0.0, metavar="FLOPS",
                         help="the adaptive loop's proposer.overhead_flops (default 0; the product default is 1e17)")
     parser.add_argument("--prior-check", action="store_true", help="also the prior-runs experiment")
-    parser.add_argument("--prior-ladder", choices=sorted(PRIOR_LADDERS), default="grid",
+    parser.add_argument("--prior-ladder", choices=sorted([*PRIOR_LADDERS, "study"]), default="grid",
                         help="the simulated ladder whose half --prior-check gives the study (default grid)")
     parser.add_argument("--out", default=str(RESULTS), help="JSON lines file the rows are appended to")
     return parser
