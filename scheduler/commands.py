@@ -77,6 +77,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     else:
         console.print(f"running or interrupted: {status.n_runs} runs finished, {status.flops_spent:.3g} FLOPs spent "
                       "(rerun `skillscale run` with the same config to resume)")
+    if status.n_prior_runs:
+        console.print(f"  {status.n_prior_runs} prior runs in every fit ({status.flops_prior:.3g} FLOPs, not charged "
+                      "to the compute cap; never trained again)")
     for t in status.targets:
         if not (math.isfinite(t.rel_halfwidth) and math.isfinite(t.n_params)):
             why = f" ({precision_text(None, t.degenerate)})" if t.degenerate else ""

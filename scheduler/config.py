@@ -18,6 +18,7 @@ import yaml
 from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 
 from fitting.conventions import FLOPS_PER_PARAM_TOKEN, training_flops
+from scheduler.prior_runs import PriorRunsConfig
 from scheduler.trackers import TrackersConfig
 from skillscale.config_types import ConfigModel, FieldError, Number, read_number
 from skillscale.errors import InputError
@@ -283,6 +284,8 @@ class StudyConfig(_Model):
     proposer: ProposerConfig = Field(default_factory=ProposerConfig)
     families: FamiliesConfig = Field(default_factory=FamiliesConfig,
                                      description="run families (scheduler/families.py); off by default")
+    prior_runs: PriorRunsConfig | None = Field(default=None, description="runs the study starts from: a CSV or "
+                                               "parquet path (scheduler/prior_runs.py); never trained, not charged")
     storage: str | None = Field(default=None, description="Optuna RDB URL; default a journal file in the study dir")
     trackers: TrackersConfig = Field(default_factory=TrackersConfig,
                                      description="export to TensorBoard / MLflow / W&B (scheduler/trackers.py); off")
@@ -363,6 +366,7 @@ class StudyConfig(_Model):
                 r = self.tokens_per_param
                 raise _field_error("tokens_per_param", f"no run within the N, D and FLOP bounds has D/N in "
                                                        f"[{r.lo:g}, {r.hi:g}]")
+        object.__setattr__(self, "backend", self.backend.for_study(self))  # e.g. replay: the study's region
         smallest = self.smallest_run()
         models = self.backend.capabilities.models_per_run
         cost = max(training_flops(*smallest), self.min_run_flops) * models
@@ -429,6 +433,10 @@ class StudyConfig(_Model):
             del frozen["skill_evals"]
         if not self.families.enabled:  # off is how studies frozen before families existed read, so they resume
             del frozen["families"]
+        if self.prior_runs is None:  # absent, as in studies frozen before prior runs existed
+            del frozen["prior_runs"]
+        else:  # the file's hash: a resume with a changed file is refused (scheduler/prior_runs.py)
+            frozen["prior_runs"] = self.prior_runs.frozen()
         return frozen  # trackers are left out: exporting changes no estimate, and may be switched on a resume
 
 

@@ -55,6 +55,7 @@ from scheduler.preflight import (
     no_node_for,
     ray_env_for,
 )
+from scheduler.prior_runs import read_prior_runs
 from scheduler.progress import Progress, one_line_ray_notices
 from scheduler.recovery import set_aside
 from scheduler.study import Study
@@ -445,7 +446,7 @@ def run_study(config: StudyConfig | str | Path, study_dir: str | Path | None = N
     `config`: a StudyConfig or the path of a study YAML; `study_dir` defaults to studies/<name>. Ray: the
     cluster at `address` (default $RAY_ADDRESS), else a local instance with `num_cpus` and, if asked, the
     dashboard; a Ray session already initialised in this process is used as is (and left running). The
-    backend's config is checked (scheduler.config.check_backend) before Ray starts.
+    backend's config is checked (scheduler.config.check_backend), and the prior runs read, before Ray starts.
 
     What cannot work ends before or right after Ray starts, with one line (InputError, scheduler/preflight.py):
     the study dir's lock held by another controller, an address with nothing listening, a Ray that refuses the
@@ -454,6 +455,8 @@ def run_study(config: StudyConfig | str | Path, study_dir: str | Path | None = N
     """
     cfg = config if isinstance(config, StudyConfig) else load_study_config(config)
     check_backend(cfg)
+    if cfg.prior_runs is not None:  # a bad row: one line naming file, row and column, before Ray starts
+        read_prior_runs(cfg)
     cfg.trackers.check()
     study_dir = Path(study_dir or Path("studies") / cfg.name)
     progress = progress or Progress.silent()

@@ -21,6 +21,8 @@ from skillscale.atomic import atomic_write_bytes, atomic_write_text
 from skillscale.errors import InputError
 from trainers.spec import RunResult, RunSpec
 
+SOURCE_PRIOR = "prior"  # a row's `source` for a prior run (scheduler/prior_runs.py); rows of trained runs have none
+
 # Fields that may differ between the frozen config and a resume: they change how fast the study
 # runs, not what it estimates.
 RESUMABLE_FIELDS = ("max_concurrent", "resources")
@@ -66,6 +68,7 @@ class Ledger:
     Columns: run_id, trial_number, family_id, branch, status, error, requested_n_params, n_params, n_tokens, flops,
     mix/<domain>..., loss/<skill>..., domain_loss/<domain>..., epochs/<domain>... (how often the run read each
     domain's training text; torch backend only), wall_s, tokens_per_s, mfu, tries, finished_at (unix seconds).
+    Prior runs (scheduler/prior_runs.py) add source ("prior"), prior_sha256, prior_row and n_unique_tokens.
     """
 
     def __init__(self, path: Path | None):
@@ -124,7 +127,20 @@ class Ledger:
         self._by_id = {r["run_id"]: r for r in self._rows}
 
     def flops_spent(self) -> float:
-        return float(sum(r["flops"] for r in self._rows))
+        """FLOPs of the runs the study trained: what compute_cap is charged (prior runs are not)."""
+        return float(sum(r["flops"] for r in self._rows if r.get("source") != SOURCE_PRIOR))
+
+    def trained_rows(self) -> list[dict]:
+        """The rows of runs the study trained (ok, diverged or failed), without its prior runs."""
+        return [r for r in self._rows if r.get("source") != SOURCE_PRIOR]
+
+    def prior_rows(self) -> list[dict]:
+        """The study's prior runs (scheduler/prior_runs.py), as they entered the ledger."""
+        return [r for r in self._rows if r.get("source") == SOURCE_PRIOR]
+
+    def flops_prior(self) -> float:
+        """FLOPs of the prior runs, reported apart and not charged to compute_cap."""
+        return float(sum(r["flops"] for r in self.prior_rows()))
 
 
 def ledger_row(spec: RunSpec, result: RunResult, tries: int = 1) -> dict:
@@ -135,7 +151,7 @@ def ledger_row(spec: RunSpec, result: RunResult, tries: int = 1) -> dict:
         "family_id": spec.family_id, "branch": int(spec.branch),  # "" and -1: a plain run (scheduler/families.py)
         "error": result.error, "requested_n_params": spec.n_params, "n_params": result.n_params,
         "n_tokens": result.n_tokens, "flops": float(result.flops),
-        **{f"mix/{d}": float(w) for d, w in sorted(spec.mix.items())},
+        **{f"mix/{d}": float(w) for d, w in sorted((result.mix or spec.mix).items())},  # replay: the table run's
         **{f"loss/{s}": float(v) for s, v in sorted(result.losses.items())},
         **{f"domain_loss/{d}": float(v) for d, v in sorted(result.domain_losses.items())},
         **{f"epochs/{d}": float(v) for d, v in sorted(result.data_epochs.items())},  # torch: times over the text

@@ -169,7 +169,8 @@ def _write_report(study_dir: Path, out: Path) -> Path:
     cfg = load_study_config(study_dir / "study.yaml")
     if not (study_dir / "runs.parquet").exists():
         raise InputError(f"{study_dir}: no finished runs yet (runs.parquet missing)")
-    rows = Ledger(study_dir / "runs.parquet").rows
+    ledger = Ledger(study_dir / "runs.parquet")
+    rows = ledger.rows  # the study's runs and its prior runs (scheduler/prior_runs.py): all of them in the fit
     est = refit(cfg, rows)
     if est is None:
         raise InputError(f"{study_dir}: too few finished runs ({len(rows)}) to fit the laws")
@@ -182,7 +183,9 @@ def _write_report(study_dir: Path, out: Path) -> Path:
     plot_runs(cfg, rows, out / "runs.png")
     result = read_result(study_dir)
     status = (f"stopped: {result['stop_reason']}" if result else "in progress or interrupted")
-    spent = sum(r["flops"] for r in rows)
+    spent, trained, prior = ledger.flops_spent(), ledger.trained_rows(), ledger.prior_rows()
+    prior_note = (f" &middot; plus {len(prior)} prior runs ({ledger.flops_prior():.3g} FLOPs, not charged) from "
+                  f"{html.escape(str(cfg.prior_runs.path))}" if prior else "")
     targets = []
     for t in est.targets:
         shown = np.isfinite(t.rel_halfwidth)  # not identifiable: no number beside the "n/a" that says why
@@ -192,7 +195,8 @@ def _write_report(study_dir: Path, out: Path) -> Path:
     laws = [[s, *(_num(v, ".4g") for v in (f.law.E, f.law.A, f.law.B, f.law.alpha, f.law.beta)),
              _num(f.law.exponent_a, ".3f"), _num(est.noise[s], ".4f"), *_replicate_cells(f.noise)]
             for s, f in est.fits.items()]
-    runs = [[r.get("trial_number"), r["run_id"], r["status"], r.get("seed", ""), _num(r["n_params"], ".3g"),
+    runs = [[r.get("trial_number"), r["run_id"], r.get("source") or "study", r["status"], r.get("seed", ""),
+             _num(r["n_params"], ".3g"),
              _num(r["n_tokens"], ".3g"),
              _num(r["flops"], ".3g"), *(_num(r.get(f"loss/{s}"), ".4f") for s in cfg.skills),
              _num(r.get("wall_s"), ".1f"), _num(r.get("mfu"), ".3f")]
@@ -205,8 +209,8 @@ def _write_report(study_dir: Path, out: Path) -> Path:
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse;font-size:13px}}
 td,th{{border:1px solid #ccc;padding:3px 7px;text-align:right}}img{{max-width:100%}}</style></head><body>
 <h1>{html.escape(cfg.name)}</h1>
-<p>{html.escape(status)} &middot; {len(rows)} runs &middot; {spent:.3g} FLOPs of a {cfg.compute_cap:.3g} cap
-&middot; tolerance ±{100 * cfg.tolerance:.0f}% &middot; backend {html.escape(cfg.backend.name)}</p>
+<p>{html.escape(status)} &middot; {len(trained)} runs &middot; {spent:.3g} FLOPs of a {cfg.compute_cap:.3g} cap
+{prior_note} &middot; tolerance ±{100 * cfg.tolerance:.0f}% &middot; backend {html.escape(cfg.backend.name)}</p>
 <p>Conventions: N counts non-embedding parameters that take part in matmuls (blocks + output head);
 C = 6·N·D; losses in nats/token. Intervals: 95% bias-corrected bootstrap percentile intervals over
 runs; ±rel = (hi − lo) / (2·N*).</p>
@@ -222,7 +226,7 @@ does not; n/a with too few replicates).</p>
 {'<img src="composition.png">' if whatif else ''}
 {('<h2>Validation-composition what-if</h2>' + _table(["weights", "N*", "95% CI", "N* / first"], whatif_rows))
  if whatif else ''}
-<h2>Runs</h2>{_table(["#", "run_id", "status", "seed", "N", "D", "C", *cfg.skills, "wall s", "MFU"], runs)}
+<h2>Runs</h2>{_table(["#", "run_id", "source", "status", "seed", "N", "D", "C", *cfg.skills, "wall s", "MFU"], runs)}
 </body></html>"""
     atomic_write_text(out / "index.html", page)
     return out / "index.html"

@@ -55,6 +55,7 @@ from scheduler.estimates import Estimates, TargetEstimate, fit_inputs, init_seed
 from scheduler.families import FamilyPoint, branch_spec, family_spec, in_flight_points, make_proposer
 from scheduler.ledger import Ledger, freeze_config, ledger_row, read_result
 from scheduler.lock import StudyLock
+from scheduler.prior_runs import prior_ledger_rows, read_prior_runs
 from scheduler.proposer import Point, SearchSpace
 from scheduler.recovery import (
     check_frozen_config,
@@ -108,6 +109,8 @@ class StudyStatus:
     run_price: float | None = None  # FLOPs charged per run in the next proposal's ranking (Study.run_price)
     overhead_flops: float | None = None  # the price while the FLOP cap is the binding budget
     efficiency: dict | None = None  # model FLOPs over the GPUs' peak (scheduler/efficiency.py); None: no GPU known
+    n_prior_runs: int = 0  # prior runs (scheduler/prior_runs.py): in every fit, not counted in n_runs
+    flops_prior: float = 0.0  # their FLOPs, not charged to compute_cap (not in flops_spent)
 
     @property
     def precision(self) -> dict[str, float]:
@@ -202,6 +205,7 @@ class Study:
         self.optuna = open_optuna_study(cfg, self.study_dir)
         self.seed_rule = seed_rule(self.optuna, cfg.seed, [])  # what a ledger rebuilt from the journal uses
         self.ledger = self._open_ledger()
+        self._enter_prior_runs()
         self.seed_rule = seed_rule(self.optuna, cfg.seed, [r["seed"] for r in self.ledger.rows if "seed" in r])
         if SEED_RULE_ATTR not in self.optuna.user_attrs:
             self.optuna.set_user_attr(SEED_RULE_ATTR, self.seed_rule)
@@ -239,6 +243,17 @@ class Study:
             ledger.write_rows(rows)
             self._note(f"{path}: {str(exc).split(': ', 1)[-1].split(';')[0]} (kept as {aside.name}); {how}")
             return ledger
+
+    def _enter_prior_runs(self) -> None:
+        """The config's prior runs enter the ledger once, first, in one atomic write (scheduler/prior_runs.py); on a
+        resume they are there already (the frozen config guarantees the same file), and nothing is added twice."""
+        if self.cfg.prior_runs is None:
+            return
+        have = self.ledger.run_ids()
+        new = [r for r in prior_ledger_rows(read_prior_runs(self.cfg), list(self.cfg.domains))
+               if r["run_id"] not in have]
+        if new:
+            self.ledger.write_rows(new + self.ledger.rows)
 
     def _spec_of_trial(self, trial) -> RunSpec | None:
         if "family" in trial.user_attrs:  # a branch of a run family: the family's own spec, as it was asked
@@ -302,13 +317,23 @@ class Study:
         k = min(k, self.cfg.max_runs - self.n_asked)
         points = []
         if k > 0:
-            in_flight = in_flight_points(list(self.outstanding.values()), self.families)
+            in_flight = in_flight_points(list(self.outstanding.values()) + self._unanswered(), self.families)
             self.proposer.run_price = self.run_price()
             left = (self.cfg.compute_cap - self.flops_committed) / self.models_per_run  # the proposer prices one model
+            # prior runs count towards the seed design: a study that starts from a ladder need not fill space again
+            n_seen = self.n_asked + len(self.ledger.prior_rows())
             with np.errstate(**NUMERIC_ERRSTATE):
-                points = self.proposer.propose(k, self.estimates, in_flight, self.n_asked, budget_left=left)
+                points = self.proposer.propose(k, self.estimates, in_flight, n_seen, budget_left=left)
         self._nothing_left = not points and not self.outstanding and k > 0
         return self.ask(points)
+
+    def _unanswered(self) -> list[RunSpec]:
+        """Runs that failed with nothing trained (0 FLOPs: a replay backend with no unused table run near them,
+        trainers/replay.py). They go to the proposer as if in flight, so that it moves on instead of asking for
+        the same point again."""
+        return [RunSpec(n_params=int(r["requested_n_params"]), n_tokens=int(r["n_tokens"]),
+                        mix={d: float(r.get(f"mix/{d}") or 0.0) for d in self.cfg.domains}, run_id=r["run_id"])
+                for r in self.ledger.trained_rows() if r["status"] == "failed" and r["flops"] == 0]
 
     def ask(self, points: list[Point]) -> list[RunSpec]:
         """Make trials of the given points (enqueue + ask) and hand out their specs, outstanding. `propose`
@@ -453,7 +478,7 @@ class Study:
         return self.ledger.flops_spent() + sum(self.spec_flops(s) for s in self.outstanding.values())
 
     def status(self) -> StudyStatus:
-        rows = self.ledger.rows
+        rows = self.ledger.trained_rows()
         count = lambda status: sum(r["status"] == status for r in rows)  # noqa: E731
         return StudyStatus(
             name=self.cfg.name, n_runs=len(rows), n_runs_ok=count("ok"), n_runs_diverged=count("diverged"),
@@ -464,7 +489,8 @@ class Study:
             targets=tuple(self.estimates.targets) if self.estimates is not None else (),
             converged_streak=self.converged_streak, confirm_refits=self.cfg.confirm_refits,
             stop_reason=self.stop_reason(), forecast=self.forecast(), run_price=self.run_price(),
-            overhead_flops=float(self.cfg.proposer.overhead_flops))
+            overhead_flops=float(self.cfg.proposer.overhead_flops), n_prior_runs=len(self.ledger.prior_rows()),
+            flops_prior=self.ledger.flops_prior())
 
     def run_price(self) -> float:
         """FLOPs charged per run when candidates are ranked (the acquisition is information per FLOP + price).
@@ -518,6 +544,10 @@ class Study:
             "n_runs_ok": status.n_runs_ok,
             "n_runs_diverged": status.n_runs_diverged,
             "n_runs_failed": status.n_runs_failed,
+            "n_prior_runs": status.n_prior_runs,
+            "flops_prior": status.flops_prior,
+            "prior_runs": ({"path": cfg.prior_runs.path, "sha256": self.ledger.prior_rows()[0]["prior_sha256"]}
+                           if cfg.prior_runs is not None else None),
             "conventions": conventions_dict(),
             "interval": "95% bias-corrected bootstrap percentile interval; rel_halfwidth = (hi - lo) / (2 * point)",
             "forecast": status.forecast,
@@ -643,7 +673,7 @@ def read_status(study_dir: Path) -> StudyStatus:
     except (OSError, yaml.YAMLError):
         raise InputError(f"{frozen_path}: frozen study config is unreadable") from None
     ledger = Ledger(study_dir / "runs.parquet") if (study_dir / "runs.parquet").exists() else Ledger(None)
-    rows = ledger.rows
+    rows = ledger.trained_rows()
     result = read_result(study_dir)
     if result is not None:
         targets, forecast = result["targets"], result.get("forecast")
@@ -661,7 +691,8 @@ def read_status(study_dir: Path) -> StudyStatus:
         targets=tuple(TargetEstimate.from_dict(t) for t in targets), converged_streak=0,
         confirm_refits=int(frozen.get("confirm_refits") or 0),
         stop_reason=result["stop_reason"] if result is not None else None, forecast=forecast,
-        efficiency=efficiency(ledger.flops_spent(), read_sittings(study_dir)))
+        efficiency=efficiency(ledger.flops_spent(), read_sittings(study_dir)),
+        n_prior_runs=len(ledger.prior_rows()), flops_prior=ledger.flops_prior())
 
 
 def _read_json(path: Path) -> dict:

@@ -11,6 +11,7 @@ discriminated union, validated when the study config loads; errors name the fiel
 
     backend: {name: simulated, truth: knowledge-code, noise: 0.005}
     backend: {name: torch, trainer: {device: cuda, seq_len: 256}, data: {knowledge_entities: 3000}}
+    backend: {name: replay, table: ladder.csv}          # answers from a finished table (trainers/replay.py)
 
 Adding a backend: write a config class (a trainers.capabilities.BackendConfigBase with `name: Literal["mine"]`, its
 fields and a `build(self) -> Backend` method that imports the backend lazily; override `capabilities` to declare
@@ -31,6 +32,7 @@ from skillscale.config_types import dataclass_fields_dict, dataclass_section
 from trainers.capabilities import BackendConfigBase, Capabilities
 from trainers.command import CommandConfig
 from trainers.function import PythonConfig
+from trainers.replay import ReplayConfig
 from trainers.simulated import SimulatedConfig
 from trainers.spec import RunResult, RunSpec
 
@@ -118,7 +120,7 @@ class TorchConfig(BackendConfigBase):
 
 
 # Add a backend's config class here (see the module docstring).
-BACKEND_CONFIGS = (SimulatedConfig, TorchConfig, CommandConfig, PythonConfig)
+BACKEND_CONFIGS = (SimulatedConfig, TorchConfig, CommandConfig, PythonConfig, ReplayConfig)
 BackendConfig = Annotated[Union[BACKEND_CONFIGS], Field(discriminator="name")]  # noqa: UP007 (built from a tuple)
 BACKEND_NAMES = tuple(c.model_fields["name"].annotation.__args__[0] for c in BACKEND_CONFIGS)
 

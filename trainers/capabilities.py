@@ -13,9 +13,10 @@ dispatch, cancellation) reads nothing else about it (as Ray Tune's `Searcher.set
 unless a searcher overrides it).
 
 Lifecycle of a backend config, in call order: validated from the study's `backend:` section; `with_skills(skills,
-skill_evals)` once the study's skills are known; `check(skills, spec)` before Ray starts (raise InputError for what
-cannot work); `capabilities` whenever the scheduler decides something; `frozen_defaults()` when the study config is
-frozen into study.yaml; `build()` once per worker actor.
+skill_evals)` once the study's skills are known; `for_study(study)` once the whole study config is (its bounds and
+mixes: a backend that answers from a table needs them); `check(skills, spec)` before Ray starts (raise InputError
+for what cannot work); `capabilities` whenever the scheduler decides something; `frozen_defaults()` when the study
+config is frozen into study.yaml; `build()` once per worker actor.
 """
 
 from __future__ import annotations
@@ -68,6 +69,10 @@ class BackendConfigBase(ConfigModel):
 
     def with_skills(self, skills: Sequence[str], skill_evals: Mapping[str, str]) -> BackendConfigBase:
         """This config knowing the study's skills and their evaluation files (default: it needs neither)."""
+        return self
+
+    def for_study(self, study) -> BackendConfigBase:
+        """This config knowing the whole study config (default: it needs nothing of it)."""
         return self
 
     def check(self, skills: list[str], spec: RunSpec) -> None:

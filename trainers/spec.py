@@ -103,6 +103,7 @@ class RunResult:
     loss_errors: dict[str, float] = field(default_factory=dict)  # standard error of each skill loss (eval set size)
     data_epochs: dict[str, float] = field(default_factory=dict)  # times over each domain's training text (torch)
     replica_losses: list[dict[str, float]] = field(default_factory=list)  # seed replicas: each one's skill losses
+    mix: dict[str, float] = field(default_factory=dict)  # the mix trained, when not the spec's (replay); {}: the spec's
 
     @property
     def repeated_domains(self) -> dict[str, float]:
