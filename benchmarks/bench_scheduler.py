@@ -176,6 +176,7 @@ def study_config(truth: str, seed: int, bench: BenchConfig, concurrency: int = 1
         "n_params": [1e7, 3e9], "n_tokens": [1e8, 1e11], "flops": [1e16, 1e19],
         "targets": targets, "tolerance": TOLERANCE, "compute_cap": bench.max_flops,
         "max_concurrent": concurrency, "max_runs": MAX_RUNS,
+        "law": "chinchilla",  # strategies compared under one fit, in Chinchilla-form worlds (bench_realistic: auto)
         "backend": {"name": "simulated", "truth": truth, "noise": bench.noise[0] if noise is None else noise},
         "proposer": {"n_boot": bench.n_boot, "overhead_flops": bench.overhead_flops, "seed_runs": bench.seed_runs,
                      "inner_trials": bench.inner_trials, "n_candidates": bench.n_candidates},

@@ -17,7 +17,7 @@ def api_config(**changes) -> dict:
         "name": "api-demo", "skills": ["knowledge", "code"],
         "n_params": [1e7, 3e9], "n_tokens": [1e8, 1e11], "flops": [1e16, 1e19],
         "targets": [{"name": "code", "weights": {"code": 1.0}, "flops": 1e20}],
-        "compute_cap": 1e21, "max_concurrent": 2, "resources": {"num_cpus": 0.5},
+        "compute_cap": 1e21, "max_concurrent": 2, "resources": {"num_cpus": 0.5}, "law": "chinchilla",
         "backend": {"name": "python", "function": "tests.scheduler.byo_functions:known_law"},
         "proposer": {"n_boot": 100, "overhead_flops": 1e17, "inner_trials": 16, "n_candidates": 512},
     }

@@ -22,7 +22,7 @@ def test_simplex_study_stops_with_every_target_inside_its_interval_at_its_own_mi
         "mix": {"space": "simplex", "floor": 0.05},
         "n_params": [1e7, 3e9], "n_tokens": [1e8, 1e11], "flops": [1e16, 1e19],
         "targets": [{"name": s, "weights": {s: 1.0}, "flops": 1e21, "mix": m} for s, m in TARGET_MIXES.items()],
-        "tolerance": 0.10, "compute_cap": 3e20, "max_runs": 300,
+        "tolerance": 0.10, "compute_cap": 3e20, "max_runs": 300, "law": "chinchilla",
         "backend": {"name": "simulated", "truth": "knowledge-code", "noise": 0.005},
         "proposer": {"n_boot": 40, "n_candidates": 128, "inner_trials": 0, "overhead_flops": 1e17},
         "seed": 3,

@@ -11,7 +11,7 @@ def test_out_of_reach_tolerance_is_forecast_early(tmp_path):
         "name": "forecast", "skills": ["all"], "domains": ["all"],
         "n_params": [1e7, 3e9], "n_tokens": [1e8, 1e11], "flops": [1e16, 1e19],
         "targets": [{"name": "all", "weights": {"all": 1.0}, "flops": 1e21}],
-        "tolerance": 0.01, "compute_cap": 1e20, "max_runs": 40,
+        "tolerance": 0.01, "compute_cap": 1e20, "max_runs": 40, "law": "chinchilla",
         "backend": {"name": "simulated", "truth": "besiroglu", "noise": 0.03},
         "proposer": {"n_boot": 20, "n_candidates": 64, "inner_trials": 0}, "seed": 1,
     })
@@ -35,7 +35,7 @@ def _small_study(run_price="shadow", max_runs=100):
         "name": "price", "skills": ["all"], "domains": ["all"],
         "n_params": [1e7, 3e9], "n_tokens": [1e8, 1e11], "flops": [1e16, 1e19],
         "targets": [{"name": "all", "weights": {"all": 1.0}, "flops": 1e21}],
-        "tolerance": 0.05, "compute_cap": 1e20, "max_runs": max_runs,
+        "tolerance": 0.05, "compute_cap": 1e20, "max_runs": max_runs, "law": "chinchilla",
         "backend": {"name": "simulated", "truth": "besiroglu", "noise": 0.015},
         "proposer": {"n_boot": 20, "n_candidates": 64, "inner_trials": 0, "overhead_flops": 1e16,
                      "run_price": run_price}, "seed": 2,
