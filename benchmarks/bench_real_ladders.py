@@ -66,7 +66,8 @@ def load_ladder(name: str, data_dir: Path = DATA) -> list[dict]:
         parts = {}
         for split in ("train", "test"):
             rows = _read(data_dir / f"data_constrained_{split}.csv")
-            cols = {k: np.array([float(r[k]) for r in rows]) for k in ("n_params", "n_tokens", "n_unique_tokens", "loss")}
+            names = ("n_params", "n_tokens", "n_unique_tokens", "loss")
+            cols = {k: np.array([float(r[k]) for r in rows]) for k in names}
             parts[split] = {"n_params": cols["n_params"], "n_tokens": cols["n_tokens"], "loss": cols["loss"],
                             "unique": cols["n_unique_tokens"]}
         return [{"skill": "loss", **parts}]
@@ -166,7 +167,7 @@ def main(argv=None) -> int:
     rows = run(args.ladders, args.n_boot, args.seed, Path(args.data_dir))
     print_table(rows)
     if args.out:
-        stamp = {"commit": git_commit(), "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d"),
+        stamp = {"commit": git_commit(), "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d"),
                  "machine": f"{os.cpu_count()} CPUs", "n_boot": args.n_boot, "seed": args.seed}
         append_rows(args.out, [{**stamp, **r} for r in rows])
     return 0

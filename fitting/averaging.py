@@ -14,8 +14,9 @@
    (PRIOR_SHARE) is spread equally over the plausible families, those whose held-out error is within 1.5x
    the best one's: on the data-constrained ladder the held-out largest runs favour `data_constrained`
    (log-RMSE 0.074 against 0.093-0.095), which predicts the ladder's larger test models worst (BENCHMARKS.md,
-   Law families on real ladders). Families below MIN_WEIGHT are dropped. Each family's held-out error (RMS of log-residuals) and lack of fit (that RMS over the noise
-   sigma: about 1 when the family extrapolates within the noise) are reported beside its weight.
+   Law families on real ladders). Families below MIN_WEIGHT are dropped, and so are families whose fit put an
+   exponent on its bound. Each family's held-out error (RMS of log-residuals) and lack of fit (that RMS over
+   the noise sigma: about 1 when the family extrapolates within the noise) are reported beside its weight.
 2. **The ensemble is drawn from all families by weight** (`bootstrap_average`): of K members, about
    w_f K come from family f's own bootstrap (fitting/parametric.py), in contiguous blocks in FAMILIES order, so
    member k of every skill used the same draw k. Every N*, D*, interval and prediction comes from that
@@ -37,13 +38,7 @@ from scipy.special import ndtr, ndtri
 from fitting.conventions import FLOPS_PER_PARAM_TOKEN
 from fitting.families import CHINCHILLA, FAMILIES, LawFamily, get_family
 from fitting.law import interval
-from fitting.parametric import (
-    ParametricFit,
-    _prepare,
-    bootstrap_parametric,
-    fit_parametric,
-    laplace_covariance,
-)
+from fitting.parametric import ParametricFit, bootstrap_parametric, design_of, fit_parametric, laplace_covariance
 from skillscale.errors import InputError
 
 HOLDOUT_SHARE = 0.2  # the largest-compute share of the runs held out to weigh the families
@@ -159,8 +154,8 @@ class AveragedEnsemble:
 
 
 def single_blocks(ensemble):
-    """blocks() of an ensemble of one family: all members, one block."""
-    if hasattr(ensemble, "blocks"):
+    """(member indices, part) per law family: a mixture's blocks, or all members of one family's ensemble."""
+    if isinstance(ensemble, AveragedEnsemble):
         return ensemble.blocks()
     return [(np.arange(ensemble.size), ensemble)]
 
@@ -200,31 +195,24 @@ def _holdout_split(n_params, n_tokens, mix) -> tuple[np.ndarray, np.ndarray]:
     return np.flatnonzero(keys < cut), np.flatnonzero(keys >= cut)
 
 
-def _predictive(fit: ParametricFit, args: dict, rows: np.ndarray, huber_delta: float):
-    """Held-out predictive mean and sd of log L at `rows` of `args` for a fit made without them."""
-    family = fit.family
-    design, _, _, _ = _prepare(args["n_params"][rows], args["n_tokens"][rows], args["loss"][rows],
-                               None if args.get("mix") is None else args["mix"][rows], args.get("domains", ()),
-                               args.get("own_domain"), 0, None if args.get("unique") is None else args["unique"][rows],
-                               _PermissiveFamily(family))
-    mu, jac = family.forward(np.array(fit.theta)[None, :], design, with_jac=True)
+def _predictive(fit: ParametricFit, args: dict, rows: np.ndarray):
+    """Predictive mean of log L, noise sigma and Jacobian at `rows` of `args`, for a fit made without them."""
+    design = design_of(**_rows(args, rows))
+    mu, jac = fit.family.forward(np.array(fit.theta)[None, :], design, with_jac=True)
     sigma = fit.noise.sigma(args["n_params"][rows], args["n_tokens"][rows]) if fit.noise else fit.residual_std
-    return mu[0], sigma, jac[0]
+    return mu[0], np.broadcast_to(np.asarray(sigma, float), mu[0].shape), jac[0]
 
 
-class _PermissiveFamily:
-    """A family stand-in for building the design of a few query rows (no minimum-row check)."""
-
-    def __init__(self, family):
-        self.family = family
-        self.name = family.name
-
-    def n_params(self, design):
-        return 0
+def _rows(args: dict, rows: np.ndarray | None = None) -> dict:
+    """design_of's keywords for `rows` of the fit arguments (all rows by default)."""
+    take = (lambda x: x) if rows is None else (lambda x: None if x is None else x[rows])  # noqa: E731
+    return {"n_params": take(args["n_params"]), "n_tokens": take(args["n_tokens"]), "mix": take(args.get("mix")),
+            "domains": args.get("domains", ()), "own_domain": args.get("own_domain"),
+            "unique": take(args.get("unique"))}
 
 
-def family_weights(args: dict, families: list[LawFamily], huber_delta: float = 1e-3,
-                   base: ParametricFit | None = None) -> tuple[dict[str, FamilyScore], int]:
+def family_weights(args: dict, families: list[LawFamily],
+                   huber_delta: float = 1e-3) -> tuple[dict[str, FamilyScore], int]:
     """Stacking weights of `families` from held-out largest runs (module docstring, point 1).
 
     `args`: the keyword arrays of fit_parametric (n_params, n_tokens, loss, mix, domains, own_domain, unique).
@@ -251,14 +239,13 @@ def family_weights(args: dict, families: list[LawFamily], huber_delta: float = 1
             continue
         y = np.log(args["loss"][held])
         with np.errstate(all="ignore"):
-            mu, sigma, jac = _predictive(fit, args, held, huber_delta)
+            mu, sigma, jac = _predictive(fit, args, held)
             try:
-                cov = laplace_covariance(fit, _prepare(**{k: v for k, v in _design_args(sub).items()},
-                                                       exclude_top=0, family=family)[0], huber_delta)
+                cov = laplace_covariance(fit, design_of(**_rows(args, train)), huber_delta)
                 var_param = np.einsum("np,pq,nq->n", jac, cov, jac)
             except (np.linalg.LinAlgError, ValueError):
                 var_param = np.zeros_like(mu)
-        sd = np.sqrt(np.asarray(sigma, float) ** 2 + np.where(np.isfinite(var_param), np.maximum(var_param, 0), 0))
+        sd = np.sqrt(sigma ** 2 + np.where(np.isfinite(var_param), np.maximum(var_param, 0), 0))
         resid = y - mu
         if not np.all(np.isfinite(resid)):
             scores[family.name] = FamilyScore(family.name, 0.0, None, None, None, "not scored: non-finite prediction")
@@ -267,7 +254,7 @@ def family_weights(args: dict, families: list[LawFamily], huber_delta: float = 1
         dens.append(logp)
         names.append(family.name)
         rmse[family.name] = float(np.sqrt(np.mean(resid ** 2)))
-        lack[family.name] = float(np.sqrt(np.mean((resid / np.asarray(sigma, float)) ** 2)))
+        lack[family.name] = float(np.sqrt(np.mean((resid / sigma) ** 2)))
         log_score[family.name] = float(np.mean(logp))
     if names:
         w = _stacking_weights(np.array(dens))
@@ -280,11 +267,6 @@ def family_weights(args: dict, families: list[LawFamily], huber_delta: float = 1
             scores[name] = FamilyScore(name, float(wf), rmse[name], lack[name], log_score[name],
                                        "" if wf > 0 else "weight below the threshold")
     return scores, int(held.size)
-
-
-def _design_args(sub: dict) -> dict:
-    return {"n_params": sub["n_params"], "n_tokens": sub["n_tokens"], "loss": sub["loss"], "mix": sub.get("mix"),
-            "domains": sub.get("domains", ()), "own_domain": sub.get("own_domain"), "unique": sub.get("unique")}
 
 
 def _stacking_weights(log_dens: np.ndarray) -> np.ndarray:
@@ -306,7 +288,7 @@ def _stacking_weights(log_dens: np.ndarray) -> np.ndarray:
 def applicable_families(args: dict, names=None) -> tuple[list[LawFamily], dict[str, str]]:
     """The families (all, or `names`) that can be fitted to these runs, and why each other one cannot."""
     families = [get_family(n) for n in names] if names else list(FAMILIES.values())
-    design = _prepare(**_design_args(args), exclude_top=0, family=_PermissiveFamily(CHINCHILLA))[0]
+    design = design_of(**_rows(args))
     ok, why = [], {}
     for family in families:
         reason = family.applicable(design)
@@ -326,8 +308,10 @@ def fit_average(n_params, n_tokens, loss, *, mix=None, domains=(), own_domain=No
             "unique": None if unique is None else np.asarray(unique, float)}
     usable, why = applicable_families(args, families)
     if not usable:
-        raise InputError(f"no law family can be fitted to these runs ({'; '.join(f'{k}: {v}' for k, v in why.items())})")
-    scores = {name: FamilyScore(name, 0.0, None, None, None, f"not applicable: {reason}") for name, reason in why.items()}
+        reasons = "; ".join(f"{k}: {v}" for k, v in why.items())
+        raise InputError(f"no law family can be fitted to these runs ({reasons})")
+    scores = {name: FamilyScore(name, 0.0, None, None, None, f"not applicable: {reason}")
+              for name, reason in why.items()}
     if len(usable) > 1:
         weighted, n_holdout = family_weights(args, usable, huber_delta)
         scores.update(weighted)

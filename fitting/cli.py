@@ -120,9 +120,9 @@ def _families_table(skill: str, families: dict):
     for name, f in families.items():
         last = (f.get("optimum") or [{}])[-1]
         ci = last.get("n_params_ci95")
-        t.add_row(name, _g(f["weight"], ".2f"), "n/a" if f["holdout_rmse"] is None else f"{100 * f['holdout_rmse']:.2f}%",
-                  _g(f["lack_of_fit"], ".2f"), _g(last.get("n_params"), ".3e"), "n/a" if ci is None else _ci(ci, ".3e"),
-                  f.get("note") or "")
+        error = "n/a" if f["holdout_rmse"] is None else f"{100 * f['holdout_rmse']:.2f}%"
+        t.add_row(name, _g(f["weight"], ".2f"), error, _g(f["lack_of_fit"], ".2f"), _g(last.get("n_params"), ".3e"),
+                  "n/a" if ci is None else _ci(ci, ".3e"), f.get("note") or "")
     return t
 
 

@@ -217,8 +217,9 @@ class LawFamily:
         out.update({name: theta[:, 5 + i].copy() for i, name in enumerate(self.extras)})
         return out
 
-    def law(self, theta, design_domains: tuple[str, ...] = (), own: int | None = None, free=()) -> FamilyLaw:
-        return FamilyLaw(self, FamilyEnsemble(self, np.atleast_2d(np.asarray(theta, float)), design_domains, own))
+    def law(self, theta, domains: tuple[str, ...] = (), own: int | None = None) -> FamilyLaw:
+        """The point law of one theta (mixture-aware over `domains` when `own` is given)."""
+        return FamilyLaw(self, FamilyEnsemble(self, np.atleast_2d(np.asarray(theta, float)), tuple(domains), own))
 
     def ensemble(self, thetas, domains: tuple[str, ...] = (), own: int | None = None) -> FamilyEnsemble:
         return FamilyEnsemble(self, np.atleast_2d(np.asarray(thetas, float)), tuple(domains), own)
@@ -234,10 +235,10 @@ class Chinchilla(LawFamily):
     def _data_term(self, extra, beta, log_n, log_d, log_u):
         return 0.0, beta, log_d, lambda log_dp: []
 
-    def law(self, theta, design_domains=(), own=None, free=()):
+    def law(self, theta, domains=(), own=None):
         from fitting.parametric import law_from_theta
 
-        return law_from_theta(np.asarray(theta, float), design_domains, own)
+        return law_from_theta(np.asarray(theta, float), domains, own)
 
     def ensemble(self, thetas, domains=(), own=None):
         from fitting.parametric import ensemble_from_thetas
@@ -353,8 +354,11 @@ class FamilyEnsemble:
 
     def optimum(self, flops, mix=None, unique=None) -> tuple[np.ndarray, np.ndarray]:
         c = float(flops)
-        return isoflop_argmin(lambda log_n: self.loss_members(np.exp(log_n), c / (FLOPS_PER_PARAM_TOKEN * np.exp(log_n)),
-                                                              mix, unique), c, self.size)
+        def loss_on_line(log_n):
+            n = np.exp(log_n)
+            return self.loss_members(n, c / (FLOPS_PER_PARAM_TOKEN * n), mix, unique)
+
+        return isoflop_argmin(loss_on_line, c, self.size)
 
     def exponent_at(self, flops, mix=None, rel_step: float = 0.05) -> np.ndarray:
         """Local a(C) = d log N* / d log C per member."""

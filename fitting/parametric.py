@@ -141,6 +141,19 @@ def _prepare(n_params, n_tokens, loss, mix, domains, own_domain, exclude_top, un
     return design, np.log(loss[kept]), kept, excluded
 
 
+def design_of(n_params, n_tokens, *, mix=None, domains=(), own_domain=None, unique=None) -> Design:
+    """The Design of these runs as given (no checks, nothing dropped): to evaluate a fitted law on other runs."""
+    mix_arr, own = None, None
+    if mix is not None:
+        mix_arr = np.asarray(mix, float)
+        own = list(domains).index(own_domain) if own_domain is not None else 0
+    log_u = None
+    if unique is not None:
+        u = np.asarray(unique, float)
+        log_u = np.log(np.where(np.isfinite(u), u, np.inf))
+    return Design(np.log(np.asarray(n_params, float)), np.log(np.asarray(n_tokens, float)), mix_arr, own, log_u)
+
+
 def _free(domains, own) -> list[int]:
     return [j for j in range(len(domains)) if j != own] if domains and own is not None else []
 
@@ -162,8 +175,8 @@ def ensemble_from_thetas(thetas: np.ndarray, domains=(), own: int | None = None)
     if domains and own is not None:
         transfer = np.ones((thetas.shape[0], len(domains)))
         transfer[:, _free(domains, own)] = np.exp(thetas[:, 5:])
-    return LawEnsemble(np.exp(thetas[:, 0]), np.exp(thetas[:, 1]), np.exp(thetas[:, 2]),
-                       thetas[:, 3].copy(), thetas[:, 4].copy(), transfer, tuple(domains) if transfer is not None else ())
+    return LawEnsemble(np.exp(thetas[:, 0]), np.exp(thetas[:, 1]), np.exp(thetas[:, 2]), thetas[:, 3].copy(),
+                       thetas[:, 4].copy(), transfer, tuple(domains) if transfer is not None else ())
 
 
 def _law(family: LawFamily, theta, design: Design, domains):

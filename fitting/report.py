@@ -29,7 +29,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fitting.averaging import AUTO, member_families, mixture_interval, prediction_interval
+from fitting.averaging import AUTO, member_families, mixture_interval, prediction_interval, single_blocks
 from fitting.conventions import conventions_dict
 from fitting.families import FAMILIES
 from fitting.isoflop import bootstrap_isoflop, fit_isoflop
@@ -81,43 +81,36 @@ def averaged_skill_report(avg, ens, target_flops: Sequence[float], mix=None) -> 
     a mixture-aware law's optima are read at `mix` (the mean mix of its runs). result.json uses it too."""
     leading = avg.leading
     families = member_families(ens)
-    lead_ens = next(p for _, p in (ens.blocks() if hasattr(ens, "blocks") else [(None, ens)])
-                    if p.family is leading.family)
-    out = parametric_skill_report(leading, lead_ens, target_flops, mix)
+    parts = {part.family.name: part for _, part in single_blocks(ens)}
+    out = parametric_skill_report(leading, parts[leading.family.name], target_flops, mix)
     out["law"] = {"family": leading.family.name, **out["law"]}
 
-    def points(c):
-        return {f: float(fit.law.optimum(c, mix)[0][0]) for f, fit in avg.fits.items()}
-
-    def mixed_ci(samples, point, c, which):
-        pts = points(c)
-        if which == 1:
-            pts = {f: c / (6.0 * v) for f, v in pts.items()}
-        return mixture_interval(samples, families, pts)
+    def family_points(c, which):  # each family's own N* (which=0) or D* (1) at compute c
+        return {f: float(fit.law.optimum(c, mix)[which][0]) for f, fit in avg.fits.items()}
 
     extra = None if ens.transfer is None else {"mix": {d: float(m) for d, m in zip(ens.domains, mix, strict=True)}}
-    out["optimum"] = _optimum_rows(lambda c: avg.optimum_point(c, mix), lambda c: ens.optimum(c, mix),
-                                   target_flops, extra, mixed_ci)
+    out["optimum"] = _optimum_rows(lambda c: avg.optimum_point(c, mix), lambda c: ens.optimum(c, mix), target_flops,
+                                   extra, lambda x, _, c, which: mixture_interval(x, families, family_points(c, which)))
     c_max = max(target_flops)
-    a_members = np.asarray(ens.exponent_at(c_max, mix), float)
     a_points = {f: float(fit.law.exponent_at(c_max, mix)) for f, fit in avg.fits.items()}
     out["exponent_a"] = float(sum(w * a_points[f] for f, w in avg.weights.items()))
-    out["exponent_a_ci95"] = list(mixture_interval(a_members, families, a_points))
+    out["exponent_a_ci95"] = list(mixture_interval(np.asarray(ens.exponent_at(c_max, mix), float), families, a_points))
     out["families"] = {}
     for name, score in avg.scores.items():
         block = {k: v for k, v in score.to_dict().items() if k != "family"}
         if name in avg.fits:
-            fit = avg.fits[name]
-            own = families == name
-            block["law"] = fit.law.to_dict() if "family" in fit.law.to_dict() else {"family": name,
-                                                                                     **fit.law.to_dict()}
-            block["optimum"] = [
-                {"flops": float(c), "n_params": float(fit.law.optimum(c, mix)[0][0]),
-                 "n_params_ci95": (list(interval(ens.optimum(c, mix)[0][own], point=float(fit.law.optimum(c, mix)[0][0])))
-                                   if own.sum() >= 10 else None)}
-                for c in target_flops]
+            law = avg.fits[name].law
+            block["law"] = {"family": name, **law.to_dict()}
+            block["optimum"] = [_family_optimum(law, parts[name], c, mix) for c in target_flops]
         out["families"][name] = block
     return out
+
+
+def _family_optimum(law, members, flops: float, mix) -> dict:
+    """One family's own N* at `flops`, with the interval of its own members (None with fewer than 10)."""
+    n_hat = float(law.optimum(flops, mix)[0][0])
+    ci = list(interval(members.optimum(flops, mix)[0], point=n_hat)) if members.size >= 10 else None
+    return {"flops": float(flops), "n_params": n_hat, "n_params_ci95": ci}
 
 
 def parametric_skill_report(fit, ens, target_flops: Sequence[float], mix=None) -> dict:

@@ -16,20 +16,28 @@ import ray
 from trainers.backend import make_backend
 from trainers.spec import FamilySpec, RunSpec
 
+NODE_ID_LABEL = "ray.io/node-id"  # a label Ray sets on every node (Ray's scheduling docs, Labels)
+
 
 @ray.remote(max_restarts=0, max_task_retries=0)
 class TrainerActor:
     def __init__(self, backend, worker: str):
         self.worker = worker
         self.current = "idle"
+        self.capabilities = backend.capabilities  # what it supports (trainers/capabilities.py)
         self.backend = make_backend(backend)  # a typed config of trainers.backend.BACKEND_CONFIGS
+
+    def node(self) -> str:
+        """The id of the Ray node this actor was placed on. The controller calls it right after creating the actor,
+        before any run: while it is unanswered the actor is still waiting for a node (pending placement)."""
+        return ray.get_runtime_context().get_node_id()
 
     def run(self, spec: dict, run_dir: str) -> dict:
         """Train one run (resuming from its checkpoint if any) and return RunResult.to_dict()."""
         run = RunSpec.from_dict(spec)
         self.current = f"run {run.run_id} N={run.n_params:.3g} D={run.n_tokens:.3g}"
         kwargs = {}
-        if getattr(self.backend, "stoppable", False):  # ray.cancel on a sync actor only sets this flag (Ray docs)
+        if self.capabilities.stop_grace_s is not None:  # ray.cancel on a sync actor only sets this flag (Ray docs)
             kwargs["should_stop"] = ray.get_runtime_context().is_canceled
         try:
             return self.backend.run(run, Path(run_dir), **kwargs).to_dict()
@@ -38,8 +46,8 @@ class TrainerActor:
 
     def run_family(self, family: dict, run_dir: str) -> list[dict]:
         """Train a run family (FamilySpec.to_dict(); resuming from its checkpoints) and return one
-        RunResult.to_dict() per branch, in order of D. Only backends with run_family (scheduler.config
-        FAMILY_BACKENDS) are given families."""
+        RunResult.to_dict() per branch, in order of D. Only backends that declare `capabilities.families`
+        are given families (the study config refuses families.enabled for the others)."""
         spec = FamilySpec.from_dict(family)
         self.current = (f"family {spec.family_id} N={spec.n_params:.3g} "
                         f"D={spec.n_tokens[0]:.3g}..{spec.n_tokens[-1]:.3g}")
@@ -66,9 +74,15 @@ class TrainerActor:
         return f"TrainerActor[{self.worker}]"
 
 
-def start_actor(backend, worker: str, num_cpus: float, num_gpus: float, name: str | None):
-    """A new TrainerActor with the study's resources, named `name` when that name is free."""
+def start_actor(backend, worker: str, num_cpus: float, num_gpus: float, name: str | None,
+                avoid_nodes: frozenset[str] = frozenset()):
+    """A new TrainerActor with the study's resources, named `name` when that name is free, on none of `avoid_nodes`
+    (Ray node ids, through a label selector on the `ray.io/node-id` label Ray sets on every node: Ray's scheduling
+    docs, Labels). The controller passes nodes a worker just died on: a replacement placed on a node that is dying
+    but not yet marked dead would cost its run a second try."""
     options = {"num_cpus": num_cpus, "num_gpus": num_gpus}
+    if avoid_nodes:
+        options["label_selector"] = {NODE_ID_LABEL: f"!in({','.join(sorted(avoid_nodes))})"}
     if name:
         try:
             ray.get_actor(name)

@@ -38,9 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # a bad flag: one line, exit 2 (OneLineArgumentParser)
     if args.command == "run":  # Ray reads these when it is imported: set them before scheduler.controller is
-        from scheduler.preflight import ray_env_for
+        from scheduler.preflight import LOCAL_AUTH_ENV, ray_env_for
 
-        for key, value in ray_env_for(args.address or os.environ.get("RAY_ADDRESS")).items():
+        address = args.address or os.environ.get("RAY_ADDRESS")
+        for key, value in {**ray_env_for(address), **({} if address else LOCAL_AUTH_ENV)}.items():
             os.environ.setdefault(key, value)
     try:
         return int(args.func(args) or 0)

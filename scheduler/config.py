@@ -21,8 +21,8 @@ from fitting.conventions import FLOPS_PER_PARAM_TOKEN, training_flops
 from scheduler.trackers import TrackersConfig
 from skillscale.config_types import ConfigModel, FieldError, Number, read_number
 from skillscale.errors import InputError
-from trainers.backend import BACKEND_NAMES, BackendConfig
-from trainers.hparams import COOLDOWN_SHAPES, INIT_SCHEMES, OVERRIDABLE, SCHEDULES, check_overrides, run_defaults
+from trainers.backend import BACKEND_CONFIGS, BACKEND_NAMES, BackendConfig
+from trainers.hparams import COOLDOWN_SHAPES, INIT_SCHEMES, OVERRIDABLE, SCHEDULES, check_overrides
 from trainers.simulated import FAMILY_NOISE_CORRELATION
 
 SIMPLEX_ATOL = 1e-6
@@ -319,8 +319,8 @@ class StudyConfig(_Model):
         for skill in self.skill_evals:
             if skill not in self.skills:
                 raise _field_error("skill_evals", f"unknown skill {skill!r} (skills: {', '.join(self.skills)})")
-        if hasattr(self.backend, "with_skills"):  # what the skills and their eval files mean to the backend
-            object.__setattr__(self, "backend", self.backend.with_skills(self.skills, self.skill_evals))
+        # what the skills and their eval files mean to the backend
+        object.__setattr__(self, "backend", self.backend.with_skills(self.skills, self.skill_evals))
         domains = self.domains or list(self.skills)
         object.__setattr__(self, "domains", domains)
         if not self.skill_domains:
@@ -363,6 +363,14 @@ class StudyConfig(_Model):
                 r = self.tokens_per_param
                 raise _field_error("tokens_per_param", f"no run within the N, D and FLOP bounds has D/N in "
                                                        f"[{r.lo:g}, {r.hi:g}]")
+        smallest = self.smallest_run()
+        models = self.backend.capabilities.models_per_run
+        cost = max(training_flops(*smallest), self.min_run_flops) * models
+        if self.compute_cap < cost:
+            each = f" ({models} models per run)" if models > 1 else ""
+            raise _field_error("compute_cap", f"{self.compute_cap:.3g} FLOPs cannot buy one run: the smallest allowed "
+                                              f"run (N={smallest[0]:.3g}, D={smallest[1]:.3g}) costs {cost:.3g}"
+                                              f"{each}; raise compute_cap or lower the n_params/n_tokens/flops bounds")
         if self.families.enabled:
             _check_families(self)
         if self.resources.gpus_per_run > 1:
@@ -380,6 +388,14 @@ class StudyConfig(_Model):
             lo = np.maximum(lo, np.sqrt(c / (FLOPS_PER_PARAM_TOKEN * self.tokens_per_param.hi)))
             hi = np.minimum(hi, np.sqrt(c / (FLOPS_PER_PARAM_TOKEN * self.tokens_per_param.lo)))
         return lo, hi
+
+    def smallest_run(self) -> tuple[float, float]:
+        """(N, D) of the cheapest run the N, D and D/N bounds allow (6ND grows with N, and D >= D/N_lo x N)."""
+        n = self.n_params.lo
+        if self.tokens_per_param is not None:
+            n = max(n, self.n_tokens.lo / self.tokens_per_param.hi)
+            return n, max(self.n_tokens.lo, self.tokens_per_param.lo * n)
+        return n, self.n_tokens.lo
 
     @property
     def min_run_flops(self) -> float:
@@ -406,8 +422,9 @@ class StudyConfig(_Model):
         before the field existed still resume; not trackers)."""
         frozen = {**self.model_dump(mode="json", exclude={"trackers", "trainer_defaults"}),
                   "hparams": self.hparams.overrides()}
-        if self.backend.name == "torch":  # the defaults of this code, whatever a frozen file read back said
-            frozen["trainer_defaults"] = run_defaults()
+        defaults = self.backend.frozen_defaults()  # the defaults of this code, whatever a frozen file read back said
+        if defaults is not None:
+            frozen["trainer_defaults"] = defaults
         if not frozen["skill_evals"]:
             del frozen["skill_evals"]
         if not self.families.enabled:  # off is how studies frozen before families existed read, so they resume
@@ -415,15 +432,27 @@ class StudyConfig(_Model):
         return frozen  # trackers are left out: exporting changes no estimate, and may be switched on a resume
 
 
-FAMILY_BACKENDS = ("simulated", "torch")  # backends with run_family(FamilySpec, run_dir) (trainers/backend.py)
+def backends_that(declares) -> list[str]:
+    """Names of the backends whose default config's capabilities satisfy `declares` (for error messages only)."""
+    names = []
+    for config_class in BACKEND_CONFIGS:
+        name = config_class.model_fields["name"].annotation.__args__[0]
+        try:
+            default = config_class.model_validate({"name": name})
+        except ValidationError:  # a backend with required fields: its default cannot be built
+            continue
+        if declares(default.capabilities):
+            names.append(name)
+    return names
 
 
 def _check_families(cfg: StudyConfig) -> None:
     """families.enabled needs a backend that trains a family as one run, and the schedule left to the family."""
-    if cfg.backend.name not in FAMILY_BACKENDS:
+    if not cfg.backend.capabilities.families:
+        able = ", ".join(backends_that(lambda c: c.families))
         raise _field_error("families.enabled", f"the {cfg.backend.name} backend trains one run per call, not a run "
-                                               f"family; families need a backend with run_family "
-                                               f"({', '.join(FAMILY_BACKENDS)}), or set families.enabled: false")
+                                               f"family; families need a backend with run_family ({able}), or set "
+                                               "families.enabled: false")
     clash = [k for k in ("schedule", "cooldown_fraction", "cooldown_shape", "rule_n_tokens")
              if getattr(cfg.hparams, k) is not None]
     if clash:
@@ -445,9 +474,10 @@ def _check_simplex(field: str, weights: dict[str, float], allowed: list[str]) ->
 def _check_data_parallel(cfg: StudyConfig) -> None:
     """What `resources.gpus_per_run > 1` needs: the torch backend, whole GPUs per slot, enough slots."""
     res, where = cfg.resources, "resources.gpus_per_run"
-    if cfg.backend.name != "torch":
-        raise _field_error(where, f"{res.gpus_per_run} workers per run needs the torch backend (data parallel through "
-                                  f"Ray Train), not {cfg.backend.name!r}; set it to 1")
+    if not cfg.backend.capabilities.data_parallel:
+        raise _field_error(where, f"{res.gpus_per_run} workers per run needs a backend that trains data parallel "
+                                  f"through Ray Train ({', '.join(backends_that(lambda c: c.data_parallel))}), not "
+                                  f"{cfg.backend.name!r}; set it to 1")
     if res.num_gpus not in (0, 1):
         raise _field_error(where, f"data-parallel workers hold one GPU each: set resources.num_gpus to 1 (or 0: CPU "
                                   f"workers, gloo), not {res.num_gpus:g}")

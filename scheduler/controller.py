@@ -29,6 +29,7 @@ command resumes them; at any other stop they are cancelled and abandoned.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import signal
@@ -45,8 +46,16 @@ from scheduler.data_parallel import train_data_parallel
 from scheduler.efficiency import SittingLog, gpus_held
 from scheduler.lock import StudyLock
 from scheduler.metrics import StudyMetrics
-from scheduler.preflight import LOCAL_RAY_ENV, check_address, check_resources, explain_ray_init_error, ray_env_for
-from scheduler.progress import Progress
+from scheduler.preflight import (
+    LOCAL_RAY_ENV,
+    check_address,
+    check_resources,
+    dashboard_lines,
+    explain_ray_init_error,
+    no_node_for,
+    ray_env_for,
+)
+from scheduler.progress import Progress, one_line_ray_notices
 from scheduler.recovery import set_aside
 from scheduler.study import Study
 from scheduler.trackers import Trackers
@@ -56,14 +65,20 @@ from trainers.spec import RunResult, RunSpec
 
 CANCEL_MARGIN_S = 10.0  # beyond a command's kill grace: SIGKILL, reaping and the flag's polling interval
 WAIT_TIMEOUT_S = 10.0  # how often the loop wakes up with nothing finished (progress heartbeat)
+LOST_NODE_AVOID_S = 120.0  # new workers avoid a node a worker died on for this long (Ray marks a node whose raylet
+# was killed dead only after its health checks fail, tens of seconds; a worker placed there meanwhile dies too)
+PLACEMENT_TIMEOUT_S = 600.0  # a worker no node can host is given up on after this long (an autoscaler's time to add a
+# node); a worker that a node could host but is busy is waited for without end
 
 
 class Controller:
     """Runs one study to its stop (see the module docstring)."""
 
     def __init__(self, cfg: StudyConfig, study_dir: Path, progress: Progress | None = None,
-                 time_limit_s: float | None = None, lock: StudyLock | None = None):
+                 time_limit_s: float | None = None, lock: StudyLock | None = None,
+                 placement_timeout_s: float = PLACEMENT_TIMEOUT_S):
         self.cfg = cfg
+        self.placement_timeout_s = placement_timeout_s
         self.deadline = time.monotonic() + time_limit_s if time_limit_s else None
         self.study_dir = Path(study_dir)
         self.progress = progress or Progress.silent()
@@ -78,6 +93,9 @@ class Controller:
         self.in_flight: dict[ray.ObjectRef, tuple[RunSpec, int]] = {}  # ref -> (spec, worker slot)
         self.held_slots: dict[ray.ObjectRef, list[int]] = {}  # a data-parallel run's ref -> its other slots
         self.actors: list = [None] * cfg.max_concurrent
+        self.placing: dict[int, tuple[ray.ObjectRef, float]] = {}  # slot -> (its actor's node() ref, since when)
+        self.node_of: dict[int, str] = {}  # slot -> the Ray node its actor was placed on
+        self.lost_nodes: dict[str, float] = {}  # node a worker died on -> when: new actors avoid it for a while
         self.terminate_requested = False
         self.sittings = SittingLog(self.study_dir)  # this sitting's wall time and GPU, for the efficiency
         self._device_ref: ray.ObjectRef | None = None  # a worker's answer to "which GPU?", asked once
@@ -97,10 +115,13 @@ class Controller:
     def _actor(self, slot: int):
         if self.actors[slot] is None:
             res = self.cfg.resources
-            self.actors[slot] = start_actor(self.cfg.backend, worker=f"w{slot}", num_cpus=res.num_cpus,
-                                            num_gpus=res.num_gpus, name=f"skillscale:{self.cfg.name}:w{slot}")
+            actor = start_actor(self.cfg.backend, worker=f"w{slot}", num_cpus=res.num_cpus, num_gpus=res.num_gpus,
+                                name=f"skillscale:{self.cfg.name}:w{slot}", avoid_nodes=self._nodes_to_avoid())
+            self.actors[slot] = actor
+            self.node_of.pop(slot, None)
+            self.placing[slot] = (actor.node.remote(), time.monotonic())  # answered once Ray has placed the actor
             if self._device_ref is None and not self._device_known and res.num_gpus > 0:
-                self._device_ref = self.actors[slot].device.remote()
+                self._device_ref = actor.device.remote()
         return self.actors[slot]
 
     def _tick(self) -> None:
@@ -117,6 +138,75 @@ class Controller:
             self.sittings.update(answer["device"], answer["peak_flops"])
         else:
             self.sittings.update()
+
+    def _forget_actor(self, slot: int) -> None:
+        """Kill a slot's actor (if any) and what is known of its placement; the slot starts a new one when needed."""
+        if self.actors[slot] is not None:
+            ray.kill(self.actors[slot])
+            self.actors[slot] = None
+        self.placing.pop(slot, None)
+        self.node_of.pop(slot, None)
+
+    # -------------------------------------------------------------------------------- placement
+    def _nodes_to_avoid(self) -> frozenset[str]:
+        """Nodes a worker died on in the last LOST_NODE_AVOID_S, as long as another alive node could host a worker
+        (on a one-node cluster, or when only they could, avoiding them would leave the run with nowhere to go)."""
+        now = time.monotonic()
+        self.lost_nodes = {n: t for n, t in self.lost_nodes.items() if now - t < LOST_NODE_AVOID_S}
+        if not self.lost_nodes:
+            return frozenset()
+        res = self.cfg.resources
+        others = [n for n in ray.nodes() if n.get("NodeID") not in self.lost_nodes]
+        if not others or no_node_for({"CPU": res.num_cpus, "GPU": res.num_gpus}, others) is not None:
+            return frozenset()
+        return frozenset(self.lost_nodes)
+
+    def _poll_placement(self) -> None:
+        """Note the nodes of actors that Ray has placed since the last look (without waiting)."""
+        if not self.placing:
+            return
+        refs = {ref: slot for slot, (ref, _) in self.placing.items()}
+        ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0)
+        for ref in ready:
+            slot = refs[ref]
+            del self.placing[slot]
+            try:
+                self.node_of[slot] = ray.get(ref)
+            except RayError:  # the actor died before it was placed: its run's task fails too, and is retried
+                pass
+
+    def _unplaced_runs(self) -> int:
+        """Runs in flight whose worker is not yet placed on a node (queued in Ray, not training)."""
+        return sum(1 for ref, (_, slot) in self.in_flight.items()
+                   if slot in self.placing and ref not in self.held_slots)
+
+    def _release_idle_actors(self) -> None:
+        """While a run's worker waits for a node, stop the actors of idle slots: an actor holds its CPUs and GPUs
+        between runs, so after a lost node the replacement could otherwise wait for ever beside an idle one."""
+        if not self._unplaced_runs():
+            return
+        busy = {slot for _, slot in self.in_flight.values()} | {s for held in self.held_slots.values() for s in held}
+        for slot in range(self.cfg.max_concurrent):
+            if slot not in busy and self.actors[slot] is not None:
+                self._forget_actor(slot)
+
+    def _check_placement(self) -> None:
+        """A worker still unplaced after placement_timeout_s while no node could ever host one: one line, and the
+        study pauses (its runs resume when the same command is run where a node can host them). A worker that a
+        node could host but is busy elsewhere keeps waiting."""
+        now = time.monotonic()
+        waited = [now - since for slot, (_, since) in self.placing.items()
+                  if any(s == slot for _, s in self.in_flight.values())]
+        if not waited or max(waited) < self.placement_timeout_s:
+            return
+        res = self.cfg.resources
+        line = no_node_for({"CPU": res.num_cpus, "GPU": res.num_gpus}, ray.nodes())
+        if line is None:
+            return
+        self._pause_in_flight("no node for a worker")
+        self.shutdown()
+        raise InputError(f"{line}; {len(waited)} runs waited {max(waited):.0f} s for a node to be placed on; add "
+                         "such a node or lower resources.num_gpus/num_cpus, then rerun to resume")
 
     def _free_slots(self) -> list[int]:
         busy = {slot for _, slot in self.in_flight.values()} | {s for held in self.held_slots.values() for s in held}
@@ -156,9 +246,7 @@ class Controller:
         """Train `spec` on len(slots) Ray Train workers; the slots' actors are stopped first, so that the GPUs
         and CPUs they held go to the run's placement group (they restart when a slot next takes a single run)."""
         for slot in slots:
-            if self.actors[slot] is not None:
-                ray.kill(self.actors[slot])
-                self.actors[slot] = None
+            self._forget_actor(slot)
         res = self.cfg.resources
         run_dir = self.study_dir / "runs" / spec.run_id  # the same directory, and checkpoints, as a single-slot run
         task_name = f"run {spec.run_id} N={spec.n_params:.3g} D={spec.n_tokens:.3g} on {len(slots)} workers"
@@ -183,12 +271,12 @@ class Controller:
         killed either way: a process that raised (a CUDA error, say) may be unusable for the next run."""
         if isinstance(exc, RayActorError):
             reason = f"worker died: {type(exc).__name__}"
+            if slot in self.node_of:  # its replacement goes to another node if one can host it (start_actor)
+                self.lost_nodes[self.node_of[slot]] = time.monotonic()
         else:
             cause = getattr(exc, "cause", None) or exc
             reason = f"{type(cause).__name__}: {cause}".splitlines()[0][:300]
-        if self.actors[slot] is not None:
-            ray.kill(self.actors[slot])
-            self.actors[slot] = None  # replaced on next dispatch
+        self._forget_actor(slot)  # replaced on next dispatch
         entry = self.attempts.setdefault(spec.run_id, {"tries": 0, "errors": []})
         entry["tries"] += 1
         entry["errors"].append(reason)
@@ -247,7 +335,9 @@ class Controller:
     def _run(self) -> dict:
         previous = self.study.stopped_result()
         if previous is not None:
-            self.progress.log(f"{self.study_dir / 'result.json'} exists: this study already stopped")
+            self.progress.log(f"{self.study_dir / 'result.json'} exists: this study already stopped; its stored "
+                              "result (delete the study dir to start over):")
+            self.progress.finished(self.study.status(), previous, self.study_dir)
             return previous
         self.pending.extend(self.study.reconcile())
         if self.pending:
@@ -267,10 +357,15 @@ class Controller:
                 stop = self.study.stop_reason() or "budget_exhausted"
                 break
             self.metrics.publish(self.study.status())
-            ready, _ = ray.wait(list(self.in_flight), num_returns=1, timeout=WAIT_TIMEOUT_S)
+            timeout = min(WAIT_TIMEOUT_S, self.placement_timeout_s) if self.placing else WAIT_TIMEOUT_S
+            ready, _ = ray.wait(list(self.in_flight), num_returns=1, timeout=timeout)
             self._tick()
+            self._poll_placement()
+            self._release_idle_actors()
             if not ready:
-                self.progress.heartbeat(self.study.status())
+                unplaced = self._unplaced_runs()
+                self.progress.heartbeat(self.study.status(), training=len(self.in_flight) - unplaced, unplaced=unplaced)
+                self._check_placement()
             for ref in ready:
                 spec, slot = self.in_flight.pop(ref)
                 self.held_slots.pop(ref, None)
@@ -297,15 +392,15 @@ class Controller:
         self.shutdown()
         return result
 
-    def _pause_in_flight(self) -> None:
-        """At the time limit: stop the workers but leave their trials RUNNING, so that rerunning the same
-        command re-dispatches them and they resume from their checkpoints."""
+    def _pause_in_flight(self, why: str = "time limit") -> None:
+        """At the time limit (or another pause): stop the workers but leave their trials RUNNING, so that rerunning
+        the same command re-dispatches them and they resume from their checkpoints."""
         if self.in_flight:
-            self.progress.log(f"time limit: {len(self.in_flight)} runs in flight will resume from their checkpoints "
+            self.progress.log(f"{why}: {len(self.in_flight)} runs in flight will resume from their checkpoints "
                               "when this command is run again")
         for ref in list(self.held_slots):  # actors stop at shutdown; a data-parallel run's task is stopped here
             self._cancel_data_parallel(ref)
-        if getattr(self.cfg.backend, "kill_grace_s", None) is not None:  # a program checkpoints on SIGTERM
+        if self.cfg.backend.capabilities.stop_grace_s is not None:  # e.g. a program checkpoints on SIGTERM
             refs = [ref for ref in self.in_flight if ref not in self.held_slots]
             for ref in refs:
                 ray.cancel(ref, force=False)
@@ -328,19 +423,18 @@ class Controller:
         self.pending.clear()
 
     def _await_cancelled(self, refs: list) -> None:
-        """Give cancelled runs of a stoppable backend (the command backend: its program gets SIGTERM, then SIGKILL
-        after `kill_grace_s`) the time to stop before shutdown kills their actors; other backends' calls cannot be
-        interrupted mid-run (Ray sets only a flag on a sync actor), so they are not waited for."""
-        grace_s = getattr(self.cfg.backend, "kill_grace_s", None)
+        """Give cancelled runs of a backend that declares `stop_grace_s` (the command backend: its program gets
+        SIGTERM, then SIGKILL after `kill_grace_s`) the time to stop before shutdown kills their actors; other
+        backends' calls cannot be interrupted mid-run (Ray sets only a flag on a sync actor), so they are not waited
+        for."""
+        grace_s = self.cfg.backend.capabilities.stop_grace_s
         if refs and grace_s is not None:
             ray.wait(refs, num_returns=len(refs), timeout=grace_s + CANCEL_MARGIN_S)
 
     def shutdown(self) -> None:
         self.trackers.close()
-        for actor in self.actors:
-            if actor is not None:
-                ray.kill(actor)
-        self.actors = [None] * self.cfg.max_concurrent
+        for slot in range(self.cfg.max_concurrent):
+            self._forget_actor(slot)
 
 
 def run_study(config: StudyConfig | str | Path, study_dir: str | Path | None = None, *, address: str | None = None,
@@ -370,12 +464,14 @@ def run_study(config: StudyConfig | str | Path, study_dir: str | Path | None = N
     owns_ray = not ray.is_initialized()
     saved_env = {k: os.environ.get(k) for k in (*LOCAL_RAY_ENV, "RAY_AUTH_MODE")}
     previous_sigterm = None
+    stack = contextlib.ExitStack()
     try:
-        if owns_ray:
+        if owns_ray:  # Ray's notices (a node marked dead: several lines) then print as one line each
+            stack.enter_context(one_line_ray_notices())
             context = _init_ray(address, num_cpus, dashboard, dashboard_host)
             if dashboard and not address:
-                progress.log(f"Ray dashboard: http://{context.dashboard_url} (actors are named by study "
-                             "and worker; each run is a task named 'run <run_id> N=.. D=..')")
+                for line in dashboard_lines(context.dashboard_url):
+                    progress.log(line)
         res = cfg.resources
         waiting = check_resources({"CPU": res.num_cpus, "GPU": res.num_gpus}, ray.nodes(), can_grow=bool(address))
         if waiting:
@@ -391,6 +487,7 @@ def run_study(config: StudyConfig | str | Path, study_dir: str | Path | None = N
         lock.release()
         if owns_ray:
             ray.shutdown()
+            stack.close()
             for key, value in saved_env.items():
                 if value is None:
                     os.environ.pop(key, None)

@@ -60,13 +60,14 @@ def run_data_parallel(backend, spec: dict, run_dir: str | Path, *, num_workers: 
                       use_gpu: bool = False, max_failures: int = 0) -> dict:
     """Train RunSpec.from_dict(spec) on `num_workers` Ray Train workers (blocks); RunResult.to_dict() of the run.
 
-    `backend`: the study's torch backend config (trainers.backend.TorchConfig); `num_cpus`: CPUs per worker;
-    `use_gpu`: one GPU per worker and NCCL, else gloo on CPU."""
+    `backend`: the study's backend config, one that declares data_parallel (trainers.backend.TorchConfig);
+    `num_cpus`: CPUs per worker; `use_gpu`: one GPU per worker and NCCL, else gloo on CPU."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    if getattr(backend, "name", None) != "torch":
-        raise ValueError(f"data-parallel runs need the torch backend, not {getattr(backend, 'name', backend)!r}")
+    if not backend.capabilities.data_parallel:
+        raise ValueError(f"data-parallel runs need a backend that declares capabilities.data_parallel, not "
+                         f"{backend.name!r}")
     run_dir = Path(run_dir)
     run_id = RunSpec.from_dict(spec).run_id
     resources = {"CPU": float(num_cpus), **({"GPU": 1.0} if use_gpu else {})}

@@ -114,7 +114,8 @@ def family_text(families: dict, tolerance: float) -> str:
     for name, f in families.items():
         n = f.get("n_params")
         ok = n is not None and np.isfinite(n) and n > 0
-        parts.append(f"{name} {f.get('weight', 0.0):.2f} -> {n:.3g}" if ok else f"{name} {f.get('weight', 0.0):.2f} -> n/a")
+        weight = f.get("weight", 0.0)
+        parts.append(f"{name} {weight:.2f} -> {n:.3g}" if ok else f"{name} {weight:.2f} -> n/a")
         if ok and f.get("weight", 0.0) >= 0.1:
             points.append(n)
     text = "laws: " + ", ".join(parts)

@@ -29,6 +29,13 @@ ADDRESS_PROBE_TIMEOUT_S = 3.0
 # ray.init, which reaches Ray's own processes but not an already imported driver (set it before `import ray`).
 LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
+# Token auth said explicitly for a local instance that `skillscale run` starts: what Ray 2.59+ does by default for a
+# local ray.init, minus the warning Ray prints on every start when RAY_AUTH_MODE is unset (Ray's token-auth docs; Ray
+# writes ~/.ray/auth_token if there is none). Only before Ray is imported (scheduler/cli.py): Ray reads the mode once,
+# at import, so a mode set later would leave the driver without auth and its GCS with it. A mode the user set stays.
+LOCAL_AUTH_ENV = {"RAY_AUTH_MODE": "token"}
+
+
 def ray_env_for(address: str | None) -> dict[str, str]:
     """Environment for Ray, set before it is imported: loopback for a local instance; for a cluster address,
     token auth when RAY_AUTH_MODE is unset and a token is at hand (RAY_AUTH_TOKEN, or ~/.ray/auth_token as
@@ -41,6 +48,24 @@ def ray_env_for(address: str | None) -> dict[str, str]:
 
 AUTH_HINT = ("auth: the cluster requires Ray token authentication; run with RAY_AUTH_MODE=token and the "
              "cluster's token in ~/.ray/auth_token (copy it from the head) or in RAY_AUTH_TOKEN")
+
+
+def token_source() -> str:
+    """Where Ray reads its token from, in Ray's order of precedence (its token-auth docs)."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return "$RAY_AUTH_TOKEN"
+    return os.environ.get("RAY_AUTH_TOKEN_PATH") or "~/.ray/auth_token"
+
+
+def dashboard_lines(url: str) -> list[str]:
+    """What `skillscale run --dashboard` prints for a local instance: the URL and, under token auth, how to log in
+    (the dashboard asks for the token once per browser and keeps it in a cookie; Ray's token-auth docs)."""
+    lines = [f"Ray dashboard: {url if '://' in url else 'http://' + url}"]
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "token":
+        lines.append(f"  it asks for Ray's token once: paste the one `ray get-auth-token` prints (in "
+                     f"{token_source()}); RAY_AUTH_MODE=disabled starts without one")
+    lines.append("  actors are named by study and worker; each run is a task named 'run <run_id> N=.. D=..'")
+    return lines
 
 
 def _host_port(address: str) -> tuple[str, int] | None:
@@ -73,12 +98,10 @@ def _fmt(resources: Mapping[str, float]) -> str:
     return ", ".join(f"{k} {v:g}" for k, v in sorted(resources.items())) or "nothing"
 
 
-def check_resources(per_worker: Mapping[str, float], nodes: Iterable[Mapping], can_grow: bool) -> str | None:
-    """Can any alive node host one worker needing `per_worker` (e.g. {"CPU": 0.5, "GPU": 1})?
-
-    `nodes` are ray.nodes() entries ({"Alive": bool, "Resources": {...}}). No node can: InputError naming what
-    was asked and what each node has, unless `can_grow` (a cluster whose autoscaler may add a node), where
-    the line is returned for the caller to say while it waits."""
+def no_node_for(per_worker: Mapping[str, float], nodes: Iterable[Mapping]) -> str | None:
+    """'resources: each worker asks for ..., but no Ray node has that (nodes: ...)' when no alive node in `nodes`
+    (ray.nodes() entries, {"Alive": bool, "Resources": {...}}) could host one worker needing `per_worker` (e.g.
+    {"CPU": 0.5, "GPU": 1}) even when idle; None when one could."""
     asked = {k: float(v) for k, v in per_worker.items() if v > 0}
     alive = [n for n in nodes if n.get("Alive", True)]
     if not asked or any(all((n.get("Resources") or {}).get(k, 0.0) >= v for k, v in asked.items()) for n in alive):
@@ -91,7 +114,16 @@ def check_resources(per_worker: Mapping[str, float], nodes: Iterable[Mapping], c
         return where + _fmt(res)
 
     have = "; ".join(describe(n) for n in alive) or "no nodes"
-    line = f"resources: each worker asks for {_fmt(asked)}, but no Ray node has that (nodes: {have})"
+    return f"resources: each worker asks for {_fmt(asked)}, but no Ray node has that (nodes: {have})"
+
+
+def check_resources(per_worker: Mapping[str, float], nodes: Iterable[Mapping], can_grow: bool) -> str | None:
+    """Can any alive node host one worker needing `per_worker`? No node can: InputError naming what was asked and
+    what each node has (no_node_for), unless `can_grow` (a cluster whose autoscaler may add a node), where the line is
+    returned for the caller to say while it waits (the controller gives up after its placement timeout)."""
+    line = no_node_for(per_worker, nodes)
+    if line is None:
+        return None
     if can_grow:
         return line + "; waiting for the autoscaler to add one"
     raise InputError(line + "; lower resources.num_gpus/num_cpus in the config, or raise --num-cpus")
@@ -106,8 +138,8 @@ def explain_ray_init_error(exc: BaseException, address: str | None) -> InputErro
     if any(word in lowered for word in ("auth", "unauthenticated", "token")):
         return InputError(f"{where}: cannot connect to Ray: {AUTH_HINT} ({first})")
     if address and os.environ.get("RAY_AUTH_MODE") != "token":  # Ray's own error rarely names the cause
-        return InputError(f"{where}: cannot connect to Ray ({first}); if the cluster uses token auth (Ray 2.60 "
-                          f"clusters do), {AUTH_HINT.removeprefix('auth: ')} (auth)")
+        return InputError(f"{where}: cannot connect to Ray: {AUTH_HINT} (the likely cause without token mode; Ray "
+                          f"said: {first})")
     return InputError(f"{where}: cannot start/connect to Ray ({first})")
 
 

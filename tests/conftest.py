@@ -118,6 +118,7 @@ SMALL_STUDY = {
         {"name": "code", "weights": {"code": 1.0}, "flops": 1e20},
     ],
     "tolerance": 0.10,
+    "law": "chinchilla",  # the loop's mechanics in a Chinchilla world, fast; law: auto has tests of its own
     "compute_cap": 1e21,
     "max_concurrent": 2,
     "resources": {"num_cpus": 0.5},

@@ -12,10 +12,12 @@ discriminated union, validated when the study config loads; errors name the fiel
     backend: {name: simulated, truth: knowledge-code, noise: 0.005}
     backend: {name: torch, trainer: {device: cuda, seq_len: 256}, data: {knowledge_entities: 3000}}
 
-Adding a backend: write a config class (a ConfigModel with `name: Literal["mine"]`, its fields, a
-`build(self) -> Backend` method that imports the backend lazily, and a `check(self, skills, spec)` method
-that raises InputError for what cannot work, run by scheduler.config.check_backend before Ray starts), then add the
-class to BACKEND_CONFIGS. Nothing else dispatches on the name.
+Adding a backend: write a config class (a trainers.capabilities.BackendConfigBase with `name: Literal["mine"]`, its
+fields and a `build(self) -> Backend` method that imports the backend lazily; override `capabilities` to declare
+what it supports beyond the defaults (run families, models per run, interruptible runs, data parallelism), and
+`check(self, skills, spec)` to raise InputError for what cannot work, run by scheduler.config.check_backend before
+Ray starts), then add the class to BACKEND_CONFIGS. Nothing dispatches on the name: the scheduler asks
+`config.capabilities`.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from typing import Annotated, Any, Literal, Protocol, Union
 
 from pydantic import BeforeValidator, Field, PlainSerializer
 
-from skillscale.config_types import ConfigModel, dataclass_fields_dict, dataclass_section
+from skillscale.config_types import dataclass_fields_dict, dataclass_section
+from trainers.capabilities import BackendConfigBase, Capabilities
 from trainers.command import CommandConfig
 from trainers.function import PythonConfig
 from trainers.simulated import SimulatedConfig
@@ -53,7 +56,7 @@ def _data_settings(value: Any):
 _AsMapping = PlainSerializer(dataclass_fields_dict, return_type=dict)
 
 
-class TorchConfig(ConfigModel):
+class TorchConfig(BackendConfigBase):
     """The built-in trainer (trainers/torch_backend.py). `trainer`: how runs execute (TrainerSettings:
     device, compile, seq_len, checkpoint_every, ...); `data`: what the data is (trainers.data.DataSettings:
     corpora, knowledge_entities, eval_samples, ...). Both are the trainer's own frozen dataclasses,
@@ -71,9 +74,16 @@ class TorchConfig(ConfigModel):
         return TorchBackend(trainer=self.trainer, data=self.data)
 
     @property
-    def models_per_run(self) -> int:
-        """Models one run trains (trainer.seed_replicas): a run costs that many times 6ND (trainers/replicas.py)."""
-        return int(self.trainer.seed_replicas)
+    def capabilities(self) -> Capabilities:
+        """Run families (run_family), data-parallel runs through Ray Train, and trainer.seed_replicas models per
+        run: a run costs that many times 6ND (trainers/replicas.py)."""
+        return Capabilities(families=True, data_parallel=True, models_per_run=int(self.trainer.seed_replicas))
+
+    def frozen_defaults(self) -> dict:
+        """The per-run hyperparameter defaults of this code (trainers/hparams.py run_defaults)."""
+        from trainers.hparams import run_defaults
+
+        return run_defaults()
 
     def with_skills(self, skills: list[str], skill_evals: dict[str, str]) -> TorchConfig:
         """The study's `skills: [{name, eval}]` entries become the trainer's data.skill_evals."""

@@ -45,8 +45,9 @@ from typing import Literal
 
 from pydantic import Field, PrivateAttr, field_validator
 
-from skillscale.config_types import ConfigModel, FieldError, Number
+from skillscale.config_types import FieldError, Number
 from skillscale.errors import InputError
+from trainers.capabilities import BackendConfigBase, Capabilities
 from trainers.contract import (
     LOG_FILE,
     RESULT_FILE,
@@ -110,7 +111,7 @@ def placeholder_values(spec: RunSpec, run_dir: Path) -> dict[str, str]:
             "spec": str(run_dir / "spec.json"), "python": sys.executable}
 
 
-class CommandConfig(ConfigModel):
+class CommandConfig(BackendConfigBase):
     """`backend: {name: command, command: [...], ...}`: run a program per run (see the module docstring)."""
 
     name: Literal["command"]
@@ -141,6 +142,11 @@ class CommandConfig(ConfigModel):
         copy._skills = tuple(skills)
         copy._skill_evals = dict(skill_evals or {})
         return copy
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """A cancelled run's program gets SIGTERM, then SIGKILL after kill_grace_s (run() takes should_stop)."""
+        return Capabilities(stop_grace_s=float(self.kill_grace_s))
 
     def build(self) -> CommandBackend:
         return CommandBackend(self.command, timeout_s=self.timeout_s, kill_grace_s=self.kill_grace_s, env=self.env,
@@ -174,8 +180,6 @@ class CommandBackend:
         self.cwd = cwd
         self.skills = list(skills)
         self.skill_evals = dict(skill_evals or {})
-
-    stoppable = True  # run() takes should_stop: a cancelled run's program gets SIGTERM and its grace period
 
     def run(self, spec: RunSpec, run_dir: Path, *, should_stop: Callable[[], bool] | None = None) -> RunResult:
         """Run the program for `spec` in `run_dir`; `should_stop()` true (polled) stops it as a cancellation."""

@@ -28,8 +28,8 @@ from typing import Literal
 
 from pydantic import PrivateAttr, field_validator
 
-from skillscale.config_types import ConfigModel
 from skillscale.errors import InputError
+from trainers.capabilities import BackendConfigBase
 from trainers.contract import LOG_FILE, parse_result, spec_payload, write_spec
 from trainers.spec import RunResult, RunSpec
 
@@ -58,7 +58,7 @@ def load_function(target: str, field: str = "backend.function") -> Callable:
     return obj
 
 
-class PythonConfig(ConfigModel):
+class PythonConfig(BackendConfigBase):
     """`backend: {name: python, function: "package.module:function"}` (see the module docstring)."""
 
     name: Literal["python"]

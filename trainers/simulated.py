@@ -29,9 +29,11 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from fitting.law import ParametricLaw
+from fitting.truths import FARSEER_SINGLE_EPOCH
 from skillscale.atomic import atomic_write_json
-from skillscale.config_types import ConfigModel, FieldError, Number
+from skillscale.config_types import FieldError, Number
 from skillscale.errors import InputError
+from trainers.capabilities import BackendConfigBase, Capabilities
 from trainers.spec import FamilySpec, RunResult, RunSpec
 
 # Hoffmann et al. 2022 (Chinchilla), Approach 3 fit, eq. 10.
@@ -55,9 +57,10 @@ CODE = ParametricLaw(E=1.2, A=340.0, B=420.0, alpha=0.34, beta=0.28,
 # so a rough value.
 FAMILY_NOISE_CORRELATION = 0.8
 
-PRESETS: dict[str, dict[str, ParametricLaw]] = {
+PRESETS: dict[str, dict] = {
     "chinchilla": {"all": CHINCHILLA},
     "besiroglu": {"all": BESIROGLU},
+    "farseer": {"all": FARSEER_SINGLE_EPOCH},  # outside the Chinchilla form: fitted to real runs (fitting/truths.py)
     "knowledge-code": {"knowledge": KNOWLEDGE, "code": CODE},
 }
 
@@ -80,7 +83,7 @@ def resolve_truth(truth: str | dict) -> dict[str, ParametricLaw]:
     return laws
 
 
-class SimulatedConfig(ConfigModel):
+class SimulatedConfig(BackendConfigBase):
     """`backend: {name: simulated, ...}`: known laws plus noise instead of training (see the module docstring)."""
 
     name: Literal["simulated"]
@@ -113,9 +116,9 @@ class SimulatedConfig(ConfigModel):
         return SimulatedBackend(**self.model_dump(exclude={"name"}))
 
     @property
-    def models_per_run(self) -> int:
-        """Models one run stands for (seed_replicas): a run costs that many times 6ND."""
-        return int(self.seed_replicas)
+    def capabilities(self) -> Capabilities:
+        """Run families (run_family), and seed_replicas models per run: a run costs that many times 6ND."""
+        return Capabilities(families=True, models_per_run=int(self.seed_replicas))
 
     def check(self, skills: list[str], spec: RunSpec) -> None:
         """Before a study starts: every skill of the study has a simulated truth."""

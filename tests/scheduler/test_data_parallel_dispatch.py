@@ -41,13 +41,15 @@ class _Remote:
 def _controller(cfg, monkeypatch, calls: list, killed: list) -> Controller:
     monkeypatch.setattr(controller_module, "train_data_parallel", _Remote("data_parallel", calls))
     monkeypatch.setattr(controller_module, "start_actor",
-                        lambda *args, worker, **kwargs: SimpleNamespace(run=_Remote(f"actor {worker}", calls)))
+                        lambda *args, worker, **kwargs: SimpleNamespace(run=_Remote(f"actor {worker}", calls),
+                                                                        node=SimpleNamespace(remote=lambda: "node")))
     monkeypatch.setattr(controller_module.ray, "kill", killed.append)
     c = Controller.__new__(Controller)  # only what dispatch uses: no Study, no Ray session
     c.cfg, c.study_dir = cfg, None
     c.study = SimpleNamespace(family_of=lambda spec: None)
     c.pending, c.in_flight, c.held_slots = collections.deque(), {}, {}
     c.actors = [None] * cfg.max_concurrent
+    c.placing, c.node_of, c.lost_nodes = {}, {}, {}
     return c
 
 
@@ -86,7 +88,8 @@ def test_a_data_parallel_run_takes_its_slots_beside_single_slot_runs(monkeypatch
 @pytest.mark.parametrize("resources, backend, message", [
     ({"gpus_per_run": 4}, None, "exceeds max_concurrent 3"),
     ({"gpus_per_run": 2, "num_gpus": 0.5}, None, "one GPU each"),
-    ({"gpus_per_run": 2}, {"name": "simulated"}, "needs the torch backend"),
+    ({"gpus_per_run": 2}, {"name": "simulated"},
+     r"needs a backend that trains data parallel through Ray Train \(torch\)"),
     ({"gpus_per_run": 0}, None, "gpus_per_run"),
 ])
 def test_data_parallel_settings_are_validated_naming_the_field(resources, backend, message):

@@ -1,8 +1,10 @@
 """Fail fast (scheduler/preflight.py): an address with nothing there, resources no node has, an auth failure,
 and metric tags Ray's recorder can take, each one line (no Ray needed)."""
 
+import re
 import socket
 import time
+from pathlib import Path
 
 import pytest
 
@@ -71,7 +73,8 @@ def test_a_failed_connection_without_token_mode_mentions_auth(monkeypatch):
     """Ray's error after its InvalidAuthToken warnings does not always name the cause (issue #16 item 4)."""
     monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
     message = str(explain_ray_init_error(ConnectionError("Could not find any running Ray instance"), "h:6379"))
-    assert "(auth)" in message and "RAY_AUTH_MODE=token" in message and "\n" not in message
+    assert message.startswith("--address h:6379: cannot connect to Ray: auth:") and "RAY_AUTH_MODE=token" in message
+    assert "Could not find any running Ray instance" in message and "\n" not in message
     monkeypatch.setenv("RAY_AUTH_MODE", "token")
     assert "auth" not in str(explain_ray_init_error(ConnectionError("gone"), "h:6379"))
 
@@ -79,3 +82,30 @@ def test_a_failed_connection_without_token_mode_mentions_auth(monkeypatch):
 def test_metric_tags_are_ascii():
     assert metric_tag("wissen-ü-名") == "wissen-\\xfc-\\u540d"
     assert metric_tag("plain") == "plain"
+
+
+def test_the_auth_error_reads_as_readme_says(monkeypatch):
+    """README's table of one-line failures quotes the auth error; both of its forms start that way."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    (quoted,) = re.findall(r"^\| a cluster that wants a token \| `([^`]*)`", readme, re.M)
+    prefix = quoted.removesuffix("...").replace("--address ...", "--address h:6379").rstrip()
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    unnamed = str(explain_ray_init_error(ConnectionError("Could not find any running Ray instance"), "h:6379"))
+    named = str(explain_ray_init_error(ConnectionError("InvalidAuthToken: missing"), "h:6379"))
+    assert unnamed.startswith(prefix) and named.startswith(prefix), (prefix, unnamed, named)
+
+
+def test_a_local_instance_says_token_auth_and_how_to_log_in(monkeypatch):
+    from scheduler.preflight import LOCAL_AUTH_ENV, dashboard_lines
+
+    assert LOCAL_AUTH_ENV == {"RAY_AUTH_MODE": "token"}
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
+    lines = dashboard_lines("127.0.0.1:8265")
+    assert lines[0] == "Ray dashboard: http://127.0.0.1:8265"
+    assert "`ray get-auth-token`" in lines[1] and "~/.ray/auth_token" in lines[1]
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "secret")
+    assert "$RAY_AUTH_TOKEN" in dashboard_lines("127.0.0.1:8265")[1] and "secret" not in " ".join(lines)
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    assert not any("token" in line for line in dashboard_lines("127.0.0.1:8265"))

@@ -91,3 +91,29 @@ def test_seed_replicas_are_charged_to_the_budget(small_study):
     specs = study.propose(8)
     assert specs and study.flops_committed == pytest.approx(3 * sum(s.flops for s in specs))
     assert study.flops_committed <= 3e18
+
+
+def test_a_study_outside_the_chinchilla_form_reports_every_law_family(small_study, tmp_path, capsys):
+    """law: auto (the default) in a world whose truth is a Farseer-form law fitted to real runs: each target and
+    skill carries every family's own answer and weight, and `skillscale status` prints them."""
+    from scheduler.cli import main
+
+    small_study.update(skills=["all"], domains=["all"], mix={"space": "fixed", "fixed": {"all": 1.0}},
+                       targets=[{"name": "all", "weights": {"all": 1.0}, "flops": 1e20}], tolerance=0.3,
+                       max_runs=40, law="auto")
+    small_study["backend"] = {"name": "simulated", "truth": "farseer", "noise": 0.005}
+    small_study["proposer"] = {"n_boot": 40, "inner_trials": 0, "n_candidates": 128, "overhead_flops": 1e17,
+                               "seed_runs": 12}
+    cfg = parse_study_config(small_study)
+    assert cfg.law == "auto" == type(cfg).model_fields["law"].default  # the default
+    study = Study(cfg, tmp_path)
+    stop = _drive(study, cfg.backend.build(), k=2, tmp_path=tmp_path)
+    result = study.finish(stop)
+    (target,) = result["targets"]
+    assert set(target["families"]) <= {"chinchilla", "farseer"} and target["families"]
+    assert sum(f["weight"] for f in target["families"].values()) == pytest.approx(1.0)
+    families = result["laws"]["all"]["families"]
+    assert set(families) == {"chinchilla", "farseer", "data_constrained"}
+    assert "not applicable" in families["data_constrained"]["note"]
+    assert main(["status", str(tmp_path)]) == 0
+    assert "laws: " in capsys.readouterr().out

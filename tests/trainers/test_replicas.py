@@ -141,7 +141,7 @@ def test_simulated_replicas_report_the_mean_of_r_observations_at_r_times_the_flo
         spread[r] = float(torch.tensor(logs).std())
     assert spread[4] / spread[1] == pytest.approx(0.5, abs=0.1)  # sqrt(4): 200 runs put the ratio within ~0.05
     cfg = SimulatedConfig.model_validate({"name": "simulated", "seed_replicas": 4})
-    assert cfg.models_per_run == 4 and cfg.build().seed_replicas == 4
+    assert cfg.capabilities.models_per_run == 4 and cfg.build().seed_replicas == 4
     family = FamilySpec(n_params=10**8, n_tokens=(10**9, 2 * 10**9), mix=spec.mix)
     with pytest.raises(InputError, match="backend.seed_replicas: run families"):
         SimulatedBackend(seed_replicas=2).run_family(family, tmp_path)
