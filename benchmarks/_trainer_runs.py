@@ -40,7 +40,7 @@ from trainers.shapes import count_params
 from trainers.spec import RunSpec
 
 # Prior throughput for a shape not yet trained in this process: 5e6 tok/s at N = 1e6, falling as N^-0.2
-# (H200 2026-12-01, compiled + CUDA graphs: 0.93M ~4-8M tok/s, 7.3M 3.98M, 22M 2.2M tok/s; DESIGN.md).
+# (H200 2026-12-01, compiled + CUDA graphs: 0.93M ~4-8M tok/s, 7.3M 3.98M, 22M 2.2M tok/s; docs/gpu.md).
 PRIOR_TOKENS_PER_S_AT_1M = 5e6
 PRIOR_EXPONENT = -0.2
 COMPILE_ALLOWANCE_S = 90.0  # a new shape's first run over its later ones: 26-99 s on the H200 (seed_dn.jsonl)

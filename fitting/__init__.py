@@ -1,6 +1,6 @@
 """Scaling laws for skillscale: law forms, robust fits, bootstrap ensembles, optima, what-ifs, plots.
 
-Never imports Ray. See DESIGN.md "Laws and fitting" and each module's docstring for the math.
+Never imports Ray. See docs/design.md "Fitting", docs/laws.md and each module's docstring for the math.
 """
 
 from fitting.averaging import AveragedFit, bootstrap_average, fit_average, mixture_interval, prediction_interval

@@ -15,7 +15,7 @@ extrapolation. What we do, and why:
 1. Every resample is refit from several starts (the point estimate, up to three distinct local minima the
    point fit's grid found, and the point estimate with alpha and beta scaled by 0.6 and 1.6, i.e. moved
    along the valley), each solved to convergence; the lowest objective wins. Refits that all start at
-   the point estimate and stop early stay in its valley and give intervals far too narrow (DESIGN.md:
+   the point estimate and stop early stay in its valley and give intervals far too narrow (docs/design.md, Fitting:
    ~1/3 coverage of N* at 100x extrapolation).
 2. Default resampling, `method="parametric"`: a parametric bootstrap under the fit's noise model. New data
    are the fitted log-losses plus Gaussian noise of the per-point sigma(N, D) that fitting/noise.py

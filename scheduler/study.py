@@ -17,7 +17,7 @@ on a run calls `abandon(spec)` (its trial is failed), one that retries simply di
 again (same run_id: the backend resumes from its checkpoint), and one that is stopped by a time limit
 leaves it outstanding: the next process's `reconcile()` hands it back.
 
-What it owns, in <study_dir> (see DESIGN.md "Study directory"):
+What it owns, in <study_dir> (see docs/design.md, "The study directory"):
 - the frozen config (study.yaml: a resume with another estimand is refused),
 - the ledger (runs.parquet, scheduler/ledger.py), the record of finished runs,
 - the persistent Optuna study (optuna.journal or `storage:`), spoken to through ask/tell/enqueue_trial only:

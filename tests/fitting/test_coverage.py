@@ -2,7 +2,7 @@
 
 100 simulated data sets from the Chinchilla law (5 budgets 1e18..1e20 x 7 sizes, multiplicative
 log-normal noise cycling through 0.5%, 1%, 2%), C_target = 1e22. The interval must contain the true N*
-in 85-99% of them: too low means overconfident (the DESIGN.md trap), 100% means uselessly wide.
+in 85-99% of them: too low means overconfident (the trap in docs/design.md, Fitting), 100% means uselessly wide.
 The interval is the one the report uses: residual bootstrap, bias-corrected percentile
 (fitting.law.interval with the point estimate).
 """

@@ -219,7 +219,7 @@ def test_an_n_star_outside_the_searched_range_is_flagged(small_study):
 
 def test_readme_and_the_byo_yaml_tell_the_same_time_and_runs():
     """README said 'a few minutes' for the bring-your-own example; its YAML measured 11.4 minutes for 40 runs."""
-    readme = " ".join((ROOT / "README.md").read_text().split())
+    readme = " ".join((ROOT / "docs" / "byo-trainer.md").read_text().split())
     minutes, runs = re.search(r"about (\d+) minutes on 2 cores for its (\d+) runs \(`max_runs`\)", readme).groups()
     study = (ROOT / "examples" / "byo-trainer" / "study.yaml").read_text()
     measured = float(re.search(r"(\d+(?:\.\d+)?) min, stopped at\s+#?\s*max_runs", study).group(1))
