@@ -6,10 +6,10 @@ fitting/law.py). A validation set that mixes skills scores a model by the weight
     L_w(N, D) = sum_s w_s * L_s(N, D),
 
 whose minimiser along the isoFLOP line D = C/(6N) has no closed form. `composition_optimum` finds it per
-ensemble member: a log-N grid (shared by all members), then a golden-section refinement inside the
-bracket around each member's grid minimum, vectorised over the K members. L_w restricted to the isoFLOP
-line is a sum of convex-in-log-N terms (A N^-alpha and B (C/6N)^-beta), so it is unimodal and the bracket
-holds the global minimum.
+ensemble member by the bounded isoFLOP search every law family uses (fitting.families.isoflop_argmin: a log-N
+grid around the member's single-skill optima, then a golden-section refinement, vectorised over the K
+members). L_w restricted to the isoFLOP line is a sum of convex-in-log-N terms (A N^-alpha and B (C/6N)^-beta),
+so it is unimodal and the bracket holds the global minimum.
 
 `composition_whatif` asks how N* moves when the validation composition changes (the "misspecified
 validation set" analysis of arXiv:2503.10061): each weighting's N* and its ratio to the first weighting,
@@ -23,11 +23,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from fitting.conventions import FLOPS_PER_PARAM_TOKEN
+from fitting.families import GUESS_TOKENS_PER_PARAM, isoflop_argmin
 from fitting.law import LawEnsemble, interval
-
-GRID_POINTS = 256
-GOLDEN_ITERS = 60  # bracket shrinks by 0.618**60 ~ 3e-13 in log N
-INV_PHI = (np.sqrt(5.0) - 1.0) / 2.0
 
 
 def _member_loss(ens, log_n: np.ndarray, flops: float, mix) -> np.ndarray:
@@ -50,26 +47,14 @@ def composition_optimum(ensembles: Mapping[str, LawEnsemble], weights: Mapping[s
     if len(sizes) != 1:
         raise ValueError(f"ensembles have different sizes {sorted(sizes)}; bootstrap them together")
     flops = float(flops)
-    # bracket: around the single-skill closed-form optima of every member, widened by 1e3 each way
-    single = np.stack([np.log(ensembles[s].optimum(flops, mix)[0]) for s, w in weights.items() if w != 0])
-    lo, hi = np.nanmin(single) - np.log(1e3), np.nanmax(single) + np.log(1e3)
-    grid = np.linspace(lo, hi, GRID_POINTS)  # (G,)
-    k = sizes.pop()
-    values = _weighted_loss(ensembles, weights, np.broadcast_to(grid, (k, GRID_POINTS)), flops, mix)
-    i = np.argmin(np.where(np.isfinite(values), values, np.inf), axis=1)
-    a = grid[np.clip(i - 1, 0, GRID_POINTS - 1)]
-    b = grid[np.clip(i + 1, 0, GRID_POINTS - 1)]
-    f = lambda x: _weighted_loss(ensembles, weights, x[:, None], flops, mix)[:, 0]
-    c, d = b - INV_PHI * (b - a), a + INV_PHI * (b - a)
-    fc, fd = f(c), f(d)
-    for _ in range(GOLDEN_ITERS):  # vectorised golden-section search, one bracket per member
-        left = fc < fd  # minimum in [a, d]: drop (d, b]; else drop [a, c)
-        a, b = np.where(left, a, c), np.where(left, d, b)
-        c, d = np.where(left, b - INV_PHI * (b - a), d), np.where(left, c, a + INV_PHI * (b - a))
-        f_new = f(np.where(left, c, d))
-        fc, fd = np.where(left, f_new, fd), np.where(left, fc, f_new)
-    n_opt = np.exp(0.5 * (a + b))
-    return n_opt, flops / (FLOPS_PER_PARAM_TOKEN * n_opt)
+    # the search is centred, per member, on the geometric mean of the single-skill optima (fitting/families.py)
+    with np.errstate(all="ignore"):
+        single = np.stack([np.log(ensembles[s].optimum(flops, mix)[0]) for s, w in weights.items() if w != 0])
+        center = np.exp(np.nanmean(np.where(np.isfinite(single), single, np.nan), axis=0))
+    guess = np.sqrt(flops / (FLOPS_PER_PARAM_TOKEN * GUESS_TOKENS_PER_PARAM))
+    center = np.where(np.isfinite(center), center, guess)
+    return isoflop_argmin(lambda log_n: _weighted_loss(ensembles, weights, log_n, flops, mix), flops, sizes.pop(),
+                          center)
 
 
 def composition_exponent(ensembles, weights, flops: float, mix=None, rel_step: float = 0.05) -> np.ndarray:
