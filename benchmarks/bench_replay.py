@@ -88,7 +88,7 @@ class Prediction:
 
 
 def fit_and_predict(chosen: list[TableRun], heldout: list[TableRun], target_flops: float, n_boot: int,
-                    seed: int) -> Prediction:
+                    seed: int, law: str = "chinchilla") -> Prediction:
     """THE fit every design goes through (one function, so that it can move to `skillscale fit --predict`).
 
     Today's fit: the Chinchilla form by Huber loss on log loss (fitting.fit_parametric) and its parametric
@@ -98,6 +98,8 @@ def fit_and_predict(chosen: list[TableRun], heldout: list[TableRun], target_flop
     bias-corrected percentile interval of the ensemble's (fitting.law.interval)."""
     n, d, loss = _arrays(chosen)
     hn, hd, _ = _arrays(heldout)
+    if law != "chinchilla":
+        return _predict_with_families(chosen, heldout, target_flops, n_boot, seed, law)
     fit = fit_parametric(n, d, loss)
     ensemble = bootstrap_parametric(n, d, loss, n_boot=n_boot, fit=fit, seed=seed)
     point = fit.law.loss(hn, hd)
@@ -110,6 +112,44 @@ def fit_and_predict(chosen: list[TableRun], heldout: list[TableRun], target_flop
         members = ensemble.optimum(target_flops)[0]
     return Prediction(loss=point, lo=point * np.exp(-half), hi=point * np.exp(half), n_star=n_star,
                       n_star_ci95=interval(members, point=n_star))
+
+
+def _predict_with_families(chosen, heldout, target_flops, n_boot, seed, law) -> Prediction:
+    """fit_and_predict through the law families (`law`: auto or one family; fitting/averaging.py): the families'
+    weighted prediction, its 95% prediction interval and the mixture's N*(C) with its interval."""
+    from fitting.averaging import (
+        AveragedFit,
+        FamilyScore,
+        bootstrap_average,
+        fit_average,
+        member_families,
+        mixture_interval,
+        prediction_interval,
+    )
+
+    n, d, loss = _arrays(chosen)
+    hn, hd, _ = _arrays(heldout)
+    unique = _unique(chosen)
+    if law == "auto":
+        avg = fit_average(n, d, loss, unique=unique)
+    else:
+        one = fit_parametric(n, d, loss, family=law, unique=unique)
+        avg = AveragedFit({law: one}, {law: FamilyScore(law, 1.0, None, None, None)})
+    ensemble = bootstrap_average(avg, n, d, loss, n_boot=n_boot, seed=seed, unique=unique)
+    point = avg.predict_point(hn, hd, unique=_unique(heldout))
+    _, lo, hi = prediction_interval(ensemble, avg, hn, hd, unique=_unique(heldout), seed=seed)
+    n_star = avg.optimum_point(target_flops)[0]
+    with np.errstate(all="ignore"):
+        members = ensemble.optimum(target_flops)[0]
+    points = {f: float(fit.law.optimum(target_flops)[0][0]) for f, fit in avg.fits.items()}
+    return Prediction(loss=point, lo=lo, hi=hi, n_star=n_star,
+                      n_star_ci95=mixture_interval(members, member_families(ensemble), points))
+
+
+def _unique(runs: list[TableRun]) -> np.ndarray | None:
+    """Unique tokens per run (inf where the table has none); None when no run repeated its data."""
+    u = np.array([r.n_unique_tokens if r.n_unique_tokens else np.inf for r in runs], float)
+    return u if np.any(np.isfinite(u)) else None
 
 
 def _arrays(runs: list[TableRun]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -275,6 +315,7 @@ class Settings:
     loop_overhead_flops: float = 0.0  # the loop's proposer.overhead_flops (0: runs priced at their FLOPs alone,
     # as every design here is charged; the product default is 1e17)
     loop_max_runs: int = 200  # the loop's max_runs (proposals that found no table run near count too)
+    law: str = "chinchilla"  # the evaluation fit's law (auto: the law families, fitting/averaging.py)
 
 
 @dataclass(frozen=True)
@@ -293,7 +334,7 @@ def score(ladder: Ladder, chosen: list[TableRun], ref: Prediction, settings: Set
     y = np.array([r.losses[SKILL] for r in heldout])
     share = sum(r.flops for r in chosen) / ladder.flops
     try:
-        pred = fit_and_predict(chosen, heldout, ladder.target_flops, settings.eval_boot, seed)
+        pred = fit_and_predict(chosen, heldout, ladder.target_flops, settings.eval_boot, seed, settings.law)
     except (InputError, ValueError):  # too few distinct runs to fit at all
         return SeedScore(share, len(chosen), -math.inf, 0.0, math.nan, (math.nan, math.nan), False)
     r2 = 1.0 - float(np.sum((y - pred.loss) ** 2) / np.sum((y - y.mean()) ** 2))
@@ -430,6 +471,9 @@ def build_parser() -> OneLineArgumentParser:
     parser.add_argument("--prior-check", action="store_true", help="also the prior-runs experiment")
     parser.add_argument("--prior-ladder", choices=sorted([*PRIOR_LADDERS, "study"]), default="grid",
                         help="the simulated ladder whose half --prior-check gives the study (default grid)")
+    parser.add_argument("--law", choices=["chinchilla", "auto", "farseer", "data_constrained"], default="chinchilla",
+                        help="the evaluation fit's law (default chinchilla, as BENCHMARKS.md's rows were measured; "
+                             "auto: the law families weighted)")
     parser.add_argument("--out", default=str(RESULTS), help="JSON lines file the rows are appended to")
     return parser
 
@@ -442,11 +486,12 @@ def main(argv: list[str] | None = None) -> int:
             raise InputError(f"--seeds: expected >= 1, got {args.seeds}")
         if not (args.loop_overhead >= 0 and math.isfinite(args.loop_overhead)):
             raise InputError(f"--loop-overhead: expected FLOPs >= 0, got {args.loop_overhead}")
-        settings = Settings(loop_overhead_flops=args.loop_overhead)
+        settings = Settings(loop_overhead_flops=args.loop_overhead, law=args.law)
         ladders, seeds = args.ladders, list(range(args.seeds))
         if args.tiny:
             ladders, shares, seeds = ["simulated"], [0.05], [0, 1]
-            settings = Settings(eval_boot=30, loop_boot=20, design_boot=20, loop_overhead_flops=args.loop_overhead)
+            settings = Settings(eval_boot=30, loop_boot=20, design_boot=20, loop_overhead_flops=args.loop_overhead,
+                                law=args.law)
         provenance = {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                       "commit": git_commit(), "python": platform.python_version(), "cpus": os.cpu_count(),
                       "tiny": bool(args.tiny)}
@@ -469,7 +514,7 @@ def _run(ladders: list[Ladder], methods: list[str], shares: list[float], seeds: 
     """Every cell, printed as a table and handed to `record` as it ends."""
     for ladder in ladders:
         ref = fit_and_predict(list(ladder.train.runs), list(ladder.heldout.runs), ladder.target_flops,
-                              settings.eval_boot, seed=0)
+                              settings.eval_boot, seed=0, law=settings.law)
         y = np.array([r.losses[SKILL] for r in ladder.heldout.runs])
         ref_r2 = 1.0 - float(np.sum((y - ref.loss) ** 2) / np.sum((y - y.mean()) ** 2))
         ref_cov = float(np.mean((y >= ref.lo) & (y <= ref.hi)))
