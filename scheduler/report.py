@@ -56,9 +56,24 @@ def plot_isoflop_runs(cfg: StudyConfig, rows: list[dict], est: Estimates, path: 
 
 
 def not_identifiable_laws(est: Estimates) -> dict[str, str]:
-    """skill -> why its law cannot place N* (an exponent on the solver's bound), for the plots' notes."""
-    return {s: f"{', '.join(f.exponents_at_bounds())} on the solver's bound" for s, f in est.fits.items()
-            if f.exponents_at_bounds()}
+    """skill -> why its law cannot place N*, for the plots' notes: an exponent of its leading fit on the solver's
+    bound, or (with several families) its own target's interval unbounded, naming the families dropped as
+    degenerate, e.g. "alpha=2.97 on the solver's bound (chinchilla, dropped); farseer's N* interval unbounded"."""
+    out = {}
+    for skill, fit in est.fits.items():
+        if fit.exponents_at_bounds():
+            out[skill] = f"{', '.join(fit.exponents_at_bounds())} on the solver's bound"
+            continue
+        own = [t for t in est.targets if {k for k, w in t.weights.items() if w > 0} == {skill}]
+        if not own or all(np.isfinite(t.rel_halfwidth) for t in own):
+            continue
+        average = est.averages.get(skill)
+        dropped = [f"{sc.note.removeprefix('degenerate: ')} ({family}, dropped)"
+                   for family, sc in (average.scores.items() if average else ())
+                   if sc.note.startswith("degenerate: ")]
+        used = ", ".join(average.fits) if average else "the law"
+        out[skill] = "; ".join([*dropped, f"{used}: N* interval unbounded"])
+    return out
 
 
 def plot_optimum_study(cfg: StudyConfig, est: Estimates, flops_range, path: Path) -> int:
@@ -192,9 +207,7 @@ def _write_report(study_dir: Path, out: Path) -> Path:
         targets.append([t.name, ", ".join(f"{k}={v:g}" for k, v in t.weights.items()), f"{t.flops:.3g}",
                         _num(t.n_params if shown else None, ".4g"), _ci(t.n_params_ci95 if shown else None, ".4g"),
                         _num(t.n_tokens if shown else None, ".4g"), precision_text(t.rel_halfwidth, t.degenerate)])
-    laws = [[s, *(_num(v, ".4g") for v in (f.law.E, f.law.A, f.law.B, f.law.alpha, f.law.beta)),
-             _num(f.law.exponent_a, ".3f"), _num(est.noise[s], ".4f"), *_replicate_cells(f.noise)]
-            for s, f in est.fits.items()]
+    laws = _law_rows(cfg, est)
     runs = [[r.get("trial_number"), r["run_id"], r.get("source") or "study", r["status"], r.get("seed", ""),
              _num(r["n_params"], ".3g"),
              _num(r["n_tokens"], ".3g"),
@@ -215,9 +228,12 @@ td,th{{border:1px solid #ccc;padding:3px 7px;text-align:right}}img{{max-width:10
 C = 6·N·D; losses in nats/token. Intervals: 95% bias-corrected bootstrap percentile intervals over
 runs; ±rel = (hi − lo) / (2·N*).</p>
 <h2>Targets</h2>{_table(["target", "weights", "C_target", "N*", "N* 95% CI", "D*", "±rel"], targets)}
-<h2>Laws: L = E + A·N^-α + B·D^-β</h2>
-{_table(["skill", "E", "A", "B", "α", "β", "a = β/(α+β)", "noise (log std)", "replicate dof",
-          "replicate spread (log std)", "lack of fit"], laws)}
+<h2>Laws</h2>
+{_table(["skill", "family", "weight", "held-out rms", "parameters", "a at C_target", "noise (log std)",
+          "replicate dof", "replicate spread (log std)", "lack of fit"], laws)}
+<p>One row per law family tried (fitting/families.py; docs/laws.md). Weight: its share of the mixture every
+interval comes from; held-out rms: how well it predicted the largest runs from the others (0 weight and a note
+when it was not used). a: the local exponent d log N* / d log C at the largest target's budget.
 <p>Noise: the log-loss std the fit uses at the runs' typical (N, D), estimated from residuals and replicate runs
 (same N, D and mix, another seed: the runs table's seed column). Replicate spread is the pooled std of those
 replicates alone; lack of fit = residual std / replicate spread (about 1 when the law fits, well above when it
@@ -230,6 +246,31 @@ does not; n/a with too few replicates).</p>
 </body></html>"""
     atomic_write_text(out / "index.html", page)
     return out / "index.html"
+
+
+def _law_rows(cfg, est) -> list[list]:
+    """The laws table: a row per skill and family tried, the families in the mixture first."""
+    c_target = max(t.flops for t in cfg.targets)
+    rows = []
+    for skill, fit in est.fits.items():
+        average = est.averages.get(skill)
+        fits = average.fits if average else {"law": fit}
+        scores = average.scores if average else {}
+        for family in [*fits, *(f for f in scores if f not in fits)]:
+            score = scores.get(family)
+            one = fits.get(family)
+            if one is None:  # tried, not used: say why instead of numbers
+                rows.append([skill, family, "0", _num(score.holdout_rmse, ".4f"), score.note or "unused",
+                             "", "", "", "", ""])
+                continue
+            params = ", ".join(f"{k}={v:.4g}" for k, v in one.law.to_dict().items() if isinstance(v, float))
+            with np.errstate(all="ignore"):
+                a = one.law.exponent_at(c_target)
+            rows.append([skill, family, _num(score.weight if score else 1.0, ".2f"),
+                         _num(score.holdout_rmse if score else None, ".4f"), params, _num(a, ".3f"),
+                         _num(one.noise.sigma_ref if one.noise else est.noise[skill], ".4f"),
+                         *_replicate_cells(one.noise)])
+    return rows
 
 
 def _replicate_cells(noise) -> list[str]:

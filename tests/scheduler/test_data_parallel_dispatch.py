@@ -50,6 +50,7 @@ def _controller(cfg, monkeypatch, calls: list, killed: list) -> Controller:
     c.pending, c.in_flight, c.held_slots = collections.deque(), {}, {}
     c.actors = [None] * cfg.max_concurrent
     c.placing, c.node_of, c.lost_nodes = {}, {}, {}
+    c._device_ref, c._device_known = None, True  # which GPU the workers have is not what these tests ask
     return c
 
 

@@ -32,7 +32,7 @@ def _study(**overrides) -> dict:
         "targets": [{"name": "knowledge", "weights": {"knowledge": 1.0}, "flops": 1e21}],
         "compute_cap": 2e20, "backend": {"name": "simulated", "truth": "knowledge-code", "noise": 0.005},
         "proposer": {"n_boot": 40, "inner_trials": 0, "n_candidates": 128, "seed_runs": 6},
-        "families": {"enabled": True},
+        "families": {"enabled": True}, "law": "chinchilla",  # run families' mechanics, in a Chinchilla world
     }
     return {**base, **overrides}
 
