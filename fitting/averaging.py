@@ -12,11 +12,11 @@
    each family's own score, keeps several where they predict equally well. The held-out runs are a handful
    of the largest, one draw of the extrapolation error (neighbouring runs share it), so half of the weight
    (PRIOR_SHARE) is spread equally over the plausible families, those whose held-out error is within 1.5x
-   the best one's: on the data-constrained ladder the held-out largest runs favour `data_constrained`
-   (log-RMSE 0.074 against 0.093-0.095), which predicts the ladder's larger test models worst (BENCHMARKS.md,
-   Law families on real ladders). Families below MIN_WEIGHT are dropped, and so are families whose fit put an
-   exponent on its bound. Each family's held-out error (RMS of log-residuals) and lack of fit (that RMS over
-   the noise sigma: about 1 when the family extrapolates within the noise) are reported beside its weight.
+   the best one's: the largest runs can favour the family that predicts still larger models worst (the
+   data-constrained ladder: BENCHMARKS.md, Law families on real ladders). Families below MIN_WEIGHT are
+   dropped, and so are families whose fit put an exponent on its bound. Each family's held-out error (RMS of
+   log-residuals) and lack of fit (that RMS over the noise sigma: about 1 when the family extrapolates within
+   the noise) are reported beside its weight.
 2. **The ensemble is drawn from all families by weight** (`bootstrap_average`): of K members, about
    w_f K come from family f's own bootstrap (fitting/parametric.py), in contiguous blocks in FAMILIES order, so
    member k of every skill used the same draw k. Every N*, D*, interval and prediction comes from that

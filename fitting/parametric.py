@@ -29,26 +29,12 @@ extrapolation. What we do, and why:
    curvature when the data are few and noisy).
 3. Intervals: `fitting.law.interval(samples, point=estimate)`, the bias-corrected percentile interval
    (Efron 1981), which the report uses for every quantity.
-4. Coverage, measured by simulation under extrapolation. (a) Chinchilla law, 5 budgets 1e18..1e20 x 7
-   sizes over N*/6..6N*, log-normal noise, C_target = 1e22 = 100x the largest budget, 200 resamples; nominal
-   95%; fraction of data sets whose interval for N*(C_target) holds the truth:
-
-       residual, bias-corrected, noise cycling 0.5/1/2%: 0.96, 0.88, 0.96, 0.94, 0.88 in five batches
-         of 100 data sets (seed bases 1000, 10000, 20000, 30000, 40000) -> 0.92 pooled over 500
-       residual at one noise level (100 sets each): 0.96 (0.5%), 1%: 0.95, 2%: 0.96
-       parametric (Gaussian), 2%: 0.95;  pairs: 0.99 (0.5%), 0.99 (2%), intervals ~1.4x wider in log
-
-   (b) Inside a tokens-per-parameter band D/N in [10, 100] (benchmarks/bench_coverage.py, rows in
-   benchmarks/results/coverage.jsonl; 10x and 100x beyond the largest run; `needed` = the factor by which
-   the intervals would have to be scaled for exactly 95% coverage, 1 = calibrated):
-       48 runs, 0.5% noise (random and edge designs): residual covers 0.85-0.93 (needed 1.06-1.23),
-         parametric 0.95-0.97 (needed 0.86-1.00); 1.5%, edge: residual needed 1.32-1.46, parametric 0.84-1.15
-       192-960 runs at 0.5-3% (half-widths 7-40%, where a study stops): all methods cover 0.92-1.00 with
-         needed 0.75-0.98, i.e. calibrated to slightly wide; no inflation factor is warranted
-       the 424 runs an adaptive study chose (besiroglu, 0.5%): parametric 0.87-0.90, needed 1.22-1.32
-   So the residual bootstrap under-covers with few runs (its resampled residuals are those of a fit that
-   absorbed part of the noise); the parametric one is the default. tests/fitting/test_coverage.py
-   re-checks both settings, and that its check fails for intervals half or twice as wide.
+4. Coverage is checked by simulation under extrapolation (benchmarks/bench_coverage.py; BENCHMARKS.md,
+   Interval coverage): the parametric bootstrap's 95% intervals for N*(C_target) hold the truth about 95% of
+   the time inside the D/N band, 10x and 100x beyond the largest run, with no inflation factor. The residual
+   bootstrap under-covers with few runs (its resampled residuals are those of a fit that absorbed part of the
+   noise), so the parametric one is the default. tests/fitting/test_coverage.py re-checks both settings, and
+   that its check fails for intervals half or twice as wide.
 """
 
 from __future__ import annotations

@@ -32,21 +32,20 @@ import triton
 import triton.language as tl
 
 # Rows per chunk: M / _N_CHUNKS (so one chunk's logits are 1/4 of the full (M, V) logits), but at least
-# _MIN_CHUNK_ROWS: each chunk reads and writes the fp32 dweight (8*V*C bytes), which needs about 3000 rows
-# of matmul work (6*m*V*C FLOPs) to hide on an H100 (measured: 8 chunks of 2048 rows ran ~5-10% behind
-# torch.compile's unfused loss at M=16k, V=32k); and at most _MAX_CHUNK_ELEMENTS logits (1 GiB in bf16).
+# _MIN_CHUNK_ROWS: each chunk reads and writes the fp32 dweight (8*V*C bytes), which only thousands of rows
+# of matmul work (6*m*V*C FLOPs) hide (more, smaller chunks are slower); and at most _MAX_CHUNK_ELEMENTS
+# logits (1 GiB in bf16).
 _N_CHUNKS = 4
 _MIN_CHUNK_ROWS = 2048
 _MAX_CHUNK_ELEMENTS = 1 << 29
 _BLOCK_V = 4096  # vocabulary entries per inner step of `_cross_entropy_kernel` (two-pass)
 _SINGLE_PASS_MAX_V = 32768  # up to this vocabulary a row is held in registers and read once
-_SINGLE_PASS_WARPS = 32  # H100, V = 32768: 1-7% faster than 16 warps; 8 warps spill and are slower
-# The recompute strategy (see the module docstring) up to this hidden size. Its tiles: _TILE_M rows (all of
-# the hidden size) x _TILE_N vocabulary entries per dot; each program covers _TILES tiles. Measured on an H100
-# (benchmarks/tune_linear_cross_entropy.py, M = 32768, V = 32768, loss and both gradients): at C = 128
-# recompute took 3.88 ms against 4.28 for materialise (torch.compile's unfused loss 5.27); at C = 256 its best
-# tiles took 5.43 ms against 4.82, because a Triton dot over the whole hidden size then runs well below
-# cuBLAS; at C = 384 none of the tried tiles fit the hidden block and weight tiles in shared memory.
+_SINGLE_PASS_WARPS = 32  # at V = 32768 faster than 16 warps; 8 warps spill
+# The recompute strategy (see the module docstring) up to this hidden size, where it is faster than
+# materialising (BENCHMARKS.md, Kernels; benchmarks/tune_linear_cross_entropy.py). Beyond it a Triton dot over
+# the whole hidden size runs well below cuBLAS, and from C = 384 the hidden block and weight tiles no longer fit
+# in shared memory. Its tiles: _TILE_M rows (all of the hidden size) x _TILE_N vocabulary entries per dot; each
+# program covers _TILES tiles.
 _RECOMPUTE_MAX_C = 128
 _TILE_M, _TILE_N, _TILES = 64, 64, 16
 _TILE_WARPS, _TILE_STAGES = 4, 3

@@ -3,7 +3,7 @@
 An actor builds its backend once and is reused across runs, so process start, data generation and
 compiled graphs are paid once per worker, not once per run. Its `__repr__` names the worker
 (`TrainerActor[w0]`): Ray records an actor's repr once, when it starts, for the dashboard's Actors view and
-log prefixes (measured with Ray 2.60: a repr naming the current run read "idle" throughout), so what a worker
+log prefixes (a repr naming the current run would read "idle" throughout), so what a worker
 is training is shown where Ray does update it: each call is submitted as a task named after its run.
 """
 

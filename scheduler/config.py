@@ -170,10 +170,10 @@ class ProposerConfig(_Model):
                               "candidates")
     overhead_flops: Number = Field(
         default=1e17, ge=0,
-        description="fixed cost per run, in FLOPs, added to 6ND when candidates are ranked (process start, compile: "
-                    "15-40 s per new shape on an H200, eval, checkpoints). 1e17 (~4 GPU-minutes at 40% MFU): inside "
-                    "the default D/N band it cut the FLOPs to +-10% about 2.5x against 2e16, which bought ~400 tiny "
-                    "runs (benchmarks/bench_realistic.py; BENCHMARKS.md)")
+        description="fixed cost per run, in FLOPs, added to 6ND when candidates are ranked (process start, "
+                    "compilation of a new shape, eval, checkpoints). Set it to that cost at your measured rate: "
+                    "priced too low, the loop buys hundreds of tiny runs (docs/gpu.md, Settings that matter). "
+                    "1e17 is ~4 GPU-minutes at 40% MFU")
     run_price: Literal["fixed", "shadow"] = Field(
         default="shadow", description="'fixed': every run costs 6ND + overhead_flops in the ranking; 'shadow': "
                                       "when the current fit says the tolerance needs more than max_runs runs, a "
@@ -184,8 +184,8 @@ class ProposerConfig(_Model):
     interval_inflation: Number = Field(
         default=1.0, ge=1.0, le=5.0,
         description="widen each target's interval in log space by this factor about the point estimate. 1.0: the "
-                    "parametric bootstrap under the measured noise model is calibrated inside the D/N band "
-                    "(benchmarks/bench_coverage.py); 1.25 was the residual bootstrap's correction")
+                    "parametric bootstrap under the fitted noise model is calibrated inside the D/N band "
+                    "(BENCHMARKS.md, Interval coverage); the residual bootstrap under-covers with few runs")
     bootstrap: Literal["parametric", "residual", "pairs", "laplace"] = Field(
         default="parametric", description="how refits resample (fitting/parametric.py): simulated noise from the "
                                           "measured noise model (correlated across skills), residuals, whole runs, "
@@ -222,9 +222,10 @@ def _split_skill_entries(data: Any) -> Any:
 
 
 class FamiliesConfig(_Model):
-    """`families:` run families (issue #17, scheduler/families.py): one warmup-stable-decay training at N gives
-    several D as cooldown branches (Hägele et al. 2024, arXiv:2405.18392), proposed and priced as one candidate.
-    Off by default: the simulated backend assumes branch-vs-cosine parity, which is not yet measured on the GPU."""
+    """`families:` run families (scheduler/families.py): one warmup-stable-decay training at N gives several D as
+    cooldown branches (Hägele et al. 2024, arXiv:2405.18392), proposed and priced as one candidate. Off by default:
+    with the branches' noise correlated as on the GPU, a study of families needs more FLOPs to reach its tolerance
+    than one of plain runs (BENCHMARKS.md, Run families in the scheduler)."""
 
     enabled: bool = False
     max_branches: int = Field(default=4, ge=1, le=16, description="cooldown branches per family (D_1 < ... < D_k)")
@@ -239,7 +240,7 @@ class FamiliesConfig(_Model):
     noise_correlation: Number = Field(default=FAMILY_NOISE_CORRELATION, ge=0, lt=1,
                                       description="correlation of one skill's loss noise between branches of a "
                                                   "family, as the proposer assumes it (shared stable phase, seed and "
-                                                  "data order); to be set from the GPU parity measurement")
+                                                  "data order; the default: BENCHMARKS.md, Run-family parity)")
 
 
 class StudyConfig(_Model):
@@ -262,7 +263,7 @@ class StudyConfig(_Model):
                     "et al. 2024 (arXiv:2403.08540: 5-640 tokens per parameter, from under- to heavily over-trained, "
                     "all following the scaling law), around Chinchilla's ~20 and inside the ~1-500 that isoFLOP "
                     "studies span; it keeps runs out of the few-step regime (D/N ~ 0.1) where no Chinchilla law "
-                    "holds (issue #21)")
+                    "holds")
     targets: list[Target] = Field(min_length=1)
     tolerance: Number = Field(default=0.10, gt=0, lt=1, description="relative 95% half-width of N*(C_target)")
     law: Literal["auto", "chinchilla", "farseer", "data_constrained"] = Field(

@@ -1,5 +1,5 @@
-"""Run families in the scheduler (issue #17): one warmup-stable-decay training at N gives several D as cooldown
-branches, so a family (N, [D_1 < ... < D_k], mix) is proposed, valued and priced as ONE candidate.
+"""Run families in the scheduler: one warmup-stable-decay training at N gives several D as cooldown branches,
+so a family (N, [D_1 < ... < D_k], mix) is proposed, valued and priced as ONE candidate.
 
     families: {enabled: true, max_branches: 4, branch_span: 10, cooldown_fraction: 0.2}    # study.yaml
 

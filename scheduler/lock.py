@@ -4,7 +4,7 @@
         ...run the study...
 
 Two controllers on one study directory would both resume it, re-run each other's in-flight runs and
-overwrite each other's result (issue #16: 311 runs executed for a 173-row ledger). The lock is
+overwrite each other's result, training runs twice and recording them once. The lock is
 `fcntl.flock` on `<study_dir>/controller.lock`, taken without waiting: a second controller fails
 immediately with one line naming the holder (pid, host, since), written into the lock file by the holder.
 

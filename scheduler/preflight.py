@@ -1,6 +1,6 @@
 """Checks before a study's loop starts, so that what cannot work ends within seconds with one line naming
-what was asked and what is there, instead of waiting forever (issue #16: a GPU asked for on a machine
-without one, `--num-cpus 0`, an address with nothing listening all used to hang).
+what was asked and what is there, instead of waiting forever (a GPU asked for on a machine without one,
+`--num-cpus 0` or an address with nothing listening would otherwise hang).
 
     check_address("127.0.0.1:6399")                 # InputError unless something accepts connections there
     check_resources(per_worker, nodes, can_grow)     # InputError if no node can host one worker

@@ -9,7 +9,7 @@ What can tear, and what is done about it:
 
 - `optuna.journal` is append-only; Optuna fsyncs each append, so a crash can leave only its *last*
   record torn (no newline, or half a JSON object). Optuna skips such a tail on reading but appends the
-  next record onto it, and the merged line then breaks every later read (issue #16). `repair_journal`
+  next record onto it, and the merged line then breaks every later read. `repair_journal`
   drops a torn tail and, in a journal already damaged that way, keeps the whole record that was appended
   onto a torn one. A record broken in the middle of the file (not something a crash produces) is not
   guessed at: one line says so, exit status 2.

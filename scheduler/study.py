@@ -76,9 +76,9 @@ KEEP_SNAPSHOTS = 20  # fit snapshots kept in full; older ones thinned to every K
 KEEP_EVERY = 10
 # Law ensembles can hold members a fit left on a bound (a parameter at 0 or huge): numpy then warns (log of zero in
 # scheduler/acquisition.py's _pack, overflow, NaN in a matmul) while the proposer and the refit already treat such
-# members as non-finite (acquisition() scores them -inf, the bootstrap drops them). Those warnings reached the
-# console of the bring-your-own example and said nothing a user can act on (issue 36): the proposal and the refit run
-# under this errstate. The sources stay to be fixed where the laws are fitted.
+# members as non-finite (acquisition() scores them -inf, the bootstrap drops them). Those warnings would reach the
+# console and say nothing a user can act on, so the proposal and the refit run under this errstate. The sources
+# stay to be fixed where the laws are fitted.
 NUMERIC_ERRSTATE = {"divide": "ignore", "over": "ignore", "invalid": "ignore", "under": "ignore"}
 
 STOP_REASONS = ("converged", "max_runs", "budget_exhausted")  # the Study's; the controller adds "time_limit"
@@ -172,10 +172,11 @@ def run_seed(study_seed: int, point: Point, replicate: int, rule: str = "per-run
     """The seed of a run, which draws its initialisation (the data order is the study's: trainers/data.py).
 
     "per-run": a hash of the study seed, the run's (N, D, mix) and its replicate index, so no two runs of a
-    study start from one initialisation. On the H200 a seed's deviation from the mean carried over to runs of the
-    same shape with other hyperparameters (LR, batch, warmup: correlation ~0.5 over 14 pairs of seed sets,
-    BENCHMARKS.md), so runs of one shape sharing a seed would share an error that the fit treats as independent.
-    "study" (studies created before 2026-12-01): the study seed plus the replicate index."""
+    study start from one initialisation. A seed's deviation from the mean persists across runs of one shape with
+    other hyperparameters (docs/gpu.md, What the trainer's losses are like), so runs of one shape sharing a seed
+    would share an error that the fit treats as independent.
+    "study" (the older rule, kept for studies that started under it: `seed_rule`): the study seed plus the
+    replicate index."""
     if rule == "study":
         return study_seed + replicate
     return init_seed(study_seed, "init", point.n_params, point.n_tokens, point.mix, replicate)
@@ -499,11 +500,11 @@ class Study:
         exceed max_runs ("shadow" pricing, proposer.run_price), a run is scarcer than its FLOPs say: its price
         becomes the FLOPs left per run left, the Lagrangian price that spends both budgets together, so the loop
         buys fewer, larger, more informative runs instead of running out of runs with most of the cap unspent
-        (BENCHMARKS.md, 1.5% noise). The runs needed are read from the current fit alone (fitting.forecast from
-        one reading: the worst half-width falling as runs^-1/2), not from this process's refit history, so that
-        a resumed study prices, and so proposes, exactly as an uninterrupted one. Not before a quarter of
-        max_runs: earlier the half-width still falls faster than that rate, and the extrapolation would overstate
-        the runs needed."""
+        (BENCHMARKS.md, Realistic band, noise and replicas). The runs needed are read from the current fit alone
+        (fitting.forecast from one reading: the worst half-width falling as runs^-1/2), not from this process's
+        refit history, so that a resumed study prices, and so proposes, exactly as an uninterrupted one. Not
+        before a quarter of max_runs: earlier the half-width still falls faster than that rate, and the
+        extrapolation would overstate the runs needed."""
         base = float(self.cfg.proposer.overhead_flops)
         runs_left = self.cfg.max_runs - self.n_asked
         if (self.cfg.proposer.run_price != "shadow" or self.estimates is None or runs_left <= 0
@@ -619,7 +620,7 @@ class Study:
 
     def _prune_fit_snapshots(self) -> None:
         """Keep the newest KEEP_SNAPSHOTS snapshots and every KEEP_EVERY-th older one: a snapshot holds every
-        target, so keeping one per refit grew without bound (1,000 targets: 78 MB after 161 runs, issue #16)."""
+        target, so keeping one per refit would grow the study directory with runs x targets."""
         snapshots = sorted((self.study_dir / "fits").glob("fit-*.json"))
         for path in snapshots[:-KEEP_SNAPSHOTS]:
             try:

@@ -36,7 +36,7 @@ def read_number(value: Any) -> Any:
 
 
 def finite_number(value: float) -> float:
-    """Infinities and NaN are refused: `compute_cap: 1e400` read as inf used to run a study without a cap."""
+    """Infinities and NaN are refused: `compute_cap: 1e400` read as inf would run a study without a cap."""
     if not math.isfinite(value):
         raise ValueError(f"must be a finite number, got {value!r}")
     return value

@@ -12,8 +12,8 @@ with a few question/answer lines in *training* question phrasings.
 Popularity is heavy-tailed. Allen-Zhu & Li's bioS (arXiv:2404.05405) draws attributes uniformly and
 controls the number of exposures per person, which is the right design for measuring bits per parameter
 at a fixed exposure count; in a scaling study it makes recall a memorisation threshold (every person
-seen about equally often: below the threshold nothing is known, above it everything; measured on an
-H200, issue 15: 9% seed spread, no power law). Here the biography stream draws person r (rank r = 0, 1,
+seen about equally often: below the threshold nothing is known, above it everything, so the loss follows no
+power law: BENCHMARKS.md, GPU study: skills-h100). Here the biography stream draws person r (rank r = 0, 1,
 ... in the world's order) with probability p_r proportional to (r + 1 + offset)^-exponent (Zipf-
 Mandelbrot), as mentions of real entities are (Kandpal et al. 2023, arXiv:2211.08411: QA accuracy of LLMs
 grows with the number of pretraining documents about an entity). A run of B biographies exposes person r
@@ -37,15 +37,15 @@ training. With n draws the eval's own sampling error is at most std(per-draw NLL
 bound; systematic sampling is no worse), which trainers/evaluate.py reports per skill; the default 2^18
 draws keep it below 0.3% of the loss for a per-draw coefficient of variation up to 1.5, the threshold
 model's worst case over the study's range. "extract" asks in *held-out* phrasings ("Q: Where was X
-born?\nA:"); at the few-million-parameter scale its answer NLL was not monotone in tokens
-(examples/skills-h100, first study), so it is opt-in.
+born?\nA:"); at the few-million-parameter scale its answer NLL is not monotone in tokens, so it is
+opt-in.
 
 code (generated, opt-in): small Python programs (assignments, arithmetic, loops, lists, ifs) followed by
 "# output:" and what they print; the values are computed while generating (no exec). Its skill eval is
 the NLL of the output given the program, on held-out programs never emitted for training.
 
-general (generated, opt-in): filler English-like text from a small grammar. It carried no scaling
-signal (0.471-0.476 held-out loss at every N and D, issue 15), so no default mix uses it.
+general (generated, opt-in): filler English-like text from a small grammar. It carries no scaling
+signal (its held-out loss is the same at every N and D), so no default mix uses it.
 """
 
 from __future__ import annotations

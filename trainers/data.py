@@ -37,8 +37,8 @@ seq_len + 1 tokens; the number of rows per domain in a batch is the largest-rema
   same text as every other run to D (with this mix), in the same order, and the run's seed draws only
   its initialisation. This is how a real pretraining study reads one shuffled corpus, and it makes the
   data's own sampling noise (which rare facts and files a run happened to see) common to every run
-  instead of independent: on the H200 the knowledge skill's seed spread at 0.93M and 2.48M parameters fell
-  from 3.8 and 4.5% to 0.9 and 1.6% (at 0.41M it rose from 0.7 to 1.4%; BENCHMARKS.md, "Seed noise").
+  instead of independent, which narrows the seed spread of a skill that hinges on rare facts, such as
+  knowledge (the spread that remains: BENCHMARKS.md, "Seed noise and seed replicas").
 - "run": offsets drawn from (run seed, step, domain), so the seed changes the data order too.
 Either way the batch of a step is a pure function of (seed, step, mix, batch size, data settings): a
 resumed run continues the identical stream with nothing but the step number as its data cursor. Streams

@@ -5,12 +5,9 @@ Rules (C = training FLOPs = 6*N*D, fitting/conventions.py; N as in trainers/shap
   "DeepSeek LLM: Scaling Open-Source Language Models with Longtermism" (2024), Sec. 3.1, Fig. 3:
       lr_opt    = 0.3118 * C^-0.1250
       batch_opt = 0.2920 * C^0.3271     (tokens per step)
-  with the learning rate scaled by LR_RULE_SCALE = 0.5 for this trainer: 5-point sweeps on an H200
-  (BENCHMARKS.md, "LR rule") put the best LR at 0.4-0.7x DeepSeek's value at 0.41M and 2.48M parameters and
-  at ~1x at 5.69M (flat within 0.5% between 0.5x and 2x), and at 0.5x the seed spread was no larger. Under
-  today's defaults (QK-norm + small-init) the sweeps' vertices sit at 1.04-1.46x this rule at 1.82M and 3.28M,
-  and over 6 seeds each the rule is within 1.1% of the best of 0.5x / 1x / 2x for both skills (BENCHMARKS.md,
-  "The LR rule and the ladders under the defaults of 2026-12-02").
+  with the learning rate scaled by LR_RULE_SCALE = 0.5 for this trainer: its small models train best at about
+  half DeepSeek's value, and under the default QK-norm and small-init the scaled rule is best or nearly best of
+  0.5x / 1x / 2x for both skills (BENCHMARKS.md, "Learning-rate rule").
   The batch is rounded to whole sequences and clamped to [MIN_BATCH_SEQS sequences, D / MIN_STEPS tokens]
   so that tiny runs still take enough optimizer steps; lr is clamped to at most LR_MAX. The rules are
   evaluated at D = `rule_n_tokens` when that is given (the branches of a run family share the family's
@@ -18,9 +15,7 @@ Rules (C = training FLOPs = 6*N*D, fitting/conventions.py; N as in trainers/shap
 - Schedule, linear warmup over `warmup_steps` = 5% of the steps (at least 1, at most 1000), then either
   - "cosine" (the default): cosine decay from lr to min_lr_ratio * lr reached exactly at the last step,
     i.e. at D tokens. min_lr_ratio defaults to 0, decay to zero (Bergsma et al. 2025, "Straight to Zero",
-    arXiv:2502.15938, found decay to zero better than to 10%; on the H200, at 0.93M and 2.48M parameters,
-    0.5x LR with decay to zero gave equal or lower losses than 1x to 10% and a smaller seed spread for three
-    of the four skill-size pairs); or
+    arXiv:2502.15938, found decay to zero better than to 10%); or
   - "wsd", warmup-stable-decay: constant lr, then a cooldown over the last `cooldown_fraction` of the steps
     (default 20%) to min_lr_ratio * lr at the last step, of shape "linear" or "1-sqrt" (lr falls as
     1 - sqrt(progress): Hägele et al. 2024, "Scaling Laws and Compute-Optimal Training Beyond Fixed
@@ -29,12 +24,11 @@ Rules (C = training FLOPs = 6*N*D, fitting/conventions.py; N as in trainers/shap
     one constant-lr training can be cooled down at several D (a run family, trainers/spec.py FamilySpec).
 - Initialisation `init_scheme`: "small-init" (the default: N(0, sqrt(2 / (5 d_model))), residual outputs
   scaled by 1/sqrt(2L); GPT-2's 0.02 is that std only at d_model 1,000), "gpt2" (the same with std `init_std`,
-  0.02; the default before 2026-12-02), "zero-out" (residual outputs and the output head start at zero) or
-  "orthogonal" (small-init's scale, orthogonal matrices);
-  trainers/model.py says why. On the H200, with the trainer's QK-norm (trainers/settings.py), small-init gave
-  lower losses than gpt2 at 1.8M, 3.3M and 5.7M parameters and cut the code skill's seed spread at 3.3M from
-  5.7% to 0.6% (BENCHMARKS.md, "Seed-noise levers on the H200"). `init_std` applies to "gpt2" and "zero-out"
-  only, so setting it needs `init_scheme` beside it.
+  0.02), "zero-out" (residual outputs and the output head start at zero) or "orthogonal" (small-init's scale,
+  orthogonal matrices); trainers/model.py says why. small-init is the default because, with the trainer's
+  QK-norm (trainers/settings.py), it trains a study's small models to lower losses than gpt2 with a smaller
+  seed spread (the spread that remains: docs/gpu.md, What the trainer's losses are like). `init_std` applies to
+  "gpt2" and "zero-out" only, so setting it needs `init_scheme` beside it.
 - AdamW (Loshchilov & Hutter 2019) with beta1 0.9, beta2 0.95, eps 1e-8, weight decay 0.1 on matrices
   (embedding, projections, head; not the RMSNorm gains); gradient clipping at global norm 1.0.
 
@@ -53,7 +47,7 @@ from fitting.conventions import training_flops
 from skillscale.errors import InputError
 
 LR_MAX = 1e-2
-LR_RULE_SCALE = 0.5  # this trainer's measured optimum relative to DeepSeek's rule (module docstring)
+LR_RULE_SCALE = 0.5  # this trainer's optimum relative to DeepSeek's rule (module docstring)
 MIN_BATCH_SEQS = 8
 MIN_STEPS = 50
 WARMUP_FRACTION = 0.05  # of the steps, at least 1, at most MAX_WARMUP_STEPS

@@ -51,9 +51,8 @@ class Attention(nn.Module):
         H, Dh = self.cfg.n_heads, self.cfg.head_dim
         q, k, v = self.wqkv(x).view(B, T, 3, H, Dh).permute(2, 0, 3, 1, 4)  # each (B, H, T, Dh)
         if self.cfg.qk_norm:
-            # float32 gains on bf16 queries: torch skips its fused rms_norm and warns ("Mismatch dtype"). Casting
-            # the gains to bf16 was measured on the H200 (BENCHMARKS, "QK-norm gains cast to bf16"): no faster,
-            # and it rounds gains near 1 to steps of 1/128, so they stay float32.
+            # float32 gains on bf16 queries: torch skips its fused rms_norm and warns ("Mismatch dtype"). The gains
+            # stay float32: cast to bf16 they are no faster and round gains near 1 to steps of 1/128.
             q = F.rms_norm(q, (Dh,), self.q_norm, self.cfg.norm_eps)
             k = F.rms_norm(k, (Dh,), self.k_norm, self.cfg.norm_eps)
         q, k = self.ops.rope(q, cos, sin), self.ops.rope(k, cos, sin)
@@ -107,18 +106,16 @@ class Transformer(nn.Module):
         "small-init": as gpt2 with std = sqrt(2 / (5 d_model)) in place of `std` (Nguyen & Salazar 2019,
         "Transformers without Tears", arXiv:1910.05895; GPT-NeoX's "small_init"). GPT-2's 0.02 is that value at
         d_model 1,000; at the widths of a small-model study (64-448) it is 1.5-4x smaller, and a model that starts
-        that small spends a seed-dependent time on the plateau before attention becomes useful (BENCHMARKS.md,
-        "CPU proxy of the seed spread").
+        that small spends a seed-dependent time on the plateau before attention becomes useful.
         "zero-out": as gpt2, but wo, w_down and the output head start at exactly zero, so every seed starts
         from the same function (uniform next-token distribution; each block the identity on the residual
         stream) and the draw only sets the directions the first updates grow from (the init of
-        modded-nanogpt's speedruns, github.com/KellerJordan/modded-nanogpt; with AdamW here it learned far
-        slower, same section).
+        modded-nanogpt's speedruns, github.com/KellerJordan/modded-nanogpt; with AdamW it learns far slower).
         "orthogonal": as small-init, but every matrix is a random orthogonal one (Saxe et al. 2014,
         arXiv:1312.6120) scaled to the Frobenius norm a Gaussian of that std has: all its singular values equal
         std * sqrt(max(rows, cols)) instead of spreading over the Marchenko-Pastur range, so the draw sets the
-        directions but not the spectrum (BENCHMARKS.md, "Which part of the initialisation sets a seed's
-        deviation?": lower losses on the CPU proxy, no smaller seed spread).
+        directions but not the spectrum (it does not make the seed spread smaller: docs/gpu.md, What the
+        trainer's losses are like).
         Gains start at 1 in every scheme."""
         if scheme not in INIT_SCHEMES:
             raise ValueError(f"init scheme: expected one of {INIT_SCHEMES}, got {scheme!r}")

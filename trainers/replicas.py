@@ -1,10 +1,10 @@
 """Seed replicas: R models of one shape, from R seeds, trained side by side on the same batches as one module.
 
-Why: on the GPU trainer a run's skill loss moves 1-4% from seed to seed (BENCHMARKS.md, "Seed noise"), and that
-deviation is set by the whole starting state, not by one tensor, the LR or the init scheme (same file, "Which
-part of the initialisation sets a seed's deviation?"). What is left is to average over starting states: a run
-with `trainer.seed_replicas: R` reports the mean of R independent models' losses, whose seed std is the single
-model's over sqrt(R). It costs R times the FLOPs (RunResult.flops says so), but at a study's small,
+Why: on the GPU trainer one model's skill loss moves by more than a study's 1% from seed to seed (BENCHMARKS.md,
+"Seed noise and seed replicas"), and that deviation is set by the whole starting state, which no LR, warmup or
+init scheme removes (docs/gpu.md, What the trainer's losses are like). What is left is to average over starting
+states: a run with `trainer.seed_replicas: R` reports the mean of R independent models' losses, whose seed std
+is the single model's over sqrt(R). It costs R times the FLOPs (RunResult.flops says so), but at a study's small,
 launch-bound sizes much less than R times the GPU time, because the R models are one set of kernels: every
 projection is one batched matmul over the replicas, attention runs over R x B sequences, and the CUDA graphs
 and compiled code are one model's.

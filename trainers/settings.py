@@ -28,9 +28,9 @@ class TrainerSettings:
     checkpoint_every: int = 1000  # steps between checkpoints (0: only the final one)
     log_every: int = 10  # steps between host syncs of the training loss (divergence checks, progress)
     micro_batch_rows: int = 0  # sequences per forward/backward (0: the whole batch at once)
-    heldout_rows: int = 512  # held-out windows per domain for the domain losses (64 left ~2% per-window noise)
+    heldout_rows: int = 512  # held-out windows per domain for the domain losses (64 would leave ~2% per-window noise)
     shape_grid: int = 8  # shapes per decade of N: targets snap to 10^(j/8) (trainers/shapes.py); 0: no grid
-    qk_norm: bool = True  # RMS-normalise queries and keys per head (QK-layernorm, trainers/model.py); off before 12-02
+    qk_norm: bool = True  # RMS-normalise queries and keys per head (QK-layernorm, trainers/model.py)
     recompile_limit: int = 64  # dynamo's compiled entries per function; half of it bounds shapes between resets
     seed_replicas: int = 1  # models per run, seeds s + 1000 r, fused in one (trainers/replicas.py); losses: their mean
     progress: Callable | None = field(default=None, compare=False)  # progress(step, n_steps, loss, lr)

@@ -21,11 +21,12 @@ is an InputError.
 The shape grid (`grid_points`, TrainerSettings.shape_grid): the allowed shapes can be restricted to those the
 rule gives the points of a log grid with a fixed number of points per decade (10^(j/k)); a target N then gets
 whichever of its two neighbouring grid points' shapes is nearer to it. A study whose proposals vary N
-continuously so meets few distinct shapes. Each new shape costs torch.compile 15-40 s on an
-H200 and a cache entry towards dynamo's recompile limit (docs/gpu.md, Compile); with 8 points per decade
-a study over 1e6-1e8 parameters meets at most 17 shapes (fewer where neighbouring points share a shape), and
-a realised N lies within about 20% of the target (at most half a grid step, 10^(1/16) = 1.155, beyond the rule's
-own error). The exact N of the realised shape is reported with every result, so nothing downstream is biased.
+continuously so meets few distinct shapes. Each new shape costs a torch.compile (tens of seconds) and a
+cache entry towards dynamo's recompile limit (docs/gpu.md, Settings that matter: Compile); with 8 points per
+decade a study over 1e6-1e8 parameters meets at most 17 shapes (fewer where neighbouring points share a
+shape), and a realised N lies within about 20% of the target (at most half a grid step, 10^(1/16) = 1.155,
+beyond the rule's own error). The exact N of the realised shape is reported with every result, so nothing
+downstream is biased.
 """
 
 from __future__ import annotations

@@ -51,9 +51,8 @@ CODE = ParametricLaw(E=1.2, A=340.0, B=420.0, alpha=0.34, beta=0.28,
                      transfer={"code": 1.0, "knowledge": 0.05, "general": 0.20})
 
 # Correlation of one skill's noise between the branches of a run family (they share the stable phase, the seed and
-# the data order, so a lucky trunk is lucky for every branch). From the GPU parity measurement (H200, 2026-12-01,
-# benchmarks/results/family_parity.jsonl): the seed-to-seed log-loss deviations of a family's two branches (D/N 10
-# and 40) correlate 0.80 (code answer NLL) and 0.82 (knowledge) over 6 families (2 sizes x 3 seeds) -- few pairs,
+# the data order, so a lucky trunk is lucky for every branch): the correlation of the seed-to-seed log-loss
+# deviations of a family's branches in the GPU parity runs (BENCHMARKS.md, Run-family parity), from few families,
 # so a rough value.
 FAMILY_NOISE_CORRELATION = 0.8
 

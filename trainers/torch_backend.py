@@ -30,8 +30,9 @@ On CUDA: bf16 autocast with fp32 master weights, TF32 matmuls, fused AdamW. On C
 On CPU a run is bitwise reproducible, and a stopped-and-resumed run bitwise equal to an uninterrupted one
 (tests/trainers/test_torch_backend.py): the batch of a step is a pure function of the step and the data order
 (trainers/data.py: the study's order from data_seed by default, or the run's seed), and the checkpoint holds the
-exact model and optimizer state. On CUDA, atomics in some backward kernels make runs reproducible only to rounding
-(measured at 2.48M parameters: a rerun of the same spec moved the code loss 1.7%, BENCHMARKS.md).
+exact model and optimizer state. On CUDA, atomics in some backward kernels make runs reproducible only to rounding,
+and the differences grow over a run, so a rerun of the same spec can land as far from the first as a run of
+another seed.
 
 State: what a backend keeps between runs (tokenizer, evaluation tensors, one model per shape and device) is
 its BackendCache, so an actor reusing the backend across runs skips setup and keeps compiled graphs warm. One
@@ -40,12 +41,12 @@ the watch on torch.compile's fallback to eager) are set in `configure_process` a
 own caches are per process, so a process compiles for one backend.
 
 Compiled across shapes: dynamo caches compiled code per function and, past `recompile_limit` entries, silently
-runs it eagerly (3.98M -> 1.34M tok/s measured on an H200). The trainer keeps the compiled path: the shape grid
-keeps the shapes a study meets few (trainers/shapes.py), the limit is raised (`trainer.recompile_limit`), and
-before a new shape would pass half of it (or the CUDA graphs pass GRAPH_MEMORY_FRACTION of the device memory)
-every compiled model is dropped and dynamo reset, so compilation starts afresh (a shape costs one cache entry
-on Transformer.forward, tested: half the limit leaves a wide margin). A fallback that happens anyway
-is counted (RunResult.compile_fallbacks) and warned about, never silent.
+runs it eagerly, several times slower (BENCHMARKS.md, Compiled across shapes). The trainer keeps the compiled
+path: the shape grid keeps the shapes a study meets few (trainers/shapes.py), the limit is raised
+(`trainer.recompile_limit`), and before a new shape would pass half of it (or the CUDA graphs pass
+GRAPH_MEMORY_FRACTION of the device memory) every compiled model is dropped and dynamo reset, so compilation
+starts afresh (a shape costs one cache entry on Transformer.forward, tested: half the limit leaves a wide
+margin). A fallback that happens anyway is counted (RunResult.compile_fallbacks) and warned about, never silent.
 
 tokens/s counts training steps only (not evaluation or checkpoint I/O, not the session's first step,
 which carries compilation); MFU = (6N + 6*L*T*d) * tokens/s / the GPU's dense bf16 peak (0 if unknown).
@@ -191,7 +192,7 @@ class BackendCache:
         """Drop every cached model, the code torch.compile generated for them and their CUDA graphs.
 
         Graphs cannot be freed on their own: a compiled function whose graphs were freed under it fails
-        ("Running CUDAGraph after shutdown", measured on the H100), so the compiled code goes too."""
+        ("Running CUDAGraph after shutdown"), so the compiled code goes too."""
         self.models.clear()
         self.compiled_shapes = 0
         torch._dynamo.reset()
@@ -530,8 +531,8 @@ class TorchBackend(FamilyTraining):
 
     @property
     def _cuda_graphs(self) -> bool:
-        """Whether the compiled forward/backward are CUDA graphs. Small models are launch-bound without them:
-        at d_model 128 the step's kernels take 3.0 ms but the step 6.3 ms (BENCHMARKS.md, Trainer speed)."""
+        """Whether the compiled forward/backward are CUDA graphs. Small models are launch-bound without them
+        (BENCHMARKS.md, Compiled across shapes)."""
         return self.trainer.compile and self.trainer.cuda_graphs and self.device.type == "cuda"
 
     def _autocast(self):
