@@ -129,6 +129,8 @@ def study_config(noise: float, seed: int, args, truth: str = "besiroglu") -> Stu
             "backend": {"name": "simulated", "truth": "knowledge-code", "noise": noise,
                         "seed_replicas": args.seed_replicas},
         })
+    if isinstance(TRUTHS.get(truth), RepeatedDataLaw):  # the target's data are as limited as the runs' were
+        data["targets"][0]["unique_tokens"] = TRUTHS[truth].unique_tokens
     if args.band is not None:
         data["tokens_per_param"] = list(args.band)
     cfg = parse_study_config(data, source="bench_realistic study")
@@ -166,8 +168,10 @@ class Lab:
         return out
 
     def train(self, spec: RunSpec, refit_now: bool = True) -> None:
+        law = self.laws.get("all")  # a world of U unique tokens: its runs report their epochs, as the trainer does
+        epochs = {"all": spec.n_tokens / law.unique_tokens} if isinstance(law, RepeatedDataLaw) else {}
         result = RunResult(run_id=spec.run_id, status="ok", n_params=spec.n_params, n_tokens=spec.n_tokens,
-                           flops=spec.flops * self.replicas, losses=self.losses(spec))
+                           flops=spec.flops * self.replicas, losses=self.losses(spec), data_epochs=epochs)
         self.study.record(spec, result, refit_now=refit_now)
 
     def read(self) -> None:

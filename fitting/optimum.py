@@ -27,19 +27,20 @@ from fitting.families import GUESS_TOKENS_PER_PARAM, isoflop_argmin
 from fitting.law import LawEnsemble, interval
 
 
-def _member_loss(ens, log_n: np.ndarray, flops: float, mix) -> np.ndarray:
+def _member_loss(ens, log_n: np.ndarray, flops: float, mix, unique=None) -> np.ndarray:
     """L_k(N_kg, C/(6 N_kg)) for per-member grids log_n of shape (K, G); returns (K, G). Any family's ensemble."""
     n = np.exp(log_n)
-    return ens.loss_members(n, flops / (FLOPS_PER_PARAM_TOKEN * n), mix)
+    return ens.loss_members(n, flops / (FLOPS_PER_PARAM_TOKEN * n), mix, unique)
 
 
-def _weighted_loss(ensembles, weights, log_n, flops, mix) -> np.ndarray:
-    return sum(float(w) * _member_loss(ensembles[s], log_n, flops, mix) for s, w in weights.items() if w != 0)
+def _weighted_loss(ensembles, weights, log_n, flops, mix, unique=None) -> np.ndarray:
+    return sum(float(w) * _member_loss(ensembles[s], log_n, flops, mix, unique) for s, w in weights.items() if w != 0)
 
 
 def composition_optimum(ensembles: Mapping[str, LawEnsemble], weights: Mapping[str, float], flops: float,
-                        mix=None) -> tuple[np.ndarray, np.ndarray]:
-    """Per-member (N*, D*), each (K,), minimising sum_s w_s L_s(N, C/(6N)) at compute `flops`."""
+                        mix=None, unique=None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-member (N*, D*), each (K,), minimising sum_s w_s L_s(N, C/(6N)) at compute `flops` (with `unique`
+    tokens of data available, where a family has a repetition term)."""
     unknown = set(weights) - set(ensembles)
     if unknown:
         raise ValueError(f"weights name skills without a law: {sorted(unknown)}")
@@ -49,12 +50,12 @@ def composition_optimum(ensembles: Mapping[str, LawEnsemble], weights: Mapping[s
     flops = float(flops)
     # the search is centred, per member, on the geometric mean of the single-skill optima (fitting/families.py)
     with np.errstate(all="ignore"):
-        single = np.stack([np.log(ensembles[s].optimum(flops, mix)[0]) for s, w in weights.items() if w != 0])
+        single = np.stack([np.log(ensembles[s].optimum(flops, mix, unique)[0]) for s, w in weights.items() if w != 0])
         center = np.exp(np.nanmean(np.where(np.isfinite(single), single, np.nan), axis=0))
     guess = np.sqrt(flops / (FLOPS_PER_PARAM_TOKEN * GUESS_TOKENS_PER_PARAM))
     center = np.where(np.isfinite(center), center, guess)
-    return isoflop_argmin(lambda log_n: _weighted_loss(ensembles, weights, log_n, flops, mix), flops, sizes.pop(),
-                          center)
+    return isoflop_argmin(lambda log_n: _weighted_loss(ensembles, weights, log_n, flops, mix, unique), flops,
+                          sizes.pop(), center)
 
 
 def composition_exponent(ensembles, weights, flops: float, mix=None, rel_step: float = 0.05) -> np.ndarray:

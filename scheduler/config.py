@@ -71,6 +71,10 @@ class Target(_Model):
     weights: dict[str, Number] = Field(description="validation weighting over skills, summing to 1")
     flops: Number = Field(gt=0, description="target budget C_target (FLOPs), usually 10-1000x the largest run")
     mix: dict[str, Number] | None = Field(default=None, description="training mix at which to read the optimum")
+    unique_tokens: Number | None = Field(
+        default=None, gt=0, description="unique tokens the target run's data will hold: the optimum is read with "
+                                        "repeated data worth less (families with a repetition term, docs/laws.md); "
+                                        "null: unlimited data")
 
 
 class Resources(_Model):

@@ -191,10 +191,11 @@ def target_optimum(ensembles: dict[str, LawEnsemble], cfg: StudyConfig, target: 
     if mix is None and cfg.mix.space == "simplex":
         mix = cfg.target_mix(target)
     weights = {s: w for s, w in target.weights.items() if w > 0}
+    unique = target.unique_tokens  # None: unlimited data
     if len(weights) == 1:
         (skill,) = weights
-        return ensembles[skill].optimum(target.flops, mix=mix)
-    return composition_optimum({s: ensembles[s] for s in weights}, weights, target.flops, mix=mix)
+        return ensembles[skill].optimum(target.flops, mix=mix, unique=unique)
+    return composition_optimum({s: ensembles[s] for s in weights}, weights, target.flops, mix=mix, unique=unique)
 
 
 def _inflate(ci: tuple[float, float], point: float, factor: float) -> tuple[float, float]:

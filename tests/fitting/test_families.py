@@ -169,3 +169,32 @@ def test_real_ladder_held_out_runs_fall_inside_their_intervals():
     assert set(row["weights"]) <= set(FAMILIES) and sum(row["weights"].values()) == pytest.approx(1.0)
     lo, hi = row["optimum"][-1]["n_params_ci95"]
     assert lo < row["optimum"][-1]["n_params"] < hi
+
+
+def test_a_target_with_limited_data_reads_the_optimum_with_repetition():
+    """`targets[].unique_tokens`: the data_constrained family's N* at a budget whose D* repeats the data is the
+    repeated-data truth's own optimum (Muennighoff et al.'s eq. 5 on both sides); unlimited data moves it; the
+    Chinchilla family, with no term for repetition, reads the same either way."""
+    from fitting.truths import RepeatedDataLaw
+    from scheduler.config import parse_study_config
+    from scheduler.estimates import single_member, target_optimum
+
+    base = (np.log(1.69), np.log(406.4), np.log(410.7), 0.34, 0.28)
+    truth = RepeatedDataLaw(CHINCHILLA, unique_tokens=1e10)
+    study = {"name": "u", "skills": ["all"], "domains": ["all"], "mix": {"space": "fixed"},
+             "n_params": [1e7, 3e9], "n_tokens": [1e8, 1e11], "flops": [1e16, 1e19],
+             "targets": [{"name": "all", "weights": {"all": 1.0}, "flops": 1e22, "unique_tokens": 1e10}],
+             "compute_cap": 1e21, "backend": {"name": "simulated", "truth": "besiroglu"}}
+    cfg = parse_study_config(study)
+    (limited,) = cfg.targets
+    unlimited = limited.model_copy(update={"unique_tokens": None})
+    constrained = {"all": single_member(FAMILIES["data_constrained"].law((*base, np.log(truth.r_star))), ())}
+    chinchilla = {"all": single_member(FAMILIES["chinchilla"].law(base), ())}
+    n_limited = float(target_optimum(constrained, cfg, limited)[0][0])
+    assert n_limited == pytest.approx(float(truth.optimum(1e22)[0][0]), rel=1e-4)
+    assert n_limited > 1.1 * float(target_optimum(constrained, cfg, unlimited)[0][0])  # scarce data: a larger model
+    assert float(target_optimum(chinchilla, cfg, limited)[0][0]) == pytest.approx(
+        float(target_optimum(chinchilla, cfg, unlimited)[0][0]), rel=1e-12)
+    bad = {**study, "targets": [{**study["targets"][0], "unique_tokens": 0}]}
+    with pytest.raises(InputError, match="unique_tokens"):
+        parse_study_config(bad)
