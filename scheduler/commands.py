@@ -82,7 +82,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                       "to the compute cap; never trained again)")
     for t in status.targets:
         if not (math.isfinite(t.rel_halfwidth) and math.isfinite(t.n_params)):
-            why = f" ({precision_text(None, t.degenerate)})" if t.degenerate else ""
+            reason = t.degenerate or t.unresolved
+            why = f" ({precision_text(None, t.degenerate, unresolved=t.unresolved)})" if reason else ""
             console.print(f"  {t.name:<16} N*({t.flops:.3g}) not identifiable from these runs yet{why}")
             continue
         lo, hi = t.n_params_ci95

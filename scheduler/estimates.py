@@ -39,6 +39,8 @@ from fitting.optimum import composition_optimum
 from fitting.parametric import ParametricFit, fit_parametric
 from scheduler.config import StudyConfig, Target
 
+REPEATED_EPOCHS_MATTER = 4.0  # up to ~4 epochs repeated tokens are worth nearly new ones (Muennighoff et al. 2023)
+
 
 @dataclass(frozen=True)
 class TargetEstimate:
@@ -55,11 +57,12 @@ class TargetEstimate:
     rel_halfwidth: float  # inf while not identifiable (see _rel_halfwidth and `degenerate`)
     degenerate: tuple[str, ...] = ()  # exponents of the laws it uses that sit on a solver bound, e.g. "code: beta=0.01"
     families: dict = field(default_factory=dict)  # family -> {weight, n_params, n_params_ci95}: each form's own answer
+    unresolved: tuple[str, ...] = ()  # what the runs cannot settle yet, e.g. the target's data repetition (no N* then)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["n_params_ci95"], d["n_tokens_ci95"] = list(self.n_params_ci95), list(self.n_tokens_ci95)
-        d["degenerate"] = list(self.degenerate)
+        d["degenerate"], d["unresolved"] = list(self.degenerate), list(self.unresolved)
         return d
 
     @classmethod
@@ -72,7 +75,7 @@ class TargetEstimate:
                    n_tokens=num(d.get("n_tokens"), np.nan),
                    n_tokens_ci95=tuple(num(v, np.nan) for v in d.get("n_tokens_ci95") or (None, None)),
                    rel_halfwidth=num(d.get("rel_halfwidth"), np.inf), degenerate=tuple(d.get("degenerate") or ()),
-                   families=dict(d.get("families") or {}))
+                   families=dict(d.get("families") or {}), unresolved=tuple(d.get("unresolved") or ()))
 
 
 @dataclass(frozen=True)
@@ -96,12 +99,14 @@ class Estimates:
         return all(t.rel_halfwidth <= tolerance for t in self.targets)
 
 
-def precision_text(rel_halfwidth: float | None, degenerate=(), digits: int = 1) -> str:
+def precision_text(rel_halfwidth: float | None, degenerate=(), digits: int = 1, unresolved=()) -> str:
     """How a target's precision reads in logs, tables and reports: "±9.5%", or why there is none.
 
     rel_halfwidth is inf (a TargetEstimate) or None (read back from result.json) when not identifiable."""
     if degenerate:
         return f"n/a: {', '.join(degenerate)} on a solver bound"
+    if unresolved:
+        return f"n/a: {'; '.join(unresolved)}"
     if rel_halfwidth is None or not np.isfinite(rel_halfwidth):
         return "n/a: not identifiable"
     return f"±{100 * rel_halfwidth:.{digits}f}%"
@@ -262,6 +267,7 @@ def _target_estimate(cfg: StudyConfig, target: Target, averages: dict[str, Avera
     inflation = cfg.proposer.interval_inflation
     n_ci, d_ci = _inflate(n_ci, n_hat, inflation), _inflate(d_ci, d_hat, inflation)
     degenerate = tuple(f"{s}: {e}" for s in skills for e in averages[s].leading.exponents_at_bounds())
+    unresolved = _unresolved_repetition(target, averages, skills, d_hat)
     families = {}
     for family in dict.fromkeys(f for s in skills for f in averages[s].fits):
         if not all(family in averages[s].fits for s in skills):
@@ -277,8 +283,24 @@ def _target_estimate(cfg: StudyConfig, target: Target, averages: dict[str, Avera
     return TargetEstimate(
         name=target.name, weights=dict(target.weights), mix=cfg.target_mix(target), flops=target.flops,
         n_params=n_hat, n_params_ci95=n_ci, n_tokens=d_hat, n_tokens_ci95=d_ci,
-        rel_halfwidth=float("inf") if degenerate else _rel_halfwidth(n_hat, n_ci, n_b),
-        degenerate=degenerate, families=families)
+        rel_halfwidth=float("inf") if degenerate or unresolved else _rel_halfwidth(n_hat, n_ci, n_b),
+        degenerate=degenerate, families=families, unresolved=unresolved)
+
+
+def _unresolved_repetition(target: Target, averages: dict[str, AveragedFit], skills: list[str],
+                           d_hat: float) -> tuple[str, ...]:
+    """Why a target's N* cannot be trusted yet because of data repetition: its D* reads its `unique_tokens` more
+    than REPEATED_EPOCHS_MATTER times, and no family with a repetition term could be fitted (no run repeated its
+    data enough). The Chinchilla and Farseer forms would read such a target as if the data were unlimited."""
+    if target.unique_tokens is None or not np.isfinite(d_hat):
+        return ()
+    epochs = d_hat / float(target.unique_tokens)
+    missing = [s for s in skills if not any(averages[s].fits[f].family.needs_unique_tokens for f in averages[s].fits)]
+    if epochs <= REPEATED_EPOCHS_MATTER or not missing:
+        return ()
+    return (f"D* reads the {target.unique_tokens:.3g} unique tokens ~{epochs:.0f} times and no law with a repetition "
+            f"term could be fitted for {', '.join(missing)}: add runs that repeat their data "
+            f"(or prior_runs with n_unique_tokens)",)
 
 
 def _own_point(cfg, target, averages, skills, family, domains) -> float:

@@ -56,7 +56,7 @@ def repeated_text(result) -> str:
 def _fmt_targets(status: StudyStatus, max_in_line: int = MAX_TARGETS_IN_LINE, widest: bool = True) -> str:
     if not status.targets:
         return "laws not yet identifiable"
-    one = lambda t: f"{t.name} N*={t.n_params:.3g} {precision_text(t.rel_halfwidth, t.degenerate, digits=0)}"  # noqa: E731
+    one = lambda t: f"{t.name} N*={t.n_params:.3g} {precision_text(t.rel_halfwidth, t.degenerate, 0, t.unresolved)}"  # noqa: E731
     if len(status.targets) <= max_in_line:
         return "  ".join(one(t) for t in status.targets)
     identifiable = [t for t in status.targets if math.isfinite(t.rel_halfwidth)]
@@ -146,7 +146,7 @@ class Progress:
         g = lambda v, spec=".3g": "n/a" if v is None else format(v, spec)  # None: not identifiable yet
         for t in result["targets"]:
             lo, hi = t["n_params_ci95"]
-            rel = precision_text(t["rel_halfwidth"], t.get("degenerate", ()))
+            rel = precision_text(t["rel_halfwidth"], t.get("degenerate", ()), unresolved=t.get("unresolved", ()))
             table.add_row(t["name"], g(t["flops"]), g(t["n_params"]), f"[{g(lo)}, {g(hi)}]", g(t["n_tokens"]), rel)
         self.console.print(table)
         for t in result["targets"]:  # an N* where no run trained is an extrapolation of the law in N: say so

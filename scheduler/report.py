@@ -206,7 +206,8 @@ def _write_report(study_dir: Path, out: Path) -> Path:
         shown = np.isfinite(t.rel_halfwidth)  # not identifiable: no number beside the "n/a" that says why
         targets.append([t.name, ", ".join(f"{k}={v:g}" for k, v in t.weights.items()), f"{t.flops:.3g}",
                         _num(t.n_params if shown else None, ".4g"), _ci(t.n_params_ci95 if shown else None, ".4g"),
-                        _num(t.n_tokens if shown else None, ".4g"), precision_text(t.rel_halfwidth, t.degenerate)])
+                        _num(t.n_tokens if shown else None, ".4g"), precision_text(t.rel_halfwidth, t.degenerate,
+                                                                                  unresolved=t.unresolved)])
     laws = _law_rows(cfg, est)
     runs = [[r.get("trial_number"), r["run_id"], r.get("source") or "study", r["status"], r.get("seed", ""),
              _num(r["n_params"], ".3g"),

@@ -198,3 +198,36 @@ def test_a_target_with_limited_data_reads_the_optimum_with_repetition():
     bad = {**study, "targets": [{**study["targets"][0], "unique_tokens": 0}]}
     with pytest.raises(InputError, match="unique_tokens"):
         parse_study_config(bad)
+
+
+def test_a_target_that_repeats_its_data_has_no_interval_until_runs_repeat_theirs():
+    """A target whose D* reads its unique tokens ~10x, fitted from runs that never repeated their data: no family
+    with a repetition term can be fitted, so its N* is not trusted (rel_halfwidth inf, the reason named) instead
+    of a Chinchilla interval that reads the data as unlimited. Runs that repeat their data lift it."""
+    from fitting.truths import RepeatedDataLaw
+    from scheduler.config import parse_study_config
+    from scheduler.estimates import precision_text, refit
+
+    truth = RepeatedDataLaw(CHINCHILLA, unique_tokens=3e9)
+    n, d = isoflop_design(CHINCHILLA, n_sizes=7)
+    rng = np.random.default_rng(0)
+    cfg = parse_study_config({
+        "name": "u", "skills": ["all"], "domains": ["all"], "mix": {"space": "fixed"},
+        "n_params": [1e6, 3e10], "n_tokens": [1e7, 1e13], "flops": [1e15, 1e22], "tokens_per_param": [1, 1000],
+        "targets": [{"name": "all", "weights": {"all": 1.0}, "flops": 1e22, "unique_tokens": 3e9}],
+        "compute_cap": 1e23, "backend": {"name": "simulated", "truth": "besiroglu"}, "proposer": {"n_boot": 40}})
+
+    def rows(repeating: bool):
+        out = []
+        for i, (ni, di) in enumerate(zip(n, d, strict=True)):
+            unique = 3e9 if repeating else max(di, 3e9)  # without repetition each run had fresh data
+            loss = float(truth.loss(ni, di)[0]) if repeating else float(CHINCHILLA.loss(ni, di)[0])
+            out.append({"run_id": f"r{i}", "status": "ok", "n_params": ni, "n_tokens": di, "flops": 6 * ni * di,
+                        "n_unique_tokens": unique, "loss/all": loss * float(np.exp(0.003 * rng.standard_normal()))})
+        return out
+
+    (blind,) = refit(cfg, rows(repeating=False)).targets
+    assert not np.isfinite(blind.rel_halfwidth) and "unique tokens" in blind.unresolved[0]
+    assert precision_text(blind.rel_halfwidth, blind.degenerate, unresolved=blind.unresolved).startswith("n/a: D*")
+    (seen,) = refit(cfg, rows(repeating=True)).targets
+    assert seen.unresolved == () and "data_constrained" in seen.families
