@@ -223,7 +223,7 @@ def design_isoflop(ladder: Ladder, budget: float, seed: int, settings: Settings)
     log_c = np.log10([r.flops for r in runs])
     top = min(log_c.max(), math.log10(budget / 5))
     levels = np.linspace(log_c.min() + 0.2, max(top, log_c.min() + 0.4), 5) + rng.uniform(-0.1, 0.1)
-    chosen, spent = [], 0.0
+    chosen = []
     for level in levels:
         near = [i for i in rng.permutation(len(runs)) if abs(log_c[i] - level) < math.log10(1.6)]
         picked, sizes = [], set()
@@ -231,10 +231,7 @@ def design_isoflop(ladder: Ladder, budget: float, seed: int, settings: Settings)
             if runs[i].n_params not in sizes and runs[i] not in chosen and len(picked) < 5:
                 picked.append(runs[i])
                 sizes.add(runs[i].n_params)
-        for run in sorted(picked, key=lambda r: r.n_params):
-            if spent + run.flops <= budget:
-                chosen.append(run)
-                spent += run.flops
+        chosen += _within(sorted(picked, key=lambda r: r.n_params), budget - sum(r.flops for r in chosen))
     return chosen
 
 
