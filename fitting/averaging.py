@@ -48,6 +48,7 @@ PRIOR_SHARE = 0.5  # share of the weight spread equally over the plausible famil
 PLAUSIBLE_RMSE_RATIO = 1.5  # a family is plausible when its held-out error is within 1.5x the best one's
 EM_ITERS = 500
 AUTO = "auto"
+DEGENERATE = "degenerate: "  # how a FamilyScore note names a family dropped for an exponent on its bound
 
 
 @dataclass(frozen=True)
@@ -339,7 +340,7 @@ def fit_average(n_params, n_tokens, loss, *, mix=None, domains=(), own_domain=No
         for name, pinned in degenerate.items():
             del fits[name]
             scores[name] = dataclasses.replace(scores[name], weight=0.0,
-                                               note=f"degenerate: {', '.join(pinned)} on the solver's bound")
+                                               note=f"{DEGENERATE}{', '.join(pinned)} on the solver's bound")
         total = sum(scores[n].weight for n in fits)
         for name in fits:
             scores[name] = dataclasses.replace(scores[name], weight=scores[name].weight / total)

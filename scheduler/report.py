@@ -25,6 +25,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from fitting.averaging import DEGENERATE  # noqa: E402
 from fitting.conventions import FLOPS_PER_PARAM_TOKEN  # noqa: E402
 from fitting.optimum import composition_whatif  # noqa: E402
 from fitting.plots import N_LABEL, plot_isoflop_panels, plot_optimum, save_figure  # noqa: E402
@@ -58,7 +59,7 @@ def plot_isoflop_runs(cfg: StudyConfig, rows: list[dict], est: Estimates, path: 
 def not_identifiable_laws(est: Estimates) -> dict[str, str]:
     """skill -> why its law cannot place N*, for the plots' notes: an exponent of its leading fit on the solver's
     bound, or (with several families) its own target's interval unbounded, naming the families dropped as
-    degenerate, e.g. "alpha=2.97 on the solver's bound (chinchilla, dropped); farseer's N* interval unbounded"."""
+    degenerate, e.g. "alpha=2.97 on the solver's bound (chinchilla, dropped); farseer: N* interval unbounded"."""
     out = {}
     for skill, fit in est.fits.items():
         if fit.exponents_at_bounds():
@@ -68,9 +69,8 @@ def not_identifiable_laws(est: Estimates) -> dict[str, str]:
         if not own or all(np.isfinite(t.rel_halfwidth) for t in own):
             continue
         average = est.averages.get(skill)
-        dropped = [f"{sc.note.removeprefix('degenerate: ')} ({family}, dropped)"
-                   for family, sc in (average.scores.items() if average else ())
-                   if sc.note.startswith("degenerate: ")]
+        dropped = [f"{sc.note.removeprefix(DEGENERATE)} ({family}, dropped)"
+                   for family, sc in (average.scores.items() if average else ()) if sc.note.startswith(DEGENERATE)]
         used = ", ".join(average.fits) if average else "the law"
         out[skill] = "; ".join([*dropped, f"{used}: N* interval unbounded"])
     return out
