@@ -2,7 +2,6 @@
 
     python benchmarks/bench_scheduler.py --truth chinchilla besiroglu knowledge-code --seeds 10 \
         --concurrency 1 4 16 --json benchmarks/results/scheduler.json --plot docs/bench_scheduler.png
-    skillscale bench scheduler ...                 # the same, from a source checkout
 
 Every strategy drives the same `scheduler.Study` the controller drives (its ledger, Optuna study, refits and
 stop rule), in memory, on the simulated backend (no Ray, no sleep). Concurrency k is simulated on a clock:
@@ -592,12 +591,9 @@ def environment() -> dict:
             "numpy": np.__version__, "scipy": scipy.__version__, "optuna": optuna.__version__, "commit": commit}
 
 
-def add_bench_parser(sub: argparse._SubParsersAction) -> None:
-    """`bench scheduler` (for `skillscale bench scheduler` and this script)."""
-    bench = sub.add_parser("bench", help="benchmarks of the scheduler (simulated backend)")
-    kinds = bench.add_subparsers(dest="bench", required=True)
-    p = kinds.add_parser("scheduler", description=__doc__.split("\n\n")[0],
-                         help="FLOPs to a ±10%% CI of N*(C_target): adaptive vs isoFLOP grids, random, TPE")
+def build_parser() -> argparse.ArgumentParser:
+    """The flags of `python benchmarks/bench_scheduler.py`."""
+    p = OneLineArgumentParser(prog="bench_scheduler.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--truth", nargs="+", default=["chinchilla", "besiroglu", "knowledge-code"],
                    help=f"simulated truths (presets: {', '.join(PRESETS)})")
     p.add_argument("--seeds", type=int, default=10, help="noise/proposer seeds per truth (default 10)")
@@ -614,7 +610,7 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plot", type=Path, default=None, help="write the error-vs-FLOPs PNG here")
     p.add_argument("--merge", type=Path, nargs="+", default=None,
                    help="summarise these --traces files (e.g. seed ranges run on several machines) instead of running")
-    p.set_defaults(func=cmd_bench)
+    return p
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -678,12 +674,10 @@ def format_table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python benchmarks/bench_scheduler.py [flags]`: the flags of `skillscale bench scheduler`."""
-    parser = OneLineArgumentParser(prog="bench_scheduler.py")
-    add_bench_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["bench", "scheduler", *(sys.argv[1:] if argv is None else argv)])
+    """`python benchmarks/bench_scheduler.py [flags]` (build_parser); bad input: one line, exit status 2."""
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        return int(args.func(args) or 0)
+        return cmd_bench(args)
     except InputError as exc:
         print(f"bench_scheduler.py: error: {exc}", file=sys.stderr)
         return 2

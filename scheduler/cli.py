@@ -5,7 +5,6 @@
     skillscale fit RUNS.parquet --bootstrap 500   # fit scaling laws to a table of runs
     skillscale train --params 1e6 --tokens 2e6    # one training run
     skillscale report STUDY_DIR                   # plots and an HTML page
-    skillscale bench scheduler                    # adaptive vs isoFLOP grid on simulated truths
 
 Bad input is one line on stderr and exit status 2; nothing else exits 2.
 """

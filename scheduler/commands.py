@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import math
-import sys
 from pathlib import Path
 
 from scheduler.estimates import family_text, precision_text
@@ -32,27 +30,7 @@ def add_study_parsers(sub: argparse._SubParsersAction) -> None:
 
     from scheduler.report import add_report_parser
 
-    bench = load_scheduler_benchmark()
-    if bench is not None:  # a source checkout: `skillscale bench scheduler` runs benchmarks/bench_scheduler.py
-        bench.add_bench_parser(sub)
     add_report_parser(sub)
-
-
-BENCH_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_scheduler.py"
-
-
-def load_scheduler_benchmark():
-    """benchmarks/bench_scheduler.py as the module `bench_scheduler`; None outside a source checkout (benchmarks
-    are not part of the installed package)."""
-    if "bench_scheduler" in sys.modules:
-        return sys.modules["bench_scheduler"]
-    if not BENCH_SCRIPT.exists():
-        return None
-    spec = importlib.util.spec_from_file_location("bench_scheduler", BENCH_SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_scheduler"] = module  # by name, so worker processes unpickle its functions
-    spec.loader.exec_module(module)
-    return module
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -90,7 +90,7 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys, case):
 
 
 @pytest.mark.parametrize("argv, expected", [
-    (["bench", "scheduler", "--seeds", "abc"], "argument --seeds: invalid int value: 'abc'"),
+    (["fit", "runs.csv", "--bootstrap", "abc"], "argument --bootstrap: invalid int value: 'abc'"),
     (["train", "--params"], "argument --params: expected one argument"),
     (["run"], "the following arguments are required"),
 ])

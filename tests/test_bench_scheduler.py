@@ -1,5 +1,4 @@
-"""`skillscale bench scheduler` (benchmarks/bench_scheduler.py) on a tiny configuration: schema, FLOP accounting,
-truths, summary maths."""
+"""benchmarks/bench_scheduler.py on a tiny configuration: schema, FLOP accounting, truths, summary maths."""
 
 import json
 import math
@@ -7,10 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from scheduler.cli import main
-from scheduler.commands import load_scheduler_benchmark
+from tests.conftest import benchmark_module
 
-bench = load_scheduler_benchmark()
+bench = benchmark_module("bench_scheduler")
 GRIDS, BenchConfig, GridSpec, Trace = bench.GRIDS, bench.BenchConfig, bench.GridSpec, bench.Trace
 grid_points, run_adaptive, run_grid, study_config = bench.grid_points, bench.run_adaptive, bench.run_grid, \
     bench.study_config
@@ -97,11 +95,10 @@ def test_verdict_compares_with_the_cheapest_grid_that_reaches():
     assert v["flops_ratio_vs_densest_grid_spend"] == pytest.approx(4e19 / 3e20)
 
 
-def test_cli_writes_the_results_json(tmp_path):
+def test_command_writes_the_results_json(tmp_path):
     out, png = tmp_path / "scheduler.json", tmp_path / "plot.png"
-    rc = main(["bench", "scheduler", "--truth", "chinchilla", "--seeds", "1", "--concurrency", "4",
-               "--strategies", "grid", "adaptive", "--max-flops", "2e19", "--n-boot", "30",
-               "--json", str(out), "--plot", str(png)])
+    rc = bench.main(["--truth", "chinchilla", "--seeds", "1", "--concurrency", "4", "--strategies", "grid", "adaptive",
+                     "--max-flops", "2e19", "--n-boot", "30", "--json", str(out), "--plot", str(png)])
     assert rc == 0 and png.stat().st_size > 0
     data = json.loads(out.read_text())
     strategies = {r["strategy"] for r in data["results"]}
@@ -121,7 +118,7 @@ def test_cli_writes_the_results_json(tmp_path):
 
 
 def test_unknown_truth_exits_2(capsys):
-    assert main(["bench", "scheduler", "--truth", "gpt5"]) == 2
+    assert bench.main(["--truth", "gpt5"]) == 2
     assert "unknown preset 'gpt5'" in capsys.readouterr().err
 
 
