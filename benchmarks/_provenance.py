@@ -5,12 +5,16 @@
 lag behind (it read an older HEAD for a whole session), so device commands pass the commit explicitly. A
 checkout whose tracked files differ from HEAD reports `<commit>-dirty`.
 
+`environment(device)`: the GPU's name (or "cpu"), torch and triton versions, the commit and the date, for a
+trainer benchmark's rows.
+
 `append_rows(path, rows)`: adds JSON lines to a results file through `skillscale.atomic`, so a crash while
 writing leaves the earlier rows whole, never a torn line.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import subprocess
@@ -31,6 +35,22 @@ def git_commit() -> str | None:
     except OSError:
         return None
     return (f"{head}-dirty" if dirty else head) or None
+
+
+def environment(device) -> dict:
+    """GPU name, versions, commit and date for every row of a benchmark that trains on `device` (a torch.device)."""
+    import torch
+
+    env = {"gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+           "torch": torch.__version__, "commit": git_commit(),
+           "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
+    try:
+        import triton
+
+        env["triton"] = triton.__version__
+    except ImportError:
+        env["triton"] = None
+    return env
 
 
 def append_rows(path: str | os.PathLike, rows: list[dict]) -> None:

@@ -35,8 +35,8 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from _provenance import append_rows  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
-from _trainer_runs import environment, parse_settings  # noqa: E402
+from _provenance import append_rows, environment  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from _trainer_flags import parse_settings  # noqa: E402
 
 from skillscale.errors import InputError, OneLineArgumentParser  # noqa: E402
 from trainers.cli import parse_count  # noqa: E402

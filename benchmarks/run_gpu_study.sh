@@ -4,7 +4,7 @@
 #      committed study of the last sitting, e.g. examples/skills-h200), else a new study;
 #   2. env.txt (GPU, driver, versions, commit, date) and gpu_util.csv (nvidia-smi every 2 s) for this sitting;
 #   3. with MPS=1 (the default) the CUDA MPS control daemon, so that the study's actors run their kernels side by
-#      side on the GPU instead of in time slices (BENCHMARKS.md, "Packing small runs on one GPU");
+#      side on the GPU instead of in time slices (BENCHMARKS.md, "GPU study throughput");
 #   4. the data caches, built once before the workers start (not by every worker at once);
 #   5. `skillscale run CONFIG --time-limit TIME_LIMIT_S`, then `skillscale status` and `skillscale report`;
 #   6. $OUT/study.tgz: the study directory without checkpoints, this sitting's log, env and GPU samples appended

@@ -2,7 +2,7 @@
 
 A run's observed log-loss is y = log L(N, D) + eps, eps ~ N(0, sigma(N, D)^2): the seed-to-seed spread of
 a training run plus the evaluation's sampling noise. Both shrink or grow with model size in practice (the
-measured seed spread differs between sizes and skills: BENCHMARKS.md, "Seed noise and seed replicas"), so sigma
+measured seed spread differs between sizes and skills: experiments/README.md, "Seed noise and seed replicas"), so sigma
 is allowed to vary log-linearly:
 
     log sigma(N, D) = log_sigma + slope_n * (log N - log_n_ref) + slope_d * (log D - log_d_ref)

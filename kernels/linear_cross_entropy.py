@@ -42,7 +42,7 @@ _BLOCK_V = 4096  # vocabulary entries per inner step of `_cross_entropy_kernel` 
 _SINGLE_PASS_MAX_V = 32768  # up to this vocabulary a row is held in registers and read once
 _SINGLE_PASS_WARPS = 32  # at V = 32768 faster than 16 warps; 8 warps spill
 # The recompute strategy (see the module docstring) up to this hidden size, where it is faster than
-# materialising (BENCHMARKS.md, Kernels; benchmarks/tune_linear_cross_entropy.py). Beyond it a Triton dot over
+# materialising (experiments/README.md; experiments/tune_linear_cross_entropy.py). Beyond it a Triton dot over
 # the whole hidden size runs well below cuBLAS, and from C = 384 the hidden block and weight tiles no longer fit
 # in shared memory. Its tiles: _TILE_M rows (all of the hidden size) x _TILE_N vocabulary entries per dot; each
 # program covers _TILES tiles.

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT / "benchmarks"
+EXPERIMENTS = ROOT / "experiments"
 
 DASHBOARD_PORT = 0  # set by ray_head to a free port
 
@@ -27,9 +29,20 @@ TINY_TORCH_SETTINGS = dict(device="cpu", seq_len=32, knowledge_entities=50, doma
 def benchmark_module(name: str):
     """benchmarks/<name>.py imported as a module (the scripts import their siblings, e.g. _provenance, and their
     dataclasses look their module up, so benchmarks/ goes on sys.path and the module into sys.modules)."""
-    if str(BENCHMARKS) not in sys.path:
-        sys.path.insert(0, str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    return _script_module(BENCHMARKS, name)
+
+
+def experiment_module(name: str):
+    """experiments/<name>.py imported as a module, as benchmark_module does; the experiments also import from
+    benchmarks/ (_provenance, _trainer_flags), so both folders go on sys.path."""
+    return _script_module(EXPERIMENTS, name)
+
+
+def _script_module(folder: Path, name: str):
+    for path in (BENCHMARKS, folder):
+        if str(path) not in sys.path:
+            sys.path.insert(0, str(path))
+    spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)

@@ -38,7 +38,7 @@ seq_len + 1 tokens; the number of rows per domain in a batch is the largest-rema
   its initialisation. This is how a real pretraining study reads one shuffled corpus, and it makes the
   data's own sampling noise (which rare facts and files a run happened to see) common to every run
   instead of independent, which narrows the seed spread of a skill that hinges on rare facts, such as
-  knowledge (the spread that remains: BENCHMARKS.md, "Seed noise and seed replicas").
+  knowledge (the spread that remains: experiments/README.md, "Seed noise and seed replicas").
 - "run": offsets drawn from (run seed, step, domain), so the seed changes the data order too.
 Either way the batch of a step is a pure function of (seed, step, mix, batch size, data settings): a
 resumed run continues the identical stream with nothing but the step number as its data cursor. Streams

@@ -7,7 +7,7 @@ Rules (C = training FLOPs = 6*N*D, fitting/conventions.py; N as in trainers/shap
       batch_opt = 0.2920 * C^0.3271     (tokens per step)
   with the learning rate scaled by LR_RULE_SCALE = 0.5 for this trainer: its small models train best at about
   half DeepSeek's value, and under the default QK-norm and small-init the scaled rule is best or nearly best of
-  0.5x / 1x / 2x for both skills (BENCHMARKS.md, "Learning-rate rule").
+  0.5x / 1x / 2x for both skills (experiments/README.md, "Learning-rate rule").
   The batch is rounded to whole sequences and clamped to [MIN_BATCH_SEQS sequences, D / MIN_STEPS tokens]
   so that tiny runs still take enough optimizer steps; lr is clamped to at most LR_MAX. The rules are
   evaluated at D = `rule_n_tokens` when that is given (the branches of a run family share the family's

@@ -1,13 +1,13 @@
 """Seed replicas: R models of one shape, from R seeds, trained side by side on the same batches as one module.
 
-Why: on the GPU trainer one model's skill loss moves by more than a study's 1% from seed to seed (BENCHMARKS.md,
-"Seed noise and seed replicas"), and that deviation is set by the whole starting state, which no LR, warmup or
-init scheme removes (docs/gpu.md, What the trainer's losses are like). What is left is to average over starting
-states: a run with `trainer.seed_replicas: R` reports the mean of R independent models' losses, whose seed std
-is the single model's over sqrt(R). It costs R times the FLOPs (RunResult.flops says so), but at a study's small,
-launch-bound sizes much less than R times the GPU time, because the R models are one set of kernels: every
-projection is one batched matmul over the replicas, attention runs over R x B sequences, and the CUDA graphs
-and compiled code are one model's.
+Why: on the GPU trainer one model's skill loss moves by more than a study's 1% from seed to seed
+(experiments/README.md, "Seed noise and seed replicas"), and that deviation is set by the whole starting state,
+which no LR, warmup or init scheme removes (docs/gpu.md, What the trainer's losses are like). What is left is to
+average over starting states: a run with `trainer.seed_replicas: R` reports the mean of R independent models'
+losses, whose seed std is the single model's over sqrt(R). It costs R times the FLOPs (RunResult.flops says so), but
+at a study's small, launch-bound sizes much less than R times the GPU time, because the R models are one set of
+kernels: every projection is one batched matmul over the replicas, attention runs over R x B sequences, and the CUDA
+graphs and compiled code are one model's.
 
 Equivalence: replica r starts from exactly the weights a single-model run of seed `replica_seed(seed, r)`
 starts from (drawn by a plain Transformer, on the same device, in the same order), reads the same batches

@@ -1,7 +1,7 @@
 """Which head-loss strategy and tile shape to use, by hidden size: time the fused linear cross-entropy
 (forward + both gradients, reduction "mean") per strategy and tile config against torch.compile's unfused loss.
 
-    PYTHONPATH=. python3 benchmarks/tune_linear_cross_entropy.py [--hidden 64,128,256]
+    PYTHONPATH=. python3 experiments/tune_linear_cross_entropy.py [--hidden 64,128,256]
 
 Strategies (kernels/linear_cross_entropy.py): "materialise" (cuBLAS logits per chunk + the softmax kernel) and
 "recompute" (logits kept in registers, computed twice, never stored), the latter for every tile config in
@@ -17,9 +17,10 @@ import sys
 import torch
 from triton.testing import do_bench_cudagraph
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))  # _provenance, bench_kernels
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))  # the repository root
 
-from _provenance import append_rows  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from _provenance import append_rows  # noqa: E402  (experiments/ and benchmarks/ are on sys.path)
 from bench_kernels import eager_linear_ce, fwd_bwd  # noqa: E402
 from bench_trainer import start_gpu_session  # noqa: E402
 

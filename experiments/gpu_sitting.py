@@ -1,12 +1,12 @@
 """One GPU sitting: the runs of several measurements (seed noise, LR sweep, isoFLOP ladders) in one process,
 each finished run recorded at once, continuing from the runs recorded by earlier sittings.
 
-    PYTHONPATH=. python3 benchmarks/gpu_sitting.py --rows $OUT/gpu_runs.jsonl --deadline-s 420 \
+    PYTHONPATH=. python3 experiments/gpu_sitting.py --rows $OUT/gpu_runs.jsonl --deadline-s 420 \
         --experiments seed_noise,isoflop,lr_sweep \
         --ladder-budgets 1.25e14,5e14,2e15 --ladder-sizes 3e5,6e5,1.2e6,2.4e6,4.8e6 \
         --seed-points 6e5@1.25e14,1.2e6@5e14,2.4e6@2e15 --seeds 0,1,2 \
         --lr-points 6e5@1.25e14,2.4e6@5e14 --multipliers 0.25,0.5,1,2,4
-    PYTHONPATH=. python3 benchmarks/gpu_sitting.py --device cpu --seq-len 64 --eval-samples 16 \
+    PYTHONPATH=. python3 experiments/gpu_sitting.py --device cpu --seq-len 64 --eval-samples 16 \
         --rows /tmp/rows.jsonl --ladder-budgets 5e10,2e11 --ladder-sizes 7e4,1.2e5,2e5 \
         --seed-points 7e4@5e10 --seeds 0,1 --lr-points 7e4@5e10 --multipliers 0.5,1,2          # CPU smoke
 
@@ -28,9 +28,10 @@ import os
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))  # _provenance, _trainer_flags
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))  # the repository root
 
-import isoflop_ladder  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+import isoflop_ladder  # noqa: E402  (experiments/ and benchmarks/ are on sys.path)
 import lr_sweep  # noqa: E402
 import seed_noise  # noqa: E402
 from _trainer_runs import (  # noqa: E402

@@ -1,11 +1,11 @@
 """Seed noise of the real trainer: at several (N, D) points, several training seeds each, the per-skill and
 per-domain mean and standard deviation of the final losses (issue #15, item 6).
 
-    PYTHONPATH=. python3 benchmarks/seed_noise.py --points 5e5@1.25e14,2e6@5e14,4e6@2e15 --seeds 0,1,2 \
-        --rows benchmarks/results/gpu_runs.jsonl --summary benchmarks/results/seed_noise.jsonl
-    PYTHONPATH=. python3 benchmarks/seed_noise.py --summarize-only --rows benchmarks/results/gpu_runs.jsonl \
-        --summary benchmarks/results/seed_noise.jsonl                   # no training: summaries from rows
-    PYTHONPATH=. python3 benchmarks/seed_noise.py --device cpu --points 7e4@2e11 --seeds 0,1 --seq-len 64 \
+    PYTHONPATH=. python3 experiments/seed_noise.py --points 5e5@1.25e14,2e6@5e14,4e6@2e15 --seeds 0,1,2 \
+        --rows experiments/results/gpu_runs.jsonl --summary experiments/results/seed_noise.jsonl
+    PYTHONPATH=. python3 experiments/seed_noise.py --summarize-only --rows experiments/results/gpu_runs.jsonl \
+        --summary experiments/results/seed_noise.jsonl                   # no training: summaries from rows
+    PYTHONPATH=. python3 experiments/seed_noise.py --device cpu --points 7e4@2e11 --seeds 0,1 --seq-len 64 \
         --eval-samples 16 --rows /tmp/rows.jsonl --summary /tmp/noise.jsonl                     # CPU smoke
 
 A point is N@C: the target N of the shape rule and the FLOP budget C = 6 N D that fixes D for that shape. The
@@ -13,7 +13,7 @@ seed changes the initialisation, and with `--set data_order=run` also the order 
 (trainers/data.py); with the default order ("study") every seed reads the same windows in the same order, as
 every run of a study does, so the spread is the part of the noise that is independent between a study's runs,
 the quantity the scheduler's noise model needs. The data and the evaluation sets are the same for every seed.
-Runs go through TorchBackend.run, one process (benchmarks/_trainer_runs.py): each finished run is appended to
+Runs go through TorchBackend.run, one process (experiments/_trainer_runs.py): each finished run is appended to
 --rows at once, and a rerun with the same --rows trains only what is missing.
 
 Summary rows (`--summary`, one per point and loss): n_params, n_tokens, skill (a skill such as 'knowledge',
@@ -34,9 +34,10 @@ from collections import defaultdict
 
 from scipy.stats import median_abs_deviation
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))  # _provenance, _trainer_flags
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))  # the repository root
 
-from _provenance import append_rows  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from _provenance import append_rows  # noqa: E402  (experiments/ and benchmarks/ are on sys.path)
 from _trainer_runs import (  # noqa: E402
     PlannedRun,
     add_backend_args,

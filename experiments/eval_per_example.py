@@ -1,9 +1,9 @@
 """Per-example evaluation losses of seed replicates: where between seeds does a skill's loss differ?
 
-    PYTHONPATH=. python3 benchmarks/eval_per_example.py --points 2.37e6@1e15 --seeds 0,1,2,3,4 --out $OUT/per_example
+    PYTHONPATH=. python3 experiments/eval_per_example.py --points 2.37e6@1e15 --seeds 0,1,2,3,4 --out $OUT/per_example
 
 A diagnostic for issue #15's seed noise. For each (N@C, seed) it trains one run through TorchBackend.run (the
-defaults of benchmarks/_trainer_runs.py) and then scores every evaluation example of every skill with the
+defaults of experiments/_trainer_runs.py) and then scores every evaluation example of every skill with the
 trained model, writing `<out>/<run>.npz`: per skill the examples' summed answer NLL and answer-token counts
 (`<skill>_sums`, `<skill>_counts`, one entry per example), and per held-out domain the rows' mean NLL
 (`domain_<name>`). Comparing replicates example by example tells a spread carried by a few examples (a
@@ -19,7 +19,8 @@ import tempfile
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))  # _provenance, _trainer_flags
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))  # the repository root
 
 from _trainer_runs import (  # noqa: E402
     PlannedRun,

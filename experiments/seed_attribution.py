@@ -2,10 +2,10 @@
 transformer blocks or the output head. A CPU proxy: it says where to look on the GPU, not what the GPU trainer
 does.
 
-    PYTHONPATH=. python3 benchmarks/seed_attribution.py --device cpu --seq-len 128 --eval-samples 4096 \
+    PYTHONPATH=. python3 experiments/seed_attribution.py --device cpu --seq-len 128 --eval-samples 4096 \
         --mix knowledge=0.5,code=0.3,general=0.2 --set code_source=stdlib --set general_source=stdlib \
-        --rows benchmarks/results/seed_attribution_cpu.jsonl                   # ~123k params, 6 seeds, 2 cores
-    PYTHONPATH=. python3 benchmarks/seed_attribution.py --device cpu --point 7e4@2e11 --seq-len 64 \
+        --rows experiments/results/seed_attribution_cpu.jsonl                   # ~123k params, 6 seeds, 2 cores
+    PYTHONPATH=. python3 experiments/seed_attribution.py --device cpu --point 7e4@2e11 --seq-len 64 \
         --eval-samples 16 --seeds 0,1 --rows /tmp/attr_smoke.jsonl                                  # smoke
 
 In the study's data order every seed reads the same windows in the same order (trainers/data.py), so the seed
@@ -35,13 +35,13 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))  # _provenance, _trainer_flags
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))  # the repository root
 
-from _provenance import append_rows  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from _provenance import append_rows, environment  # noqa: E402  (experiments/ and benchmarks/ are on sys.path)
 from _trainer_runs import (  # noqa: E402
     add_backend_args,
     curve_summary,
-    environment,
     loss_items,
     make_backend,
     parse_points,

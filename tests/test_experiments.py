@@ -1,9 +1,12 @@
-"""The GPU measurement scripts' logic, without training: the runner merges, resumes and respects its deadline
-(benchmarks/_trainer_runs.py, driven with a stand-in backend), and the summaries of seed noise, the LR sweep and
-the isoFLOP ladders recover what synthetic rows were built with."""
+"""The scripts in experiments/, without a GPU: the measurement runner merges, resumes and respects its deadline
+(experiments/_trainer_runs.py, driven with a stand-in backend), the summaries of seed noise, the LR sweep and the
+isoFLOP ladders recover what synthetic rows were built with, and a bad flag or a missing GPU is one line on
+stderr with exit status 2."""
 
 import json
 import math
+import os
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "experiments"), str(ROOT / "benchmarks")]  # the scripts' siblings, and _provenance
 
 import _trainer_runs  # noqa: E402
 import isoflop_ladder  # noqa: E402
@@ -26,6 +30,11 @@ from trainers.shapes import shape_for  # noqa: E402
 from trainers.spec import RunResult  # noqa: E402
 
 MIX = {"code": 0.5, "knowledge": 0.5}
+
+
+def _run(*argv: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
 
 
 @dataclass
@@ -298,22 +307,21 @@ def test_isoflop_analysis_recovers_the_optimum_exponent_of_a_known_law():
 
 
 @pytest.mark.parametrize("argv, expected", [
-    (["benchmarks/seed_noise.py", "--rows", "x.jsonl", "--points", "5e5"], "--points: expected N@C pairs"),
-    (["benchmarks/lr_sweep.py", "--rows", "x.jsonl", "--multipliers", "0.5,2"], "--multipliers: must include 1"),
-    (["benchmarks/gpu_sitting.py", "--rows", "x.jsonl", "--experiments", "ladders"], "--experiments: expected"),
-    (["benchmarks/gpu_sitting.py", "--rows", "x.jsonl", "--experiments", "isoflop", "--ladder-points", "1e6"],
+    (["experiments/seed_noise.py", "--rows", "x.jsonl", "--points", "5e5"], "--points: expected N@C pairs"),
+    (["experiments/lr_sweep.py", "--rows", "x.jsonl", "--multipliers", "0.5,2"], "--multipliers: must include 1"),
+    (["experiments/gpu_sitting.py", "--rows", "x.jsonl", "--experiments", "ladders"], "--experiments: expected"),
+    (["experiments/gpu_sitting.py", "--rows", "x.jsonl", "--experiments", "isoflop", "--ladder-points", "1e6"],
      "--ladder-points: expected N@C pairs"),
-    (["benchmarks/gpu_sitting.py", "--rows", "x.jsonl", "--experiments", "seed_noise",
+    (["experiments/gpu_sitting.py", "--rows", "x.jsonl", "--experiments", "seed_noise",
       "--seed-variant", "1e6@1e15:warmup_steps=abc"], "--seed-variant: warmup_steps: expected a number"),
+    (["experiments/tune_linear_cross_entropy.py", "--hidden", "12a"], "--hidden: expected comma-separated integers"),
+    (["experiments/eval_per_example.py", "--points", "1e6@1e14", "--out", "/tmp/x", "--hparams", "[1]"],
+     "--hparams: expected a JSON object"),
+    (["experiments/eval_per_example.py", "--points", "1e6@1e14", "--out", "/tmp/x", "--hparams",
+      '{"lr_multiplier": "half"}'], "lr_multiplier must be a positive number"),
 ])
-def test_measurement_script_bad_flag_exits_2_with_one_line(argv, expected, tmp_path):
-    import os
-    import subprocess
-
-    root = Path(__file__).resolve().parents[1]
-    argv = [str(root / argv[0]), *argv[1:]]
-    proc = subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=tmp_path, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(root)})
+def test_experiment_bad_flag_exits_2_with_one_line(argv, expected, tmp_path):
+    proc = _run(str(ROOT / argv[0]), *argv[1:], cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and expected in proc.stderr and "Traceback" not in proc.stderr
 
@@ -356,3 +364,82 @@ def test_an_unmeasured_shape_of_seed_replicas_is_estimated_that_many_times_slowe
         6 * (plain.estimate_s("192x4", 1_800_000, tokens, False) - overhead))
     fused.tokens_per_s["192x4"] = 1.6e6  # once measured, the shape's own rate (per run) is used
     assert fused.estimate_s("192x4", 1_800_000, tokens, False) == pytest.approx(tokens / 1.6e6 + overhead)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU path")
+@pytest.mark.parametrize("script", ["profile_trainer", "tune_linear_cross_entropy"])
+def test_gpu_experiment_without_gpu_exits_2_with_one_line(script):
+    proc = _run(f"experiments/{script}.py")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "needs CUDA" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_per_example_runs_with_overrides_are_named_by_their_own_run_id(tmp_path):
+    """eval_per_example's --hparams make another run: its .npz and spec carry that run's id, not the rule's."""
+    from tests.conftest import experiment_module
+
+    per_example = experiment_module("eval_per_example")
+    tiny = ["--device", "cpu", "--seq-len", "32", "--eval-samples", "16", "--set", "knowledge_entities=50",
+            "--set", "domain_tokens=20000", "--set", "heldout_tokens=4000", "--set", "heldout_rows=4",
+            "--mix", "knowledge=0.5,code=0.5"]
+    for name, hparams in (("rule", "{}"), ("small", '{"init_scheme": "small-init"}')):
+        assert per_example.main(["--points", "7e4@2e10", "--seeds", "0", "--out", str(tmp_path / name),
+                                 "--hparams", hparams, *tiny]) == 0
+    (rule,), (small,) = (sorted(p.stem for p in (tmp_path / n).glob("*.npz")) for n in ("rule", "small"))
+    assert rule != small  # dataclasses.replace on the rule's spec kept the rule's run_id for both
+
+
+def test_seed_attribution_redraw_takes_only_the_group_from_the_seed():
+    """redraw_group("embed", seed 3): the embedding is seed 3's draw, every other tensor seed 0's; "all": seed 3's."""
+    from tests.conftest import experiment_module
+    from trainers.model import Transformer
+    from trainers.shapes import ModelConfig
+
+    attribution = experiment_module("seed_attribution")
+    model = Transformer(ModelConfig(vocab_size=64, d_model=16, n_layers=2, n_heads=2, ffn_hidden=32, seq_len=8,
+                                    qk_norm=True))
+
+    def draw(seed: int) -> dict[str, torch.Tensor]:
+        torch.manual_seed(seed)
+        model.init_weights(0.02, "small-init")
+        return {name: p.clone() for name, p in model.named_parameters()}
+
+    seed0, seed3 = draw(0), draw(3)
+    assert not torch.equal(seed0["embed.weight"], seed3["embed.weight"])
+    attribution.redraw_group(model, "embed", 3, 0, 0.02, "small-init")
+    for name, p in model.named_parameters():
+        assert torch.equal(p, (seed3 if name == "embed.weight" else seed0)[name]), name
+    attribution.redraw_group(model, "all", 3, 0, 0.02, "small-init")
+    assert all(torch.equal(p, seed3[name]) for name, p in model.named_parameters())
+    assert set(attribution.group_parameters(model, "head")) == {"head.weight", "final_norm"}
+    assert len(attribution.group_parameters(model, "blocks")) == 16  # 2 blocks x (4 gains + 4 projections)
+
+
+def test_seed_attribution_backend_starts_a_fresh_run_from_the_redrawn_model(tmp_path):
+    """GroupDrawBackend("head")._resume: the head is seed 3's draw of a plain run, the embedding seed 0's."""
+    from tests.conftest import experiment_module
+    from trainers.spec import RunSpec
+    from trainers.torch_backend import TorchBackend
+
+    attribution = experiment_module("seed_attribution")
+    settings = {"device": "cpu", "seq_len": 32, "eval_samples": 16, "checkpoint_every": 0}
+    mix = {"knowledge": 0.5, "code": 0.5}
+
+    def resumed(backend, seed: int, name: str) -> dict[str, torch.Tensor]:
+        plan = backend._plan_run(RunSpec(n_params=70_000, n_tokens=200_000, mix=mix, seed=seed))
+        model = backend._resume(plan, tmp_path / name).model
+        return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    plain = TorchBackend(**settings)
+    seed0, seed3 = resumed(plain, 0, "plain0"), resumed(plain, 3, "plain3")
+    head = resumed(attribution.GroupDrawBackend("head", **settings), 3, "head3")
+    assert head.keys() == seed3.keys()
+    for name, p in head.items():
+        assert torch.equal(p, (seed3 if name in ("head.weight", "final_norm") else seed0)[name]), name
+    assert not torch.equal(head["head.weight"], seed0["head.weight"])
+
+
+def test_seed_attribution_bad_group_exits_2_with_one_line():
+    proc = _run("experiments/seed_attribution.py", "--groups", "all,tail", "--rows", "/tmp/never-written.jsonl")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "--groups: expected" in proc.stderr and "Traceback" not in proc.stderr

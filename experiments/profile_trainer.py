@@ -1,6 +1,6 @@
 """Where a training step's GPU time goes: kernel-time breakdown of the baseline and of skillscale's model.
 
-    PYTHONPATH=. python3 benchmarks/profile_trainer.py [--sizes 256x4,1024x16] [--variants plain,cudnn,graph]
+    PYTHONPATH=. python3 experiments/profile_trainer.py [--sizes 256x4,1024x16] [--variants plain,cudnn,graph]
 
 For each size and model (the two of bench_trainer.py, same batch and settings), after compiling and warming
 up: wall ms per step, GPU kernel ms per step (so wall - kernel = time the GPU sat idle, i.e. launch-bound),
@@ -23,8 +23,8 @@ import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))  # _provenance, bench_trainer
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))  # the repository root
 
 from _provenance import append_rows  # noqa: E402
 from bench_trainer import BATCH, SEQ, VOCAB, BaselineDecoder, make_step, model_configs, start_gpu_session  # noqa: E402

@@ -1,6 +1,6 @@
 """Planned real-trainer runs for the GPU measurements, executed in one process and recorded one JSON line each.
 
-Used by benchmarks/seed_noise.py, lr_sweep.py, isoflop_ladder.py and gpu_sitting.py (which runs the plans of
+Used by experiments/seed_noise.py, lr_sweep.py, isoflop_ladder.py and gpu_sitting.py (which runs the plans of
 several of them in one process, so that corpora, evaluation sets and compiled graphs are built once).
 
 A `PlannedRun` is what one measurement wants trained: a target N, an exact D, a seed and an LR multiplier on
@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from _provenance import append_rows, git_commit
+from _provenance import append_rows, environment
+from _trainer_flags import parse_setting
 
 from fitting.conventions import FLOPS_PER_PARAM_TOKEN, training_flops
 from trainers.hparams import ADDED_LATER
@@ -178,20 +179,6 @@ def read_rows(paths: Iterable[str | Path]) -> list[dict]:
                 if "key" in row:
                     rows.append(row)
     return rows
-
-
-def environment(device: torch.device) -> dict:
-    """GPU name, versions, commit and date for every row."""
-    env = {"gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-           "torch": torch.__version__, "commit": git_commit(),
-           "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
-    try:
-        import triton
-
-        env["triton"] = triton.__version__
-    except ImportError:
-        env["triton"] = None
-    return env
 
 
 @dataclass
@@ -350,20 +337,6 @@ def by_shape(planned: list[PlannedRun]) -> list[PlannedRun]:
 # ---------------------------------------------------------------------------------------- command-line pieces
 
 
-def parse_setting(text: str) -> tuple[str, object]:
-    """'name=value' for a TorchBackend setting; the value is read as JSON when it parses (numbers, true,
-    {"code": "stdlib"}), else kept as a string."""
-    from skillscale.errors import InputError
-
-    name, sep, value = text.partition("=")
-    if not sep or not name.strip():
-        raise InputError(f"--set: expected NAME=VALUE (a TorchBackend setting), got {text!r}")
-    try:
-        return name.strip(), json.loads(value)
-    except json.JSONDecodeError:
-        return name.strip(), value
-
-
 def add_backend_args(p) -> None:
     """The trainer flags every measurement script shares."""
     p.add_argument("--mix", default="knowledge=0.5,code=0.3,general=0.2")
@@ -458,15 +431,3 @@ def loss_items(row: dict) -> dict[str, float]:
     out.update({f"domain:{k}": v for k, v in row.get("domain_losses", {}).items()})
     return out
 
-
-def parse_settings(items: list[str]) -> dict:
-    """--set NAME=VALUE items (any TrainerSettings or DataSettings field; JSON values where they parse)."""
-    from skillscale.errors import InputError
-    from trainers.data import DataSettings
-    from trainers.settings import TrainerSettings
-
-    out = dict(parse_setting(item) for item in items)
-    unknown = set(out) - set(TrainerSettings.__dataclass_fields__) - set(DataSettings.__dataclass_fields__)
-    if unknown:
-        raise InputError(f"--set: unknown setting(s) {sorted(unknown)}")
-    return out

@@ -1,18 +1,18 @@
 """isoFLOP ladders through the real trainer: several model sizes at each of several FLOP budgets, one data mix;
 per-skill U-shapes and the Approach-2 fit N*(C) = k C^a per skill with bootstrap intervals (issue #15, item 7).
 
-    PYTHONPATH=. python3 benchmarks/isoflop_ladder.py --budget 1.25e14,5e14,2e15 --sizes 3e5,6e5,1.2e6,2.4e6,4.8e6 \
-        --rows benchmarks/results/gpu_runs.jsonl --fit-out benchmarks/results/isoflop_ladders.jsonl \
-        --plot benchmarks/results/isoflop_ladders.png
-    PYTHONPATH=. python3 benchmarks/isoflop_ladder.py --analyze-only --rows benchmarks/results/gpu_runs.jsonl \
-        --fit-out benchmarks/results/isoflop_ladders.jsonl --plot benchmarks/results/isoflop_ladders.png
-    PYTHONPATH=. python3 benchmarks/isoflop_ladder.py --device cpu --budget 1e11,4e11 --sizes 7e4,1.2e5,2e5 \
+    PYTHONPATH=. python3 experiments/isoflop_ladder.py --budget 1.25e14,5e14,2e15 --sizes 3e5,6e5,1.2e6,2.4e6,4.8e6 \
+        --rows experiments/results/gpu_runs.jsonl --fit-out experiments/results/isoflop_ladders.jsonl \
+        --plot experiments/results/isoflop_ladders.png
+    PYTHONPATH=. python3 experiments/isoflop_ladder.py --analyze-only --rows experiments/results/gpu_runs.jsonl \
+        --fit-out experiments/results/isoflop_ladders.jsonl --plot experiments/results/isoflop_ladders.png
+    PYTHONPATH=. python3 experiments/isoflop_ladder.py --device cpu --budget 1e11,4e11 --sizes 7e4,1.2e5,2e5 \
         --seq-len 64 --eval-samples 16 --rows /tmp/rows.jsonl --out /tmp/ladder.json            # CPU smoke
 
 For each target N the exact N comes from the shape rule (trainers/shapes.py) and D = C / (6 N), so every run of
 a budget costs the same C = 6·N·D. The same sizes are used at every budget, so a study of B budgets and S sizes
 compiles S shapes, not B x S. Runs go through TorchBackend.run (GPU: bf16 autocast, Triton kernels,
-torch.compile), one process (benchmarks/_trainer_runs.py): generated corpora and evaluation sets are built once,
+torch.compile), one process (experiments/_trainer_runs.py): generated corpora and evaluation sets are built once,
 each finished run is appended to --rows at once, and a rerun with the same --rows trains only what is missing
 (a ladder continues across GPU sittings).
 
@@ -23,7 +23,7 @@ token per parameter the loss is a wall, not the U's arm)
 (fitting.isoflop: Chinchilla Approach 2, Hoffmann et al. 2022 §3.2); then N*(C) = k C^a over the budgets, and
 a stratified bootstrap over runs (resampled within each budget, the same resamples for every loss, so ratios
 pair up) for 95% percentile intervals of a, of N* at each budget and of the knowledge/code ratio of N*. Where
-the rows also hold seed replicates (benchmarks/seed_noise.py), a second interval refits the ladder to its losses
+the rows also hold seed replicates (experiments/seed_noise.py), a second interval refits the ladder to its losses
 perturbed by the largest relative seed std measured for that loss (a parametric bootstrap: the scatter of the
 fit if every run were retrained with another seed), since 5-7 points per budget make the pairs bootstrap coarse.
 --fit-out appends one row per run (kind "run"), per loss (kind "fit") and the ratio (kind "ratio").
@@ -39,9 +39,10 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))  # _provenance, _trainer_flags
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))  # the repository root
 
-from _provenance import append_rows  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from _provenance import append_rows  # noqa: E402  (experiments/ and benchmarks/ are on sys.path)
 from _trainer_runs import (  # noqa: E402
     PlannedRun,
     add_backend_args,
@@ -97,7 +98,7 @@ def _point_key(row: dict) -> tuple:
 
 def ladder_points(rows: list[dict], seed: int = 0) -> list[tuple[dict, dict[str, float], int]]:
     """Per ladder run: (its row, its losses averaged over every rule-LR seed trained at that (budget, N), the
-    number of seeds). Seed replicates (benchmarks/seed_noise.py) thus sharpen the ladder points they sit on; only
+    number of seeds). Seed replicates (experiments/seed_noise.py) thus sharpen the ladder points they sit on; only
     replicates trained with every hyperparameter of the ladder run count (a default changed since keeps the point,
     and a variant never joins it)."""
     replicates: dict[tuple, list[dict]] = {}

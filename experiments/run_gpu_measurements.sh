@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # One GPU sitting of issue #15's measurements (seed noise, isoFLOP ladders, LR sweep) and, when asked, the
 # trainer's compile-across-shapes and run-family parity benchmarks; everything it writes goes to $OUT.
-#   OUT=/some/dir SITTING_S=420 EXPERIMENTS=seed_noise,isoflop bash benchmarks/run_gpu_measurements.sh
-#   OUT=... SITTING_S=0 EXTRA="compile:200 parity:240" bash benchmarks/run_gpu_measurements.sh
-# Rows recorded earlier (benchmarks/results/$ROWS, default gpu_runs.jsonl) are copied to $OUT/$ROWS first, so the
+#   OUT=/some/dir SITTING_S=420 EXPERIMENTS=seed_noise,isoflop bash experiments/run_gpu_measurements.sh
+#   OUT=... SITTING_S=0 EXTRA="compile:200 parity:240" bash experiments/run_gpu_measurements.sh
+# Rows recorded earlier (experiments/results/$ROWS, default gpu_runs.jsonl) are copied to $OUT/$ROWS first, so the
 # sitting trains only the runs still missing and $OUT/$ROWS comes back complete. Grid and trainer
-# settings are the variables below (defaults: BENCHMARKS.md, "isoFLOP ladders, seed noise and the LR rule").
+# settings are the variables below (the sittings behind each result: experiments/README.md).
 # LOG names the sitting's log ($OUT/$LOG.log, default sitting), so that one call can hold several sittings.
 # torch.compile's caches are kept under /tmp/compile-cache and, if small, returned as $OUT/compile_cache.tgz;
 # a later sitting on a fresh machine unpacks a carried .device/compile_cache.tgz.
@@ -19,9 +19,9 @@ export PYTHONUNBUFFERED=1 TORCHINDUCTOR_CACHE_DIR=/tmp/compile-cache/inductor TR
 cat "$OUT/env.txt"
 SITTING_S=${SITTING_S:-420}
 if [ "$SITTING_S" -gt 0 ]; then
-  ROWS=${ROWS:-gpu_runs.jsonl}  # the row file under benchmarks/results this sitting continues
-  [ -f "benchmarks/results/$ROWS" ] && cp "benchmarks/results/$ROWS" "$OUT/$ROWS"
-  timeout $((SITTING_S + 60)) python3 benchmarks/gpu_sitting.py --rows "$OUT/$ROWS" \
+  ROWS=${ROWS:-gpu_runs.jsonl}  # the row file under experiments/results this sitting continues
+  [ -f "experiments/results/$ROWS" ] && cp "experiments/results/$ROWS" "$OUT/$ROWS"
+  timeout $((SITTING_S + 60)) python3 experiments/gpu_sitting.py --rows "$OUT/$ROWS" \
     --deadline-s "$SITTING_S" --experiments "${EXPERIMENTS:-seed_noise,isoflop,lr_sweep}" --order "${ORDER:-shape}" \
     --ladder-budgets "${BUDGETS:-6.25e13,2.5e14,1e15}" --ladder-sizes "${SIZES:-4.22e5,1e6,2.37e6,5.62e6,1.33e7}" \
     --ladder-points "${LADDER_POINTS:-}" \

@@ -1,11 +1,11 @@
 """Is the trainer's learning-rate rule near the best LR? A 5-point sweep of multipliers on the rule's LR at
 several (N, D) points, per-skill and per-domain final losses (issue #15, item 5).
 
-    PYTHONPATH=. python3 benchmarks/lr_sweep.py --points 5e5@1.25e14,4e6@5e14 --multipliers 0.25,0.5,1,2,4 \
-        --rows benchmarks/results/gpu_runs.jsonl --summary benchmarks/results/lr_sweep.jsonl
-    PYTHONPATH=. python3 benchmarks/lr_sweep.py --summarize-only --rows benchmarks/results/gpu_runs.jsonl \
-        --summary benchmarks/results/lr_sweep.jsonl
-    PYTHONPATH=. python3 benchmarks/lr_sweep.py --device cpu --points 7e4@2e11 --multipliers 0.5,1,2 \
+    PYTHONPATH=. python3 experiments/lr_sweep.py --points 5e5@1.25e14,4e6@5e14 --multipliers 0.25,0.5,1,2,4 \
+        --rows experiments/results/gpu_runs.jsonl --summary experiments/results/lr_sweep.jsonl
+    PYTHONPATH=. python3 experiments/lr_sweep.py --summarize-only --rows experiments/results/gpu_runs.jsonl \
+        --summary experiments/results/lr_sweep.jsonl
+    PYTHONPATH=. python3 experiments/lr_sweep.py --device cpu --points 7e4@2e11 --multipliers 0.5,1,2 \
         --seq-len 64 --eval-samples 16 --rows /tmp/rows.jsonl --summary /tmp/lr.jsonl          # CPU smoke
 
 The rule (trainers/hparams.py, `rule_lr`) is DeepSeek LLM's lr = 0.3118 C^-0.125 times LR_RULE_SCALE (0.5 since
@@ -30,9 +30,10 @@ from collections import defaultdict
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))  # _provenance, _trainer_flags
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))  # the repository root
 
-from _provenance import append_rows  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from _provenance import append_rows  # noqa: E402  (experiments/ and benchmarks/ are on sys.path)
 from _trainer_runs import (  # noqa: E402
     PlannedRun,
     add_backend_args,
