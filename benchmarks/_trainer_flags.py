@@ -27,7 +27,7 @@ def parse_settings(items: list[str]) -> dict:
     from trainers.settings import TrainerSettings
 
     out = dict(parse_setting(item) for item in items)
-    unknown = set(out) - set(TrainerSettings.__dataclass_fields__) - set(DataSettings.__dataclass_fields__)
+    unknown = set(out) - set(TrainerSettings.model_fields) - set(DataSettings.model_fields)
     if unknown:
         raise InputError(f"--set: unknown setting(s) {sorted(unknown)}")
     return out

@@ -155,7 +155,7 @@ def main() -> None:
         if not modes or any(m not in ("compile", "eager") for m in modes):
             raise InputError(f"--modes: expected compile and/or eager, got {args.modes!r}")
         extra = parse_settings(args.set)
-        unknown = set(extra) - set(TrainerSettings.__dataclass_fields__) - set(DataSettings.__dataclass_fields__)
+        unknown = set(extra) - set(TrainerSettings.model_fields) - set(DataSettings.model_fields)
         if unknown:
             raise InputError(f"--set: unknown setting(s) {sorted(unknown)}")
         if args.device.startswith("cuda") and not torch.cuda.is_available():

@@ -94,13 +94,11 @@ class Mps:
 def warm_data(cfg) -> float:
     """Build the study's token streams and evaluation sets once on the CPU (their disk caches, trainers/data.py),
     so that neither the first layout nor a sitting's workers pay for building them; returns the seconds it took."""
-    import dataclasses
-
     from trainers.spec import RunSpec
     from trainers.torch_backend import TorchBackend
 
     began = time.perf_counter()
-    backend = TorchBackend(trainer=dataclasses.replace(cfg.backend.trainer, device="cpu", compile=False),
+    backend = TorchBackend(trainer=cfg.backend.trainer.model_copy(update={"device": "cpu", "compile": False}),
                            data=cfg.backend.data)
     backend._data(backend._plan_run(RunSpec(n_params=int(1e6), n_tokens=int(1e7), mix=dict(cfg.mix.fixed))))
     return time.perf_counter() - began

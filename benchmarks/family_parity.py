@@ -147,8 +147,8 @@ def main() -> None:
         print(f"family_parity: {exc}", file=sys.stderr)
         sys.exit(2)
     env = environment(backend.device)
-    what = json.dumps({"trainer": {k: v for k, v in trainer.__dict__.items() if k != "progress"},
-                       "data": data.to_dict(), "cosine_rule": args.cosine_rule}, sort_keys=True, default=str)
+    what = json.dumps({"trainer": trainer.model_dump(), "data": data.model_dump(), "cosine_rule": args.cosine_rule},
+                      sort_keys=True, default=str)
     fingerprint = hashlib.sha256(what.encode()).hexdigest()[:12]
     done = recorded(args.out, fingerprint)
     tokens = sum(f.n_tokens[-1] + args.cooldown_fraction * sum(f.n_tokens[:-1]) + sum(f.n_tokens) for f in families)

@@ -4,19 +4,16 @@
     python docs/gen_config_reference.py --check    # exit 1 if the file is out of date (tests/test_config_reference.py)
 
 Each section of the study file is a pydantic model (scheduler/config.py, scheduler/trackers.py, the backend
-configs in trainers/); the torch backend's `trainer:` and `data:` sections are the trainer's frozen dataclasses
-(trainers/settings.py, trainers/data.py). A field's meaning is its `Field(description=...)`, or for a dataclass
-field the docstring under it or the comment after it. Imports neither torch nor Ray.
+configs in trainers/, and the torch backend's `trainer:` and `data:` sections, trainers/settings.py and
+trainers/data.py). A field's meaning is its `Field(description=...)`; a field left out when a config is written
+down (a callback set from Python) is not listed. Imports neither torch nor Ray.
 """
 
 from __future__ import annotations
 
-import ast
-import dataclasses
 import inspect
 import re
 import sys
-import textwrap
 import typing
 from pathlib import Path
 from typing import Any
@@ -37,54 +34,6 @@ from trainers.data import DataSettings  # noqa: E402
 from trainers.function import PythonConfig  # noqa: E402
 from trainers.settings import TrainerSettings  # noqa: E402
 from trainers.simulated import SimulatedConfig  # noqa: E402
-
-# Meanings for fields whose model carries no description (model, field) -> text. Move a line into the model's
-# Field(description=...) when that code is next touched; the test fails on an entry whose field is gone.
-MEANINGS = {
-    ("StudyConfig", "name"): "the study's name; the study directory defaults to studies/<name>",
-    ("StudyConfig", "mix"): "the training data mix: fixed weights, or searched over the simplex",
-    ("StudyConfig", "n_params"): "allowed model sizes N (see [what N counts](design.md#conventions)), [lo, hi]",
-    ("StudyConfig", "n_tokens"): "allowed training tokens D, [lo, hi]",
-    ("StudyConfig", "flops"): "allowed FLOPs of one run, C = 6ND, [lo, hi] (default: whatever N and D allow)",
-    ("StudyConfig", "targets"): "the quantities to pin down; the study stops when every one is within `tolerance`",
-    ("StudyConfig", "max_concurrent"): "runs in flight at once (worker slots)",
-    ("StudyConfig", "max_runs"): "most runs the study may start",
-    ("StudyConfig", "resources"): "what one worker slot holds, and which runs train data-parallel",
-    ("StudyConfig", "proposer"): "how proposals are made (defaults suit most studies)",
-    ("Range", "lo"): "lower bound",
-    ("Range", "hi"): "upper bound",
-    ("MixSpace", "space"): "`fixed`: every run uses `fixed`; `simplex`: the proposer searches the mix",
-    ("MixSpace", "fixed"): "domain -> weight, summing to 1 (default: uniform over the domains)",
-    ("MixSpace", "floor"): "with `simplex`: the smallest weight of any domain",
-    ("Target", "name"): "the target's name in the results",
-    ("Resources", "num_gpus"): "GPUs per worker slot (fractions pack several actors on one GPU)",
-    ("Resources", "num_cpus"): "CPUs per worker slot",
-    ("HParamOverrides", "warmup_steps"): "linear warmup steps",
-    ("HParamOverrides", "min_lr_ratio"): "final lr as a fraction of the peak",
-    ("HParamOverrides", "beta1"): "AdamW beta1",
-    ("HParamOverrides", "beta2"): "AdamW beta2",
-    ("HParamOverrides", "adam_eps"): "AdamW epsilon",
-    ("HParamOverrides", "weight_decay"): "AdamW weight decay",
-    ("HParamOverrides", "grad_clip"): "gradient-norm clipping threshold",
-    ("HParamOverrides", "init_std"): "initialisation std (with `init_scheme: gpt2`)",
-    ("FamiliesConfig", "enabled"): "propose run families instead of single runs",
-    ("FamiliesConfig", "cooldown_shape"): "shape of each branch's cooldown",
-    ("TrackersConfig", "tensorboard"): "write TensorBoard event files ([tensorboard](#trackerstensorboard))",
-    ("TrackersConfig", "mlflow"): "log to MLflow ([mlflow](#trackersmlflow))",
-    ("TrackersConfig", "wandb"): "log to Weights & Biases ([wandb](#trackerswandb))",
-    ("SimulatedConfig", "name"): "selects this backend (the default when `name` is left out)",
-    ("TorchConfig", "name"): "selects this backend",
-    ("CommandConfig", "name"): "selects this backend",
-    ("PythonConfig", "name"): "selects this backend",
-    ("PythonConfig", "function"): "`package.module:function` called with each run's spec "
-                                  "([byo-trainer.md](byo-trainer.md))",
-}
-
-# Types the models leave open (validated by a dataclass instead): (model, field) -> the section that lists them.
-TYPES = {
-    ("TorchConfig", "trainer"): "[TrainerSettings](#backendtrainer-torch)",
-    ("TorchConfig", "data"): "[DataSettings](#backenddata-torch)",
-}
 
 # (heading, YAML path, model); nested models are linked to their own section.
 SECTIONS = [
@@ -182,44 +131,18 @@ def _cell(text: str) -> str:
 def _model_rows(model: type[BaseModel]) -> list[tuple[str, str, str, str]]:
     rows = []
     for name, field in model.model_fields.items():
+        if field.exclude:
+            continue  # a callback, set from Python: not YAML
         if field.default is not PydanticUndefined:
             default = _yaml(field.default)
         elif field.default_factory is not None:
             default = _yaml(field.default_factory())
         else:
             default = "required"
-        kind = TYPES.get((model.__name__, name)) or _type(field.annotation)
+        kind = _type(field.annotation)
         bounds = _bounds(field.metadata)
-        meaning = field.description or MEANINGS.get((model.__name__, name), "")
+        meaning = field.description or ""
         rows.append((f"`{name}`", kind + (f", {bounds}" if bounds else ""), default, meaning))
-    return rows
-
-
-def _dataclass_docs(cls: type) -> dict[str, str]:
-    """name -> the docstring under a dataclass field, else the comment after its definition."""
-    source = textwrap.dedent(inspect.getsource(cls))
-    lines = source.splitlines()
-    body = ast.parse(source).body[0].body
-    docs = {}
-    for i, node in enumerate(body):
-        if not isinstance(node, ast.AnnAssign) or not isinstance(node.target, ast.Name):
-            continue
-        nxt = body[i + 1] if i + 1 < len(body) else None
-        if isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str):
-            docs[node.target.id] = nxt.value.value
-        else:
-            comment = re.search(r"#\s*(.*)$", lines[node.end_lineno - 1])
-            docs[node.target.id] = comment.group(1) if comment else ""
-    return docs
-
-
-def _dataclass_rows(cls: type) -> list[tuple[str, str, str, str]]:
-    hints, docs, rows = typing.get_type_hints(cls), _dataclass_docs(cls), []
-    for f in dataclasses.fields(cls):
-        if not f.init or "Callable" in str(hints[f.name]):
-            continue  # callbacks are set from Python, not YAML
-        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        rows.append((f"`{f.name}`", _type(hints[f.name]), _yaml(default), docs.get(f.name, "")))
     return rows
 
 
@@ -240,22 +163,11 @@ def render() -> str:
         out += [f"## {heading}", ""]
         if path:
             out += [" ".join([f"YAML: `{path}`.", _cell(doc.split("\n\n")[0])]).rstrip(), ""]
-        rows = _dataclass_rows(model) if dataclasses.is_dataclass(model) else _model_rows(model)
+        rows = _model_rows(model)
         out += ["| field | type | default | meaning |", "|---|---|---|---|"]
         out += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
         out.append("")
     return "\n".join(out)
-
-
-def stale_meanings() -> list[tuple[str, str]]:
-    """MEANINGS entries whose field no longer exists, or now has its own description."""
-    models = {m.__name__: m for _, _, m in SECTIONS if not dataclasses.is_dataclass(m)}
-    stale = []
-    for model_name, field in MEANINGS:
-        f = models.get(model_name) and models[model_name].model_fields.get(field)
-        if f is None or f.description:
-            stale.append((model_name, field))
-    return stale
 
 
 def main(argv: list[str]) -> int:

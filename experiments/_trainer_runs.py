@@ -83,7 +83,7 @@ def trainer_settings(backend):
 
 def settings_fingerprint(backend) -> str:
     """12 hex digits over what changes the trained function besides the spec: data, seq_len, tokenizer."""
-    what = {"data": backend.data.to_dict(), "seq_len": trainer_settings(backend).seq_len,
+    what = {"data": backend.data.model_dump(), "seq_len": trainer_settings(backend).seq_len,
             "tokenizer": backend.tokenizer.name}
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
@@ -107,7 +107,7 @@ def training_settings(backend) -> dict:
     """What a row records of the settings that change the trained function (compared by `compatible`)."""
     trainer = trainer_settings(backend)
     replicas = int(getattr(trainer, "seed_replicas", 1))  # recorded only when > 1: older rows keep their key
-    return {"seq_len": trainer.seq_len, "tokenizer": backend.tokenizer.name, "data": backend.data.to_dict(),
+    return {"seq_len": trainer.seq_len, "tokenizer": backend.tokenizer.name, "data": backend.data.model_dump(),
             "qk_norm": bool(getattr(trainer, "qk_norm", False)),
             **({"seed_replicas": replicas} if replicas > 1 else {})}
 

@@ -20,7 +20,7 @@ from pydantic import BeforeValidator, Field, ValidationError, field_validator, m
 from fitting.conventions import FLOPS_PER_PARAM_TOKEN, training_flops
 from scheduler.prior_runs import PriorRunsConfig
 from scheduler.trackers import TrackersConfig
-from skillscale.config_types import ConfigModel, FieldError, Number, read_number
+from skillscale.config_types import ConfigModel, FieldError, Number, located_error, one_line, read_number
 from skillscale.errors import InputError
 from trainers.backend import BACKEND_CONFIGS, BACKEND_NAMES, BackendConfig
 from trainers.hparams import COOLDOWN_SHAPES, INIT_SCHEMES, OVERRIDABLE, SCHEDULES, check_overrides
@@ -36,8 +36,8 @@ class _Model(ConfigModel):
 class Range(_Model):
     """A closed positive interval [lo, hi] on a log scale."""
 
-    lo: Number = Field(gt=0)
-    hi: Number = Field(gt=0)
+    lo: Number = Field(gt=0, description="lower bound")
+    hi: Number = Field(gt=0, description="upper bound")
 
     @model_validator(mode="before")
     @classmethod
@@ -59,15 +59,17 @@ class MixSpace(_Model):
     """The data mix: `fixed` weights over the training domains, or the whole simplex (`space: simplex`)
     with an optional floor per domain."""
 
-    space: Literal["fixed", "simplex"] = "fixed"
-    fixed: dict[str, Number] | None = None
-    floor: Number = Field(default=0.05, ge=0, lt=1)
+    space: Literal["fixed", "simplex"] = Field(
+        default="fixed", description="`fixed`: every run uses `fixed`; `simplex`: the proposer searches the mix")
+    fixed: dict[str, Number] | None = Field(
+        default=None, description="domain -> weight, summing to 1 (default: uniform over the domains)")
+    floor: Number = Field(default=0.05, ge=0, lt=1, description="with `simplex`: the smallest weight of any domain")
 
 
 class Target(_Model):
     """One quantity to pin down: the compute-optimal N at `flops` for a validation composition."""
 
-    name: str
+    name: str = Field(description="the target's name in the results")
     weights: dict[str, Number] = Field(description="validation weighting over skills, summing to 1")
     flops: Number = Field(gt=0, description="target budget C_target (FLOPs), usually 10-1000x the largest run")
     mix: dict[str, Number] | None = Field(default=None, description="training mix at which to read the optimum")
@@ -82,8 +84,9 @@ class Resources(_Model):
     runs train data-parallel: a run whose 6ND reaches `data_parallel_min_flops` trains on `gpus_per_run` workers
     through Ray Train (scheduler/data_parallel.py), occupying that many slots, beside single-slot runs."""
 
-    num_gpus: Number = Field(default=0, ge=0)
-    num_cpus: Number = Field(default=1, ge=0)
+    num_gpus: Number = Field(default=0, ge=0,
+                             description="GPUs per worker slot (fractions pack several actors on one GPU)")
+    num_cpus: Number = Field(default=1, ge=0, description="CPUs per worker slot")
     gpus_per_run: int = Field(default=1, ge=1, le=1024,
                               description="workers (one GPU each; CPU workers with num_gpus 0) of a data-parallel run; "
                                           "1: every run trains on one slot")
@@ -108,14 +111,16 @@ class HParamOverrides(_Model):
 
     lr: HParamNumber | None = Field(default=None, gt=0, description="peak learning rate")
     batch_tokens: HParamNumber | None = Field(default=None, gt=0, description="tokens per step (whole sequences)")
-    warmup_steps: int | None = Field(default=None, ge=0)
-    min_lr_ratio: HParamNumber | None = Field(default=None, ge=0, le=1)
-    beta1: HParamNumber | None = Field(default=None, ge=0, lt=1)
-    beta2: HParamNumber | None = Field(default=None, ge=0, lt=1)
-    adam_eps: HParamNumber | None = Field(default=None, gt=0)
-    weight_decay: HParamNumber | None = Field(default=None, ge=0)
-    grad_clip: HParamNumber | None = Field(default=None, gt=0)
-    init_std: HParamNumber | None = Field(default=None, gt=0)
+    warmup_steps: int | None = Field(default=None, ge=0, description="linear warmup steps")
+    min_lr_ratio: HParamNumber | None = Field(default=None, ge=0, le=1,
+                                              description="final lr as a fraction of the peak")
+    beta1: HParamNumber | None = Field(default=None, ge=0, lt=1, description="AdamW beta1")
+    beta2: HParamNumber | None = Field(default=None, ge=0, lt=1, description="AdamW beta2")
+    adam_eps: HParamNumber | None = Field(default=None, gt=0, description="AdamW epsilon")
+    weight_decay: HParamNumber | None = Field(default=None, ge=0, description="AdamW weight decay")
+    grad_clip: HParamNumber | None = Field(default=None, gt=0, description="gradient-norm clipping threshold")
+    init_std: HParamNumber | None = Field(default=None, gt=0,
+                                          description="initialisation std (with `init_scheme: gpt2`)")
     init_scheme: Literal[INIT_SCHEMES] | None = Field(
         default=None, description="small-init (the default): std sqrt(2/(5 d_model)); gpt2: std init_std; "
                                   "zero-out: residual outputs and the head start at zero; orthogonal: small-init's "
@@ -214,10 +219,7 @@ def _split_skill_entries(data: Any) -> Any:
             try:
                 skill = SkillEntry.model_validate(entry)
             except ValidationError as exc:
-                err = exc.errors()[0]
-                where = ".".join(str(p) for p in err["loc"])
-                message = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
-                raise FieldError(f"skills[{i}]" + (f".{where}" if where else ""), message) from None
+                raise FieldError(*located_error(exc, prefix=(f"skills[{i}]",))) from None
             names.append(skill.name)
             evals[skill.name] = skill.eval
         else:
@@ -231,7 +233,7 @@ class FamiliesConfig(_Model):
     with the branches' noise correlated as on the GPU, a study of families needs more FLOPs to reach its tolerance
     than one of plain runs (BENCHMARKS.md, Run families in the scheduler)."""
 
-    enabled: bool = False
+    enabled: bool = Field(default=False, description="propose run families instead of single runs")
     max_branches: int = Field(default=4, ge=1, le=16, description="cooldown branches per family (D_1 < ... < D_k)")
     branch_span: Number = Field(default=10.0, ge=1.5, le=100.0,
                                 description="largest D_k / D_1 of a family; branches are log-spaced within it and "
@@ -240,7 +242,7 @@ class FamiliesConfig(_Model):
     cooldown_fraction: Number = Field(default=0.2, gt=0, lt=1,
                                       description="fraction of each branch's steps in its cooldown (Hägele et al. "
                                                   "2024: 20% matches cosine)")
-    cooldown_shape: Literal[COOLDOWN_SHAPES] = "1-sqrt"
+    cooldown_shape: Literal[COOLDOWN_SHAPES] = Field(default="1-sqrt", description="shape of each branch's cooldown")
     noise_correlation: Number = Field(default=FAMILY_NOISE_CORRELATION, ge=0, lt=1,
                                       description="correlation of one skill's loss noise between branches of a "
                                                   "family, as the proposer assumes it (shared stable phase, seed and "
@@ -250,17 +252,20 @@ class FamiliesConfig(_Model):
 class StudyConfig(_Model):
     """A whole study. See configs/quickstart.yaml for a commented example."""
 
-    name: str = "study"
+    name: str = Field(default="study", description="the study's name; the study directory defaults to "
+                                                    "studies/<name>")
     skills: list[str] = Field(min_length=1, description="skill names, or {name, eval} for a user skill")
     skill_evals: dict[str, str] = Field(default_factory=dict,
                                         description="skill -> its evaluation file (from `skills: [{name, eval}]`)")
     domains: list[str] = Field(default_factory=list, description="training domains; default: the skills")
     skill_domains: dict[str, str] = Field(default_factory=dict,
                                           description="the training domain that is each skill's own")
-    mix: MixSpace = Field(default_factory=MixSpace)
-    n_params: Range
-    n_tokens: Range
-    flops: Range | None = None
+    mix: MixSpace = Field(default_factory=MixSpace,
+                          description="the training data mix: fixed weights, or searched over the simplex")
+    n_params: Range = Field(description="allowed model sizes N (see [what N counts](design.md#conventions)), [lo, hi]")
+    n_tokens: Range = Field(description="allowed training tokens D, [lo, hi]")
+    flops: Range | None = Field(default=None, description="allowed FLOPs of one run, C = 6ND, [lo, hi] (default: "
+                                                          "whatever N and D allow)")
     tokens_per_param: Range | None = Field(
         default_factory=lambda: Range(lo=5.0, hi=640.0),
         description="allowed D/N (null: no bound). The default [5, 640] is the span of token multipliers of Gadre "
@@ -268,7 +273,8 @@ class StudyConfig(_Model):
                     "all following the scaling law), around Chinchilla's ~20 and inside the ~1-500 that isoFLOP "
                     "studies span; it keeps runs out of the few-step regime (D/N ~ 0.1) where no Chinchilla law "
                     "holds")
-    targets: list[Target] = Field(min_length=1)
+    targets: list[Target] = Field(min_length=1, description="the quantities to pin down; the study stops when every "
+                                                           "one is within `tolerance`")
     tolerance: Number = Field(default=0.10, gt=0, lt=1, description="relative 95% half-width of N*(C_target)")
     law: Literal["auto", "chinchilla", "farseer", "data_constrained"] = Field(
         default="auto", description="the scaling-law form (fitting/families.py): auto weighs every applicable "
@@ -278,15 +284,17 @@ class StudyConfig(_Model):
                                 description="consecutive refits within tolerance needed to stop (guards against "
                                             "stopping on one lucky, too-narrow interval)")
     compute_cap: Number = Field(gt=0, description="total training FLOPs the study may spend")
-    max_concurrent: int = Field(default=1, ge=1, le=1024)
-    max_runs: int = Field(default=500, ge=1)
+    max_concurrent: int = Field(default=1, ge=1, le=1024, description="runs in flight at once (worker slots)")
+    max_runs: int = Field(default=500, ge=1, description="most runs the study may start")
     max_tries: int = Field(default=3, ge=1, description="dispatches of one run before it is marked failed")
-    resources: Resources = Field(default_factory=Resources)
+    resources: Resources = Field(default_factory=Resources,
+                                 description="what one worker slot holds, and which runs train data-parallel")
     backend: BackendConfig = Field(default_factory=lambda: {"name": "simulated"}, validate_default=True,
                                    description="what trains a run (trainers/backend.py: simulated, torch)")
     hparams: HParamOverrides = Field(default_factory=HParamOverrides,
                                      description="hyperparameter overrides for every run (torch: trainers/hparams.py)")
-    proposer: ProposerConfig = Field(default_factory=ProposerConfig)
+    proposer: ProposerConfig = Field(default_factory=ProposerConfig,
+                                     description="how proposals are made (defaults suit most studies)")
     families: FamiliesConfig = Field(default_factory=FamiliesConfig,
                                      description="run families (scheduler/families.py); off by default")
     prior_runs: PriorRunsConfig | None = Field(default=None, description="runs the study starts from: a CSV or "
@@ -503,25 +511,6 @@ def _field_error(field: str, message: str) -> FieldError:
     return FieldError(field, message)
 
 
-def _format_validation_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    parts = list(err["loc"])
-    if len(parts) >= 2 and parts[0] == "backend" and parts[1] in BACKEND_NAMES:
-        parts.pop(1)  # the discriminated union's tag: `backend.trainer.x`, not `backend.torch.trainer.x`
-    loc = ".".join(f"[{p}]" if isinstance(p, int) else str(p) if str(p).isprintable() and str(p).strip() == str(p)
-                   and str(p) else repr(p) for p in parts).replace(".[", "[")
-    ctx_err = (err.get("ctx") or {}).get("error")
-    if isinstance(ctx_err, FieldError):
-        where = ".".join(p for p in (loc, ctx_err.field) if p).replace(".[", "[")
-        return f"{where or '(top level)'}: {ctx_err.message}"
-    msg = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
-        msg = "unknown field"
-    elif err["type"] == "literal_error":
-        msg = f"{msg}, got {err.get('input')!r}"
-    return f"{loc or '(top level)'}: {msg}"
-
-
 def check_backend(cfg: StudyConfig) -> None:
     """Validate what the backend can check before Ray starts (errors name the field): its `check` hook
     (trainers/backend.py) on the study's smallest run."""
@@ -545,8 +534,7 @@ def parse_study_config(data: Any, source: str = "study config") -> StudyConfig:
     try:
         return StudyConfig.model_validate(data)
     except ValidationError as exc:
-        message = " ".join(_format_validation_error(exc).split("\n"))  # always one line
-        raise InputError(f"{source}: {message}") from None
+        raise InputError(f"{source}: {one_line(exc, unions=('backend',))}") from None
 
 
 def load_study_config(path: str | Path) -> StudyConfig:

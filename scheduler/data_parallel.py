@@ -20,7 +20,6 @@ TrainingFailedError; the controller passes 0 and retries the run itself, countin
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -47,7 +46,7 @@ def _train_worker(config: dict) -> None:
         device = ray.train.torch.get_device()
         torch.cuda.set_device(device)  # NCCL's object collectives (the result's broadcast) use the current device
         device = str(device)
-        trainer = dataclasses.replace(backend_cfg.trainer, device=device)
+        trainer = backend_cfg.trainer.model_copy(update={"device": device})
         backend_cfg = backend_cfg.model_copy(update={"trainer": trainer})
     backend = backend_cfg.build()
     run_dir = Path(config["run_dir"])

@@ -62,9 +62,10 @@ class WandbConfig(ConfigModel):
 class TrackersConfig(ConfigModel):
     """`trackers:` in the study config: each tracker present is on (an empty mapping takes the defaults)."""
 
-    tensorboard: TensorBoardConfig | None = None
-    mlflow: MlflowConfig | None = None
-    wandb: WandbConfig | None = None
+    tensorboard: TensorBoardConfig | None = Field(
+        default=None, description="write TensorBoard event files ([tensorboard](#trackerstensorboard))")
+    mlflow: MlflowConfig | None = Field(default=None, description="log to MLflow ([mlflow](#trackersmlflow))")
+    wandb: WandbConfig | None = Field(default=None, description="log to Weights & Biases ([wandb](#trackerswandb))")
 
     @property
     def enabled(self) -> bool:

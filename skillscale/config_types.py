@@ -1,26 +1,25 @@
-"""Building blocks of the YAML configs a user writes (pydantic), shared by the study config and the backends.
+"""Building blocks of every config a user writes (pydantic): the study file and each component's settings below it.
 
-    class MyConfig(ConfigModel):          # frozen, unknown keys refused
-        budget: Number = 1e18             # '1e18' (a string to YAML 1.1) is read as a number
+    class MySettings(ConfigModel):        # frozen, unknown keys refused
+        budget: Number = Field(default=1e18, description="FLOPs the study may spend")   # '1e18' reads as a number
+        steps: Integer = Field(default=100, description="optimizer steps")                # so does '1e2'
+        order: one_of("study", "run") = Field(default="study", description="...")       # `expected one of study, run`
+        fast: Switch = Field(default=False, description="...")                           # true or false, not 'yes'
 
-    section = dataclass_section(TrainerSettings, {"seq_len": "256"}, "trainer")   # -> TrainerSettings(seq_len=256)
-
-A validator that wants its error to name a field below the one being validated raises FieldError; the
-study config's error formatter (scheduler/config.py) joins its path to the location pydantic reports, so
-the user reads `backend.trainer.seq_len: expected an integer`, not a trace.
+A field's meaning is its `Field(description=...)`: the reference (docs/gen_config_reference.py) and the `skillscale
+train` flags' help (trainers/cli.py) read it there. A check is a validator on the model, so its error carries the
+field's own location (`backend.trainer.seq_len`); `one_line` writes a ValidationError as the one line a user reads.
+A validator that wants its error to name a field below the one being validated raises FieldError; `one_line`
+joins its path to the location pydantic reports.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import re
-import typing
-from typing import Annotated, Any
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
-
-from skillscale.errors import InputError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 
 def read_number(value: Any) -> Any:
@@ -43,10 +42,33 @@ def finite_number(value: float) -> float:
 
 
 Number = Annotated[float, BeforeValidator(read_number), AfterValidator(finite_number)]
+Integer = Annotated[int, BeforeValidator(read_number)]  # '8e6' -> 8000000; '2.5' is still refused
+
+
+def true_or_false(value: Any) -> bool:
+    """A switch is written true or false; 'yes' or 1 is refused rather than guessed at."""
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return value
+
+
+Switch = Annotated[bool, BeforeValidator(true_or_false)]
+
+
+def one_of(*choices: str) -> Any:
+    """The type of a field that takes one of `choices` (a Literal, so the reference lists them), whose error
+    lists them too: `expected one of study, run, got 'sudy'`."""
+
+    def check(value: Any) -> Any:
+        if not isinstance(value, str) or value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    return Annotated[Literal[choices], BeforeValidator(check)]
 
 
 class ConfigModel(BaseModel):
-    """Base of every user-facing config section: frozen, and an unknown key is an error."""
+    """Base of every config section: frozen, and an unknown key is an error."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -60,65 +82,41 @@ class FieldError(ValueError):
         self.message = message
 
 
-def _wants_number(annotation: Any) -> bool:
-    args = typing.get_args(annotation) or (annotation,)
-    return any(a in (int, float) for a in args) and str not in args
+def _location(parts: Sequence[Any]) -> str:
+    """('targets', 0, 'weights') -> 'targets[0].weights'; a key that would not read as one is quoted."""
+    def part(p: Any) -> str:
+        if isinstance(p, int):
+            return f"[{p}]"
+        text = str(p)
+        return text if text and text.isprintable() and text.strip() == text else repr(p)
+
+    return ".".join(part(p) for p in parts).replace(".[", "[")
 
 
-def _yaml_fields(cls: type) -> dict[str, Any]:
-    """name -> type of the init fields of dataclass `cls` that YAML can express (not a Callable callback)."""
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.init and "Callable" not in str(hints[f.name])}
+def located_error(exc: ValidationError, prefix: Sequence[Any] = (), unions: Sequence[str] = ()) -> tuple[str, str]:
+    """(field path, problem) of the first error of `exc`. The path is `prefix` followed by the location pydantic
+    reports; after a field named in `unions` (a discriminated union) the tag pydantic puts in the location is left
+    out, since the YAML never writes it (`backend.trainer.x`, not `backend.torch.trainer.x`). A FieldError raised
+    by a validator adds its own field below that."""
+    err = exc.errors()[0]
+    loc = list(err["loc"])
+    for i in range(len(loc) - 1):
+        if loc[i] in unions:
+            del loc[i + 1]
+            break
+    where = _location([*prefix, *loc])
+    cause = (err.get("ctx") or {}).get("error")
+    if isinstance(cause, FieldError):
+        return ".".join(p for p in (where, cause.field) if p).replace(".[", "["), cause.message
+    message = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        message = "unknown field"
+    elif err["type"] == "literal_error":
+        message = f"{message}, got {err.get('input')!r}"
+    return where, message
 
 
-def _section_model(cls: type) -> type[BaseModel]:
-    """A pydantic model with the init fields of the stdlib dataclass `cls` (same names, types, defaults),
-    numbers readable from '8e6'-style strings, unknown keys refused. Fields that are not plain data (a
-    callback typed Callable) are left out: YAML cannot express them."""
-    yaml_fields = _yaml_fields(cls)
-    fields = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in yaml_fields:
-            continue
-        annotation = yaml_fields[f.name]
-        if _wants_number(annotation):
-            annotation = Annotated[annotation, BeforeValidator(read_number)]
-        if f.default_factory is not dataclasses.MISSING:
-            fields[f.name] = (annotation, Field(default_factory=f.default_factory))
-        else:
-            fields[f.name] = (annotation, f.default)
-    return create_model(f"{cls.__name__}Section", __base__=ConfigModel, **fields)
-
-
-def dataclass_section(cls: type, value: Any, section: str) -> Any:
-    """Validate a YAML mapping as the frozen dataclass `cls` and build it.
-
-    Types and unknown keys are checked by a pydantic model generated from the dataclass's fields; the
-    dataclass's own `__post_init__` checks then run, and an InputError they raise whose message starts
-    with `<section>.<field>: ` becomes a FieldError at that field. An instance of `cls` passes through.
-    """
-    if isinstance(value, cls):
-        return value
-    if value is None:
-        value = {}
-    if not isinstance(value, dict):
-        raise ValueError(f"expected a mapping of {cls.__name__} fields, got {type(value).__name__}")
-    try:
-        checked = _section_model(cls).model_validate(value)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"][:1]) or "(section)"
-        message = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
-        raise FieldError(field, message) from None
-    try:
-        return cls(**dict(checked))
-    except InputError as exc:
-        match = re.match(rf"{re.escape(section)}\.(\w+): (.*)", str(exc))
-        if match:
-            raise FieldError(match.group(1), match.group(2)) from None
-        raise ValueError(str(exc)) from None
-
-
-def dataclass_fields_dict(value: Any) -> dict:
-    """The YAML-expressible fields of a dataclass instance (what `dataclass_section` accepts back)."""
-    return {name: getattr(value, name) for name in _yaml_fields(type(value))}
+def one_line(exc: ValidationError, prefix: Sequence[Any] = (), unions: Sequence[str] = ()) -> str:
+    """The first error of `exc` as the one line a user reads: `<field path>: <problem>` (see located_error)."""
+    where, message = located_error(exc, prefix, unions)
+    return " ".join(f"{where or '(top level)'}: {message}".split())

@@ -51,11 +51,9 @@ def _script_module(folder: Path, name: str):
 
 def torch_backend_section(settings: dict) -> dict:
     """Flat settings like TINY_TORCH_SETTINGS as a study's typed `backend:` section (trainer and data fields)."""
-    import dataclasses
-
     from trainers.data import DataSettings
 
-    data_fields = {f.name for f in dataclasses.fields(DataSettings)}
+    data_fields = set(DataSettings.model_fields)
     return {"name": "torch", "trainer": {k: v for k, v in settings.items() if k not in data_fields},
             "data": {k: v for k, v in settings.items() if k in data_fields}}
 

@@ -14,11 +14,11 @@ discriminated union, validated when the study config loads; errors name the fiel
     backend: {name: replay, table: ladder.csv}          # answers from a finished table (trainers/replay.py)
 
 Adding a backend: write a config class (a trainers.capabilities.BackendConfigBase with `name: Literal["mine"]`, its
-fields and a `build(self) -> Backend` method that imports the backend lazily; override `capabilities` to declare
-what it supports beyond the defaults (run families, models per run, interruptible runs, data parallelism), and
-`check(self, skills, spec)` to raise InputError for what cannot work, run by scheduler.config.check_backend before
-Ray starts), then add the class to BACKEND_CONFIGS. Nothing dispatches on the name: the scheduler asks
-`config.capabilities`.
+fields, each with its `Field(description=...)`, and a `build(self) -> Backend` method that imports the backend
+lazily; override `capabilities` to declare what it supports beyond the defaults (run families, models per run,
+interruptible runs, data parallelism), and `check(self, skills, spec)` to raise InputError for what cannot work, run
+by scheduler.config.check_backend before Ray starts), then add the class to BACKEND_CONFIGS. Nothing dispatches on
+the name: the scheduler asks `config.capabilities`.
 """
 
 from __future__ import annotations
@@ -26,13 +26,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol, Union
 
-from pydantic import BeforeValidator, Field, PlainSerializer
+from pydantic import Field, field_validator
 
-from skillscale.config_types import dataclass_fields_dict, dataclass_section
 from trainers.capabilities import BackendConfigBase, Capabilities
 from trainers.command import CommandConfig
+from trainers.data import DataSettings
 from trainers.function import PythonConfig
 from trainers.replay import ReplayConfig
+from trainers.settings import TrainerSettings
 from trainers.simulated import SimulatedConfig
 from trainers.spec import RunResult, RunSpec
 
@@ -43,32 +44,22 @@ class Backend(Protocol):
         ...
 
 
-def _trainer_settings(value: Any):
-    from trainers.torch_backend import TrainerSettings  # imports torch: only when a torch backend is configured
-
-    return dataclass_section(TrainerSettings, value, "trainer")
-
-
-def _data_settings(value: Any):
-    from trainers.data import DataSettings
-
-    return dataclass_section(DataSettings, value, "data")
-
-
-_AsMapping = PlainSerializer(dataclass_fields_dict, return_type=dict)
-
-
 class TorchConfig(BackendConfigBase):
-    """The built-in trainer (trainers/torch_backend.py). `trainer`: how runs execute (TrainerSettings:
-    device, compile, seq_len, checkpoint_every, ...); `data`: what the data is (trainers.data.DataSettings:
-    corpora, knowledge_entities, eval_samples, ...). Both are the trainer's own frozen dataclasses,
-    validated field by field here; after loading they are instances of those dataclasses."""
+    """The built-in trainer (trainers/torch_backend.py). `trainer`: how runs execute (TrainerSettings: device,
+    compile, seq_len, checkpoint_every, ...); `data`: what the data is (DataSettings: corpora, knowledge_entities,
+    eval_samples, ...). Both are the trainer's own settings models, validated here as sections of the study file."""
 
-    name: Literal["torch"]
-    trainer: Annotated[Any, BeforeValidator(_trainer_settings), _AsMapping] = Field(
-        default_factory=dict, validate_default=True, description="trainers.torch_backend.TrainerSettings fields")
-    data: Annotated[Any, BeforeValidator(_data_settings), _AsMapping] = Field(
-        default_factory=dict, validate_default=True, description="trainers.data.DataSettings fields")
+    name: Literal["torch"] = Field(description="selects this backend")
+    trainer: TrainerSettings = Field(default_factory=TrainerSettings,
+                                     description="how runs execute (trainers/settings.py TrainerSettings)")
+    data: DataSettings = Field(default_factory=DataSettings, description="what the data is (trainers/data.py "
+                                                                         "DataSettings)")
+
+    @field_validator("trainer", "data", mode="before")
+    @classmethod
+    def _empty_section(cls, value: Any) -> Any:
+        """`trainer:` with every line under it commented out reads as null: the defaults."""
+        return {} if value is None else value
 
     def build(self) -> Backend:
         from trainers.torch_backend import TorchBackend
@@ -89,8 +80,6 @@ class TorchConfig(BackendConfigBase):
 
     def with_skills(self, skills: list[str], skill_evals: dict[str, str]) -> TorchConfig:
         """The study's `skills: [{name, eval}]` entries become the trainer's data.skill_evals."""
-        from dataclasses import replace
-
         from skillscale.config_types import FieldError
 
         if not skill_evals:
@@ -100,13 +89,12 @@ class TorchConfig(BackendConfigBase):
             if own.get(skill, path) != path:
                 raise FieldError("skills", f"{skill!r} has two eval files: {path!r} here and {own[skill]!r} in "
                                            "backend.data.skill_evals")
-        return self.model_copy(update={"data": replace(self.data, skill_evals={**own, **skill_evals})})
+        data = DataSettings.model_validate({**self.data.model_dump(), "skill_evals": {**own, **skill_evals}})
+        return self.model_copy(update={"data": data})
 
     def check(self, skills: list[str], spec: RunSpec) -> None:
         """Before a study starts: the skills are ones the trainer evaluates and `spec` (the smallest run, with
         the study's hparams) plans; on the CPU, since the driver (a cluster head) may have no GPU."""
-        from dataclasses import replace
-
         from skillscale.errors import InputError
         from trainers.data import skill_names
         from trainers.torch_backend import TorchBackend
@@ -116,7 +104,7 @@ class TorchConfig(BackendConfigBase):
         if unknown:
             raise InputError(f"skills: the torch backend evaluates {list(known)} (more through data.skill_evals), "
                              f"not {unknown}")
-        TorchBackend(trainer=replace(self.trainer, device="cpu"), data=self.data).plan(spec)
+        TorchBackend(trainer=self.trainer.model_copy(update={"device": "cpu"}), data=self.data).plan(spec)
 
 
 # Add a backend's config class here (see the module docstring).

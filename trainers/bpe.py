@@ -61,7 +61,7 @@ def _inputs_key(vocab: int, settings) -> str:
         st = p.stat() if p.exists() else None
         user[name] = [str(p.resolve()), st.st_size if st else None, st.st_mtime_ns if st else None]
     payload = {
-        "vocab": vocab, "settings": {k: v for k, v in settings.to_dict().items() if k != "cache_dir"},
+        "vocab": vocab, "settings": {k: v for k, v in settings.model_dump().items() if k != "cache_dir"},
         "python": sys.version, "sources": sources, "corpora": user,
         "domains": data.domain_names(settings), "tokenizers": tokenizers.__version__, "recipe": BPE_VERSION,
     }

@@ -8,8 +8,8 @@
 
 Every setting of the trainer (TrainerSettings) and of the data (DataSettings) is a flag named after its field
 (`seq_len` -> `--seq-len`, a true-by-default switch `cuda_graphs` -> `--no-cuda-graphs`, a mapping `corpora` ->
-`--corpus DOMAIN=PATH`, repeatable), with the field's default and comment as its help: the dataclasses are the
-one place defaults are written.
+`--corpus DOMAIN=PATH`, repeatable), with the field's default and description as its help: the settings models are
+the one place defaults and meanings are written.
 
 Writes OUT/result.json atomically: run_id, status, n_params, n_tokens, flops, shape, losses
 (per-skill answer NLL), domain_losses, wall_s, tokens_per_s, mfu (non-finite numbers as null). With several
@@ -23,15 +23,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
-import inspect
 import math
-import re
 import sys
 import typing
 from pathlib import Path
 
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
+
 from skillscale.atomic import atomic_write_json, finite_or_none
+from skillscale.config_types import located_error
 from skillscale.errors import InputError, OneLineArgumentParser
 
 DEFAULT_MIX = "knowledge=0.5,code=0.3,general=0.2"
@@ -43,7 +44,6 @@ CPU_EVAL_SAMPLES = 1024  # per skill: knowledge draws, code functions, rows of a
 CPU_HELDOUT_ROWS = 64  # held-out windows per domain
 _SUFFIX = {"k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "B": 1e9, "T": 1e12}
 _FLAG_NAMES = {"corpora": "corpus", "skill_evals": "skill-eval"}  # mapping fields: one KEY=VALUE per flag
-_NOT_FLAGS = ("progress",)  # fields the command line cannot express (a callback)
 
 
 def parse_count(text: str, what: str) -> int:
@@ -83,40 +83,27 @@ def _whole(text: str, what: str) -> int:
     return 0 if str(text).strip() in ("0", "0.0") else parse_count(text, what)
 
 
-def _field_comments(cls: type) -> dict[str, str]:
-    """name -> the comment after a dataclass field's definition (`name: type = default  # comment`)."""
-    try:
-        source = inspect.getsource(cls)
-    except (OSError, TypeError):
-        return {}
-    return {m.group(1): m.group(2).strip() for m in re.finditer(r"^\s+(\w+):[^\n#]*#\s*([^\n]*)$", source, re.M)}
-
-
-def _default(f: dataclasses.Field):
-    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-
-
-def settings_flags(cls: type) -> list[tuple[dataclasses.Field, type, str]]:
-    """(field, type, flag) for each field of the settings dataclass `cls` that is a command-line flag."""
-    hints = typing.get_type_hints(cls)
+def settings_flags(cls: type[BaseModel]) -> list[tuple[str, FieldInfo, str]]:
+    """(name, field, flag) for each field of the settings model `cls` that is a command-line flag: all but those
+    left out when the settings are written down (a callback such as TrainerSettings.progress)."""
     flags = []
-    for f in dataclasses.fields(cls):
-        if f.init and f.name not in _NOT_FLAGS and "Callable" not in str(hints[f.name]):
-            name = _FLAG_NAMES.get(f.name, f.name.replace("_", "-"))
-            if hints[f.name] is bool and _default(f) is True:
-                name = f"no-{name}"
-            flags.append((f, hints[f.name], f"--{name}"))
+    for name, f in cls.model_fields.items():
+        if f.exclude:
+            continue
+        flag = _FLAG_NAMES.get(name, name.replace("_", "-"))
+        if f.annotation is bool and f.get_default(call_default_factory=True) is True:
+            flag = f"no-{flag}"
+        flags.append((name, f, f"--{flag}"))
     return flags
 
 
-def _add_settings_arguments(p: argparse.ArgumentParser, cls: type, section: str) -> None:
+def _add_settings_arguments(p: argparse.ArgumentParser, cls: type[BaseModel], section: str) -> None:
     """One flag per field of `cls` (module docstring); parsed values land in args.<section>__<field>, None when
-    the flag is not given, so the dataclass's own default applies."""
-    comments = _field_comments(cls)
-    for f, kind, flag in settings_flags(cls):
-        dest, default = f"{section}__{f.name}", _default(f)
-        what = comments.get(f.name, f"{section} setting {f.name}").replace("%", "%%")  # argparse formats help
-        if kind is bool:
+    the flag is not given, so the model's own default applies."""
+    for name, f, flag in settings_flags(cls):
+        dest, default = f"{section}__{name}", f.get_default(call_default_factory=True)
+        what = (f.description or f"{section} setting {name}").replace("%", "%%")  # argparse formats help
+        if f.annotation is bool:
             # an on-by-default switch is a --no-... flag: its help says what giving it does (turns the setting off)
             help_text = f"turn off: {what} (on by default)" if default else f"{what} (default: off)"
             p.add_argument(flag, dest=dest, action="store_const", const=not default, default=None, help=help_text)
@@ -124,34 +111,41 @@ def _add_settings_arguments(p: argparse.ArgumentParser, cls: type, section: str)
             p.add_argument(flag, dest=dest, action="append", default=None, metavar="KEY=PATH",
                            help=f"{what} (repeatable)")
         else:
-            p.add_argument(flag, dest=dest, default=None, metavar=f.name.upper(), help=f"{what} (default: {default!r})")
+            p.add_argument(flag, dest=dest, default=None, metavar=name.upper(), help=f"{what} (default: {default!r})")
 
 
-def _settings_from_args(args, cls: type, section: str):
-    """The settings dataclass built from the flags given (the others keep the dataclass defaults)."""
-    values = {}
-    for f, kind, flag in settings_flags(cls):
-        raw = getattr(args, f"{section}__{f.name}", None)
+def _settings_from_args(args, cls: type[BaseModel], section: str):
+    """The settings model built from the flags given (the others keep its defaults); a bad value is an InputError
+    naming the flag."""
+    values, flags = {}, {}
+    for name, f, flag in settings_flags(cls):
+        raw = getattr(args, f"{section}__{name}", None)
         if raw is None:
             continue
-        default = _default(f)
+        flags[name] = flag
+        kind = f.annotation
         if kind is bool:
-            values[f.name] = raw
-        elif isinstance(default, dict):
-            values[f.name] = {k: v for item in raw for k, v in parse_pairs(item, flag, number=False).items()}
+            values[name] = raw
+        elif isinstance(f.get_default(call_default_factory=True), dict):
+            values[name] = {k: v for item in raw for k, v in parse_pairs(item, flag, number=False).items()}
         elif kind is int:
-            values[f.name] = _whole(raw, flag)
+            values[name] = _whole(raw, flag)
         elif kind is float:
             try:
-                values[f.name] = float(raw)
+                values[name] = float(raw)
             except ValueError:
                 raise InputError(f"{flag}: expected a number, got {raw!r}") from None
-        elif isinstance(default, bool) or kind == (bool | str):  # use_triton: true, false or 'auto'
+        elif bool in typing.get_args(kind):  # use_triton: true, false or 'auto'
             text = str(raw).strip().lower()
-            values[f.name] = {"true": True, "on": True, "false": False, "off": False}.get(text, text)
+            values[name] = {"true": True, "on": True, "false": False, "off": False}.get(text, text)
         else:
-            values[f.name] = str(raw)
-    return cls(**values)
+            values[name] = str(raw)
+    try:
+        return cls.model_validate(values)
+    except ValidationError as exc:
+        where, message = located_error(exc)
+        loc = exc.errors()[0]["loc"]
+        raise InputError(f"{flags.get(loc[0], where) if loc else where}: {message}") from None
 
 
 def add_train_parser(subparsers) -> argparse.ArgumentParser:
@@ -242,7 +236,7 @@ def run_train(args) -> int:
     progress_bar = None
     if not args.quiet:
         progress_bar, progress = train_progress()
-        trainer = dataclasses.replace(trainer, progress=progress)
+        trainer = trainer.model_copy(update={"progress": progress})
     backend = TorchBackend(trainer=trainer, data=data)
     for planned in family.branches() if family else [spec]:  # all input errors surface here, before any data
         cfg, hp, _ = backend.plan(planned)
@@ -281,10 +275,10 @@ def cpu_evaluation_defaults(trainer, data, args) -> tuple:
         return trainer, data, ""
     changed = []
     if getattr(args, "data__eval_samples", None) is None and data.eval_samples > CPU_EVAL_SAMPLES:
-        data = dataclasses.replace(data, eval_samples=CPU_EVAL_SAMPLES)
+        data = data.model_copy(update={"eval_samples": CPU_EVAL_SAMPLES})
         changed.append(f"{CPU_EVAL_SAMPLES} eval samples per skill (--eval-samples)")
     if getattr(args, "trainer__heldout_rows", None) is None and trainer.heldout_rows > CPU_HELDOUT_ROWS:
-        trainer = dataclasses.replace(trainer, heldout_rows=CPU_HELDOUT_ROWS)
+        trainer = trainer.model_copy(update={"heldout_rows": CPU_HELDOUT_ROWS})
         changed.append(f"{CPU_HELDOUT_ROWS} held-out windows per domain (--heldout-rows)")
     note = f"evaluation on the CPU: {' and '.join(changed)}; result.json's loss_errors gives each loss's error" \
         if changed else ""

@@ -114,7 +114,7 @@ def placeholder_values(spec: RunSpec, run_dir: Path) -> dict[str, str]:
 class CommandConfig(BackendConfigBase):
     """`backend: {name: command, command: [...], ...}`: run a program per run (see the module docstring)."""
 
-    name: Literal["command"]
+    name: Literal["command"] = Field(description="selects this backend")
     command: list[str] = Field(min_length=1, description="the program and its arguments (a list, no shell); "
                                                          "placeholders: " + ", ".join(PLACEHOLDERS))
     timeout_s: Number | None = Field(default=None, gt=0, description="seconds one attempt may run before it is "

@@ -54,12 +54,15 @@ import hashlib
 import json
 import sys
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from pydantic import Field, field_validator
 
 from skillscale.atomic import atomic_open
+from skillscale.config_types import ConfigModel, Integer, Number, one_of
 from skillscale.errors import InputError
 from trainers import corpora, python_sources
 from trainers.tokenizer import ByteTokenizer
@@ -72,81 +75,96 @@ CODE_SOURCES = (*python_sources.SOURCES, "generated")
 DATA_ORDERS = ("study", "run")
 ORDER_BLOCK = 4096  # window offsets drawn per generator call in the study's order (any size gives one order)
 TEXT_SUFFIXES_NOTE = ".jsonl (prompt/answer or text lines), .txt, .parquet (text column) or a directory of .py"
+DataOrder = one_of(*DATA_ORDERS)
+KnowledgeEval = one_of(*corpora.KNOWLEDGE_EVALS)
+CodeSource = one_of(*CODE_SOURCES)  # also the general domain's source: the prose of the same files
 
 
-@dataclass(frozen=True)
-class DataSettings:
+class DataSettings(ConfigModel):
     """What the data is; identical settings give identical streams and evaluation sets (on one interpreter:
     the code and general domains read its standard library, which differs slightly between versions)."""
 
-    data_seed: int = 0
-    """The world, the eval sets, the generated text and (data_order "study") the order of the training windows."""
-    data_order: str = "study"
-    """"study": every run reads one window order drawn from data_seed (the run's seed draws only its
-    initialisation); "run": the run's seed also draws the order (see the module docstring)."""
-    knowledge_entities: int = 300_000
-    """People in the knowledge world. The stream mentions only those its popularity reaches (~35,000 of
-    300,000 in 64M tokens); a larger world lengthens the tail of people mentioned once or twice."""
-    knowledge_popularity: float = 1.2
-    """Zipf exponent s of mentions per person: person r is drawn with probability ~(r + 1 + offset)^-s.
-    0 gives every person equal exposure (the memorisation-threshold world of earlier studies)."""
-    knowledge_popularity_offset: float = 20.0
-    """Zipf-Mandelbrot offset: flattens the head (the most popular person is ~1% of the stream, not ~20%)."""
-    domain_tokens: int = 64_000_000
-    """Length of each generated training stream; the cap on each built-in real stream (code ~28M, general
-    ~5M byte tokens of Python 3.11's stdlib fit under the default)."""
-    heldout_tokens: int = 1_048_576
-    """Length (cap) of each built-in held-out stream; the domain losses read windows spread evenly over it."""
-    eval_samples: int = 262_144
-    """Per skill: knowledge draws (merged into ~80,000 distinct questions at the defaults), at most this many
-    held-out functions for code (~5,000 exist at the defaults), at most this many rows of a user eval file."""
-    knowledge_eval: str = "recall"
-    """"recall": training question phrasings; "extract": held-out phrasings."""
-    code_source: str = "stdlib"
-    """The code domain: "stdlib" (the interpreter's standard library), "stdlib+site-packages", "generated"."""
-    general_source: str = "stdlib"
-    """The general domain: prose of the code source's files ("stdlib", "stdlib+site-packages"), "generated"."""
-    heldout_percent: float = 10.0
-    """Percent of real source files held out (by a hash of their path): held-out domain streams, code eval."""
-    code_eval_max_chars: int = 1024
-    """Longest function (signature + docstring + body, characters) in the code eval."""
-    skill_evals: dict[str, str] = field(default_factory=dict)
-    """User skills: skill name -> evaluation file (see the module docstring)."""
-    corpora: dict[str, str] = field(default_factory=dict)
-    """User training domains: domain name -> local path of a real corpus."""
-    bpe_train_chars: int = 8_000_000
-    """With tokenizer "bpe:<vocab>": characters of each domain's training text the BPE tokenizer learns from."""
-    cache_dir: str = ""
-    """Where tokenised real streams (and trained BPE tokenizers) are cached ("" -> ~/.cache/skillscale/tokens)."""
+    data_seed: Integer = Field(default=0, description="The world, the eval sets, the generated text and (data_order "
+                                                      '"study") the order of the training windows.')
+    data_order: DataOrder = Field(
+        default="study", description='"study": every run reads one window order drawn from data_seed (the run\'s seed '
+                                     'draws only its initialisation); "run": the run\'s seed also draws the order (see '
+                                     "the module docstring).")
+    knowledge_entities: Integer = Field(
+        default=300_000, description="People in the knowledge world. The stream mentions only those its popularity "
+                                     "reaches (~35,000 of 300,000 in 64M tokens); a larger world lengthens the tail "
+                                     "of people mentioned once or twice.")
+    knowledge_popularity: Number = Field(
+        default=1.2, description="Zipf exponent s of mentions per person: person r is drawn with probability "
+                                 "~(r + 1 + offset)^-s. 0 gives every person equal exposure (the "
+                                 "memorisation-threshold world of earlier studies).")
+    knowledge_popularity_offset: Number = Field(
+        default=20.0, description="Zipf-Mandelbrot offset: flattens the head (the most popular person is ~1% of the "
+                                  "stream, not ~20%).")
+    domain_tokens: Integer = Field(
+        default=64_000_000, description="Length of each generated training stream; the cap on each built-in real "
+                                        "stream (code ~28M, general ~5M byte tokens of Python 3.11's stdlib fit "
+                                        "under the default).")
+    heldout_tokens: Integer = Field(
+        default=1_048_576, description="Length (cap) of each built-in held-out stream; the domain losses read "
+                                       "windows spread evenly over it.")
+    eval_samples: Integer = Field(
+        default=262_144, description="Per skill: knowledge draws (merged into ~80,000 distinct questions at the "
+                                     "defaults), at most this many held-out functions for code (~5,000 exist at the "
+                                     "defaults), at most this many rows of a user eval file.")
+    knowledge_eval: KnowledgeEval = Field(
+        default="recall", description='"recall": training question phrasings; "extract": held-out phrasings.')
+    code_source: CodeSource = Field(
+        default="stdlib", description='The code domain: "stdlib" (the interpreter\'s standard library), '
+                                      '"stdlib+site-packages", "generated".')
+    general_source: CodeSource = Field(
+        default="stdlib", description="The general domain: prose of the code source's files (\"stdlib\", "
+                                      '"stdlib+site-packages"), "generated".')
+    heldout_percent: Number = Field(
+        default=10.0, description="Percent of real source files held out (by a hash of their path): held-out domain "
+                                  "streams, code eval.")
+    code_eval_max_chars: Integer = Field(
+        default=1024, description="Longest function (signature + docstring + body, characters) in the code eval.")
+    skill_evals: dict[str, str] = Field(
+        default_factory=dict, description="User skills: skill name -> evaluation file (see the module docstring).")
+    corpora: dict[str, str] = Field(
+        default_factory=dict, description="User training domains: domain name -> local path of a real corpus.")
+    bpe_train_chars: Integer = Field(
+        default=8_000_000, description='With tokenizer "bpe:<vocab>": characters of each domain\'s training text the '
+                                       "BPE tokenizer learns from.")
+    cache_dir: str = Field(
+        default="", description='Where tokenised real streams (and trained BPE tokenizers) are cached ("" -> '
+                                "~/.cache/skillscale/tokens).")
 
-    def __post_init__(self):
-        for name in ("knowledge_entities", "domain_tokens", "heldout_tokens", "eval_samples", "code_eval_max_chars",
-                     "bpe_train_chars"):
-            if int(getattr(self, name)) <= 0:
-                raise InputError(f"data.{name}: expected a positive integer, got {getattr(self, name)}")
-        for name in ("knowledge_popularity", "knowledge_popularity_offset"):
-            if not float(getattr(self, name)) >= 0:
-                raise InputError(f"data.{name}: expected a number >= 0, got {getattr(self, name)}")
-        if not 0 < float(self.heldout_percent) < 100:
-            raise InputError(f"data.heldout_percent: expected a number in (0, 100), got {self.heldout_percent}")
-        if self.knowledge_eval not in corpora.KNOWLEDGE_EVALS:
-            raise InputError(f"data.knowledge_eval: expected one of {', '.join(corpora.KNOWLEDGE_EVALS)}, "
-                             f"got {self.knowledge_eval!r}")
-        if self.data_order not in DATA_ORDERS:
-            raise InputError(f"data.data_order: expected one of {', '.join(DATA_ORDERS)}, got {self.data_order!r}")
-        if self.code_source not in CODE_SOURCES:
-            raise InputError(f"data.code_source: expected one of {', '.join(CODE_SOURCES)}, got {self.code_source!r}")
-        if self.general_source not in CODE_SOURCES:
-            raise InputError(
-                f"data.general_source: expected one of {', '.join(CODE_SOURCES)}, got {self.general_source!r}")
-        for section in ("skill_evals", "corpora"):
-            value = getattr(self, section)
-            if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) and k and v
-                                                      for k, v in value.items()):
-                raise InputError(f"data.{section}: expected a mapping of names to file paths, got {value!r}")
+    @field_validator("knowledge_entities", "domain_tokens", "heldout_tokens", "eval_samples", "code_eval_max_chars",
+                     "bpe_train_chars")
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        if value <= 0:
+            raise ValueError(f"expected a positive integer, got {value}")
+        return value
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    @field_validator("knowledge_popularity", "knowledge_popularity_offset")
+    @classmethod
+    def _not_negative(cls, value: float) -> float:
+        if not value >= 0:
+            raise ValueError(f"expected a number >= 0, got {value}")
+        return value
+
+    @field_validator("heldout_percent")
+    @classmethod
+    def _percent(cls, value: float) -> float:
+        if not 0 < value < 100:
+            raise ValueError(f"expected a number in (0, 100), got {value}")
+        return value
+
+    @field_validator("skill_evals", "corpora", mode="before")
+    @classmethod
+    def _named_paths(cls, value: Any) -> Any:
+        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) and k and v
+                                                  for k, v in value.items()):
+            raise ValueError(f"expected a mapping of names to file paths, got {value!r}")
+        return value
 
     @property
     def cache_path(self) -> Path:
@@ -362,7 +380,7 @@ def domain_names(settings: DataSettings) -> tuple[str, ...]:
 
 def load_domain(name: str, settings: DataSettings, tokenizer, seq_len: int) -> Domain:
     """The token streams of a domain (process-level cache; real streams also on disk)."""
-    key = (name, json.dumps(settings.to_dict(), sort_keys=True), tokenizer.name, seq_len)
+    key = (name, json.dumps(settings.model_dump(), sort_keys=True), tokenizer.name, seq_len)
     if key not in _DOMAIN_CACHE:
         if name in settings.corpora:
             _DOMAIN_CACHE[key] = _real(name, settings.corpora[name], settings, tokenizer, seq_len)

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
-from pydantic import PrivateAttr, field_validator
+from pydantic import Field, PrivateAttr, field_validator
 
 from skillscale.errors import InputError
 from trainers.capabilities import BackendConfigBase
@@ -61,8 +61,9 @@ def load_function(target: str, field: str = "backend.function") -> Callable:
 class PythonConfig(BackendConfigBase):
     """`backend: {name: python, function: "package.module:function"}` (see the module docstring)."""
 
-    name: Literal["python"]
-    function: str
+    name: Literal["python"] = Field(description="selects this backend")
+    function: str = Field(description="`package.module:function` called with each run's spec "
+                                      "([byo-trainer.md](byo-trainer.md))")
     _skills: tuple[str, ...] = PrivateAttr(default=())  # the study's skills (with_skills), not part of the YAML
     _skill_evals: dict[str, str] = PrivateAttr(default_factory=dict)  # skill -> eval file, for the trainer
 

@@ -71,7 +71,7 @@ class ReplayRegion:
 class ReplayConfig(BackendConfigBase):
     """`backend: {name: replay, table: PATH}`: answer each run from a finished table (see the module docstring)."""
 
-    name: Literal["replay"]
+    name: Literal["replay"] = Field(description="selects this backend")
     table: str = Field(min_length=1, description="CSV or parquet of finished runs (trainers/run_table.py): n_params, "
                                                  "n_tokens, loss/<skill> (or loss), optional mix/<domain>")
     max_distance: Number = Field(default=1.0, gt=0, description="largest distance, in ln N, ln D and mix "

@@ -1,49 +1,73 @@
 """TrainerSettings: how the torch backend executes runs (not what is trained: that is trainers.data.DataSettings).
 
-A frozen dataclass that validates itself; errors name the field as `trainer.<field>: ...`, which the study config
-(trainers/backend.py TorchConfig) and `skillscale train` (trainers/cli.py, one flag per field, the comment as
-its help) both rely on. Kept apart from trainers/torch_backend.py so that reading or validating settings does
-not import torch.
+A frozen pydantic model (skillscale.config_types.ConfigModel), like every section of the study file: in a study it
+is `backend.trainer` (trainers/backend.py TorchConfig), and `skillscale train` makes one flag of each field
+(trainers/cli.py), with the field's description as its help. A bad value fails validation naming the field
+(`backend.trainer.seq_len: expected a positive integer, got 0`). Kept apart from trainers/torch_backend.py so
+that reading or validating settings does not import torch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from typing import Any, Literal
 
-from skillscale.errors import InputError
+from pydantic import Field, field_validator
+
+from skillscale.config_types import ConfigModel, Integer, Switch
 
 
-@dataclass(frozen=True)
-class TrainerSettings:
+class TrainerSettings(ConfigModel):
     """How runs are executed (not what is trained); the data settings are DataSettings."""
 
-    device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
-    compile: bool = False  # torch.compile the training forward (CUDA: recommended)
-    cuda_graphs: bool = True  # with compile on CUDA: replay forward/backward as CUDA graphs ("reduce-overhead")
-    use_triton: bool | str = "auto"  # Triton kernels: "auto" -> on CUDA when kernels.triton_ops imports
-    seq_len: int = 512  # tokens per training sequence
-    tokenizer: str = "bytes"  # "bpe:<vocab>" (trained on the data, trainers/bpe.py) or a tokenizers JSON path
-    eval_every: int = 0  # steps between evaluations during training, and at step 0 (0: only at the end)
-    checkpoint_every: int = 1000  # steps between checkpoints (0: only the final one)
-    log_every: int = 10  # steps between host syncs of the training loss (divergence checks, progress)
-    micro_batch_rows: int = 0  # sequences per forward/backward (0: the whole batch at once)
-    heldout_rows: int = 512  # held-out windows per domain for the domain losses (64 would leave ~2% per-window noise)
-    shape_grid: int = 8  # shapes per decade of N: targets snap to 10^(j/8) (trainers/shapes.py); 0: no grid
-    qk_norm: bool = True  # RMS-normalise queries and keys per head (QK-layernorm, trainers/model.py)
-    recompile_limit: int = 64  # dynamo's compiled entries per function; half of it bounds shapes between resets
-    seed_replicas: int = 1  # models per run, seeds s + 1000 r, fused in one (trainers/replicas.py); losses: their mean
-    progress: Callable | None = field(default=None, compare=False)  # progress(step, n_steps, loss, lr)
+    device: str = Field(default="auto", description='"auto" (cuda if available), "cpu", "cuda", "cuda:1", ...')
+    compile: Switch = Field(default=False, description="torch.compile the training forward (CUDA: recommended)")
+    cuda_graphs: Switch = Field(
+        default=True, description='with compile on CUDA: replay forward/backward as CUDA graphs ("reduce-overhead")')
+    use_triton: bool | Literal["auto"] = Field(default="auto", description='Triton kernels: "auto" -> on CUDA when '
+                                                                           "kernels.triton_ops imports")
+    seq_len: Integer = Field(default=512, description="tokens per training sequence")
+    tokenizer: str = Field(default="bytes", description='"bpe:<vocab>" (trained on the data, trainers/bpe.py) or a '
+                                                        "tokenizers JSON path")
+    eval_every: Integer = Field(default=0, description="steps between evaluations during training, and at step 0 "
+                                                       "(0: only at the end)")
+    checkpoint_every: Integer = Field(default=1000, description="steps between checkpoints (0: only the final one)")
+    log_every: Integer = Field(default=10, description="steps between host syncs of the training loss (divergence "
+                                                       "checks, progress)")
+    micro_batch_rows: Integer = Field(default=0, description="sequences per forward/backward (0: the whole batch at "
+                                                             "once)")
+    heldout_rows: Integer = Field(default=512, description="held-out windows per domain for the domain losses (64 "
+                                                           "would leave ~2% per-window noise)")
+    shape_grid: Integer = Field(default=8, description="shapes per decade of N: targets snap to 10^(j/8) "
+                                                       "(trainers/shapes.py); 0: no grid")
+    qk_norm: Switch = Field(default=True, description="RMS-normalise queries and keys per head (QK-layernorm, "
+                                                    "trainers/model.py)")
+    recompile_limit: Integer = Field(default=64, description="dynamo's compiled entries per function; half of it "
+                                                             "bounds shapes between resets")
+    seed_replicas: Integer = Field(default=1, description="models per run, seeds s + 1000 r, fused in one "
+                                                          "(trainers/replicas.py); losses: their mean")
+    progress: Callable | None = Field(default=None, exclude=True,
+                                      description="progress(step, n_steps, loss, lr), called as training goes; set "
+                                                  "from Python (skillscale train's progress bar), never from YAML, "
+                                                  "and left out when the settings are written down")
 
-    def __post_init__(self):
-        for name in ("seq_len", "log_every", "recompile_limit", "seed_replicas"):
-            if int(getattr(self, name)) <= 0:
-                raise InputError(f"trainer.{name}: expected a positive integer, got {getattr(self, name)}")
-        for name in ("eval_every", "checkpoint_every", "micro_batch_rows", "shape_grid"):
-            if int(getattr(self, name)) < 0:
-                raise InputError(f"trainer.{name}: expected >= 0, got {getattr(self, name)}")
-        for name in ("cuda_graphs", "qk_norm"):
-            if not isinstance(getattr(self, name), bool):
-                raise InputError(f"trainer.{name}: expected true or false, got {getattr(self, name)!r}")
-        if self.use_triton not in (True, False, "auto"):
-            raise InputError(f"trainer.use_triton: expected true, false or 'auto', got {self.use_triton!r}")
+    @field_validator("use_triton", mode="before")
+    @classmethod
+    def _triton(cls, value: Any) -> bool | str:
+        if not (isinstance(value, bool) or value == "auto"):
+            raise ValueError(f"expected true, false or 'auto', got {value!r}")
+        return value
+
+    @field_validator("seq_len", "log_every", "recompile_limit", "seed_replicas")
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        if value <= 0:
+            raise ValueError(f"expected a positive integer, got {value}")
+        return value
+
+    @field_validator("eval_every", "checkpoint_every", "micro_batch_rows", "shape_grid", "heldout_rows")
+    @classmethod
+    def _not_negative(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError(f"expected >= 0, got {value}")
+        return value

@@ -85,7 +85,7 @@ def resolve_truth(truth: str | dict) -> dict[str, ParametricLaw]:
 class SimulatedConfig(BackendConfigBase):
     """`backend: {name: simulated, ...}`: known laws plus noise instead of training (see the module docstring)."""
 
-    name: Literal["simulated"]
+    name: Literal["simulated"] = Field(description="selects this backend (the default when `name` is left out)")
     truth: str | dict[str, dict] = Field(
         default="knowledge-code", description=f"a preset ({', '.join(PRESETS)}) or skill -> {{E, A, B, alpha, beta"
                                               "[, transfer]}")

@@ -76,9 +76,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 
 from fitting.conventions import training_flops
 from skillscale.atomic import atomic_write_json
+from skillscale.config_types import one_line
 from skillscale.errors import InputError
 from trainers import checkpoint
 from trainers.bpe import make_tokenizer
@@ -428,7 +430,7 @@ class TorchBackend(FamilyTraining):
         else:
             self.use_triton = bool(s.use_triton)
         configure_process(s, self.device)
-        tokenizer_key = (s.tokenizer, json.dumps(self.data.to_dict(), sort_keys=True))  # "bpe:N" trains on the data
+        tokenizer_key = (s.tokenizer, json.dumps(self.data.model_dump(), sort_keys=True))  # "bpe:N" trains on the data
         if tokenizer_key not in self.cache.tokenizers:
             self.cache.tokenizers[tokenizer_key] = make_tokenizer(s.tokenizer, self.data)
         self.tokenizer = self.cache.tokenizers[tokenizer_key]
@@ -479,7 +481,7 @@ class TorchBackend(FamilyTraining):
             "spec": json.dumps(trained, sort_keys=True),
             "shape": json.dumps(cfg.to_dict(), sort_keys=True),
             "hparams": json.dumps(hp.to_dict(), sort_keys=True),
-            "data": json.dumps(self.data.to_dict(), sort_keys=True),
+            "data": json.dumps(self.data.model_dump(), sort_keys=True),
             "tokenizer": self.tokenizer.name,
         }
 
@@ -491,7 +493,7 @@ class TorchBackend(FamilyTraining):
 
     def _evaluator(self, domains: dict) -> Evaluator:
         key = (
-            json.dumps(self.data.to_dict(), sort_keys=True),
+            json.dumps(self.data.model_dump(), sort_keys=True),
             self.tokenizer.name,
             self.trainer.seq_len,
             tuple(sorted(domains)),
@@ -609,7 +611,7 @@ class TorchBackend(FamilyTraining):
         if self.world.is_main:
             atomic_write_json(run_dir / "run.json", {"spec": plan.spec.to_dict(), "shape": plan.cfg.to_dict(),
                                                      "hparams": plan.hp.to_dict(), "n_params": plan.n_params,
-                                                     "data": self.data.to_dict()}, indent=2, sort_keys=True)
+                                                     "data": self.data.model_dump()}, indent=2, sort_keys=True)
         return state
 
     def _save(self, plan: RunPlan, state: RunState, run_dir: Path, final: bool = False) -> None:
@@ -766,12 +768,17 @@ class TorchBackend(FamilyTraining):
 
 
 def split_settings(settings: dict) -> tuple[TrainerSettings, DataSettings]:
-    """Flat settings sorted into TrainerSettings and DataSettings by field name; InputError for an unknown one."""
-    data_fields = {f.name for f in dataclasses.fields(DataSettings)}
-    trainer_fields = {f.name for f in dataclasses.fields(TrainerSettings)}
+    """Flat settings sorted into TrainerSettings and DataSettings by field name; InputError for an unknown one or a
+    bad value (`trainer.seq_len: expected a positive integer, got 0`)."""
+    data_fields, trainer_fields = set(DataSettings.model_fields), set(TrainerSettings.model_fields)
     for key in settings:
         if key not in data_fields | trainer_fields:
             raise InputError(f"torch backend: unknown setting {key!r}; allowed: "
                              f"{', '.join(sorted(data_fields | trainer_fields))}")
-    return (TrainerSettings(**{k: v for k, v in settings.items() if k in trainer_fields}),
-            DataSettings(**{k: v for k, v in settings.items() if k in data_fields}))
+    sections = []
+    for cls, section, names in ((TrainerSettings, "trainer", trainer_fields), (DataSettings, "data", data_fields)):
+        try:
+            sections.append(cls.model_validate({k: v for k, v in settings.items() if k in names}))
+        except ValidationError as exc:
+            raise InputError(one_line(exc, prefix=(section,))) from None
+    return sections[0], sections[1]

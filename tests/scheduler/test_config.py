@@ -108,7 +108,7 @@ def test_typed_backend_errors_name_the_field(small_study, backend, field, words)
     assert message.startswith(f"study.yaml: {field}: ") and words in message and "\n" not in message, message
 
 
-def test_typed_backend_sections_build_the_trainers_dataclasses(small_study):
+def test_typed_backend_sections_build_the_trainers_settings(small_study):
     from trainers.data import DataSettings
     from trainers.torch_backend import TrainerSettings
 
@@ -122,6 +122,86 @@ def test_typed_backend_sections_build_the_trainers_dataclasses(small_study):
     frozen = cfg.frozen_dict()
     assert frozen["backend"]["trainer"]["seq_len"] == 256 and frozen["hparams"] == {"batch_tokens": 8000, "lr": 1e-3}
     assert parse_study_config({**small_study, **frozen}).backend == cfg.backend  # the frozen copy reads back
+
+
+BAD_TORCH_FIELDS = [
+    ("trainer", "seq_len", 0, "expected a positive integer, got 0"),
+    ("trainer", "checkpoint_every", -1, "expected >= 0, got -1"),
+    ("trainer", "qk_norm", "yes", "expected true or false, got 'yes'"),
+    ("trainer", "use_triton", "maybe", "expected true, false or 'auto', got 'maybe'"),
+    ("trainer", "seq_len", 2.5, "valid integer"),
+    ("data", "heldout_percent", 100, "expected a number in (0, 100), got 100"),
+    ("data", "code_source", "web", "expected one of stdlib, stdlib+site-packages, generated, got 'web'"),
+    ("data", "corpora", {"web": ""}, "expected a mapping of names to file paths"),
+]
+
+
+@pytest.mark.parametrize("section,field,value,words", BAD_TORCH_FIELDS,
+                         ids=[f"{b[0]}.{b[1]}={b[2]!r}" for b in BAD_TORCH_FIELDS])
+def test_a_bad_trainer_setting_names_its_full_path(small_study, section, field, value, words):
+    """The settings' own validators run inside the study's validation: the error names the field where the user
+    wrote it (`backend.trainer.seq_len`), on one line, with the settings' own message."""
+    small_study["backend"] = {"name": "torch", section: {field: value}}
+    with pytest.raises(InputError) as exc:
+        parse_study_config(small_study, "study.yaml")
+    message = str(exc.value)
+    assert message.startswith(f"study.yaml: backend.{section}.{field}: ") and words in message, message
+    assert "\n" not in message
+
+
+def test_a_bad_trainer_setting_in_a_study_file_exits_2_with_one_line(small_study, tmp_path, capsys):
+    from scheduler.cli import main
+
+    small_study["backend"] = {"name": "torch", "trainer": {"device": "cpu", "seq_len": 0}}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(small_study))
+    assert main(["run", str(path), "--study-dir", str(tmp_path / "study")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"skillscale run: error: {path}: backend.trainer.seq_len: expected a positive integer, got 0\n"
+    assert not (tmp_path / "study").exists()  # refused before anything was written
+
+
+def test_trainer_numbers_written_like_8e6_are_read_from_yaml(small_study, tmp_path):
+    """YAML 1.1 reads `8e6` as a string; the settings read it as the number it names (an int for an int field)."""
+    from scheduler.config import load_study_config
+
+    small_study["backend"] = {"name": "torch", "trainer": {"device": "cpu"}, "data": {}}
+    text = yaml.safe_dump(small_study).replace("data: {}", "data: {domain_tokens: 8e6, heldout_percent: 2.5e0, "
+                                                           "knowledge_popularity: 1e0}")
+    text = text.replace("device: cpu", "device: cpu\n    seq_len: 2.56e2\n    checkpoint_every: 1_000")
+    assert "domain_tokens: 8e6" in text and yaml.safe_load(text)["backend"]["data"]["domain_tokens"] == "8e6"
+    (tmp_path / "study.yaml").write_text(text)
+    cfg = load_study_config(tmp_path / "study.yaml")
+    data, trainer = cfg.backend.data, cfg.backend.trainer
+    assert (data.domain_tokens, data.heldout_percent, data.knowledge_popularity) == (8_000_000, 2.5, 1.0)
+    assert type(data.domain_tokens) is int and (trainer.seq_len, trainer.checkpoint_every) == (256, 1000)
+
+
+def test_torch_settings_keep_their_keys_and_travel_by_pickle(small_study):
+    """study.yaml freezes every YAML field of both sections under the names it always had (a resume compares
+    them); the callback is left out; the config crosses to Ray workers by pickle."""
+    import pickle
+
+    small_study["backend"] = {"name": "torch", "trainer": {"device": "cpu"}}
+    cfg = parse_study_config(small_study)
+    frozen = cfg.frozen_dict()["backend"]
+    assert set(frozen["trainer"]) == {
+        "device", "compile", "cuda_graphs", "use_triton", "seq_len", "tokenizer", "eval_every", "checkpoint_every",
+        "log_every", "micro_batch_rows", "heldout_rows", "shape_grid", "qk_norm", "recompile_limit", "seed_replicas"}
+    assert set(frozen["data"]) == {
+        "data_seed", "data_order", "knowledge_entities", "knowledge_popularity", "knowledge_popularity_offset",
+        "domain_tokens", "heldout_tokens", "eval_samples", "knowledge_eval", "code_source", "general_source",
+        "heldout_percent", "code_eval_max_chars", "skill_evals", "corpora", "bpe_train_chars", "cache_dir"}
+    assert pickle.loads(pickle.dumps(cfg.backend)) == cfg.backend
+    with_callback = cfg.backend.trainer.model_copy(update={"progress": print})
+    assert "progress" not in with_callback.model_dump() and with_callback.progress is print
+
+
+def test_a_null_settings_section_takes_the_defaults(small_study):
+    from trainers.settings import TrainerSettings
+
+    small_study["backend"] = {"name": "torch", "trainer": None}
+    assert parse_study_config(small_study).backend.trainer == TrainerSettings()
 
 
 def test_a_study_can_ask_for_the_initialisation_and_qk_norm(small_study):

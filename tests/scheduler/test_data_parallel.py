@@ -28,9 +28,7 @@ def _backend(progress=None):
         "targets": [{"name": "k", "weights": {"knowledge": 1.0}, "flops": 1e13}]}).backend
     if progress is None:
         return cfg
-    import dataclasses
-
-    return cfg.model_copy(update={"trainer": dataclasses.replace(cfg.trainer, progress=progress)})
+    return cfg.model_copy(update={"trainer": cfg.trainer.model_copy(update={"progress": progress})})
 
 
 def test_two_ray_train_workers_survive_a_killed_worker_with_the_single_process_losses(ray_local, tmp_path):

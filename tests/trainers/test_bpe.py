@@ -1,6 +1,5 @@
 """The BPE tokenizer trained on the study's corpora: deterministic, cached by its inputs, usable by the data."""
 
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -18,19 +17,19 @@ SETTINGS = DataSettings(knowledge_entities=200, domain_tokens=20_000, heldout_to
 
 
 def test_bpe_is_deterministic_cached_and_keyed_by_its_inputs(tmp_path, monkeypatch):
-    a = replace(SETTINGS, cache_dir=str(tmp_path / "a"))
-    b = replace(SETTINGS, cache_dir=str(tmp_path / "b"))
+    a = SETTINGS.model_copy(update={"cache_dir": str(tmp_path / "a")})
+    b = SETTINGS.model_copy(update={"cache_dir": str(tmp_path / "b")})
     path_a, path_b = bpe.bpe_tokenizer_path("bpe:400", a), bpe.bpe_tokenizer_path("bpe:400", b)
     assert path_a.name == path_b.name and path_a.read_text() == path_b.read_text()  # same inputs, same merges
     monkeypatch.setattr(bpe, "train_bpe", lambda *args: pytest.fail("cache not used"))
     assert bpe.bpe_tokenizer_path("bpe:400", a) == path_a
     monkeypatch.undo()
-    other = bpe.bpe_tokenizer_path("bpe:400", replace(a, knowledge_popularity=0.5))
+    other = bpe.bpe_tokenizer_path("bpe:400", a.model_copy(update={"knowledge_popularity": 0.5}))
     assert other != path_a and bpe.bpe_tokenizer_path("bpe:420", a) != path_a
 
 
 def test_bpe_tokenizer_encodes_the_domains_and_the_evals(tmp_path):
-    settings = replace(SETTINGS, cache_dir=str(tmp_path))
+    settings = SETTINGS.model_copy(update={"cache_dir": str(tmp_path)})
     tok = make_tokenizer("bpe:512", settings)
     assert tok.vocab_size == 512 and tok.name.startswith("hf:")
     text = "def f(x):\n    return x + 1  # héllo\n"

@@ -1,6 +1,5 @@
 """`skillscale train`: bad input is one line on stderr and exit status 2; a good run writes result.json."""
 
-import dataclasses
 import json
 
 import pytest
@@ -58,6 +57,8 @@ NO_CUDA = [] if torch.cuda.is_available() else [(["--device", "cuda"], "CUDA")]
         (["--hparam", "learning_rate=0.1"], "'learning_rate'"),
         (["--tokens", "100", "--seq-len", "512"], "at least 512"),  # below one batch (one sequence, the smallest)
         (["--seq-len", "-3"], "--seq-len"),
+        (["--seq-len", "0"], "--seq-len: expected a positive integer, got 0"),  # the model's check, named by flag
+        (["--code-source", "web"], "--code-source: expected one of stdlib"),
         (["--hparam", "schedule=linear"], "hparams.schedule"),
         *NO_CUDA,
     ],
@@ -114,17 +115,17 @@ def test_a_size_that_cannot_fit_is_refused_naming_the_memory(tmp_path, capsys, m
     assert not (tmp_path / "run").exists()
 
 
-def test_flags_take_their_defaults_from_the_settings_dataclasses():
-    """Every field of TrainerSettings and DataSettings (but the progress callback) is a flag, and a flag not
-    given leaves the dataclass default: no default is restated in the CLI."""
+def test_flags_take_their_defaults_and_help_from_the_settings_models():
+    """Every field of TrainerSettings and DataSettings (but the progress callback) is a flag, a flag not given
+    leaves the model's default, and its help is the field's description: nothing is restated in the CLI."""
     from trainers.cli import _settings_from_args
 
     for cls, section in ((TrainerSettings, "trainer"), (DataSettings, "data")):
-        names = {f.name for f, _, _ in settings_flags(cls)}
-        assert names == {f.name for f in dataclasses.fields(cls)} - {"progress"}
+        names = {name for name, _, _ in settings_flags(cls)}
+        assert names == set(cls.model_fields) - {"progress"}
         args = type("Args", (), {})()  # no flag given
         assert _settings_from_args(args, cls, section) == cls()
-    flags = {flag for f, _, flag in settings_flags(TrainerSettings)}
+    flags = {flag for _, _, flag in settings_flags(TrainerSettings)}
     assert {"--seq-len", "--compile", "--no-cuda-graphs", "--shape-grid"} <= flags
 
 

@@ -1,10 +1,10 @@
 import json
-from dataclasses import replace
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from pydantic import ValidationError
 
 from skillscale.errors import InputError
 from trainers import corpora, data
@@ -39,7 +39,7 @@ def sampler(mix, seed=0, seq_len=32, settings=SETTINGS):
 def test_realised_mix_matches_requested(mix, n_rows):
     # generated general text: stdlib prose also appears verbatim in the code stream (its docstrings), so a row
     # could not be told apart by looking it up
-    s = sampler(mix, settings=replace(SETTINGS, general_source="generated"))
+    s = sampler(mix, settings=SETTINGS.model_copy(update={"general_source": "generated"}))
     stream_of = {}
     for name in mix:  # identify each row's domain by looking it up in the domain's stream
         stream_of[name] = s.domains[name].train.tobytes()
@@ -87,7 +87,7 @@ def test_knowledge_eval_asks_trained_facts_in_training_or_heldout_phrasings():
     docs = "\n".join(data.knowledge_documents(SETTINGS, SETTINGS.domain_tokens))
     trained = {q.format(n=e.name) for e in world for qs in corpora.TRAIN_QUESTIONS.values() for q in qs}
     for phrasing in ("recall", "extract"):
-        questions = skill_examples("knowledge", replace(SETTINGS, knowledge_eval=phrasing))
+        questions = skill_examples("knowledge", SETTINGS.model_copy(update={"knowledge_eval": phrasing}))
         assert sum(w for _, _, w in questions) == 16  # draws; repeated questions merged into weights
         for prompt, answer, _ in questions:
             question = prompt.removeprefix("Q: ").removesuffix("\nA:")
@@ -95,12 +95,12 @@ def test_knowledge_eval_asks_trained_facts_in_training_or_heldout_phrasings():
             assert (question in docs) <= (phrasing == "recall")
             name = next(e.name for e in world if e.name in prompt)
             assert f"{name}" in docs and answer.strip(" .") in docs  # the fact always appears in training
-    with pytest.raises(InputError, match="data.knowledge_eval: expected one of recall, extract"):
+    with pytest.raises(ValidationError, match="knowledge_eval\n.*expected one of recall, extract, got 'paraphrase'"):
         DataSettings(knowledge_eval="paraphrase")
 
 
 def test_generated_code_eval_programs_are_held_out_and_outputs_correct():
-    settings = replace(SETTINGS, code_source="generated")
+    settings = SETTINGS.model_copy(update={"code_source": "generated"})
     programs = skill_examples("code", settings)
     train = corpora.code_documents(0, 50_000, {p for p, _ in programs})
     train_prompts = {d[: d.index("# output:\n") + len("# output:\n")] for d in train}
@@ -169,7 +169,7 @@ def test_study_order_is_one_sequence_whatever_the_batch_size():
     """data_order "study": runs with different batch sizes read the same windows in the same order, the run's
     seed does not move them, and the last, shorter step continues where the full steps left off."""
     mix = {"knowledge": 0.5, "code": 0.5}
-    settings = replace(SETTINGS, general_source="generated")
+    settings = SETTINGS.model_copy(update={"general_source": "generated"})
     domains = {name: load_domain(name, settings, ByteTokenizer(), 32) for name in mix}
     small = MixtureSampler(domains, mix, 32, seed=1, order_seed=7)
     large = MixtureSampler(domains, mix, 32, seed=2, order_seed=7)
@@ -206,5 +206,5 @@ def test_study_order_crosses_generator_blocks():
 
 
 def test_data_order_validated():
-    with pytest.raises(InputError, match="data.data_order"):
+    with pytest.raises(ValidationError, match="data_order\n.*expected one of study, run, got 'shuffled'"):
         DataSettings(data_order="shuffled")

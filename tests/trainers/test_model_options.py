@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from pydantic import ValidationError
 
 from skillscale.errors import InputError
 from tests.trainers.conftest import MIX
@@ -130,7 +131,7 @@ def test_a_run_asks_for_them_through_hparams_and_trainer_settings(tmp_path, tiny
             resolve(7e4, 6e3, 64, overrides)
     with pytest.raises(InputError, match="hparams.init_std: init_scheme orthogonal sets the std from d_model"):
         resolve(7e4, 6e3, 64, {"init_scheme": "orthogonal", "init_std": 0.05})
-    with pytest.raises(InputError, match="trainer.qk_norm: expected true or false"):
+    with pytest.raises(ValidationError, match="qk_norm\n.*expected true or false, got 'yes'"):
         TrainerSettings(qk_norm="yes")
     assert TrainerSettings().qk_norm is True
     backend = TorchBackend(**tiny_settings)
