@@ -47,7 +47,7 @@ class _Settings:
 class _Data:
     extra: dict = field(default_factory=dict)  # fields a later trainer version adds
 
-    def to_dict(self):
+    def model_dump(self):
         return {"world": "test", **self.extra}
 
 
