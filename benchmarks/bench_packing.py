@@ -144,6 +144,10 @@ def run_layout(cfg, runs: list[tuple[float, float]], layout: str, scratch: Path,
             for ref in ready:
                 in_flight.pop(ref)
                 results.append(ray.get(ref))
+                r = results[-1]  # shown as it lands: a layout cut short by an outer time limit still says something
+                print(f"  {layout}: run {len(results)} at {time.perf_counter() - started:.0f} s (its wall "
+                      f"{r['wall_s']:.0f} s, {r['n_tokens'] / max(r['tokens_per_s'], 1e-9):.0f} s training)",
+                      flush=True)
         wall = time.perf_counter() - started
     finally:
         ray.shutdown()
@@ -179,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", default="", help="N@C,...: target N and one model's 6ND FLOPs per run")
     p.add_argument("--warm-data-only", action="store_true", help="only build the data caches (for a sitting)")
     p.add_argument("--layouts", default="6x0.16,6x0.16+mps,1x1", help="AxG[+mps],...; the first is the baseline")
-    p.add_argument("--timeout-s", type=float, default=240.0, help="per layout; finished runs count")
+    p.add_argument("--timeout-s", type=float, default=240.0, help="per layout; finished runs count (an outer limit must also allow the data caches, ~30-80 s, and ~40 s of Ray start and stop per layout)")
     p.add_argument("--out", default="", help="JSON-lines file the rows are appended to")
     args = p.parse_args(argv)
     if args.warm_data_only:
@@ -228,12 +232,12 @@ def main(argv: list[str] | None = None) -> int:
             base = base or row
             row["speedup_vs_first"] = row["runs_per_gpu_min"] / base["runs_per_gpu_min"]
             rows.append(row)
+            if args.out:  # each layout's row as soon as it is measured, not only at the end
+                append_rows(args.out, [row])
             print(f"{layout:>14}: {row['runs']}/{row['runs_asked']} runs in {row['wall_s']:.0f} s, "
                   f"{row['runs_per_gpu_min']:.2f} runs/GPU-min ({row['speedup_vs_first']:.2f}x), efficiency "
                   f"{100 * row['efficiency']:.1f}%, GPU util {row['gpu_util_mean']:.0f}%, training "
                   f"{100 * row['train_fraction']:.0f}% of run time, run walls {row['run_wall_s']}", flush=True)
-    if args.out:
-        append_rows(args.out, rows)
     print(f"\n| layout | runs | wall s | runs/GPU-min | vs {layouts[0]} | efficiency | GPU util | training share |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
