@@ -4,8 +4,9 @@ only modules that import Ray).
     run_study("configs/quickstart.yaml")          # the Python API of `skillscale run`: Ray up, run, Ray down
     Controller(cfg, study_dir).run()              # inside a Ray session: -> the result dict (result.json)
 
-What the loop decides (proposals, refits, the stop rule, the ledger and the Optuna study) is the Study's
-(scheduler/study.py). The controller only moves RunSpecs and RunResults across Ray:
+What the loop decides (proposals, refits, the stop rule) is the Study's (scheduler/study.py), and what it keeps on
+disk (the ledger, the Optuna study, fit snapshots, result.json) its store's (scheduler/store.py). The controller
+only moves RunSpecs and RunResults across Ray:
 
     resumed = study.reconcile()                     # re-dispatch what was in flight before a restart
     while not stopped (study.stop_reason(), or the time limit):
@@ -84,7 +85,7 @@ class Controller:
         self.study_dir = Path(study_dir)
         self.progress = progress or Progress.silent()
         self.study = Study(cfg, self.study_dir, lock=lock)  # holds the study dir's lock until run() ends
-        for note in self.study.notes:  # crash-torn state that was repaired (scheduler/recovery.py)
+        for note in self.study.store.notes:  # crash-torn state that was repaired (scheduler/store.py)
             self.progress.log(note)
         self.metrics = StudyMetrics(cfg, Gauge)
         self.trackers = Trackers.open(cfg.trackers, cfg.name, self.study_dir, cfg.frozen_dict())  # off: no-op
@@ -334,7 +335,7 @@ class Controller:
             self.study.close()
 
     def _run(self) -> dict:
-        previous = self.study.stopped_result()
+        previous = self.study.store.stopped_result()
         if previous is not None:
             self.progress.log(f"{self.study_dir / 'result.json'} exists: this study already stopped; its stored "
                               "result (delete the study dir to start over):")

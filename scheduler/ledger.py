@@ -1,4 +1,4 @@
-"""The study directory's durable state: the frozen config, the run ledger and atomic writes.
+"""Two of the files a study's store keeps (scheduler/store.py): the frozen config and the run ledger.
 
 <study_dir>/study.yaml      frozen copy of the config; a resume with a different config is refused
 <study_dir>/runs.parquet    one row per finished run (ok, diverged or failed)
@@ -9,7 +9,6 @@ leaves either the old file or the new one, never half of one.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -108,7 +107,7 @@ class Ledger:
         return self.append_row(ledger_row(spec, result, tries))
 
     def append_row(self, row: dict) -> dict:
-        """Record a row made by ledger_row (the Study writes it to the run's directory first); a run already
+        """Record a row made by ledger_row (the store writes it to the run's directory first); a run already
         recorded keeps its first row (returned)."""
         if row["run_id"] in self._by_id:
             return self._by_id[row["run_id"]]
@@ -170,13 +169,3 @@ def _column_order(name: str) -> tuple[int, str]:
             return (i, name)
     return (9, name)
 
-
-def read_result(study_dir: Path) -> dict | None:
-    """<study_dir>/result.json, None if absent; InputError if it is not valid JSON."""
-    path = Path(study_dir) / "result.json"
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        raise InputError(f"{path}: unreadable result (delete it to let `skillscale run` write it again)") from None

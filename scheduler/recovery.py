@@ -1,5 +1,5 @@
-"""Crash-torn study state, recovered instead of fatal (Ray-free; the Study calls these while it holds
-the study lock, scheduler/lock.py).
+"""Crash-torn study state, recovered instead of fatal (Ray-free; the study's store, scheduler/store.py, calls
+these while it holds the study lock, scheduler/lock.py).
 
     note = repair_journal(study_dir / "optuna.journal")     # None, or one line saying what was repaired
     rows, note = rebuild_ledger_rows(cfg, study_dir, trials) # when runs.parquet cannot be read
@@ -245,7 +245,7 @@ def restore_lost_trials(study, rows: list[dict], params_of_row, distributions: d
     """Add back (Optuna's add_trial, in trial order) the trials of ledger rows that the journal no longer
     holds, so the study's trial count, and the proposals indexed by it, are what they were.
 
-    `params_of_row(row) -> dict` gives a row's trial parameters (the Study's SearchSpace.to_params)."""
+    `params_of_row(row) -> dict` gives a row's trial parameters (the store's SearchSpace.to_params)."""
     import optuna
     from optuna.trial import TrialState
 

@@ -31,7 +31,8 @@ from fitting.optimum import composition_whatif  # noqa: E402
 from fitting.plots import N_LABEL, plot_isoflop_panels, plot_optimum, save_figure  # noqa: E402
 from scheduler.config import StudyConfig, load_study_config  # noqa: E402
 from scheduler.estimates import Estimates, fit_inputs, precision_text, refit, target_optimum  # noqa: E402
-from scheduler.ledger import Ledger, read_result  # noqa: E402
+from scheduler.ledger import Ledger  # noqa: E402
+from scheduler.store import read_result  # noqa: E402
 from skillscale.atomic import atomic_write_text  # noqa: E402
 from skillscale.errors import InputError  # noqa: E402
 

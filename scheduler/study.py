@@ -17,34 +17,28 @@ on a run calls `abandon(spec)` (its trial is failed), one that retries simply di
 again (same run_id: the backend resumes from its checkpoint), and one that is stopped by a time limit
 leaves it outstanding: the next process's `reconcile()` hands it back.
 
-What it owns, in <study_dir> (see docs/design.md, "The study directory"):
-- the frozen config (study.yaml: a resume with another estimand is refused),
-- the ledger (runs.parquet, scheduler/ledger.py), the record of finished runs,
-- the persistent Optuna study (optuna.journal or `storage:`), spoken to through ask/tell/enqueue_trial only:
-  each proposal is enqueued and asked, so a trial's params are the run's spec,
-- the refits (scheduler/estimates.py) and their snapshots (fits/fit-NNNNN.json),
+What it decides:
+- which runs to train: each proposal is enqueued into the persistent Optuna study and asked (ask/enqueue_trial
+  only), so a trial's params are the run's spec, and a trial is read back as the same run (`_spec_of_trial`),
+- the refits (scheduler/estimates.py), from the ledger of finished runs,
 - the stop rule: "converged" once `confirm_refits` consecutive refits (each after a new ok run) have every
   target's 95% half-width within tolerance, with at least `seed_runs` ok runs; "max_runs" once that many
   trials were asked and none is outstanding; "budget_exhausted" when nothing is outstanding and nothing
   affordable is left to propose. (A time limit is the dispatcher's: the controller adds "time_limit".)
 
-Order of writes on a recorded run: the ledger first, then Optuna's tell, then the fit snapshot; a process
-killed between any two is reconciled on restart (a run in the ledger whose trial is still RUNNING is told
-then, not trained again).
+What is on disk (the frozen config, the lock, the Optuna journal, the ledger, fit snapshots, result.json) is its
+store's, `self.store` (scheduler/store.py), which also repairs crash-torn state on opening and hands back the runs
+that were in flight; with study_dir None the store is in memory.
 """
 
 from __future__ import annotations
 
 import math
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import optuna
-import yaml
-from optuna.trial import TrialState
 
 from fitting.conventions import conventions_dict
 from fitting.forecast import forecast_to_tolerance
@@ -53,27 +47,14 @@ from scheduler.config import StudyConfig
 from scheduler.efficiency import efficiency, read_sittings
 from scheduler.estimates import Estimates, TargetEstimate, fit_inputs, init_seed, refit
 from scheduler.families import FamilyPoint, branch_spec, family_spec, in_flight_points, make_proposer
-from scheduler.ledger import Ledger, freeze_config, ledger_row, read_result
+from scheduler.ledger import Ledger
 from scheduler.lock import StudyLock
-from scheduler.prior_runs import prior_ledger_rows, read_prior_runs
 from scheduler.proposer import Point, SearchSpace
-from scheduler.recovery import (
-    check_frozen_config,
-    read_run_record,
-    rebuild_ledger_rows,
-    remove_stale_journal_lock,
-    repair_journal,
-    restore_lost_trials,
-    set_aside,
-    trial_params,
-    write_run_record,
-)
-from skillscale.atomic import atomic_write_json, finite_or_none
-from skillscale.errors import InputError
+from scheduler.recovery import trial_params
+from scheduler.store import StudyStore, read_fit_snapshot, read_frozen_config, read_ledger, read_result
+from skillscale.atomic import finite_or_none
 from trainers.spec import FamilySpec, RunResult, RunSpec
 
-KEEP_SNAPSHOTS = 20  # fit snapshots kept in full; older ones thinned to every KEEP_EVERY-th
-KEEP_EVERY = 10
 # Law ensembles can hold members a fit left on a bound (a parameter at 0 or huge): numpy then warns (log of zero in
 # scheduler/acquisition.py's _pack, overflow, NaN in a matmul) while the proposer and the refit already treat such
 # members as non-finite (acquisition() scores them -inf, the bootstrap drops them). Those warnings would reach the
@@ -118,56 +99,6 @@ class StudyStatus:
         return {t.name: t.rel_halfwidth for t in self.targets}
 
 
-def open_optuna_study(cfg: StudyConfig, study_dir: Path | None) -> optuna.Study:
-    """The persistent study: a journal file in the study dir, the configured RDB URL, or (no study dir and no
-    storage) an in-memory study."""
-    if cfg.storage:
-        storage = cfg.storage
-    elif study_dir is None:
-        storage = None
-    else:
-        from optuna.storages import JournalStorage
-        from optuna.storages.journal import JournalFileBackend
-
-        path = Path(study_dir) / "optuna.journal"
-        try:
-            storage = JournalStorage(JournalFileBackend(str(path)))
-        except Exception as exc:  # a truncated/corrupt journal fails to replay
-            raise InputError(f"{path}: Optuna journal is unreadable ({type(exc).__name__}: {exc})") from None
-    try:
-        study = optuna.create_study(storage=storage, study_name=cfg.name, load_if_exists=True,
-                                    directions=["minimize"] * len(cfg.skills))
-    except (ImportError, ValueError, RuntimeError, OSError) as exc:  # a bad RDB URL, an unreachable database
-        raise InputError(f"storage: cannot open Optuna storage {cfg.storage or 'journal'!r} "
-                         f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
-    except Exception as exc:  # SQLAlchemy's own errors (optional dependency) are not importable here
-        if type(exc).__module__.startswith("sqlalchemy"):
-            raise InputError(f"storage: cannot open Optuna storage {cfg.storage!r} ({type(exc).__name__})") from None
-        raise
-    if study.metric_names is None:
-        with warnings.catch_warnings():  # marked experimental by Optuna; only labels the values
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names([f"loss/{s}" for s in cfg.skills])
-    return study
-
-
-SEED_RULE_ATTR = "run_seeds"  # the Optuna study's attribute naming how its runs are seeded (see run_seed)
-LEGACY_SEEDS = 100_000  # "study" seeds are study seed + replicate index; "per-run" ones are 32-bit hashes
-
-
-def seed_rule(study: optuna.Study, study_seed: int, ledger_seeds: list[int]) -> str:
-    """The study's seed rule, as recorded in the persistent study (Study records it on opening): "per-run" for
-    a study created now. A study without the record was created before the rule existed, or lost its journal:
-    it keeps "study" when it has trials or runs and every recorded run's seed is the study seed plus a small
-    replicate index, so a resumed run keeps its run_id."""
-    rule = study.user_attrs.get(SEED_RULE_ATTR)
-    if rule is None:
-        started = bool(ledger_seeds) or bool(study.get_trials(deepcopy=False))
-        legacy = all(0 <= int(s) - study_seed < LEGACY_SEEDS for s in ledger_seeds)
-        rule = "study" if started and legacy else "per-run"
-    return rule
-
-
 def run_seed(study_seed: int, point: Point, replicate: int, rule: str = "per-run") -> int:
     """The seed of a run, which draws its initialisation (the data order is the study's: trainers/data.py).
 
@@ -175,8 +106,8 @@ def run_seed(study_seed: int, point: Point, replicate: int, rule: str = "per-run
     study start from one initialisation. A seed's deviation from the mean persists across runs of one shape with
     other hyperparameters (docs/gpu.md, What the trainer's losses are like), so runs of one shape sharing a seed
     would share an error that the fit treats as independent.
-    "study" (the older rule, kept for studies that started under it: `seed_rule`): the study seed plus the
-    replicate index."""
+    "study" (the older rule, kept for studies that started under it: scheduler/store.py, `seed_rule`): the study
+    seed plus the replicate index."""
     if rule == "study":
         return study_seed + replicate
     return init_seed(study_seed, "init", point.n_params, point.n_tokens, point.mix, replicate)
@@ -186,35 +117,16 @@ class Study:
     """One study's decisions and state (see the module docstring for the lifecycle)."""
 
     def __init__(self, cfg: StudyConfig, study_dir: Path | None = None, lock: StudyLock | None = None):
-        """With a study_dir, the Study holds the directory's lock (scheduler/lock.py) until close(): a second
-        Study (another controller) on it raises InputError at once. `lock`: one the caller already holds (the
-        CLI takes it before Ray starts). Crash-torn state is repaired on opening (scheduler/recovery.py); each
-        repair is one line in `notes`, for the caller to log."""
+        """With a study_dir, the Study's store (scheduler/store.py) holds the directory's lock until close(): a
+        second Study (another controller) on it raises InputError at once. `lock`: one the caller already holds
+        (the CLI takes it before Ray starts). Crash-torn state is repaired on opening; each repair is one line in
+        `store.notes`, for the caller to log."""
         self.cfg = cfg
-        self.study_dir = Path(study_dir) if study_dir is not None else None
-        self.notes: list[str] = []
-        self.lock: StudyLock | None = None
         self.space = SearchSpace(cfg)
-        if self.study_dir is not None:
-            self.lock = (lock or StudyLock(self.study_dir)).acquire()
-            self._note(check_frozen_config(self.study_dir / "study.yaml", cfg.frozen_dict()))
-            freeze_config(self.study_dir, cfg.frozen_dict())
-            if not cfg.storage:
-                journal = self.study_dir / "optuna.journal"
-                self._note(remove_stale_journal_lock(journal))
-                self._note(repair_journal(journal))
-        self.optuna = open_optuna_study(cfg, self.study_dir)
-        self.seed_rule = seed_rule(self.optuna, cfg.seed, [])  # what a ledger rebuilt from the journal uses
-        self.ledger = self._open_ledger()
-        self._enter_prior_runs()
-        self.seed_rule = seed_rule(self.optuna, cfg.seed, [r["seed"] for r in self.ledger.rows if "seed" in r])
-        if SEED_RULE_ATTR not in self.optuna.user_attrs:
-            self.optuna.set_user_attr(SEED_RULE_ATTR, self.seed_rule)
-        if self.study_dir is not None:
-            self._note(restore_lost_trials(self.optuna, self.ledger.rows, self._params_of_row,
-                                           self.space.optuna_distributions()))
-        self.proposer = make_proposer(cfg)  # a FamilyProposer when families are enabled (scheduler/families.py)
         self.families: dict[str, FamilySpec] = {}  # family_id -> spec, of every family asked or resumed
+        self.store = StudyStore(cfg, study_dir, lock)
+        self.store.load(self._spec_of_trial)
+        self.proposer = make_proposer(cfg)  # a FamilyProposer when families are enabled (scheduler/families.py)
         self.outstanding: dict[str, RunSpec] = {}  # run_id -> spec: proposed or resumed, not yet recorded
         self.flops_abandoned = 0.0
         self.estimates: Estimates | None = None
@@ -224,52 +136,14 @@ class Study:
         self.precision_history: list[tuple[float, int, float]] = []  # (FLOPs spent, ok runs, worst half-width)
         self._restore_fit()
 
-    # --------------------------------------------------------------------------- state on disk
-    def _note(self, note: str | None) -> None:
-        if note:
-            self.notes.append(note)
-
-    def _open_ledger(self) -> Ledger:
-        """runs.parquet; one that cannot be read is set aside and rebuilt from the run records and the journal."""
-        if self.study_dir is None:
-            return Ledger(None)
-        path = self.study_dir / "runs.parquet"
-        try:
-            return Ledger(path)
-        except InputError as exc:
-            aside = set_aside(path)
-            ledger = Ledger(path)
-            trials = [t for t in self.optuna.get_trials(deepcopy=False)]
-            rows, how = rebuild_ledger_rows(self.cfg, self.study_dir, trials, self._spec_of_trial)
-            ledger.write_rows(rows)
-            self._note(f"{path}: {str(exc).split(': ', 1)[-1].split(';')[0]} (kept as {aside.name}); {how}")
-            return ledger
-
-    def _enter_prior_runs(self) -> None:
-        """The config's prior runs enter the ledger once, first, in one atomic write (scheduler/prior_runs.py); on a
-        resume they are there already (the frozen config guarantees the same file), and nothing is added twice."""
-        if self.cfg.prior_runs is None:
-            return
-        have = self.ledger.run_ids()
-        new = [r for r in prior_ledger_rows(read_prior_runs(self.cfg), list(self.cfg.domains))
-               if r["run_id"] not in have]
-        if new:
-            self.ledger.write_rows(new + self.ledger.rows)
-
-    def _spec_of_trial(self, trial) -> RunSpec | None:
-        if "family" in trial.user_attrs:  # a branch of a run family: the family's own spec, as it was asked
-            return self._branch_of_trial(trial.number, trial.user_attrs)
-        params = trial_params(trial, self.space.optuna_distributions())
-        return self._spec(trial.number, params) if params is not None else None
-
-    def _params_of_row(self, row: dict) -> dict:
-        mix = {d: float(row.get(f"mix/{d}") or 0.0) for d in self.cfg.domains}
-        return self.space.to_params(Point(int(row["requested_n_params"]), int(row["n_tokens"]), mix))
+    @property
+    def ledger(self) -> Ledger:
+        """The finished runs (the store's runs.parquet, or its rows in memory), which every refit reads."""
+        return self.store.ledger
 
     def close(self) -> None:
         """Release the study directory's lock (the Study's state on disk is always consistent)."""
-        if self.lock is not None:
-            self.lock.release()
+        self.store.close()
 
     def __enter__(self) -> Study:
         return self
@@ -283,27 +157,7 @@ class Study:
         specs of trials still RUNNING (or enqueued and WAITING) are returned, outstanding, to be dispatched
         again (same run_id, so the backend resumes from the run's last checkpoint)."""
         self._reconciled = True
-        resumed = []
-        distributions = self.space.optuna_distributions()
-        while self.optuna.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-            self.optuna.ask(distributions)  # pops the enqueued trial (now RUNNING), params as enqueued
-        running = list(self.optuna.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-        recovered = False
-        for trial in running:
-            spec = self._spec_of_trial(trial)
-            if spec is None:  # the journal lost its parameters: nothing to resume
-                self.optuna.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
-                self._note(f"trial {trial.number}: its parameters were lost from the Optuna journal; marked failed")
-                continue
-            row = self.ledger.row(spec.run_id)
-            if row is None and self.study_dir is not None:  # finished, but killed before the ledger append
-                record = read_run_record(self.study_dir / "runs" / spec.run_id)
-                row = self.ledger.append_row(record) if record is not None else None
-                recovered = recovered or row is not None
-            if row is not None:
-                self._tell(trial.number, row)
-            else:
-                resumed.append(spec)
+        resumed, recovered = self.store.reconcile(self._spec_of_trial)
         self.outstanding.update({s.run_id: s for s in resumed})
         if recovered:  # runs recorded just now join the fit, and the stop rule's streak is replayed
             self.converged_streak = 0
@@ -345,8 +199,8 @@ class Study:
             if isinstance(point, FamilyPoint):
                 specs += self._ask_family(point, distributions)
                 continue
-            self.optuna.enqueue_trial(self.space.to_params(point))
-            trial = self.optuna.ask(distributions)
+            self.store.optuna.enqueue_trial(self.space.to_params(point))
+            trial = self.store.optuna.ask(distributions)
             spec = self._spec(trial.number, trial.params)
             self.outstanding[spec.run_id] = spec
             specs.append(spec)
@@ -359,10 +213,10 @@ class Study:
         attrs = {"family": family.to_dict()}
         trials = []
         for i, d in enumerate(family.n_tokens):
-            self.optuna.enqueue_trial(self.space.to_params(Point(family.n_params, d, family.mix)),
-                                      user_attrs={**attrs, "branch": i})
+            self.store.optuna.enqueue_trial(self.space.to_params(Point(family.n_params, d, family.mix)),
+                                            user_attrs={**attrs, "branch": i})
         for _ in family.n_tokens:
-            trials.append(self.optuna.ask(distributions))
+            trials.append(self.store.optuna.ask(distributions))
         specs = [self._branch_of_trial(t.number, t.user_attrs) for t in trials]
         self.outstanding.update({s.run_id: s for s in specs})
         return specs
@@ -414,13 +268,7 @@ class Study:
                                   "error": f"backend reported no loss for skills {missing}"})
         elif result.status == "ok" and not result.finite:
             result = RunResult(**{**result.to_dict(), "status": "diverged", "error": "non-finite loss"})
-        row = self.ledger.row(spec.run_id)
-        if row is None:  # a finished run is never recorded twice
-            row = ledger_row(spec, result, tries)
-            if self.study_dir is not None:  # first beside the run: the ledger can be rebuilt from these
-                write_run_record(self.study_dir / "runs" / spec.run_id, row)
-            row = self.ledger.append_row(row)
-        self._tell(spec.trial_number, row)
+        self.store.record_run(spec, result, tries)  # run record, ledger, Optuna's tell; never twice
         self.outstanding.pop(spec.run_id, None)
         if refit_now:
             self.refit()
@@ -436,7 +284,7 @@ class Study:
     def abandon(self, spec: RunSpec) -> None:
         """A run stopped unfinished at the study's stop: its trial is failed and its FLOPs counted as abandoned."""
         self.flops_abandoned += self.spec_flops(spec)
-        self.optuna.tell(spec.trial_number, state=TrialState.FAIL, skip_if_finished=True)
+        self.store.fail_trial(spec.trial_number)
         self.outstanding.pop(spec.run_id, None)
 
     def stop_reason(self) -> str | None:
@@ -452,26 +300,14 @@ class Study:
     def finish(self, stop: str) -> dict:
         """The study's result (written to <study_dir>/result.json): why it stopped, spend, estimates, laws."""
         result = self.result(stop)
-        if self.study_dir is not None:
-            atomic_write_json(self.study_dir / "result.json", result)
+        self.store.write_result(result)
         return result
-
-    def stopped_result(self) -> dict | None:
-        """result.json of a study that already stopped (a time limit is a pause, not a stop), else None."""
-        try:
-            previous = read_result(self.study_dir) if self.study_dir is not None else None
-        except InputError:  # unreadable: set aside; the study runs to its stop rule and writes it again
-            aside = set_aside(self.study_dir / "result.json")
-            self._note(f"{self.study_dir / 'result.json'}: unreadable (kept as {aside.name}); the study resumes to "
-                       "its stop and writes it again")
-            previous = None
-        return previous if previous is not None and previous.get("stop_reason") != "time_limit" else None
 
     # ---------------------------------------------------------------------------------- reading
     @property
     def n_asked(self) -> int:
         """Trials of the persistent study (its `trials` property would deep-copy every one)."""
-        return len(self.optuna.get_trials(deepcopy=False))
+        return len(self.store.optuna.get_trials(deepcopy=False))
 
     @property
     def flops_committed(self) -> float:
@@ -553,7 +389,8 @@ class Study:
             "interval": "95% bias-corrected bootstrap percentile interval; rel_halfwidth = (hi - lo) / (2 * point)",
             "forecast": status.forecast,
             "run_price": status.run_price,
-            "efficiency": efficiency(status.flops_spent, read_sittings(self.study_dir)) if self.study_dir else None,
+            "efficiency": (efficiency(status.flops_spent, read_sittings(self.store.study_dir))
+                           if self.store.study_dir is not None else None),
             "targets": targets,
             "laws": self._laws() if estimates is not None else {},
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -582,7 +419,7 @@ class Study:
             self.precision_history.append((self.ledger.flops_spent(), n_ok, worst))
         if n_ok != n_ok_before or self.estimates is None:
             self.converged_streak = self.converged_streak + 1 if self._inside(self.estimates, rows) else 0
-        self._write_fit_snapshot()
+        self.store.write_fit_snapshot(self.estimates, self.forecast())
 
     def _inside(self, estimates: Estimates | None, rows: list[dict]) -> bool:
         n_ok = sum(r["status"] == "ok" for r in rows)
@@ -604,30 +441,7 @@ class Study:
             if not self._inside(est, prefix):
                 break
             self.converged_streak += 1
-        self._write_fit_snapshot()
-
-    def _write_fit_snapshot(self) -> None:
-        if self.estimates is None or self.study_dir is None:
-            return
-        snapshot = {"n_runs": self.estimates.n_runs, "flops_spent": self.ledger.flops_spent(),
-                    "targets": [t.to_dict() for t in self.estimates.targets],
-                    "laws": {s: f.law.to_dict() for s, f in self.estimates.fits.items()},
-                    "families": {s: {f: score.to_dict() for f, score in avg.scores.items()}
-                                 for s, avg in self.estimates.averages.items()},
-                    "noise": self.estimates.noise, "forecast": self.forecast()}
-        atomic_write_json(self.study_dir / "fits" / f"fit-{len(self.ledger):05d}.json", finite_or_none(snapshot))
-        self._prune_fit_snapshots()
-
-    def _prune_fit_snapshots(self) -> None:
-        """Keep the newest KEEP_SNAPSHOTS snapshots and every KEEP_EVERY-th older one: a snapshot holds every
-        target, so keeping one per refit would grow the study directory with runs x targets."""
-        snapshots = sorted((self.study_dir / "fits").glob("fit-*.json"))
-        for path in snapshots[:-KEEP_SNAPSHOTS]:
-            try:
-                if int(path.stem.split("-")[1]) % KEEP_EVERY:
-                    path.unlink(missing_ok=True)
-            except ValueError:
-                continue
+        self.store.write_fit_snapshot(self.estimates, self.forecast())
 
     def _laws(self) -> dict:
         """Per skill, the law block `skillscale fit` reports (fitting/report.py), from this study's own fits,
@@ -640,47 +454,42 @@ class Study:
             return {s: {**averaged_skill_report(self.estimates.averages[s], self.estimates.ensembles[s], flops, mix),
                         "noise_log_std": self.estimates.noise[s]} for s in self.cfg.skills}
 
-    # ---------------------------------------------------------------------------------- Optuna
+    # ----------------------------------------------------------------------------- trials as runs
+    def _spec_of_trial(self, trial) -> RunSpec | None:
+        """The run a trial of the persistent study is (the store reads trials back through this, so run_ids agree);
+        None when the journal lost its parameters."""
+        if "family" in trial.user_attrs:  # a branch of a run family: the family's own spec, as it was asked
+            return self._branch_of_trial(trial.number, trial.user_attrs)
+        params = trial_params(trial, self.space.optuna_distributions())
+        return self._spec(trial.number, params) if params is not None else None
+
     def _spec(self, trial_number: int, params: dict) -> RunSpec:
         point = self.space.from_params(params)
         return RunSpec(n_params=point.n_params, n_tokens=point.n_tokens, mix=point.mix,
                        seed=run_seed(self.cfg.seed, point, self._replicate_index(trial_number, params),
-                                     self.seed_rule),
+                                     self.store.seed_rule),
                        hparams=self.cfg.hparams.overrides(), trial_number=trial_number)
 
     def _replicate_index(self, trial_number: int, params: dict) -> int:
         """How many earlier trials asked for exactly these params: a replicate (same N, D, mix) trains with the
         next seed, so it is a new run (its own run_id) and its spread measures the noise (fitting/noise.py).
         Read from the persistent study, so a resumed study gives every trial the same seed again."""
-        return sum(1 for t in self.optuna.get_trials(deepcopy=False)
+        return sum(1 for t in self.store.optuna.get_trials(deepcopy=False)
                    if t.number < trial_number and t.params == params)
-
-    def _tell(self, trial_number: int, row: dict) -> None:
-        if row["status"] == "ok":
-            self.optuna.tell(trial_number, [row[f"loss/{s}"] for s in self.cfg.skills], skip_if_finished=True)
-        else:
-            self.optuna.tell(trial_number, state=TrialState.FAIL, skip_if_finished=True)
 
 
 def read_status(study_dir: Path) -> StudyStatus:
     """The status of a study on disk, read without opening it (no Optuna, no lock, no refit): the ledger, the
     newest fit snapshot and result.json, as `skillscale status` shows them."""
     study_dir = Path(study_dir)
-    frozen_path = study_dir / "study.yaml"
-    if not frozen_path.exists():
-        raise InputError(f"{study_dir}: not a study directory (no study.yaml)")
-    try:
-        frozen = yaml.safe_load(frozen_path.read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        raise InputError(f"{frozen_path}: frozen study config is unreadable") from None
-    ledger = Ledger(study_dir / "runs.parquet") if (study_dir / "runs.parquet").exists() else Ledger(None)
+    frozen = read_frozen_config(study_dir)
+    ledger = read_ledger(study_dir)
     rows = ledger.trained_rows()
     result = read_result(study_dir)
     if result is not None:
         targets, forecast = result["targets"], result.get("forecast")
     else:
-        fits = sorted((study_dir / "fits").glob("fit-*.json")) if (study_dir / "fits").exists() else []
-        snapshot = _read_json(fits[-1]) if fits else {}
+        snapshot = read_fit_snapshot(study_dir) or {}
         targets, forecast = snapshot.get("targets", []), snapshot.get("forecast")
     count = lambda status: sum(r["status"] == status for r in rows)  # noqa: E731
     return StudyStatus(
@@ -694,12 +503,3 @@ def read_status(study_dir: Path) -> StudyStatus:
         stop_reason=result["stop_reason"] if result is not None else None, forecast=forecast,
         efficiency=efficiency(ledger.flops_spent(), read_sittings(study_dir)),
         n_prior_runs=len(ledger.prior_rows()), flops_prior=ledger.flops_prior())
-
-
-def _read_json(path: Path) -> dict:
-    import json
-
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        raise InputError(f"{path}: unreadable fit snapshot (delete it; the next refit writes a new one)") from None

@@ -195,7 +195,7 @@ def test_truncated_ledger_is_detected(tmp_path, small_study):
 
 
 def test_corrupt_journal_is_detected_and_a_torn_tail_is_tolerated(tmp_path, small_study):
-    from scheduler.study import open_optuna_study
+    from scheduler.store import open_optuna_study
 
     cfg = parse_study_config(small_study)
     study = open_optuna_study(cfg, tmp_path)

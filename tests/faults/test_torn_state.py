@@ -34,7 +34,7 @@ def drive(study_dir: Path, stop_after: int | None = None) -> tuple[dict | None, 
     """Run the study in study_dir to its stop (or `stop_after` records); returns (result, repair notes)."""
     backend = CFG.backend.build()
     with Study(CFG, study_dir) as study:
-        notes = list(study.notes)
+        notes = list(study.store.notes)
         pending, n = list(study.reconcile()), 0
         while study.stop_reason() is None:
             if not pending:

@@ -7,7 +7,7 @@ from optuna.trial import TrialState
 
 from scheduler.config import parse_study_config
 from scheduler.controller import Controller
-from scheduler.study import open_optuna_study
+from scheduler.store import open_optuna_study
 from tests.conftest import TINY_TORCH_SETTINGS, torch_backend_section
 
 

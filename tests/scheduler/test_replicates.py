@@ -3,7 +3,8 @@ survive a restart, the ledger shows them, and the fit's noise model measures the
 
 from scheduler.config import parse_study_config
 from scheduler.proposer import Point, SearchSpace
-from scheduler.study import SEED_RULE_ATTR, Study, open_optuna_study, run_seed
+from scheduler.store import SEED_RULE_ATTR, open_optuna_study
+from scheduler.study import Study, run_seed
 
 
 def _cfg():
@@ -32,8 +33,8 @@ def test_a_replicate_is_a_new_run_with_the_next_seed_and_survives_a_restart(tmp_
     assert noise.replicate_dof == 10 and 0.004 < noise.replicate_sigma < 0.02
     study.close()  # releases the study directory's lock (scheduler/lock.py)
     resumed = Study(cfg, tmp_path / "study")  # a restart recomputes the same seeds from the persistent study
-    assert [resumed._spec_of_trial(t).seed for t in resumed.optuna.get_trials()] == seeds
-    assert resumed.seed_rule == "per-run" and resumed.optuna.user_attrs[SEED_RULE_ATTR] == "per-run"
+    assert [resumed._spec_of_trial(t).seed for t in resumed.store.optuna.get_trials()] == seeds
+    assert resumed.store.seed_rule == "per-run" and resumed.store.optuna.user_attrs[SEED_RULE_ATTR] == "per-run"
     resumed.close()
 
 
@@ -58,5 +59,5 @@ def test_a_study_created_before_the_seed_rule_keeps_its_seeds_on_resume(tmp_path
     old.ask(SearchSpace(cfg).optuna_distributions())
     with Study(cfg, tmp_path / "old") as resumed:
         [spec] = resumed.reconcile()
-        assert resumed.seed_rule == "study" and resumed.optuna.user_attrs[SEED_RULE_ATTR] == "study"
+        assert resumed.store.seed_rule == "study" and resumed.store.optuna.user_attrs[SEED_RULE_ATTR] == "study"
     assert spec.seed == 7 and new_spec.seed != 7 and spec.run_id != new_spec.run_id

@@ -9,7 +9,8 @@ from rich.console import Console
 from scheduler.config import parse_study_config
 from scheduler.estimates import TargetEstimate
 from scheduler.progress import Progress
-from scheduler.study import KEEP_EVERY, KEEP_SNAPSHOTS, Study
+from scheduler.store import KEEP_EVERY, KEEP_SNAPSHOTS
+from scheduler.study import Study
 from tests.conftest import SMALL_STUDY
 
 
