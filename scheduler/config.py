@@ -20,7 +20,7 @@ from pydantic import BeforeValidator, Field, ValidationError, field_validator, m
 from fitting.conventions import FLOPS_PER_PARAM_TOKEN, training_flops
 from scheduler.prior_runs import PriorRunsConfig
 from scheduler.trackers import TrackersConfig
-from skillscale.config_types import ConfigModel, FieldError, Number, located_error, one_line, read_number
+from skillscale.config_types import ConfigModel, FieldError, Integer, Number, located_error, one_line, read_number
 from skillscale.errors import InputError
 from trainers.backend import BACKEND_CONFIGS, BACKEND_NAMES, BackendConfig
 from trainers.hparams import COOLDOWN_SHAPES, INIT_SCHEMES, OVERRIDABLE, SCHEDULES, check_overrides
@@ -87,7 +87,7 @@ class Resources(_Model):
     num_gpus: Number = Field(default=0, ge=0,
                              description="GPUs per worker slot (fractions pack several actors on one GPU)")
     num_cpus: Number = Field(default=1, ge=0, description="CPUs per worker slot")
-    gpus_per_run: int = Field(default=1, ge=1, le=1024,
+    gpus_per_run: Integer = Field(default=1, ge=1, le=1024,
                               description="workers (one GPU each; CPU workers with num_gpus 0) of a data-parallel run; "
                                           "1: every run trains on one slot")
     data_parallel_min_flops: Number = Field(default=0, ge=0,
@@ -111,7 +111,7 @@ class HParamOverrides(_Model):
 
     lr: HParamNumber | None = Field(default=None, gt=0, description="peak learning rate")
     batch_tokens: HParamNumber | None = Field(default=None, gt=0, description="tokens per step (whole sequences)")
-    warmup_steps: int | None = Field(default=None, ge=0, description="linear warmup steps")
+    warmup_steps: Integer | None = Field(default=None, ge=0, description="linear warmup steps")
     min_lr_ratio: HParamNumber | None = Field(default=None, ge=0, le=1,
                                               description="final lr as a fraction of the peak")
     beta1: HParamNumber | None = Field(default=None, ge=0, lt=1, description="AdamW beta1")
@@ -167,15 +167,15 @@ def _backend_mapping(value: Any) -> Any:
 class ProposerConfig(_Model):
     """How proposals are made (defaults suit most studies)."""
 
-    seed_runs: int = Field(default=12, ge=6, description="space-filling runs before the laws are trusted")
+    seed_runs: Integer = Field(default=12, ge=6, description="space-filling runs before the laws are trusted")
     seed_budget_skew: Number = Field(
         default=2.0, ge=1, le=8, description="the seed design places log C at u**skew of the way up the budget "
                                              "range (u uniform): 1 is log-uniform, 2 halves its FLOPs while still "
                                              "reaching the largest budget")
-    n_boot: int = Field(default=200, ge=20, le=5000, description="bootstrap members for the law ensemble")
-    n_candidates: int = Field(default=2048, ge=64, le=1_000_000, description="QMC candidates screened per proposal "
+    n_boot: Integer = Field(default=200, ge=20, le=5000, description="bootstrap members for the law ensemble")
+    n_candidates: Integer = Field(default=2048, ge=64, le=1_000_000, description="QMC candidates screened per proposal "
                               "(each is predicted by every bootstrap member: memory grows with n_boot x this)")
-    inner_trials: int = Field(default=48, ge=0, le=10_000, description="inner Optuna trials refining the best "
+    inner_trials: Integer = Field(default=48, ge=0, le=10_000, description="inner Optuna trials refining the best "
                               "candidates")
     overhead_flops: Number = Field(
         default=1e17, ge=0,
@@ -188,7 +188,7 @@ class ProposerConfig(_Model):
                                       "when the current fit says the tolerance needs more than max_runs runs, a "
                                       "run is priced at the FLOPs left per run left (Study.run_price)")
     noise_floor: Number = Field(default=0.002, gt=0, description="smallest log-loss noise std assumed")
-    explore_every: int = Field(default=0, ge=0, description="every n-th run (0: none) comes from the space-filling "
+    explore_every: Integer = Field(default=0, ge=0, description="every n-th run (0: none) comes from the space-filling "
                                                             "design, so the fit never rests on a few corners")
     interval_inflation: Number = Field(
         default=1.0, ge=1.0, le=5.0,
@@ -234,7 +234,7 @@ class FamiliesConfig(_Model):
     than one of plain runs (BENCHMARKS.md, Run families in the scheduler)."""
 
     enabled: bool = Field(default=False, description="propose run families instead of single runs")
-    max_branches: int = Field(default=4, ge=1, le=16, description="cooldown branches per family (D_1 < ... < D_k)")
+    max_branches: Integer = Field(default=4, ge=1, le=16, description="cooldown branches per family (D_1 < ... < D_k)")
     branch_span: Number = Field(default=10.0, ge=1.5, le=100.0,
                                 description="largest D_k / D_1 of a family; branches are log-spaced within it and "
                                             "within the N, D and D/N bounds (torch: keep (1 - cooldown_fraction) / "
@@ -280,13 +280,13 @@ class StudyConfig(_Model):
         default="auto", description="the scaling-law form (fitting/families.py): auto weighs every applicable "
                                     "family by how well it predicts the largest runs from the others, and every "
                                     "interval holds the doubt about the form (fitting/averaging.py)")
-    confirm_refits: int = Field(default=2, ge=1, le=20,
+    confirm_refits: Integer = Field(default=2, ge=1, le=20,
                                 description="consecutive refits within tolerance needed to stop (guards against "
                                             "stopping on one lucky, too-narrow interval)")
     compute_cap: Number = Field(gt=0, description="total training FLOPs the study may spend")
-    max_concurrent: int = Field(default=1, ge=1, le=1024, description="runs in flight at once (worker slots)")
-    max_runs: int = Field(default=500, ge=1, description="most runs the study may start")
-    max_tries: int = Field(default=3, ge=1, description="dispatches of one run before it is marked failed")
+    max_concurrent: Integer = Field(default=1, ge=1, le=1024, description="runs in flight at once (worker slots)")
+    max_runs: Integer = Field(default=500, ge=1, description="most runs the study may start")
+    max_tries: Integer = Field(default=3, ge=1, description="dispatches of one run before it is marked failed")
     resources: Resources = Field(default_factory=Resources,
                                  description="what one worker slot holds, and which runs train data-parallel")
     backend: BackendConfig = Field(default_factory=lambda: {"name": "simulated"}, validate_default=True,
@@ -302,7 +302,7 @@ class StudyConfig(_Model):
     storage: str | None = Field(default=None, description="Optuna RDB URL; default a journal file in the study dir")
     trackers: TrackersConfig = Field(default_factory=TrackersConfig,
                                      description="export to TensorBoard / MLflow / W&B (scheduler/trackers.py); off")
-    seed: int = Field(default=0, ge=0, description="seeds the runs, the proposer and the bootstrap (numpy takes >= 0)")
+    seed: Integer = Field(default=0, ge=0, description="seeds the runs, the proposer and the bootstrap (numpy takes >= 0)")
     trainer_defaults: dict[str, Any] | None = Field(
         default=None, description="written, not read: the torch trainer's per-run defaults (trainers/hparams.py "
                                   "run_defaults) as frozen into study.yaml, so that a resume under others is refused")

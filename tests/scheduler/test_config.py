@@ -22,6 +22,15 @@ def test_numbers_written_as_strings_are_accepted(small_study):
     assert parse_study_config(small_study).compute_cap == 1e21
 
 
+def test_whole_numbers_written_like_1e3_are_integers_and_fractions_are_refused(small_study):
+    small_study.update(max_runs="1e3", seed="2")
+    cfg = parse_study_config(small_study)
+    assert (cfg.max_runs, cfg.seed) == (1000, 2) and isinstance(cfg.max_runs, int)
+    small_study["max_runs"] = "2.5"
+    with pytest.raises(InputError, match="max_runs"):
+        parse_study_config(small_study)
+
+
 def _break(study, path, value):
     node = study
     for key in path[:-1]:
