@@ -302,7 +302,8 @@ class StudyConfig(_Model):
     storage: str | None = Field(default=None, description="Optuna RDB URL; default a journal file in the study dir")
     trackers: TrackersConfig = Field(default_factory=TrackersConfig,
                                      description="export to TensorBoard / MLflow / W&B (scheduler/trackers.py); off")
-    seed: Integer = Field(default=0, ge=0, description="seeds the runs, the proposer and the bootstrap (numpy takes >= 0)")
+    seed: Integer = Field(default=0, ge=0,
+                          description="seeds the runs, the proposer and the bootstrap (numpy takes >= 0)")
     trainer_defaults: dict[str, Any] | None = Field(
         default=None, description="written, not read: the torch trainer's per-run defaults (trainers/hparams.py "
                                   "run_defaults) as frozen into study.yaml, so that a resume under others is refused")
@@ -431,6 +432,12 @@ class StudyConfig(_Model):
         if self.mix.fixed:
             return dict(self.mix.fixed)
         return {d: 1.0 / len(self.domains) for d in self.domains}
+
+    def prior_table(self):
+        """The prior runs (trainers.run_table.RunTable), validated against this study's skills, domains and fixed
+        mix; InputError naming file, row and column. Read before Ray starts and when the study opens."""
+        fixed = dict(self.mix.fixed) if self.mix.space == "fixed" else None
+        return self.prior_runs.read(list(self.skills), list(self.domains), fixed)
 
     def frozen_dict(self) -> dict:
         """What is frozen into <study_dir>/study.yaml and compared on resume (hparams: the overrides set;

@@ -56,7 +56,6 @@ from scheduler.preflight import (
     no_node_for,
     ray_env_for,
 )
-from scheduler.prior_runs import read_prior_runs
 from scheduler.progress import Progress, one_line_ray_notices
 from scheduler.recovery import set_aside
 from scheduler.study import Study
@@ -457,7 +456,7 @@ def run_study(config: StudyConfig | str | Path, study_dir: str | Path | None = N
     cfg = config if isinstance(config, StudyConfig) else load_study_config(config)
     check_backend(cfg)
     if cfg.prior_runs is not None:  # a bad row: one line naming file, row and column, before Ray starts
-        read_prior_runs(cfg)
+        cfg.prior_table()
     cfg.trackers.check()
     study_dir = Path(study_dir or Path("studies") / cfg.name)
     progress = progress or Progress.silent()

@@ -15,17 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import Field, model_validator
 
 from scheduler.ledger import SOURCE_PRIOR
 from skillscale.config_types import ConfigModel
 from trainers.run_table import RunTable, file_sha256, read_run_table
-
-if TYPE_CHECKING:
-    from scheduler.config import StudyConfig
-
 
 
 class PriorRunsConfig(ConfigModel):
@@ -40,16 +36,14 @@ class PriorRunsConfig(ConfigModel):
     def _from_path(cls, value: Any) -> Any:
         return {"path": value} if isinstance(value, str) else value
 
+    def read(self, skills: list[str], domains: list[str], fixed_mix: dict[str, float] | None) -> RunTable:
+        """The runs, validated against the study's skills, domains and fixed mix (InputError naming file, row
+        and column); StudyConfig.prior_table() passes them."""
+        return read_run_table(self.path, skills, domains, fixed_mix, field="prior_runs")
+
     def frozen(self) -> dict:
         """What study.yaml keeps: the path and the hash of the file as it is now."""
         return {"path": self.path, "sha256": file_sha256(self.path, "prior_runs")}
-
-
-def read_prior_runs(cfg: StudyConfig) -> RunTable:
-    """The study's prior runs, validated against its skills, domains and mix (InputError naming file, row and
-    column); the scheduler calls it before Ray starts and when the study opens."""
-    fixed = dict(cfg.mix.fixed) if cfg.mix.space == "fixed" else None
-    return read_run_table(cfg.prior_runs.path, list(cfg.skills), list(cfg.domains), fixed, field="prior_runs")
 
 
 def is_prior(row: dict) -> bool:

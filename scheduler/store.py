@@ -65,7 +65,7 @@ from optuna.trial import FrozenTrial, TrialState
 from scheduler.config import StudyConfig
 from scheduler.ledger import Ledger, freeze_config, ledger_row
 from scheduler.lock import StudyLock
-from scheduler.prior_runs import prior_ledger_rows, read_prior_runs
+from scheduler.prior_runs import prior_ledger_rows
 from scheduler.proposer import Point, SearchSpace
 from scheduler.recovery import (
     check_frozen_config,
@@ -160,7 +160,7 @@ class StudyStore:
         if self.cfg.prior_runs is None:
             return
         have = self.ledger.run_ids()
-        new = [r for r in prior_ledger_rows(read_prior_runs(self.cfg), list(self.cfg.domains))
+        new = [r for r in prior_ledger_rows(self.cfg.prior_table(), list(self.cfg.domains))
                if r["run_id"] not in have]
         if new:
             self.ledger.write_rows(new + self.ledger.rows)
