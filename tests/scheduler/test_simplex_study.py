@@ -1,8 +1,9 @@
 """A `mix.space: simplex` study run to its stop, in process (no Ray): the mixture-aware truth of the simulated
 backend (knowledge-code: transfers between domains), targets at mixes no run used, and each target's estimate
-and 95% interval checked against the truth at its own mix (issue #21, item 6). Tolerance 0.10: at 0.25 such a study
+and 95% interval checked against the truth at its own mix (issue #21, item 6). Tolerance 0.15: at 0.25 such a study
 stops after ~30-50 runs, where 7-parameter mixture laws are in the few-runs regime whose bootstrap intervals
-under-cover (benchmarks/bench_coverage.py, 48 runs); about 150 runs, ~40 s of CPU."""
+under-cover (benchmarks/bench_coverage.py, 48 runs); here about 100 runs, ~1 min of CPU with a small bootstrap
+(24 members: one study checks the mechanics; the coverage rate is bench_coverage's to measure)."""
 
 import math
 
@@ -22,9 +23,9 @@ def test_simplex_study_stops_with_every_target_inside_its_interval_at_its_own_mi
         "mix": {"space": "simplex", "floor": 0.05},
         "n_params": [1e7, 3e9], "n_tokens": [1e8, 1e11], "flops": [1e16, 1e19],
         "targets": [{"name": s, "weights": {s: 1.0}, "flops": 1e21, "mix": m} for s, m in TARGET_MIXES.items()],
-        "tolerance": 0.10, "compute_cap": 3e20, "max_runs": 300, "law": "chinchilla",
+        "tolerance": 0.15, "compute_cap": 3e20, "max_runs": 300, "law": "chinchilla",
         "backend": {"name": "simulated", "truth": "knowledge-code", "noise": 0.005},
-        "proposer": {"n_boot": 40, "n_candidates": 128, "inner_trials": 0, "overhead_flops": 1e17},
+        "proposer": {"n_boot": 24, "n_candidates": 128, "inner_trials": 0, "overhead_flops": 1e17},
         "seed": 3,
     })
     backend = cfg.backend.build()
@@ -47,4 +48,4 @@ def test_simplex_study_stops_with_every_target_inside_its_interval_at_its_own_mi
         lo, hi = target.n_params_ci95
         log_halfwidth = max(math.log(hi / target.n_params), math.log(target.n_params / lo))
         assert abs(math.log(truth / target.n_params)) <= 1.5 * log_halfwidth, (target.name, lo, truth, hi)
-        assert abs(target.n_params / truth - 1) <= 0.10 and target.rel_halfwidth <= 0.10
+        assert abs(target.n_params / truth - 1) <= 0.15 and target.rel_halfwidth <= 0.15
