@@ -6,9 +6,13 @@ subprocesses that the fault tests kill and restart attach to it by address. Only
 at the end: nothing else running Ray on the machine is touched.
 """
 
+import contextlib
 import importlib.util
+import io
 import os
+import runpy
 import socket
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +40,31 @@ def experiment_module(name: str):
     """experiments/<name>.py imported as a module, as benchmark_module does; the experiments also import from
     benchmarks/ (_provenance, _trainer_flags), so both folders go on sys.path."""
     return _script_module(EXPERIMENTS, name)
+
+
+def run_script(script: str, *argv: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """`python SCRIPT ARGV...` (SCRIPT relative to the repository root) run in this process, as its `__main__`:
+    its exit status, stdout and stderr, as subprocess.run would give them. A bad-flag check then costs
+    milliseconds instead of a fresh interpreter importing torch. An exception that escapes the script (a
+    traceback in a real run) is raised here and fails the test."""
+    out, err = io.StringIO(), io.StringIO()
+    argv0, here, code = sys.argv, os.getcwd(), 0
+    try:
+        sys.argv = [str(ROOT / script), *argv]
+        os.chdir(cwd or ROOT)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                runpy.run_path(str(ROOT / script), run_name="__main__")
+            except SystemExit as exc:
+                if exc.code is None or isinstance(exc.code, int):
+                    code = exc.code or 0
+                else:  # sys.exit("message"): Python prints it and exits 1
+                    print(exc.code, file=sys.stderr)
+                    code = 1
+    finally:
+        sys.argv = argv0
+        os.chdir(here)
+    return subprocess.CompletedProcess([script, *argv], code, out.getvalue(), err.getvalue())
 
 
 def _script_module(folder: Path, name: str):

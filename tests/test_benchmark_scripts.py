@@ -3,24 +3,20 @@ stderr with exit status 2, before any work, never a traceback."""
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.conftest import run_script
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _run(*argv: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU path")
 @pytest.mark.parametrize("script", ["bench_kernels", "bench_trainer", "bench_compile_shapes", "family_parity"])
 def test_gpu_benchmark_without_gpu_exits_2_with_one_line(script):
-    proc = _run(f"benchmarks/{script}.py")
+    proc = run_script(f"benchmarks/{script}.py")
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and "needs CUDA" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -34,7 +30,7 @@ def test_gpu_benchmark_without_gpu_exits_2_with_one_line(script):
      "need A >= 1, 0 < G <= 1 and A x G <= 1 GPU"),
 ])
 def test_benchmark_bad_flag_exits_2_with_one_line(argv, expected):
-    proc = _run(*argv)
+    proc = run_script(*argv)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and expected in proc.stderr and "Traceback" not in proc.stderr
 

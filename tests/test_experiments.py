@@ -5,8 +5,6 @@ stderr with exit status 2."""
 
 import json
 import math
-import os
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,16 +23,12 @@ import seed_noise  # noqa: E402
 from _trainer_runs import PlannedRun, execute, read_rows  # noqa: E402
 
 from skillscale.errors import InputError  # noqa: E402
+from tests.conftest import run_script  # noqa: E402
 from trainers.hparams import resolve  # noqa: E402
 from trainers.shapes import shape_for  # noqa: E402
 from trainers.spec import RunResult  # noqa: E402
 
 MIX = {"code": 0.5, "knowledge": 0.5}
-
-
-def _run(*argv: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
 
 
 @dataclass
@@ -321,7 +315,7 @@ def test_isoflop_analysis_recovers_the_optimum_exponent_of_a_known_law():
       '{"lr_multiplier": "half"}'], "lr_multiplier must be a positive number"),
 ])
 def test_experiment_bad_flag_exits_2_with_one_line(argv, expected, tmp_path):
-    proc = _run(str(ROOT / argv[0]), *argv[1:], cwd=tmp_path)
+    proc = run_script(argv[0], *argv[1:], cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and expected in proc.stderr and "Traceback" not in proc.stderr
 
@@ -369,7 +363,7 @@ def test_an_unmeasured_shape_of_seed_replicas_is_estimated_that_many_times_slowe
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU path")
 @pytest.mark.parametrize("script", ["profile_trainer", "tune_linear_cross_entropy"])
 def test_gpu_experiment_without_gpu_exits_2_with_one_line(script):
-    proc = _run(f"experiments/{script}.py")
+    proc = run_script(f"experiments/{script}.py")
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and "needs CUDA" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -440,6 +434,6 @@ def test_seed_attribution_backend_starts_a_fresh_run_from_the_redrawn_model(tmp_
 
 
 def test_seed_attribution_bad_group_exits_2_with_one_line():
-    proc = _run("experiments/seed_attribution.py", "--groups", "all,tail", "--rows", "/tmp/never-written.jsonl")
+    proc = run_script("experiments/seed_attribution.py", "--groups", "all,tail", "--rows", "/tmp/never-written.jsonl")
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and "--groups: expected" in proc.stderr and "Traceback" not in proc.stderr
