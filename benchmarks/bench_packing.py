@@ -170,7 +170,11 @@ def summarise(row: dict, peak: float) -> dict:
     flops = sum(r["flops"] for r in row["results"])
     train_s = sum(r["n_tokens"] / r["tokens_per_s"] for r in row["results"] if r["tokens_per_s"] > 0)
     run_s = sum(r["wall_s"] for r in row["results"])
-    return {"runs_per_gpu_min": row["runs"] / (row["wall_s"] * gpus / 60), "model_flops": flops,
+    phases: dict[str, float] = {}  # where the runs' wall time went (RunResult.time_s; absent before it existed)
+    for r in row["results"]:
+        for k, v in (r.get("time_s") or {}).items():
+            phases[k] = phases.get(k, 0.0) + v
+    return {"phase_shares": {k: round(v / run_s, 3) for k, v in phases.items()} if run_s else {},"runs_per_gpu_min": row["runs"] / (row["wall_s"] * gpus / 60), "model_flops": flops,
             "efficiency": flops / (row["wall_s"] * gpus * peak) if peak else float("nan"),
             "train_fraction": train_s / run_s if run_s else float("nan"),
             "run_wall_s": [round(r["wall_s"], 1) for r in row["results"]],
@@ -238,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"{row['runs_per_gpu_min']:.2f} runs/GPU-min ({row['speedup_vs_first']:.2f}x), efficiency "
                   f"{100 * row['efficiency']:.1f}%, GPU util {row['gpu_util_mean']:.0f}%, training "
                   f"{100 * row['train_fraction']:.0f}% of run time, run walls {row['run_wall_s']}", flush=True)
+            if row["phase_shares"]:
+                print("    runs' time: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in row["phase_shares"].items()),
+                      flush=True)
     print(f"\n| layout | runs | wall s | runs/GPU-min | vs {layouts[0]} | efficiency | GPU util | training share |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:

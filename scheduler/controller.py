@@ -345,7 +345,7 @@ class Controller:
             self.progress.log(f"resuming: {self.study.status().n_runs} runs finished, {len(self.pending)} "
                               "re-dispatched from their checkpoints")
         self.metrics.publish(self.study.status())
-        self.sittings.start(gpus_held(self.cfg.max_concurrent, self.cfg.resources.num_gpus))
+        self.sittings.start(gpus_held(self.cfg.max_concurrent, self.cfg.resources.num_gpus), self.cfg.max_concurrent)
         while True:
             stop = self.stop_reason()
             if stop is not None:

@@ -66,7 +66,8 @@ class Ledger:
 
     Columns: run_id, trial_number, family_id, branch, status, error, requested_n_params, n_params, n_tokens, flops,
     mix/<domain>..., loss/<skill>..., domain_loss/<domain>..., epochs/<domain>... (how often the run read each
-    domain's training text; torch backend only), wall_s, tokens_per_s, mfu, tries, finished_at (unix seconds).
+    domain's training text; torch backend only), time/<phase>... (where a torch run's wall_s went: setup, first_step,
+    train, evaluate, checkpoint, other), wall_s, tokens_per_s, mfu, tries, finished_at (unix seconds).
     Prior runs (scheduler/prior_runs.py) add source ("prior"), prior_sha256, prior_row and n_unique_tokens.
     """
 
@@ -154,6 +155,7 @@ def ledger_row(spec: RunSpec, result: RunResult, tries: int = 1) -> dict:
         **{f"loss/{s}": float(v) for s, v in sorted(result.losses.items())},
         **{f"domain_loss/{d}": float(v) for d, v in sorted(result.domain_losses.items())},
         **{f"epochs/{d}": float(v) for d, v in sorted(result.data_epochs.items())},  # torch: times over the text
+        **{f"time/{p}": float(v) for p, v in result.time_s.items()},  # torch: where wall_s went (setup, ...)
         "wall_s": float(result.wall_s), "tokens_per_s": float(result.tokens_per_s),
         "mfu": float(result.mfu), "tries": int(tries), "finished_at": time.time(),
     }
@@ -164,7 +166,7 @@ def _column_order(name: str) -> tuple[int, str]:
             "n_tokens", "flops"]
     if name in head:
         return (0, f"{head.index(name):02d}")
-    for i, prefix in enumerate(("mix/", "loss/", "domain_loss/", "epochs/"), start=1):
+    for i, prefix in enumerate(("mix/", "loss/", "domain_loss/", "epochs/", "time/"), start=1):
         if name.startswith(prefix):
             return (i, name)
     return (9, name)

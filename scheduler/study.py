@@ -389,7 +389,7 @@ class Study:
             "interval": "95% bias-corrected bootstrap percentile interval; rel_halfwidth = (hi - lo) / (2 * point)",
             "forecast": status.forecast,
             "run_price": status.run_price,
-            "efficiency": (efficiency(status.flops_spent, read_sittings(self.store.study_dir))
+            "efficiency": (efficiency(status.flops_spent, read_sittings(self.store.study_dir), self.ledger.rows)
                            if self.store.study_dir is not None else None),
             "targets": targets,
             "laws": self._laws() if estimates is not None else {},
@@ -501,5 +501,5 @@ def read_status(study_dir: Path) -> StudyStatus:
         targets=tuple(TargetEstimate.from_dict(t) for t in targets), converged_streak=0,
         confirm_refits=int(frozen.get("confirm_refits") or 0),
         stop_reason=result["stop_reason"] if result is not None else None, forecast=forecast,
-        efficiency=efficiency(ledger.flops_spent(), read_sittings(study_dir)),
+        efficiency=efficiency(ledger.flops_spent(), read_sittings(study_dir), rows),
         n_prior_runs=len(ledger.prior_rows()), flops_prior=ledger.flops_prior())

@@ -46,3 +46,17 @@ def test_gpu_study_sitting_bad_argument_exits_2_with_one_line(env, args, expecte
                           env={**os.environ, "OUT": str(tmp_path), **env}, timeout=60)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and expected in proc.stderr
+
+
+def test_packing_summary_says_where_the_runs_time_went():
+    from benchmarks.bench_packing import summarise
+
+    results = [{"flops": 6e14, "n_tokens": 1e8, "tokens_per_s": 1e7, "wall_s": 40.0, "mfu": 0.02,
+                "time_s": {"setup": 4.0, "first_step": 20.0, "train": 10.0, "evaluate": 6.0}},
+               {"flops": 6e14, "n_tokens": 1e8, "tokens_per_s": 1e7, "wall_s": 20.0, "mfu": 0.02,
+                "time_s": {"setup": 4.0, "first_step": 0.0, "train": 10.0, "evaluate": 6.0}}]
+    row = {"actors": 2, "gpus_per_actor": 0.5, "runs": 2, "wall_s": 60.0, "results": results}
+    out = summarise(row, peak=1e15)
+    assert out["runs_per_gpu_min"] == pytest.approx(2.0) and out["efficiency"] == pytest.approx(1.2e15 / 6e16)
+    assert out["phase_shares"] == {"setup": 0.133, "first_step": 0.333, "train": 0.333, "evaluate": 0.2}
+    assert out["train_fraction"] == pytest.approx(20 / 60)

@@ -104,6 +104,7 @@ class RunResult:
     data_epochs: dict[str, float] = field(default_factory=dict)  # times over each domain's training text (torch)
     replica_losses: list[dict[str, float]] = field(default_factory=list)  # seed replicas: each one's skill losses
     mix: dict[str, float] = field(default_factory=dict)  # the mix trained, when not the spec's (replay); {}: the spec's
+    time_s: dict[str, float] = field(default_factory=dict)  # where wall_s went, by phase (torch: torch_backend.PHASES)
 
     @property
     def repeated_domains(self) -> dict[str, float]:

@@ -277,21 +277,43 @@ class RunPlan:
         return float(training_flops(self.n_params, self.spec.n_tokens)) * self.replicas
 
 
+PHASES = ("setup", "first_step", "train", "evaluate", "checkpoint", "other")  # RunResult.time_s, in this order
+
+
 class TrainingClock:
-    """Wall time and timed training (seconds, tokens) of a run over all its sessions.
+    """Wall time, timed training (seconds, tokens) and where the wall time went, of a run over all its sessions.
 
     Timed: training steps only. The clock stops at each host sync and restarts when the next stretch of steps
     begins, so evaluation and checkpoint I/O are left out; the session's first step carries compilation and
-    warm-up, so it is timed apart and counts only when it is the session's only step."""
+    warm-up, so it is timed apart and counts only when it is the session's only step.
 
-    def __init__(self, before: dict | None = None):
-        self.before = dict(before or {"wall_s": 0.0, "timed_s": 0.0, "timed_tokens": 0})  # earlier sessions
-        self.started = time.perf_counter()
+    Phases (`PHASES`, seconds): setup (planning, data, building the model, loading a checkpoint), first_step (each
+    session's first step: compilation and CUDA-graph capture on a new shape), train (the timed steps), evaluate,
+    checkpoint (checkpoints and loss curves written), other (the rest of the wall time: host syncs, the loop)."""
+
+    def __init__(self, before: dict | None = None, started: float | None = None):
+        """before: the totals of earlier sessions (a checkpoint's); started: when this session began (a
+        time.perf_counter() reading; default now)."""
+        before = dict(before or {})
+        self.before = {"wall_s": float(before.get("wall_s", 0.0)), "timed_s": float(before.get("timed_s", 0.0)),
+                       "timed_tokens": int(before.get("timed_tokens", 0)),
+                       "phase_s": dict(before.get("phase_s") or {})}  # earlier sessions
+        self.started = time.perf_counter() if started is None else started
         self.steps = 0  # steps in this session
         self.timed_s, self.timed_tokens = 0.0, 0
+        self.phase_s = dict.fromkeys(("setup", "evaluate", "checkpoint"), 0.0)  # this session's, besides steps
         self._first_began, self._first_tokens, self._first_s = 0.0, 0, 0.0
         self._stretch_began: float | None = None
         self._stretch_tokens = 0
+
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        """Time a block as `name` (setup, evaluate or checkpoint)."""
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phase_s[name] += time.perf_counter() - began
 
     def step_begins(self) -> None:
         if self.steps == 0:
@@ -319,14 +341,21 @@ class TrainingClock:
         self._stretch_began = time.perf_counter()
 
     def totals(self, final: bool = False) -> dict:
-        """Wall and timed seconds and tokens over all sessions so far; `final`: the session has ended."""
+        """Wall and timed seconds and tokens, and the phases' seconds, over all sessions so far; `final`: the
+        session has ended."""
         timed_s, timed_tokens = self.timed_s, self.timed_tokens
+        first_s = self._first_s
         if final and self.steps == 1:  # a one-step session: its only step is all there is to time
-            timed_s, timed_tokens = self._first_s, self._first_tokens
+            timed_s, timed_tokens, first_s = self._first_s, self._first_tokens, 0.0
+        wall_s = time.perf_counter() - self.started
+        session = {**self.phase_s, "first_step": first_s, "train": timed_s}
+        session["other"] = max(wall_s - sum(session.values()), 0.0)
+        earlier = self.before["phase_s"]
         return {
-            "wall_s": float(self.before["wall_s"] + time.perf_counter() - self.started),
+            "wall_s": float(self.before["wall_s"] + wall_s),
             "timed_s": float(self.before["timed_s"] + timed_s),
             "timed_tokens": int(self.before["timed_tokens"] + timed_tokens),
+            "phase_s": {k: float(earlier.get(k, 0.0) + session[k]) for k in PHASES},
         }
 
 
@@ -555,6 +584,7 @@ class TorchBackend(FamilyTraining):
         stop_after_steps: write a checkpoint after that many optimizer steps and raise RunStopped
         (used to test resumption; a real preemption simply kills the process).
         world: this process's rank in a data-parallel run (module docstring); None: a single process."""
+        began = time.perf_counter()  # the run's setup phase starts (TrainingClock)
         run_dir = Path(run_dir)
         self.world = world or SINGLE_PROCESS
         plan = self._plan_run(spec)  # 1. plan
@@ -569,7 +599,7 @@ class TorchBackend(FamilyTraining):
                 "al. 2023), so its losses may bend away from the law: give the domain more text (data.corpora, or "
                 "code_source / general_source: stdlib+site-packages) or keep D lower", RuntimeWarning, stacklevel=2)
         fallbacks_before = RecompileLimitWatch.fallbacks()
-        state = self._resume(plan, run_dir)  # 2. resume
+        state = self._resume(plan, run_dir, began)  # 2. resume
         diverged = self._train(plan, state, sampler, evaluator, run_dir, stop_after_steps)  # 3. train
         if diverged:
             if self.world.is_main:
@@ -587,8 +617,9 @@ class TorchBackend(FamilyTraining):
         result = dataclasses.replace(result, data_epochs={d: round(e, 4) for d, e in epochs.items()})
         return self.world.broadcast_object(result)  # data parallel: rank 0's result (it alone evaluated)
 
-    def _resume(self, plan: RunPlan, run_dir: Path) -> RunState:
-        """The model initialised from the run's seed, its optimizer, and the newest checkpoint's state if any."""
+    def _resume(self, plan: RunPlan, run_dir: Path, began: float) -> RunState:
+        """The model initialised from the run's seed, its optimizer, and the newest checkpoint's state if any;
+        began: when the run's setup began (its clock's start)."""
         model, forward = self._model(plan.cfg)
         if isinstance(model, ReplicatedTransformer):  # replica r from seed + 1000 r, as its own run would start
             model.init_replicas(plan.spec.seed, plan.hp.init_std, plan.hp.init_scheme)
@@ -598,20 +629,21 @@ class TorchBackend(FamilyTraining):
         self.world.broadcast_parameters(model)  # data parallel: equal already (one seed); made certain
         model.train()
         optimizer = _optimizer(model, plan.hp, self.device)
-        state = RunState(model=model, forward=forward, optimizer=optimizer, step=0, curve=[], clock=TrainingClock(),
-                         resumed_step=None)
+        state = RunState(model=model, forward=forward, optimizer=optimizer, step=0, curve=[],
+                         clock=TrainingClock(started=began), resumed_step=None)
         ckpt = checkpoint.load_latest(run_dir, plan.fingerprint, map_location="cpu")  # load_state_dict moves it
         if ckpt is not None:
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
             checkpoint.set_rng_state(ckpt["rng"])
             state.step, state.curve, state.resumed_step = ckpt["step"], list(ckpt["curve"]), ckpt["step"]
-            state.clock = TrainingClock(ckpt["timing"])
+            state.clock = TrainingClock(ckpt["timing"], started=began)
         run_dir.mkdir(parents=True, exist_ok=True)
         if self.world.is_main:
             atomic_write_json(run_dir / "run.json", {"spec": plan.spec.to_dict(), "shape": plan.cfg.to_dict(),
                                                      "hparams": plan.hp.to_dict(), "n_params": plan.n_params,
                                                      "data": self.data.model_dump()}, indent=2, sort_keys=True)
+        state.clock.phase_s["setup"] += time.perf_counter() - began
         return state
 
     def _save(self, plan: RunPlan, state: RunState, run_dir: Path, final: bool = False) -> None:
@@ -634,7 +666,8 @@ class TorchBackend(FamilyTraining):
         hp, spec, every, clock = plan.hp, plan.spec, self.trainer, state.clock
         evaluates = self.world.is_main  # data parallel: rank 0 alone evaluates (and keeps the curve it writes)
         if evaluates and every.eval_every and state.step == 0 and not state.curve:  # the curve starts at init
-            state.curve.append(evaluation_row(evaluator, state.model, self.device, 0, 0).row)
+            with clock.phase("evaluate"):
+                state.curve.append(evaluation_row(evaluator, state.model, self.device, 0, 0).row)
         pending: list[tuple[int, float, torch.Tensor]] = []  # (step, lr, loss) not yet synced to host
         while state.step < hp.n_steps:
             clock.step_begins()
@@ -665,9 +698,11 @@ class TorchBackend(FamilyTraining):
                 every.progress(step, hp.n_steps, values[-1], lr)
             if evaluate_now:
                 tokens = min(step * hp.batch_tokens, spec.n_tokens)
-                state.curve.append(evaluation_row(evaluator, state.model, self.device, step, tokens).row)
+                with clock.phase("evaluate"):
+                    state.curve.append(evaluation_row(evaluator, state.model, self.device, step, tokens).row)
             if save_now:
-                self._save(plan, state, run_dir)
+                with clock.phase("checkpoint"):
+                    self._save(plan, state, run_dir)
             if stopping:
                 raise RunStopped(f"stopped after step {step} of {hp.n_steps}; checkpoint written to {run_dir}")
             clock.restart()  # evaluation and checkpoint I/O are not training time
@@ -678,16 +713,18 @@ class TorchBackend(FamilyTraining):
         ranks > 0 a placeholder without losses, replaced by rank 0's in run())."""
         if not self.world.is_main:
             return self._result(plan, state, "ok")
-        final = evaluation_row(evaluator, state.model, self.device, state.step, int(plan.spec.n_tokens))
+        with state.clock.phase("evaluate"):
+            final = evaluation_row(evaluator, state.model, self.device, state.step, int(plan.spec.n_tokens))
         if not all(math.isfinite(v) for v in [*final.skills.values(), *final.domains.values()]):
             write_curve(state.curve, run_dir / "loss_curve.parquet")
             return self._result(plan, state, "diverged", final, error="non-finite evaluation loss")
         if not (state.curve and _is_evaluation_row(state.curve[-1], state.step)):
             state.curve.append(final.row)
-        if state.resumed_step is None or state.resumed_step < plan.hp.n_steps:
-            self._save(plan, state, run_dir, final=True)  # the final weights; a rerun only re-evaluates
-        else:
-            write_curve(state.curve, run_dir / "loss_curve.parquet")
+        with state.clock.phase("checkpoint"):
+            if state.resumed_step is None or state.resumed_step < plan.hp.n_steps:
+                self._save(plan, state, run_dir, final=True)  # the final weights; a rerun only re-evaluates
+            else:
+                write_curve(state.curve, run_dir / "loss_curve.parquet")
         return self._result(plan, state, "ok", final)
 
     def _result(self, plan: RunPlan, state: RunState, status: str, evaluation: Evaluation | None = None,
@@ -708,6 +745,7 @@ class TorchBackend(FamilyTraining):
             domain_losses=evaluation.domains if evaluation is not None else {},
             loss_errors=evaluation.errors if evaluation is not None else {},
             wall_s=total["wall_s"],
+            time_s={k: round(v, 3) for k, v in total["phase_s"].items()},
             tokens_per_s=tokens_per_s,
             mfu=(flops_per_token(plan.cfg, attention=True) * plan.replicas * tokens_per_s / (peak * self.world.size)
                  if peak else 0.0),

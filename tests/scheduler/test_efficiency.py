@@ -34,6 +34,24 @@ def test_efficiency_is_model_flops_over_gpu_seconds_at_peak():
     assert "of the dense bf16 peak (989 TFLOP/s" in efficiency_text(eff)
 
 
+def test_where_the_workers_time_went_sums_to_one_with_the_idle_rest():
+    sittings = [Sitting("a", wall_s=100.0, gpus=1, device="H100", peak_flops=H100, workers=2),
+                Sitting("b", wall_s=50.0, gpus=1, device="H100", peak_flops=H100, workers=2)]
+    rows = [{"time/setup": 5.0, "time/first_step": 20.0, "time/train": 60.0, "time/evaluate": 10.0},
+            {"time/setup": 5.0, "time/first_step": 0.0, "time/train": 100.0, "time/evaluate": 10.0},
+            {"time/train": 1000.0, "source": "prior"},  # trained elsewhere: not this study's GPU time
+            {"wall_s": 3.0}]  # a backend that reports no phases
+    spent = efficiency(1e16, sittings, rows)["time"]
+    assert spent["slot_s"] == 300.0 and spent["run_s"] == 210.0
+    assert spent["shares"]["train"] == pytest.approx(160 / 300) and spent["shares"]["idle"] == pytest.approx(0.3)
+    assert sum(spent["shares"].values()) == pytest.approx(1.0)
+    text = efficiency_text(efficiency(1e16, sittings, rows))
+    assert "workers' time: train 53%, idle 30%, first step 7%" in text
+    assert efficiency(1e16, sittings, [{"wall_s": 3.0}])["time"] is None  # no phases recorded
+    old = [Sitting("a", wall_s=100.0, gpus=1, device="H100", peak_flops=H100)]  # before workers were recorded
+    assert efficiency(1e16, old, rows)["time"] is None
+
+
 def test_the_pilot_reads_about_four_percent():
     """issue 35's pilot: 1.75e16 FLOPs (replicas counted) in 7.5 minutes of one H100 was ~4% of the bf16 peak."""
     eff = efficiency(1.75e16, [Sitting("t", wall_s=450.0, gpus=1, device="H100", peak_flops=H100)])
@@ -79,6 +97,7 @@ def test_a_study_records_its_sitting_and_status_shows_the_efficiency(ray_local, 
     small_study["compute_cap"] = 2e18
     result = Controller(parse_study_config(small_study), tmp_path).run()
     (sitting,) = read_sittings(tmp_path)
+    assert sitting.workers == small_study["max_concurrent"]
     assert sitting.gpus == 0 and sitting.wall_s > 0 and sitting.device == ""  # CPU workers: no peak to compare with
     assert result["efficiency"] is None and json.loads((tmp_path / "result.json").read_text())["efficiency"] is None
     # the same study as if its sitting had held an H100: status reads the ledger and gpu_time.json

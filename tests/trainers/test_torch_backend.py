@@ -70,6 +70,28 @@ def test_stop_and_resume_is_bit_identical(tmp_path, tiny_settings, log_every):
     assert again.tokens_per_s == full.tokens_per_s > 0  # throughput of the sessions that trained
 
 
+def test_a_run_says_where_its_wall_time_went_across_sessions(tmp_path, tiny_settings):
+    backend = TorchBackend(**{**tiny_settings, "eval_every": 4, "checkpoint_every": 3})
+    with pytest.raises(RunStopped):
+        backend.run(TINY, tmp_path, stop_after_steps=5)
+    first = checkpoint.load_latest(tmp_path, backend._plan_run(TINY).fingerprint)["timing"]
+    result = backend.run(TINY, tmp_path)
+    assert list(result.time_s) == list(torch_backend.PHASES)
+    assert all(v >= 0 for v in result.time_s.values())
+    assert result.time_s["evaluate"] > 0 and result.time_s["checkpoint"] > 0 and result.time_s["setup"] > 0
+    assert result.time_s["train"] > 0 and result.time_s["first_step"] > 0
+    assert sum(result.time_s.values()) == pytest.approx(result.wall_s, rel=0.02)  # the phases cover the wall time
+    for phase, seconds in first["phase_s"].items():  # the first session's time is kept, not restarted
+        assert result.time_s[phase] >= round(seconds, 3) - 1e-3, phase
+    assert first["phase_s"]["first_step"] > 0 and result.time_s["first_step"] > first["phase_s"]["first_step"]
+
+
+def test_a_checkpoint_without_phases_still_resumes():
+    clock = torch_backend.TrainingClock({"wall_s": 2.0, "timed_s": 1.0, "timed_tokens": 10})  # an older checkpoint
+    totals = clock.totals(final=True)
+    assert totals["wall_s"] >= 2.0 and totals["timed_tokens"] == 10 and set(totals["phase_s"]) == set(torch_backend.PHASES)
+
+
 def test_checkpoint_mismatch_is_refused(tmp_path, tiny_settings):
     backend = TorchBackend(**tiny_settings)
     with pytest.raises(RunStopped):
