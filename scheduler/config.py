@@ -281,8 +281,9 @@ class StudyConfig(_Model):
                                     "family by how well it predicts the largest runs from the others, and every "
                                     "interval holds the doubt about the form (fitting/averaging.py)")
     confirm_refits: Integer = Field(default=2, ge=1, le=20,
-                                description="consecutive refits within tolerance needed to stop (guards against "
-                                            "stopping on one lucky, too-narrow interval)")
+                                description="consecutive refits within tolerance needed to stop, the last "
+                                            "confirmed by a refit with 4x the ensemble (guards against stopping "
+                                            "on one lucky, too-narrow interval)")
     compute_cap: Number = Field(gt=0, description="total training FLOPs the study may spend")
     max_concurrent: Integer = Field(default=1, ge=1, le=1024, description="runs in flight at once (worker slots)")
     max_runs: Integer = Field(default=500, ge=1, description="most runs the study may start")

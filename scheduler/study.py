@@ -22,7 +22,8 @@ What it decides:
   only), so a trial's params are the run's spec, and a trial is read back as the same run (`_spec_of_trial`),
 - the refits (scheduler/estimates.py), from the ledger of finished runs,
 - the stop rule: "converged" once `confirm_refits` consecutive refits (each after a new ok run) have every
-  target's 95% half-width within tolerance, with at least `seed_runs` ok runs; "max_runs" once that many
+  target's 95% half-width within tolerance, with at least `seed_runs` ok runs, and a confirming refit with
+  CONFIRM_MEMBERS times the ensemble agrees (module constant, below); "max_runs" once that many
   trials were asked and none is outstanding; "budget_exhausted" when nothing is outstanding and nothing
   affordable is left to propose. (A time limit is the dispatcher's: the controller adds "time_limit".)
 
@@ -63,6 +64,12 @@ from trainers.spec import FamilySpec, RunResult, RunSpec
 NUMERIC_ERRSTATE = {"divide": "ignore", "over": "ignore", "invalid": "ignore", "under": "ignore"}
 
 STOP_REASONS = ("converged", "max_runs", "budget_exhausted")  # the Study's; the controller adds "time_limit"
+
+
+CONFIRM_MEMBERS = 4  # the stop's confirming refit draws this many times proposer.n_boot members. An interval's
+# ends are percentiles of the ensemble, so with 100-200 members its width wobbles ~15% (cv) from refit to refit;
+# stopping at the first refit whose width dips under the tolerance would pick the too-narrow draws. The larger
+# ensemble (cv ~8%) confirms the stop and is the interval the result reports.
 
 
 @dataclass(frozen=True)
@@ -131,6 +138,7 @@ class Study:
         self.flops_abandoned = 0.0
         self.estimates: Estimates | None = None
         self.converged_streak = 0
+        self.confirmed = False  # the confirming refit agreed: the study has converged (stop_reason)
         self._nothing_left = False  # the last proposal found nothing affordable while nothing was outstanding
         self._reconciled = False
         self.precision_history: list[tuple[float, int, float]] = []  # (FLOPs spent, ok runs, worst half-width)
@@ -160,7 +168,7 @@ class Study:
         resumed, recovered = self.store.reconcile(self._spec_of_trial)
         self.outstanding.update({s.run_id: s for s in resumed})
         if recovered:  # runs recorded just now join the fit, and the stop rule's streak is replayed
-            self.converged_streak = 0
+            self.converged_streak, self.confirmed = 0, False
             self._restore_fit()
         return resumed
 
@@ -289,7 +297,7 @@ class Study:
 
     def stop_reason(self) -> str | None:
         """Why the study should stop now (one of STOP_REASONS), or None."""
-        if self.converged_streak >= self.cfg.confirm_refits:
+        if self.confirmed:
             return "converged"
         if self.n_asked >= self.cfg.max_runs and not self.outstanding:
             return "max_runs"
@@ -419,7 +427,21 @@ class Study:
             self.precision_history.append((self.ledger.flops_spent(), n_ok, worst))
         if n_ok != n_ok_before or self.estimates is None:
             self.converged_streak = self.converged_streak + 1 if self._inside(self.estimates, rows) else 0
+            self._confirm(rows)
         self.store.write_fit_snapshot(self.estimates, self.forecast())
+
+    def _confirm(self, rows: list[dict]) -> None:
+        """Once the streak is long enough, refit with CONFIRM_MEMBERS times the members: converged only if that
+        refit is within tolerance too, and then its estimates are the study's. A refit that does not confirm
+        changes nothing else (the next ok run's refit tries again while the streak holds), so the rule depends
+        on the last `confirm_refits` refits alone and replays exactly on restart (_restore_fit)."""
+        self.confirmed = False
+        if self.converged_streak < self.cfg.confirm_refits:
+            return
+        with np.errstate(**NUMERIC_ERRSTATE):
+            confirming = refit(self.cfg, rows, n_boot=CONFIRM_MEMBERS * self.cfg.proposer.n_boot)
+        if self._inside(confirming, rows):
+            self.estimates, self.confirmed = confirming, True
 
     def _inside(self, estimates: Estimates | None, rows: list[dict]) -> bool:
         n_ok = sum(r["status"] == "ok" for r in rows)
@@ -441,6 +463,7 @@ class Study:
             if not self._inside(est, prefix):
                 break
             self.converged_streak += 1
+        self._confirm(rows)
         self.store.write_fit_snapshot(self.estimates, self.forecast())
 
     def _laws(self) -> dict:

@@ -21,14 +21,18 @@ def _drive(study: Study, backend, k: int, tmp_path) -> str:
     return stop
 
 
-def test_study_converges_in_process_near_the_truth(small_study, tmp_path):
-    """One skill (Chinchilla's law), a 20% tolerance and a small ensemble keep this to seconds."""
+def _one_skill(small_study: dict) -> dict:
     small_study.update(skills=["all"], domains=["all"], mix={"space": "fixed", "fixed": {"all": 1.0}},
                        targets=[{"name": "all", "weights": {"all": 1.0}, "flops": 1e20}], tolerance=0.2)
     small_study["backend"] = {"name": "simulated", "truth": "chinchilla", "noise": 0.005}
     small_study["proposer"] = {"n_boot": 40, "inner_trials": 0, "n_candidates": 128, "overhead_flops": 1e17,
                                "seed_runs": 8}
-    cfg = parse_study_config(small_study)
+    return small_study
+
+
+def test_study_converges_in_process_near_the_truth(small_study, tmp_path):
+    """One skill (Chinchilla's law), a 20% tolerance and a small ensemble keep this to seconds."""
+    cfg = parse_study_config(_one_skill(small_study))
     study = Study(cfg, tmp_path)
     backend = cfg.backend.build()
     assert _drive(study, backend, k=2, tmp_path=tmp_path) == "converged"
@@ -46,6 +50,37 @@ def test_study_converges_in_process_near_the_truth(small_study, tmp_path):
     on_disk = read_status(tmp_path)  # what `skillscale status` shows
     assert on_disk.stop_reason == "converged" and on_disk.n_runs == status.n_runs
     assert [t.n_params for t in on_disk.targets] == pytest.approx([t.n_params for t in status.targets])
+
+
+def test_the_stop_waits_for_a_confirming_refit_with_more_members(small_study, tmp_path, monkeypatch):
+    """The streak alone does not stop the study: a refit with CONFIRM_MEMBERS x the ensemble must agree, and the
+    study then reports that refit. Here the confirming refits are made to disagree 3 times first."""
+    import dataclasses
+
+    from scheduler import study as study_module
+
+    cfg = parse_study_config(_one_skill(small_study))
+    calls, refuse = [], [3]
+
+    def spy(cfg_, rows, n_boot=None):
+        est = study_module.refit.__wrapped__(cfg_, rows, n_boot=n_boot)
+        calls.append((n_boot, len(rows), est))
+        if n_boot is not None and refuse[0] > 0:  # a confirming refit whose interval is too wide
+            refuse[0] -= 1
+            est = dataclasses.replace(est, targets=tuple(dataclasses.replace(t, rel_halfwidth=1.0)
+                                                         for t in est.targets))
+        return est
+
+    spy.__wrapped__ = study_module.refit
+    monkeypatch.setattr(study_module, "refit", spy)
+    study = Study(cfg, None)
+    assert _drive(study, cfg.backend.build(), k=1, tmp_path=tmp_path) == "converged"
+    confirming = [c for c in calls if c[0] is not None]
+    assert len(confirming) >= 4 and {c[0] for c in confirming} == {study_module.CONFIRM_MEMBERS * 40}
+    assert all(c[1] < len(study.ledger) for c in confirming[:3])  # no stop at a refused confirmation
+    assert confirming[-1][1] == len(study.ledger)  # the stop came at the refit the last confirmation agreed with
+    assert study.estimates is confirming[-1][2]  # and its larger ensemble is the study's answer
+    assert study.status().converged_streak >= cfg.confirm_refits
 
 
 def test_a_restarted_study_hands_back_what_was_outstanding(small_study, tmp_path):
