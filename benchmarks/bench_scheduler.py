@@ -569,16 +569,12 @@ def _progress_line(i: int, n: int, result: list[Trace]) -> str:
 
 
 def environment() -> dict:
+    """Date, CPU, versions and commit (_provenance.git_commit) for a row of this CPU-only benchmark."""
     import optuna
     import scipy
 
-    try:
-        import subprocess
+    from _provenance import git_commit  # benchmarks/ is on sys.path when run as a script
 
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                check=False).stdout.strip() or None
-    except OSError:
-        commit = None
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -588,7 +584,7 @@ def environment() -> dict:
     except OSError:
         pass
     return {"date": date.today().isoformat(), "cpu": cpu, "python": platform.python_version(),
-            "numpy": np.__version__, "scipy": scipy.__version__, "optuna": optuna.__version__, "commit": commit}
+            "numpy": np.__version__, "scipy": scipy.__version__, "optuna": optuna.__version__, "commit": git_commit()}
 
 
 def build_parser() -> argparse.ArgumentParser:
