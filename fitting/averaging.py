@@ -19,11 +19,11 @@
    the noise) are reported beside its weight.
 2. **The ensemble is drawn from all families by weight** (`bootstrap_average`): of K members, about
    w_f K come from family f's own bootstrap (fitting/parametric.py), in contiguous blocks in FAMILIES order, so
-   member k of every skill used the same draw k. A family that predicted the held-out runs worse than its
-   noise (lack of fit > 1) redraws its bootstrap noise that much larger (parametric and residual bootstraps),
-   as its prediction intervals are widened (`prediction_interval`): beyond the runs, the law's own error is
-   part of what its N* can miss by. (A farseer-world study stopped 13.7% off at +-9.9% with all the weight on
-   a family whose lack of fit was 1.43: BENCHMARKS.md, Misspecified truths.) Every N*, D*, interval and prediction comes from that
+   member k of every skill used the same draw k. A family that predicted the held-out runs worse than its own
+   predictive sd says it should (noise and parameter uncertainty; `surprise` > 1) redraws its bootstrap noise
+   that much larger (parametric and residual bootstraps): beyond the runs, the law's own error is part of
+   what its N* can miss by. (A farseer-world study stopped 13.7% off at +-9.9% with all the weight on one
+   family: BENCHMARKS.md, Misspecified truths.) Every N*, D*, interval and prediction comes from that
    mixture, so where the families disagree about N*, the interval holds the disagreement.
 3. **Intervals** (`mixture_interval`): each family's members are bias-corrected about that family's point
    estimate (Efron 1981, as fitting.law.interval does for one family), and the 95% interval is read from the
@@ -65,6 +65,8 @@ class FamilyScore:
     lack_of_fit: float | None  # holdout_rmse over the noise sigma at those runs: ~1 extrapolates within noise
     log_score: float | None  # mean held-out log predictive density
     note: str = ""  # why a family was not used, if it was not
+    surprise: float | None = None  # RMS of held-out residuals over their predictive sd (noise and parameters): ~1
+    # when the family extrapolates as well as its own uncertainty says; its bootstrap's noise scale above 1
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -225,7 +227,7 @@ def family_weights(args: dict, families: list[LawFamily],
     held-out runs. With too few runs to hold any out, the families that fit are weighted equally."""
     train, held = _holdout_split(args["n_params"], args["n_tokens"], args.get("mix"))
     scores: dict[str, FamilyScore] = {}
-    dens, names, rmse, lack, log_score = [], [], {}, {}, {}
+    dens, names, rmse, lack, log_score, surprise = [], [], {}, {}, {}, {}
     sub = {k: (v[train] if isinstance(v, np.ndarray) and k not in ("domains",) else v) for k, v in args.items()}
     chin_train = None
     if held.size:
@@ -260,6 +262,7 @@ def family_weights(args: dict, families: list[LawFamily],
         names.append(family.name)
         rmse[family.name] = float(np.sqrt(np.mean(resid ** 2)))
         lack[family.name] = float(np.sqrt(np.mean((resid / sigma) ** 2)))
+        surprise[family.name] = float(np.sqrt(np.mean((resid / sd) ** 2)))
         log_score[family.name] = float(np.mean(logp))
     if names:
         w = _stacking_weights(np.array(dens))
@@ -270,7 +273,7 @@ def family_weights(args: dict, families: list[LawFamily],
         w = w / w.sum()
         for name, wf in zip(names, w, strict=True):
             scores[name] = FamilyScore(name, float(wf), rmse[name], lack[name], log_score[name],
-                                       "" if wf > 0 else "weight below the threshold")
+                                       "" if wf > 0 else "weight below the threshold", surprise[name])
     return scores, int(held.size)
 
 
@@ -353,11 +356,11 @@ def fit_average(n_params, n_tokens, loss, *, mix=None, domains=(), own_domain=No
 
 
 def noise_scale(avg: AveragedFit, family: str) -> float:
-    """How much larger than its noise model a family's bootstrap redraws the noise: its lack of fit on the
-    held-out largest runs when above 1 (module docstring, point 2), else 1 (also when it was not scored)."""
+    """How much larger than its noise model a family's bootstrap redraws the noise: its surprise on the held-out
+    largest runs when above 1 (module docstring, point 2), else 1 (also when it was not scored)."""
     score = avg.scores.get(family)
-    lack = score.lack_of_fit if score is not None else None
-    return float(max(1.0, lack)) if lack is not None and np.isfinite(lack) else 1.0
+    surprise = score.surprise if score is not None else None
+    return float(max(1.0, surprise)) if surprise is not None and np.isfinite(surprise) else 1.0
 
 
 def allocate_members(weights: dict[str, float], n_members: int) -> dict[str, int]:
@@ -450,7 +453,8 @@ def prediction_interval(ensemble, avg: AveragedFit, n_params, n_tokens, mix=None
     for name in np.unique(fam):
         fit = fits[name]
         s = fit.noise.sigma(n, d) if fit.noise is not None else np.full(n.shape, fit.residual_std)
-        sigma[fam == name] = s * noise_scale(avg, name)
+        lack = avg.scores[name].lack_of_fit if name in avg.scores else None
+        sigma[fam == name] = s * max(1.0, lack or 1.0)
     rng = np.random.default_rng(seed)
     draws = log_pred + sigma * rng.standard_normal(log_pred.shape)
     tails = [(1 - level) / 2, 0.5, (1 + level) / 2]

@@ -8,7 +8,7 @@ result.json:
      "skills": {SKILL: {"law": {...}, "ci95": {param: [lo, hi]}, "exponent_a": a, "exponent_a_ci95": [lo, hi],
                         "residual_std": sigma, "n_points": n, "excluded": [...],
                         "optimum": [{"flops", "n_params", "n_params_ci95", "n_tokens", "n_tokens_ci95"}],
-                        "families": {FAMILY: {"weight", "holdout_rmse", "lack_of_fit", "log_score", "note",
+                        "families": {FAMILY: {"weight", "holdout_rmse", "lack_of_fit", "surprise", "log_score", "note",
                                               "law": {...}, "optimum": [{"flops", "n_params", "n_params_ci95"}]}}}},
      "predictions": [{"skill", "n_params", "n_tokens", "loss", "loss_pi95"}]}       (with a plan to predict)
 
