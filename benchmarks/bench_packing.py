@@ -174,7 +174,8 @@ def summarise(row: dict, peak: float) -> dict:
     for r in row["results"]:
         for k, v in (r.get("time_s") or {}).items():
             phases[k] = phases.get(k, 0.0) + v
-    return {"phase_shares": {k: round(v / run_s, 3) for k, v in phases.items()} if run_s else {},"runs_per_gpu_min": row["runs"] / (row["wall_s"] * gpus / 60), "model_flops": flops,
+    return {"phase_shares": {k: round(v / run_s, 3) for k, v in phases.items()} if run_s else {},
+            "runs_per_gpu_min": row["runs"] / (row["wall_s"] * gpus / 60), "model_flops": flops,
             "efficiency": flops / (row["wall_s"] * gpus * peak) if peak else float("nan"),
             "train_fraction": train_s / run_s if run_s else float("nan"),
             "run_wall_s": [round(r["wall_s"], 1) for r in row["results"]],
@@ -187,7 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", default="", help="N@C,...: target N and one model's 6ND FLOPs per run")
     p.add_argument("--warm-data-only", action="store_true", help="only build the data caches (for a sitting)")
     p.add_argument("--layouts", default="6x0.16,6x0.16+mps,1x1", help="AxG[+mps],...; the first is the baseline")
-    p.add_argument("--timeout-s", type=float, default=240.0, help="per layout; finished runs count (an outer limit must also allow the data caches, ~30-80 s, and ~40 s of Ray start and stop per layout)")
+    p.add_argument("--timeout-s", type=float, default=240.0,
+                   help="per layout; finished runs count (an outer limit must also allow the data caches, ~30-80 s, "
+                        "and ~40 s of Ray start and stop per layout)")
     p.add_argument("--out", default="", help="JSON-lines file the rows are appended to")
     args = p.parse_args(argv)
     if args.warm_data_only:

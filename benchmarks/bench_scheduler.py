@@ -572,7 +572,6 @@ def environment() -> dict:
     """Date, CPU, versions and commit (_provenance.git_commit) for a row of this CPU-only benchmark."""
     import optuna
     import scipy
-
     from _provenance import git_commit  # benchmarks/ is on sys.path when run as a script
 
     cpu = platform.processor() or platform.machine()

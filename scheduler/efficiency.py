@@ -130,7 +130,8 @@ def time_shares(rows: list[dict], sittings: list[Sitting]) -> dict | None:
         return None
     run_s = sum(phases.values())
     shares = {k: v / max(slot_s, run_s) for k, v in phases.items()}
-    return {"slot_s": float(slot_s), "run_s": float(run_s), "shares": {**shares, "idle": max(1.0 - run_s / slot_s, 0.0)}}
+    idle = max(1.0 - run_s / slot_s, 0.0)
+    return {"slot_s": float(slot_s), "run_s": float(run_s), "shares": {**shares, "idle": idle}}
 
 
 def efficiency_text(eff: dict | None) -> str:

@@ -135,8 +135,8 @@ def test_members_follow_the_weights_and_share_draws():
 
 
 def test_a_family_that_extrapolates_worse_than_it_expects_gets_a_wider_interval():
-    """Its bootstrap redraws the noise scaled by its surprise (held-out residuals over their predictive sd): the same draws, so the spread of N* grows by
-    about that factor, and a family within its noise is drawn as before."""
+    """Its bootstrap redraws the noise scaled by its surprise (held-out residuals over their predictive sd): the
+    same draws, so the spread of N* grows by about that factor, and a family within its noise is drawn as before."""
     import dataclasses
 
     from fitting.averaging import noise_scale
