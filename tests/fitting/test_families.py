@@ -162,8 +162,26 @@ def test_mixture_interval_spans_disagreeing_families():
     labels = np.array(["a"] * 300 + ["b"] * 100, dtype=object)
     lo, hi = mixture_interval(x, labels, {"a": 1.0, "b": 2.0})
     assert lo < 1.0 and hi > 1.9  # the interval holds both answers
-    single = mixture_interval(a, np.array(["a"] * 300, dtype=object), {"a": 1.0})
+    single = mixture_interval(a, np.array(["chinchilla"] * 300, dtype=object), {"chinchilla": 1.0})
     assert single == interval(a, point=1.0)
+
+
+def test_a_skewed_uncalibrated_family_keeps_the_tail_the_correction_would_cut():
+    """Members skewed above the point: the bias correction moves the interval down, cutting the upper tail. For
+    the Chinchilla form (measured calibrated) that is the interval; for another family the union with the
+    uncorrected one keeps the tail."""
+    rng = np.random.default_rng(1)
+    x = 1.5 * np.exp(np.abs(rng.normal(0, 0.08, 400)) - 0.02)  # most members above the point 1.5, a long upper tail
+    corrected = interval(x, point=1.5)
+    plain = interval(x)
+    assert corrected[1] < plain[1]  # the correction cuts the upper tail
+    chinchilla = mixture_interval(x, np.array(["chinchilla"] * 400, dtype=object), {"chinchilla": 1.5})
+    farseer = mixture_interval(x, np.array(["farseer"] * 400, dtype=object), {"farseer": 1.5})
+    assert chinchilla == corrected
+    assert farseer == (min(corrected[0], plain[0]), plain[1])
+    both = np.array(["chinchilla"] * 200 + ["chinchilla+farseer"] * 200, dtype=object)  # a combination label
+    mixed = mixture_interval(x, both, {"chinchilla": 1.5, "chinchilla+farseer": 1.5})
+    assert mixed[1] > mixture_interval(x, np.array(["chinchilla"] * 400, dtype=object), {"chinchilla": 1.5})[1]
 
 
 def test_prediction_interval_covers_noisy_observations():
