@@ -19,11 +19,7 @@
    the noise) are reported beside its weight.
 2. **The ensemble is drawn from all families by weight** (`bootstrap_average`): of K members, about
    w_f K come from family f's own bootstrap (fitting/parametric.py), in contiguous blocks in FAMILIES order, so
-   member k of every skill used the same draw k. A family that predicted the held-out runs worse than its own
-   predictive sd says it should (noise and parameter uncertainty; `surprise` > 1) redraws its bootstrap noise
-   that much larger (parametric and residual bootstraps): beyond the runs, the law's own error is part of
-   what its N* can miss by. (A farseer-world study stopped 13.7% off at +-9.9% with all the weight on one
-   family: BENCHMARKS.md, Misspecified truths.) Every N*, D*, interval and prediction comes from that
+   member k of every skill used the same draw k. Every N*, D*, interval and prediction comes from that
    mixture, so where the families disagree about N*, the interval holds the disagreement.
 3. **Intervals** (`mixture_interval`): each family's members are bias-corrected about that family's point
    estimate (Efron 1981, as fitting.law.interval does for one family), and the 95% interval is read from the
@@ -72,7 +68,7 @@ class FamilyScore:
     log_score: float | None  # mean held-out log predictive density
     note: str = ""  # why a family was not used, if it was not
     surprise: float | None = None  # RMS of held-out residuals over their predictive sd (noise and parameters): ~1
-    # when the family extrapolates as well as its own uncertainty says; its bootstrap's noise scale above 1
+    # when the family extrapolates as well as its own uncertainty says (reported only)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -361,14 +357,6 @@ def fit_average(n_params, n_tokens, loss, *, mix=None, domains=(), own_domain=No
     return AveragedFit(ordered, {n: scores[n] for n in FAMILIES if n in scores}, n_holdout)
 
 
-def noise_scale(avg: AveragedFit, family: str) -> float:
-    """How much larger than its noise model a family's bootstrap redraws the noise: its surprise on the held-out
-    largest runs when above 1 (module docstring, point 2), else 1 (also when it was not scored)."""
-    score = avg.scores.get(family)
-    surprise = score.surprise if score is not None else None
-    return float(max(1.0, surprise)) if surprise is not None and np.isfinite(surprise) else 1.0
-
-
 def allocate_members(weights: dict[str, float], n_members: int) -> dict[str, int]:
     """Members per family, proportional to the weights (largest remainder), every used family at least 2."""
     names = list(weights)
@@ -403,8 +391,7 @@ def bootstrap_average(avg: AveragedFit, n_params, n_tokens, loss, *, n_boot=200,
         parts.append(bootstrap_parametric(
             n_params, n_tokens, loss, n_boot=count, mix=mix, domains=domains, own_domain=own_domain,
             huber_delta=huber_delta, seed=seed, resamples=np.asarray(resamples)[block], method=method,
-            fit=avg.fits[name], unique=unique, draws=None if draws is None else np.asarray(draws)[block],
-            noise_scale=noise_scale(avg, name)))
+            fit=avg.fits[name], unique=unique, draws=None if draws is None else np.asarray(draws)[block]))
     return parts[0] if len(parts) == 1 else AveragedEnsemble(tuple(parts))
 
 

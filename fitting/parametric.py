@@ -394,7 +394,7 @@ def laplace_draws(fit: ParametricFit, design: Design, huber_delta: float, n_draw
 def bootstrap_parametric(n_params, n_tokens, loss, *, n_boot=500, mix=None, domains=(), own_domain=None,
                          exclude_top=0, huber_delta=1e-3, seed=0, resamples=None, method="parametric",
                          counts=None, fit: ParametricFit | None = None, draws=None, unique=None,
-                         family: LawFamily | str = CHINCHILLA, noise_scale: float = 1.0) -> LawEnsemble:
+                         family: LawFamily | str = CHINCHILLA) -> LawEnsemble:
     """K = n_boot bootstrap refits of the law, as a LawEnsemble (see module docstring for the method).
 
     `resamples`: optional (n_boot, n_points) int index array over *all* input points (before
@@ -403,9 +403,7 @@ def bootstrap_parametric(n_params, n_tokens, loss, *, n_boot=500, mix=None, doma
     (default), "residual", "pairs" or "laplace" (module docstring, point 2). `draws` (n_boot, n_points):
     standard-normal draws over all input points for "parametric", so a caller can give several skills
     draws correlated as their residuals are (fitting.noise.correlated_draws). The family is the fit's (or
-    `family`, when the point fit is made here); the result is that family's ensemble type. `noise_scale`
-    (>= 1) widens the noise the "parametric" and "residual" methods redraw: fitting/averaging.py passes a
-    family's lack of fit beyond its runs, so that its ensemble also holds the error it makes there.
+    `family`, when the point fit is made here); the result is that family's ensemble type.
     """
     if fit is None:
         fit = fit_parametric(n_params, n_tokens, loss, mix=mix, domains=domains, own_domain=own_domain,
@@ -431,12 +429,12 @@ def bootstrap_parametric(n_params, n_tokens, loss, *, n_boot=500, mix=None, doma
         position[kept] = np.arange(kept.size)
         src = np.asarray(resamples, int)[:, kept]
         src = np.where(np.isin(src, kept), position[src], np.arange(kept.size)[None, :])
-        targets = fitted[None, :] + noise_scale * residuals[src]
+        targets = fitted[None, :] + residuals[src]
         w = np.ones_like(targets)
     elif method == "parametric":
         fitted = fit.family.forward(np.array(fit.theta)[None, :], design, with_jac=False)[0][0]
         z = rng.standard_normal((n_boot, y.size)) if draws is None else np.asarray(draws, float)[:, kept]
-        targets = fitted[None, :] + noise_scale * _point_sigma(fit, design) * z
+        targets = fitted[None, :] + _point_sigma(fit, design) * z
         w = np.ones_like(targets)
     elif method == "laplace":
         return _ensemble(fit.family, laplace_draws(fit, design, huber_delta, n_boot, rng), design, domains)

@@ -134,27 +134,6 @@ def test_members_follow_the_weights_and_share_draws():
     assert ens.loss(n[:3], d[:3]).shape == (40, 3)
 
 
-def test_a_family_that_extrapolates_worse_than_it_expects_gets_a_wider_interval():
-    """Its bootstrap redraws the noise scaled by its surprise (held-out residuals over their predictive sd): the
-    same draws, so the spread of N* grows by about that factor, and a family within its noise is drawn as before."""
-    import dataclasses
-
-    from fitting.averaging import noise_scale
-
-    n, d, loss = _noisy(FARSEER_SINGLE_EPOCH, 0.005, seed=6)
-    avg = fit_average(n, d, loss, families=["farseer"])
-    spreads = {}
-    for lack in (None, 0.7, 2.0):
-        score = dataclasses.replace(avg.scores["farseer"], surprise=lack)
-        scored = dataclasses.replace(avg, scores={**avg.scores, "farseer": score})
-        assert noise_scale(scored, "farseer") == (2.0 if lack == 2.0 else 1.0)
-        n_opt = bootstrap_average(scored, n, d, loss, n_boot=60, seed=0).optimum(1e22)[0]
-        assert np.isfinite(n_opt).mean() > 0.9
-        spreads[lack] = np.nanstd(np.log(n_opt))
-    assert spreads[0.7] == spreads[None]
-    assert 1.6 < spreads[2.0] / spreads[None] < 2.5
-
-
 def test_mixture_interval_spans_disagreeing_families():
     rng = np.random.default_rng(0)
     a, b = rng.normal(1.0, 0.05, 300), rng.normal(2.0, 0.05, 100)
