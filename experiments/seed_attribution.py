@@ -98,8 +98,8 @@ class GroupDrawBackend(TorchBackend):
         super().__init__(**kwargs)
         self.group = group
 
-    def _resume(self, plan, run_dir):
-        state = super()._resume(plan, run_dir)
+    def _resume(self, plan, run_dir, began=None):
+        state = super()._resume(plan, run_dir, began)
         if self.group != "all" and state.step == 0:
             redraw_group(state.model, self.group, plan.spec.seed, BASE_SEED, plan.hp.init_std, plan.hp.init_scheme)
         return state

@@ -617,9 +617,10 @@ class TorchBackend(FamilyTraining):
         result = dataclasses.replace(result, data_epochs={d: round(e, 4) for d, e in epochs.items()})
         return self.world.broadcast_object(result)  # data parallel: rank 0's result (it alone evaluated)
 
-    def _resume(self, plan: RunPlan, run_dir: Path, began: float) -> RunState:
+    def _resume(self, plan: RunPlan, run_dir: Path, began: float | None = None) -> RunState:
         """The model initialised from the run's seed, its optimizer, and the newest checkpoint's state if any;
-        began: when the run's setup began (its clock's start)."""
+        began: when the run's setup began (a time.perf_counter() reading, its clock's start; default now)."""
+        began = time.perf_counter() if began is None else began
         model, forward = self._model(plan.cfg)
         if isinstance(model, ReplicatedTransformer):  # replica r from seed + 1000 r, as its own run would start
             model.init_replicas(plan.spec.seed, plan.hp.init_std, plan.hp.init_scheme)
