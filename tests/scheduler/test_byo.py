@@ -36,6 +36,7 @@ def test_a_command_evaluating_a_known_law_drives_the_study_to_the_truth(ray_loca
     """The command backend in the closed loop: every run is a process that writes result.json; the study stops
     by itself and its N* lies within the tolerance of the law's own."""
     small_study.update(tolerance=0.15, backend={"name": "command", "command": KNOWN_LAW, "timeout_s": 60})
+    small_study["proposer"].update(n_boot=40, inner_trials=0, n_candidates=128)  # the contract, not the fitting
     cfg = parse_study_config(small_study)
     result = Controller(cfg, tmp_path).run()
     assert result["stop_reason"] == "converged", result

@@ -13,7 +13,7 @@ from tests.conftest import TINY_TORCH_SETTINGS, torch_backend_section
 
 def test_study_stops_by_itself_near_the_truth(ray_local, small_study, tmp_path):
     small_study.update(tolerance=0.15)  # the stop by itself through Ray; how close at 0.10: tests/fitting, benchmarks
-    small_study["proposer"].update(n_boot=60, inner_trials=0, n_candidates=256)
+    small_study["proposer"].update(n_boot=40, inner_trials=0, n_candidates=256)
     cfg = parse_study_config(small_study)
     result = Controller(cfg, tmp_path).run()
     assert result["stop_reason"] == "converged", result

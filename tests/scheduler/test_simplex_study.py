@@ -23,7 +23,7 @@ def test_simplex_study_stops_with_every_target_inside_its_interval_at_its_own_mi
         "mix": {"space": "simplex", "floor": 0.05},
         "n_params": [1e7, 3e9], "n_tokens": [1e8, 1e11], "flops": [1e16, 1e19],
         "targets": [{"name": s, "weights": {s: 1.0}, "flops": 1e21, "mix": m} for s, m in TARGET_MIXES.items()],
-        "tolerance": 0.15, "compute_cap": 3e20, "max_runs": 300, "law": "chinchilla",
+        "tolerance": 0.2, "compute_cap": 3e20, "max_runs": 300, "law": "chinchilla",
         "backend": {"name": "simulated", "truth": "knowledge-code", "noise": 0.005},
         "proposer": {"n_boot": 24, "n_candidates": 128, "inner_trials": 0, "overhead_flops": 1e17},
         "seed": 3,
@@ -48,4 +48,4 @@ def test_simplex_study_stops_with_every_target_inside_its_interval_at_its_own_mi
         lo, hi = target.n_params_ci95
         log_halfwidth = max(math.log(hi / target.n_params), math.log(target.n_params / lo))
         assert abs(math.log(truth / target.n_params)) <= 1.5 * log_halfwidth, (target.name, lo, truth, hi)
-        assert abs(target.n_params / truth - 1) <= 0.15 and target.rel_halfwidth <= 0.15
+        assert abs(target.n_params / truth - 1) <= 0.2 and target.rel_halfwidth <= 0.2
