@@ -151,4 +151,4 @@ def test_a_study_outside_the_chinchilla_form_reports_every_law_family(small_stud
     assert set(families) == {"chinchilla", "farseer", "data_constrained"}
     assert "not applicable" in families["data_constrained"]["note"]
     assert main(["status", str(tmp_path)]) == 0
-    assert "laws: " in capsys.readouterr().out
+    assert "laws: " in capsys.readouterr().out  # identifiable or not yet (at 40 runs, farseer's N* may not be)
