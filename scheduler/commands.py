@@ -63,13 +63,11 @@ def cmd_status(args: argparse.Namespace) -> int:
             reason = t.degenerate or t.unresolved
             why = f" ({precision_text(None, t.degenerate, unresolved=t.unresolved)})" if reason else ""
             console.print(f"  {t.name:<16} N*({t.flops:.3g}) not identifiable from these runs yet{why}")
-            if t.families:  # each family's own answer: which of them the runs have not settled
-                console.print(f"  {'':<16} {family_text(t.families, status.tolerance)}")
-            continue
-        lo, hi = t.n_params_ci95
-        console.print(f"  {t.name:<16} N*({t.flops:.3g}) = {t.n_params:.3g}  95% CI [{lo:.3g}, {hi:.3g}]"
-                      f"  ±{100 * t.rel_halfwidth:.1f}%")
-        if t.families:
+        else:
+            lo, hi = t.n_params_ci95
+            console.print(f"  {t.name:<16} N*({t.flops:.3g}) = {t.n_params:.3g}  95% CI [{lo:.3g}, {hi:.3g}]"
+                          f"  ±{100 * t.rel_halfwidth:.1f}%")
+        if t.families:  # each family's own answer, also while the runs have not settled N*
             console.print(f"  {'':<16} {family_text(t.families, status.tolerance)}")
     from scheduler.efficiency import efficiency_text
     from scheduler.progress import forecast_text
