@@ -48,8 +48,10 @@ benchmarks/results/realistic.jsonl with provenance.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import hashlib
+import math
 import os
 import platform
 import time
@@ -162,6 +164,8 @@ class Lab:
         rng = np.random.default_rng(z_seed)
         out = {}
         for skill, law in self.laws.items():
+            if isinstance(law, RepeatedDataLaw) and spec.unique_tokens:  # a run on fewer of the world's tokens
+                law = dataclasses.replace(law, unique_tokens=min(law.unique_tokens, spec.unique_tokens))
             loss = law.loss(spec.n_params, spec.n_tokens, spec.mix) if self.mixture else law.loss(spec.n_params,
                                                                                                   spec.n_tokens)
             out[skill] = observed(float(loss[0]), self.noise, rng, self.replicas)
@@ -169,7 +173,8 @@ class Lab:
 
     def train(self, spec: RunSpec, refit_now: bool = True) -> None:
         law = self.laws.get("all")  # a world of U unique tokens: its runs report their epochs, as the trainer does
-        epochs = {"all": spec.n_tokens / law.unique_tokens} if isinstance(law, RepeatedDataLaw) else {}
+        unique = min(law.unique_tokens, spec.unique_tokens or math.inf) if isinstance(law, RepeatedDataLaw) else None
+        epochs = {"all": spec.n_tokens / unique} if unique is not None else {}
         result = RunResult(run_id=spec.run_id, status="ok", n_params=spec.n_params, n_tokens=spec.n_tokens,
                            flops=spec.flops * self.replicas, losses=self.losses(spec), data_epochs=epochs)
         self.study.record(spec, result, refit_now=refit_now)

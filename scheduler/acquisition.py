@@ -69,9 +69,9 @@ class Belief:
             cols.append(sigma)
         return np.stack(cols, axis=-1)
 
-    def predict(self, n_params, n_tokens, mix=None) -> np.ndarray:
-        """(K, M, S) predicted log-losses at M candidates."""
-        return np.stack([np.log(np.maximum(self.ensembles[s].loss(n_params, n_tokens, mix), 1e-12))
+    def predict(self, n_params, n_tokens, mix=None, unique=None) -> np.ndarray:
+        """(K, M, S) predicted log-losses at M candidates (`unique`: their unique tokens, inf for all the data)."""
+        return np.stack([np.log(np.maximum(self.ensembles[s].loss(n_params, n_tokens, mix, unique), 1e-12))
                          for s in self.skills], axis=-1)
 
 
@@ -101,11 +101,11 @@ def target_weights(q: np.ndarray, v_tol: float) -> np.ndarray:
     return np.where(var > v_tol, 1.0, DONE_WEIGHT)
 
 
-def acquisition(belief: Belief, n_params, n_tokens, mix, cost) -> np.ndarray:
+def acquisition(belief: Belief, n_params, n_tokens, mix, cost, unique=None) -> np.ndarray:
     """Expected weighted variance reduction per unit cost at M candidates, shape (M,)."""
     q = belief.q
     with np.errstate(all="ignore"):
-        y = belief.predict(n_params, n_tokens, mix)
+        y = belief.predict(n_params, n_tokens, mix, unique)
     good = np.all(np.isfinite(y), axis=(0, 2))
     y = np.where(np.isfinite(y), y, 0.0)
     noise = belief.noise_at(n_params, n_tokens)  # (M, S): the measured sigma(N, D) at each candidate
@@ -139,14 +139,15 @@ def kalman_update(ensembles: dict, y: np.ndarray, innovation: np.ndarray, noise_
     return new
 
 
-def condition(belief: Belief, n_params: float, n_tokens: float, mix, rng: np.random.Generator) -> Belief:
+def condition(belief: Belief, n_params: float, n_tokens: float, mix, rng: np.random.Generator,
+              unique=None) -> Belief:
     """The belief after (pretending to) observe y at one point: an ensemble Kalman update.
 
     θ'_k = θ_k + K_gain (ȳ + ε_k - y_k), ε_k ~ N(0, R), K_gain = Σ_θy (Σ_yy + R)⁻¹, with θ the stacked
     log-parameters of all skills (`kalman_update`). Centring the pseudo-observation on the ensemble mean leaves
     the mean (almost) unchanged and shrinks the spread as a real observation would.
     """
-    y = belief.predict([n_params], [n_tokens], mix)[:, 0, :]  # (K, S)
+    y = belief.predict([n_params], [n_tokens], mix, unique)[:, 0, :]  # (K, S)
     r = belief.noise_at([n_params], [n_tokens])[0] ** 2  # (S,)
     innovation = y.mean(0) + rng.standard_normal(y.shape) * np.sqrt(r) - y  # (K, S)
     return replace(belief, ensembles=kalman_update(belief.ensembles, y, innovation, np.diag(r)))

@@ -195,6 +195,12 @@ class ProposerConfig(_Model):
         description="widen each target's interval in log space by this factor about the point estimate. 1.0: the "
                     "parametric bootstrap under the fitted noise model is calibrated inside the D/N band "
                     "(BENCHMARKS.md, Interval coverage); the residual bootstrap under-covers with few runs")
+    max_epochs: Number | None = Field(
+        default=None, ge=1, le=1000,
+        description="most times a proposed run may read its unique tokens (runs that repeat their data are bought "
+                    "only for targets with unique_tokens, from a backend that can repeat data). null: 4x the "
+                    "epochs the most repeating target would read at 20 tokens per parameter, in [4, 100]; 1: no "
+                    "run repeats its data")
     bootstrap: Literal["parametric", "residual", "pairs", "laplace"] = Field(
         default="parametric", description="how refits resample (fitting/parametric.py): simulated noise from the "
                                           "measured noise model (correlated across skills), residuals, whole runs, "
@@ -425,6 +431,24 @@ class StudyConfig(_Model):
     def max_run_flops(self) -> float:
         hi = training_flops(self.n_params.hi, self.n_tokens.hi)
         return min(hi, self.flops.hi) if self.flops else hi
+
+    @property
+    def max_run_epochs(self) -> float:
+        """Most epochs a proposed run reads its unique tokens (1.0: no run repeats its data; scheduler/proposer.py).
+
+        Runs repeat their data only where a target declares unique_tokens and the backend declares
+        Capabilities.repeats, and not in a study of run families (their branches train on all their data).
+        `proposer.max_epochs` sets it; by default it is four times the epochs D*/U the most repeating target reads,
+        with D* from Chinchilla's 20 tokens per parameter (C = 6ND, D = 20N; the D* the laws will find may be a few
+        times that), clipped to [4, 100]: at least where repetition starts to cost (Muennighoff et al. 2023: ~4
+        epochs), at most beyond their runs (up to ~60 epochs)."""
+        repeating = [t for t in self.targets if t.unique_tokens is not None]
+        if not repeating or not self.backend.capabilities.repeats or self.families.enabled:
+            return 1.0
+        if self.proposer.max_epochs is not None:
+            return float(self.proposer.max_epochs)
+        epochs = max(math.sqrt(20.0 * t.flops / FLOPS_PER_PARAM_TOKEN) / t.unique_tokens for t in repeating)
+        return float(min(max(4.0 * epochs, 4.0), 100.0))
 
     def target_mix(self, target: Target) -> dict[str, float]:
         """The mix at which a target's optimum is read: its own, else the fixed mix, else uniform."""

@@ -38,6 +38,7 @@ from fitting.noise import correlated_draws
 from fitting.optimum import composition_optimum
 from fitting.parametric import ParametricFit, fit_parametric
 from scheduler.config import StudyConfig, Target
+from scheduler.ledger import row_unique_tokens
 
 REPEATED_EPOCHS_MATTER = 4.0  # up to ~4 epochs repeated tokens are worth nearly new ones (Muennighoff et al. 2023)
 
@@ -87,7 +88,8 @@ class Estimates:
     ensembles: dict[str, LawEnsemble]  # per skill: one family's ensemble or a mixture (fitting/averaging.py)
     noise: dict[str, float]  # log-loss noise sigma per skill at the runs' typical (N, D) (fits[s].noise)
     targets: list[TargetEstimate]
-    runs: tuple = ()  # distinct finished (requested N, D, mix tuple in cfg.domains order): replicate candidates
+    runs: tuple = ()  # distinct finished (requested N, D, mix tuple in cfg.domains order, unique tokens or None):
+    # replicate candidates
     averages: dict[str, AveragedFit] = field(default_factory=dict)  # per skill: every family's fit and weight
 
     @property
@@ -267,7 +269,7 @@ def _target_estimate(cfg: StudyConfig, target: Target, averages: dict[str, Avera
     inflation = cfg.proposer.interval_inflation
     n_ci, d_ci = _inflate(n_ci, n_hat, inflation), _inflate(d_ci, d_hat, inflation)
     degenerate = tuple(f"{s}: {e}" for s in skills for e in averages[s].leading.exponents_at_bounds())
-    unresolved = _unresolved_repetition(target, averages, skills, d_hat)
+    unresolved = _unresolved_repetition(target, averages, skills, d_hat, cfg.max_run_epochs > 1.0)
     families = {}
     for family in dict.fromkeys(f for s in skills for f in averages[s].fits):
         if not all(family in averages[s].fits for s in skills):
@@ -288,19 +290,21 @@ def _target_estimate(cfg: StudyConfig, target: Target, averages: dict[str, Avera
 
 
 def _unresolved_repetition(target: Target, averages: dict[str, AveragedFit], skills: list[str],
-                           d_hat: float) -> tuple[str, ...]:
+                           d_hat: float, repeats: bool = False) -> tuple[str, ...]:
     """Why a target's N* cannot be trusted yet because of data repetition: its D* reads its `unique_tokens` more
     than REPEATED_EPOCHS_MATTER times, and no family with a repetition term could be fitted (no run repeated its
-    data enough). The Chinchilla and Farseer forms would read such a target as if the data were unlimited."""
+    data enough). The Chinchilla and Farseer forms would read such a target as if the data were unlimited.
+    `repeats`: the study's proposals may repeat data (StudyConfig.max_run_epochs > 1), which the reason says."""
     if target.unique_tokens is None or not np.isfinite(d_hat):
         return ()
     epochs = d_hat / float(target.unique_tokens)
     missing = [s for s in skills if not any(averages[s].fits[f].family.needs_unique_tokens for f in averages[s].fits)]
     if epochs <= REPEATED_EPOCHS_MATTER or not missing:
         return ()
+    remedy = ("the study buys runs that repeat their data" if repeats else "this study buys no runs that repeat "
+              "their data (its backend cannot, or proposer.max_epochs is 1): give prior_runs with n_unique_tokens")
     return (f"D* reads the {target.unique_tokens:.3g} unique tokens ~{epochs:.0f} times and no law with a repetition "
-            f"term could be fitted for {', '.join(missing)}: add runs that repeat their data "
-            f"(or prior_runs with n_unique_tokens)",)
+            f"term could be fitted for {', '.join(missing)} yet: {remedy}",)
 
 
 def _own_point(cfg, target, averages, skills, family, domains) -> float:
@@ -340,7 +344,7 @@ def refit(cfg: StudyConfig, rows: list[dict], n_boot: int | None = None) -> Esti
     targets = [_target_estimate(cfg, target, averages, ensembles, domains) for target in cfg.targets]
     runs = tuple(dict.fromkeys(  # the distinct finished runs, as requested: candidates for replicates
         (int(r.get("requested_n_params") or r["n_params"]), int(r["n_tokens"]),
-         tuple(float(r.get(f"mix/{d}") or 0.0) for d in cfg.domains))
+         tuple(float(r.get(f"mix/{d}") or 0.0) for d in cfg.domains), row_unique_tokens(r))
         for r in rows if r["status"] == "ok" and not r.get("family_id")))
     return Estimates(n_runs=n_pts, fits=fits, ensembles=ensembles, noise=noise, targets=targets, runs=runs,
                      averages=averages)

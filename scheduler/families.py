@@ -180,7 +180,8 @@ class FamilyProposer(Proposer):
         self.rho = float(cfg.families.noise_correlation)
         self._budget_left = math.inf  # a family's true cost must fit what is left; set per `propose`
 
-    def _value(self, belief: Belief, n, d, mix, avoid: list) -> np.ndarray:
+    def _value(self, belief: Belief, n, d, mix, avoid: list, unique=None) -> np.ndarray:
+        """Families train on all their data (StudyConfig.max_run_epochs is 1 with families): `unique` is unused."""
         n, d = np.asarray(n, float), np.asarray(d, float)
         value = np.full(n.shape, -np.inf)
         designs = [branch_tokens(self.cfg, n[i], d[i]) for i in range(len(n))]
@@ -271,5 +272,5 @@ def in_flight_points(outstanding: list[RunSpec], families: dict[str, FamilySpec]
                 fam = families[s.family_id]
                 points.append(FamilyPoint(fam.n_params, fam.n_tokens, dict(fam.mix), fam.cooldown_fraction))
         else:
-            points.append(Point(s.n_params, s.n_tokens, s.mix))
+            points.append(Point(s.n_params, s.n_tokens, s.mix, s.unique_tokens))
     return points

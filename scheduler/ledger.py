@@ -9,6 +9,7 @@ leaves either the old file or the new one, never half of one.
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -68,7 +69,8 @@ class Ledger:
     mix/<domain>..., loss/<skill>..., domain_loss/<domain>..., epochs/<domain>... (how often the run read each
     domain's training text; torch backend only), time/<phase>... (where a torch run's wall_s went: setup, first_step,
     train, evaluate, checkpoint, other), wall_s, tokens_per_s, mfu, tries, finished_at (unix seconds).
-    Prior runs (scheduler/prior_runs.py) add source ("prior"), prior_sha256, prior_row and n_unique_tokens.
+    Prior runs (scheduler/prior_runs.py) add source ("prior"), prior_sha256, prior_row and n_unique_tokens; a run
+    limited to fewer unique tokens than it trained on (RunSpec.unique_tokens) adds n_unique_tokens too.
     """
 
     def __init__(self, path: Path | None):
@@ -158,7 +160,16 @@ def ledger_row(spec: RunSpec, result: RunResult, tries: int = 1) -> dict:
         **{f"time/{p}": float(v) for p, v in result.time_s.items()},  # torch: where wall_s went (setup, ...)
         "wall_s": float(result.wall_s), "tokens_per_s": float(result.tokens_per_s),
         "mfu": float(result.mfu), "tries": int(tries), "finished_at": time.time(),
+        **({"n_unique_tokens": float(spec.unique_tokens)} if spec.unique_tokens is not None else {}),
     }
+
+
+def row_unique_tokens(row: dict) -> int | None:
+    """The unique tokens a ledger row's run read repeatedly (fewer than its n_tokens); None: it did not repeat."""
+    unique = row.get("n_unique_tokens")
+    if unique is None or not math.isfinite(unique) or unique >= row["n_tokens"]:
+        return None
+    return int(unique)
 
 
 def _column_order(name: str) -> tuple[int, str]:

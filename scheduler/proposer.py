@@ -1,9 +1,14 @@
 """Where to train next: the search space and the proposer.
 
-Search space. A run is (N, D, mix). Candidates are parametrised as (log C, u, mix): C = 6ND is drawn
+Search space. A run is (N, D, mix[, U]). Candidates are parametrised as (log C, u, mix[, r]): C = 6ND is drawn
 log-uniformly within the affordable range and u in [0, 1] places log N within the N range that is
 feasible at that C under the N and D bounds; on a simplex the mix is a uniform point on the simplex
-(spacings of sorted uniforms) lifted above `mix.floor`.
+(spacings of sorted uniforms) lifted above `mix.floor`. Where a target declares `unique_tokens` and the backend
+can repeat data (Capabilities.repeats), r places the run's epochs: the lower REPEAT_OFF of its range trains on all
+the data, the rest limits the run to U = D / e unique tokens with e log-uniform in [1, StudyConfig.max_run_epochs]. So
+the seed design already holds runs that repeat their data, the law families with a repetition term can be fitted
+from the start, and the acquisition buys more such runs where the families disagree about what repetition costs
+the target (without them no run could tell: BENCHMARKS.md, Misspecified truths).
 
 Proposer lifecycle (called only by the controller):
     proposer = Proposer(cfg)
@@ -37,20 +42,32 @@ from scheduler.estimates import Estimates, derived_seed, target_optimum
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 N_REFINE_STARTS = 8  # screened candidates enqueued into the inner study
-MIN_SEPARATION = 0.05  # decades of N and D: a candidate this close to a chosen/in-flight run is skipped
+MIN_SEPARATION = 0.05  # decades of N, D and epochs: a candidate this close to a chosen/in-flight run is skipped
+REPEAT_OFF = 0.5  # share of the repetition coordinate whose runs train on all their data (one epoch or less)
 
 
 @dataclass(frozen=True)
 class Point:
-    """A run to train: requested parameters, tokens and mix."""
+    """A run to train: requested parameters, tokens, mix and unique tokens (None: all the data there is)."""
 
     n_params: int
     n_tokens: int
     mix: dict[str, float]
+    unique_tokens: int | None = None
 
     @property
     def flops(self) -> float:
         return training_flops(self.n_params, self.n_tokens)
+
+    @property
+    def epochs(self) -> float:
+        """Times the run reads its unique tokens (1.0: not limited to fewer than it trains on)."""
+        return max(self.n_tokens / self.unique_tokens, 1.0) if self.unique_tokens else 1.0
+
+    @property
+    def unique(self) -> float:
+        """unique_tokens as the laws take it: inf for all the data."""
+        return float(self.unique_tokens) if self.unique_tokens else math.inf
 
 
 class SearchSpace:
@@ -60,7 +77,10 @@ class SearchSpace:
         self.cfg = cfg
         self.domains = list(cfg.domains)
         self.simplex = cfg.mix.space == "simplex"
-        self.dims = 2 + (len(self.domains) - 1 if self.simplex else 0)
+        self.mix_dims = len(self.domains) - 1 if self.simplex else 0
+        self.max_epochs = cfg.max_run_epochs  # 1.0: no run repeats its data
+        self.repeats = self.max_epochs > 1.0
+        self.dims = 2 + self.mix_dims + int(self.repeats)
 
     def optuna_distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
         """The persistent study's trial parameters."""
@@ -73,19 +93,31 @@ class SearchSpace:
         }
         if self.simplex:
             dist.update({f"mix/{d}": optuna.distributions.FloatDistribution(0.0, 1.0) for d in self.domains})
+        if self.repeats:
+            dist["log10_epochs"] = optuna.distributions.FloatDistribution(0.0, math.log10(self.max_epochs))
         return dist
+
+    def optional_params(self) -> dict[str, float]:
+        """Parameters a trial may lack, with the value it then has: a study that could not repeat data when its
+        trials were asked (log10_epochs 0: all the data)."""
+        return {"log10_epochs": 0.0} if self.repeats else {}
 
     def to_params(self, point: Point) -> dict[str, float]:
         dist = self.optuna_distributions()
         params = {"log10_n_params": math.log10(point.n_params), "log10_n_tokens": math.log10(point.n_tokens)}
         if self.simplex:
             params.update({f"mix/{d}": point.mix[d] for d in self.domains})
+        if self.repeats:
+            params["log10_epochs"] = math.log10(point.epochs)
         return {k: min(max(v, dist[k].low), dist[k].high) for k, v in params.items()}
 
     def from_params(self, params: dict[str, float]) -> Point:
         mix = ({d: params[f"mix/{d}"] for d in self.domains} if self.simplex else dict(self.cfg.mix.fixed))
-        return Point(n_params=int(round(10 ** params["log10_n_params"])),
-                     n_tokens=int(round(10 ** params["log10_n_tokens"])), mix=mix)
+        n_tokens = int(round(10 ** params["log10_n_tokens"]))
+        epochs = 10 ** params.get("log10_epochs", 0.0)
+        unique = int(round(n_tokens / epochs)) if epochs > 1.0 + 1e-9 else None
+        return Point(n_params=int(round(10 ** params["log10_n_params"])), n_tokens=n_tokens, mix=mix,
+                     unique_tokens=unique)
 
     def _mix_from_unit(self, u: np.ndarray) -> np.ndarray:
         """(M, k-1) uniforms -> (M, k) mixes on the simplex above the floor."""
@@ -108,10 +140,20 @@ class SearchSpace:
         n = np.exp(np.log(n_lo) + u[:, 1] * (np.log(np.maximum(n_hi, n_lo)) - np.log(n_lo)))
         n = np.where(ok, np.round(n), np.nan)
         d = np.round(c / (FLOPS_PER_PARAM_TOKEN * n))
-        return n, d, self._mix_from_unit(u[:, 2:])
+        return n, d, self._mix_from_unit(u[:, 2:2 + self.mix_dims])
 
-    def point(self, n: float, d: float, mix_row: np.ndarray) -> Point:
-        return Point(int(n), int(d), {dom: float(w) for dom, w in zip(self.domains, mix_row, strict=True)})
+    def unique_from_unit(self, u: np.ndarray, d: np.ndarray) -> np.ndarray:
+        """(M, dims) unit coordinates and their D (M,) -> unique tokens (M,): inf (all the data) unless the
+        repetition coordinate asks for e > 1 epochs (module docstring), then D / e."""
+        u = np.atleast_2d(u)
+        if not self.repeats:
+            return np.full(u.shape[0], np.inf)
+        x = (u[:, -1] - REPEAT_OFF) / (1.0 - REPEAT_OFF)
+        return np.where(x > 0, np.round(d / self.max_epochs ** np.maximum(x, 0.0)), np.inf)
+
+    def point(self, n: float, d: float, mix_row: np.ndarray, unique: float = math.inf) -> Point:
+        return Point(int(n), int(d), {dom: float(w) for dom, w in zip(self.domains, mix_row, strict=True)},
+                     int(unique) if math.isfinite(unique) and unique < d else None)
 
 
 class _TargetSamples:
@@ -167,26 +209,31 @@ class Proposer:
         u = np.array(units[start:])
         u[:, 0] = u[:, 0] ** self.cfg.proposer.seed_budget_skew  # cheap budgets denser: the laws are unknown yet
         n, d, mix = self.space.from_unit(u, max_flops)
-        return [self.space.point(n[i], d[i], mix[i]) for i in range(len(u)) if np.isfinite(n[i])]
+        unique = self.space.unique_from_unit(u, d)
+        return [self.space.point(n[i], d[i], mix[i], unique[i]) for i in range(len(u)) if np.isfinite(n[i])]
 
     # ----------------------------------------------------------------------------------- adaptive
     def belief(self, estimates: Estimates) -> Belief:
         return Belief(ensembles=estimates.ensembles, noise=estimates.noise, noise_models=estimates.noise_models,
                       target_fn=_TargetSamples(self.cfg), v_tol=self.v_tol)
 
-    def _value(self, belief: Belief, n, d, mix, avoid: list[Point]) -> np.ndarray:
+    def _value(self, belief: Belief, n, d, mix, avoid: list[Point], unique=None) -> np.ndarray:
         cost = training_flops(n, d) + self.run_price
         mix_arg = mix if self.space.simplex else None
-        value = acquisition(belief, n, d, mix_arg, cost)
+        unique = np.full(np.shape(n), np.inf) if unique is None else np.asarray(unique, float)
+        value = acquisition(belief, n, d, mix_arg, cost, unique if self.space.repeats else None)
+        epochs = np.maximum(d / unique, 1.0)
         for p in avoid:  # the ensemble update makes repeats unattractive; this makes them impossible
             near = ((np.abs(np.log10(n / p.n_params)) < MIN_SEPARATION)
-                    & (np.abs(np.log10(d / p.n_tokens)) < MIN_SEPARATION))
+                    & (np.abs(np.log10(d / p.n_tokens)) < MIN_SEPARATION)
+                    & (np.abs(np.log10(epochs / p.epochs)) < MIN_SEPARATION))
             value = np.where(near, -np.inf, value)
         return value
 
     def _replicate_candidates(self, estimates: Estimates) -> list[Point]:
-        """Finished runs as candidates for a replicate (same N, D, mix; the Study gives it the next seed)."""
-        return [Point(n, d, dict(zip(self.space.domains, mix, strict=True))) for n, d, mix in estimates.runs]
+        """Finished runs as candidates for a replicate (same N, D, mix, U; the Study gives it the next seed)."""
+        return [Point(n, d, dict(zip(self.space.domains, mix, strict=True)), unique if self.space.repeats else None)
+                for n, d, mix, unique in estimates.runs]
 
     def best(self, belief: Belief, max_flops: float, seed: int, avoid: list[Point] = (),
              replicates: list[Point] = ()) -> tuple[Point, float] | None:
@@ -200,7 +247,7 @@ class Proposer:
         if not ok.any():
             return None
         u, n, d, mix = u[ok], n[ok], d[ok], mix[ok]
-        values = self._value(belief, n, d, mix, list(avoid))
+        values = self._value(belief, n, d, mix, list(avoid), self.space.unique_from_unit(u, d))
         order = np.argsort(-values)
         best_u, best_v = u[order[0]], float(values[order[0]])
         if pc.inner_trials > 0:
@@ -213,7 +260,7 @@ class Proposer:
                 nn, dd, mm = self.space.from_unit(x, max_flops)
                 if not np.isfinite(nn[0]):
                     return -1e300
-                v = float(self._value(belief, nn, dd, mm, list(avoid))[0])
+                v = float(self._value(belief, nn, dd, mm, list(avoid), self.space.unique_from_unit(x, dd))[0])
                 return v if math.isfinite(v) else -1e300
 
             inner.optimize(objective, n_trials=N_REFINE_STARTS + pc.inner_trials)
@@ -226,7 +273,7 @@ class Proposer:
         if not math.isfinite(best_v) or best_v <= -1e300:
             return None
         n, d, mix = self.space.from_unit(best_u[None], max_flops)
-        return self.space.point(n[0], d[0], mix[0]), best_v
+        return self.space.point(n[0], d[0], mix[0], self.space.unique_from_unit(best_u[None], d)[0]), best_v
 
     def _best_replicate(self, belief: Belief, max_flops: float, avoid: list[Point],
                         replicates: list[Point]) -> tuple[Point, float] | None:
@@ -236,7 +283,7 @@ class Proposer:
         n = np.array([p.n_params for p in affordable], float)
         d = np.array([p.n_tokens for p in affordable], float)
         mix = np.array([[p.mix[k] for k in self.space.domains] for p in affordable], float)
-        values = self._value(belief, n, d, mix, avoid)
+        values = self._value(belief, n, d, mix, avoid, np.array([p.unique for p in affordable]))
         i = int(np.argmax(values))
         return (affordable[i], float(values[i])) if np.isfinite(values[i]) else None
 
@@ -283,4 +330,4 @@ class Proposer:
 
     def _conditioned(self, belief: Belief, p: Point, rng) -> Belief:
         mix = [[p.mix[d] for d in self.space.domains]] if self.space.simplex else None
-        return condition(belief, p.n_params, p.n_tokens, mix, rng)
+        return condition(belief, p.n_params, p.n_tokens, mix, rng, [p.unique] if self.space.repeats else None)

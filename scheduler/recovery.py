@@ -230,14 +230,16 @@ def _finite(value) -> float:
 
 
 # ------------------------------------------------------------------------------------ journal vs ledger
-def trial_params(trial, names: Iterable[str]) -> dict | None:
+def trial_params(trial, names: Iterable[str], optional: dict[str, float] | None = None) -> dict | None:
     """A trial's run parameters `names`: its params, or, when the journal lost some of the records that set
     them (a cut between `ask` and its parameters), the parameters it was enqueued with; None if neither
-    holds them all (the controller enqueues every trial it asks, so the second always survives)."""
+    holds them all (the controller enqueues every trial it asks, so the second always survives). A name in
+    `optional` that the trial lacks takes the value given there (a parameter the study did not ask for then)."""
+    optional = optional or {}
     names = list(names)
     for params in (trial.params, getattr(trial, "system_attrs", {}).get("fixed_params") or {}):
-        if all(n in params for n in names):
-            return {n: params[n] for n in names}
+        if all(n in params or n in optional for n in names):
+            return {n: params.get(n, optional.get(n)) for n in names}
     return None
 
 

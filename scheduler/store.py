@@ -63,7 +63,7 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 from scheduler.config import StudyConfig
-from scheduler.ledger import Ledger, freeze_config, ledger_row
+from scheduler.ledger import Ledger, freeze_config, ledger_row, row_unique_tokens
 from scheduler.lock import StudyLock
 from scheduler.prior_runs import prior_ledger_rows
 from scheduler.proposer import Point, SearchSpace
@@ -168,7 +168,8 @@ class StudyStore:
     def _params_of_row(self, row: dict) -> dict:
         """A ledger row's trial parameters, for a trial added back to the journal."""
         mix = {d: float(row.get(f"mix/{d}") or 0.0) for d in self.cfg.domains}
-        return self.space.to_params(Point(int(row["requested_n_params"]), int(row["n_tokens"]), mix))
+        return self.space.to_params(Point(int(row["requested_n_params"]), int(row["n_tokens"]), mix,
+                                          row_unique_tokens(row)))
 
     # --------------------------------------------------------------------------------------------------- runs
     def reconcile(self, spec_of_trial: SpecOfTrial) -> tuple[list[RunSpec], bool]:

@@ -48,7 +48,7 @@ from scheduler.config import StudyConfig
 from scheduler.efficiency import efficiency, read_sittings
 from scheduler.estimates import Estimates, TargetEstimate, fit_inputs, init_seed, refit
 from scheduler.families import FamilyPoint, branch_spec, family_spec, in_flight_points, make_proposer
-from scheduler.ledger import Ledger
+from scheduler.ledger import Ledger, row_unique_tokens
 from scheduler.lock import StudyLock
 from scheduler.proposer import Point, SearchSpace
 from scheduler.recovery import trial_params
@@ -195,7 +195,8 @@ class Study:
         trainers/replay.py). They go to the proposer as if in flight, so that it moves on instead of asking for
         the same point again."""
         return [RunSpec(n_params=int(r["requested_n_params"]), n_tokens=int(r["n_tokens"]),
-                        mix={d: float(r.get(f"mix/{d}") or 0.0) for d in self.cfg.domains}, run_id=r["run_id"])
+                        mix={d: float(r.get(f"mix/{d}") or 0.0) for d in self.cfg.domains}, run_id=r["run_id"],
+                        unique_tokens=row_unique_tokens(r))
                 for r in self.ledger.trained_rows() if r["status"] == "failed" and r["flops"] == 0]
 
     def ask(self, points: list[Point]) -> list[RunSpec]:
@@ -483,7 +484,7 @@ class Study:
         None when the journal lost its parameters."""
         if "family" in trial.user_attrs:  # a branch of a run family: the family's own spec, as it was asked
             return self._branch_of_trial(trial.number, trial.user_attrs)
-        params = trial_params(trial, self.space.optuna_distributions())
+        params = trial_params(trial, self.space.optuna_distributions(), self.space.optional_params())
         return self._spec(trial.number, params) if params is not None else None
 
     def _spec(self, trial_number: int, params: dict) -> RunSpec:
@@ -491,14 +492,16 @@ class Study:
         return RunSpec(n_params=point.n_params, n_tokens=point.n_tokens, mix=point.mix,
                        seed=run_seed(self.cfg.seed, point, self._replicate_index(trial_number, params),
                                      self.store.seed_rule),
-                       hparams=self.cfg.hparams.overrides(), trial_number=trial_number)
+                       hparams=self.cfg.hparams.overrides(), trial_number=trial_number,
+                       unique_tokens=point.unique_tokens)
 
     def _replicate_index(self, trial_number: int, params: dict) -> int:
         """How many earlier trials asked for exactly these params: a replicate (same N, D, mix) trains with the
         next seed, so it is a new run (its own run_id) and its spread measures the noise (fitting/noise.py).
         Read from the persistent study, so a resumed study gives every trial the same seed again."""
+        optional = self.space.optional_params()  # a trial from before the study could repeat data lacks these
         return sum(1 for t in self.store.optuna.get_trials(deepcopy=False)
-                   if t.number < trial_number and t.params == params)
+                   if t.number < trial_number and {**optional, **t.params} == params)
 
 
 def read_status(study_dir: Path) -> StudyStatus:

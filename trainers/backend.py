@@ -68,9 +68,11 @@ class TorchConfig(BackendConfigBase):
 
     @property
     def capabilities(self) -> Capabilities:
-        """Run families (run_family), data-parallel runs through Ray Train, and trainer.seed_replicas models per
-        run: a run costs that many times 6ND (trainers/replicas.py)."""
-        return Capabilities(families=True, data_parallel=True, models_per_run=int(self.trainer.seed_replicas))
+        """Run families (run_family), data-parallel runs through Ray Train, trainer.seed_replicas models per
+        run (a run costs that many times 6ND: trainers/replicas.py), and runs on fewer unique tokens than they
+        train on (RunSpec.unique_tokens: trainers/data.py, limit_unique)."""
+        return Capabilities(families=True, data_parallel=True, models_per_run=int(self.trainer.seed_replicas),
+                            repeats=True)
 
     def frozen_defaults(self) -> dict:
         """The per-run hyperparameter defaults of this code (trainers/hparams.py run_defaults)."""

@@ -51,6 +51,11 @@ class Capabilities:
     """A run can train on several workers through Ray Train (scheduler/data_parallel.py; `resources.gpus_per_run >
     1` needs it)."""
 
+    repeats: bool = False
+    """The backend honours `RunSpec.unique_tokens`: it trains a run on that many distinct tokens, read D / U times
+    over. The proposer then buys runs that repeat their data for targets that declare `unique_tokens`
+    (scheduler/proposer.py); without it, only prior runs with `n_unique_tokens` can show what repetition costs."""
+
     def __post_init__(self) -> None:
         if self.models_per_run < 1:
             raise ValueError(f"Capabilities.models_per_run: expected >= 1, got {self.models_per_run}")

@@ -50,6 +50,7 @@ from skillscale.errors import InputError
 from trainers.capabilities import BackendConfigBase, Capabilities
 from trainers.contract import (
     LOG_FILE,
+    REPEATS_DESCRIPTION,
     RESULT_FILE,
     failed_result,
     parse_result,
@@ -123,6 +124,7 @@ class CommandConfig(BackendConfigBase):
     env: dict[str, str] = Field(default_factory=dict, description="extra environment variables for the program")
     cwd: str | None = Field(default=None, description="working directory of the program (default: the worker's; "
                                                       "relative program paths resolve against it)")
+    repeats: bool = Field(default=False, description=REPEATS_DESCRIPTION)
     _skills: tuple[str, ...] = PrivateAttr(default=())  # the study's skills (with_skills), not part of the YAML
     _skill_evals: dict[str, str] = PrivateAttr(default_factory=dict)  # skill -> eval file, for the trainer
 
@@ -145,8 +147,9 @@ class CommandConfig(BackendConfigBase):
 
     @property
     def capabilities(self) -> Capabilities:
-        """A cancelled run's program gets SIGTERM, then SIGKILL after kill_grace_s (run() takes should_stop)."""
-        return Capabilities(stop_grace_s=float(self.kill_grace_s))
+        """A cancelled run's program gets SIGTERM, then SIGKILL after kill_grace_s (run() takes should_stop); runs
+        on fewer unique tokens than they train on where the config says the program honours them (`repeats`)."""
+        return Capabilities(stop_grace_s=float(self.kill_grace_s), repeats=bool(self.repeats))
 
     def build(self) -> CommandBackend:
         return CommandBackend(self.command, timeout_s=self.timeout_s, kill_grace_s=self.kill_grace_s, env=self.env,

@@ -4,8 +4,13 @@ Both the command backend (trainers/command.py: any program) and the python backe
 a `module:function` callable) speak it. Per run, skillscale gives the trainer a *spec* (a JSON object):
 
     {"run_id": "3f2a...", "n_params": 2000000, "n_tokens": 40000000, "mix": {"code": 0.5, "general": 0.5},
-     "seed": 0, "hparams": {}, "trial_number": 7, "flops": 4.8e14, "skills": ["math", "code"],
-     "skill_evals": {"math": "/abs/data/math.jsonl"}, "run_dir": "/abs/studies/x/runs/3f2a..."}
+     "seed": 0, "hparams": {}, "trial_number": 7, "unique_tokens": null, "flops": 4.8e14,
+     "skills": ["math", "code"], "skill_evals": {"math": "/abs/data/math.jsonl"},
+     "run_dir": "/abs/studies/x/runs/3f2a..."}
+
+`unique_tokens` is null (train on all the data) unless the backend's config says `repeats: true`; then a run may
+get an integer: train on that many distinct tokens, read n_tokens / unique_tokens times over (the loop buys such
+runs for targets that declare `unique_tokens`, to learn what repeated data costs them).
 
 and reads back a *result* (a JSON object; for a program, the file `{run_dir}/result.json`):
 
@@ -37,6 +42,9 @@ from skillscale.atomic import atomic_write_json
 from trainers.spec import RunResult, RunSpec
 
 SPEC_FILE = "spec.json"
+REPEATS_DESCRIPTION = ("the trainer honours the spec's unique_tokens (an integer: train on that many distinct "
+                       "tokens, read repeatedly; null: all the data): the loop may then buy runs that repeat their "
+                       "data for targets with unique_tokens")
 RESULT_FILE = "result.json"
 LOG_FILE = "log.txt"
 STATUSES = ("ok", "diverged", "failed")

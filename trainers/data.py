@@ -50,8 +50,10 @@ and warns past REPEATED_DATA_EPOCHS, where repeated data starts to be worth less
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import math
 import sys
 import zlib
 from dataclasses import dataclass
@@ -176,6 +178,18 @@ class Domain:
     name: str
     train: np.ndarray  # (n,) int32 token ids
     heldout: np.ndarray  # (m,) int32 token ids
+
+
+def limit_unique(domains: dict[str, Domain], mix: dict[str, float], unique_tokens: int,
+                 seq_len: int) -> dict[str, Domain]:
+    """The domains of a run limited to `unique_tokens` distinct training tokens (RunSpec.unique_tokens): each
+    domain keeps the first unique_tokens x its mix weight tokens of its stream (at least seq_len + 2, at most all of
+    it), so a run of D tokens reads them about D / unique_tokens times over. Held-out text is unchanged."""
+    out = {}
+    for name, domain in domains.items():
+        keep = int(min(len(domain.train), max(seq_len + 2, math.ceil(unique_tokens * mix.get(name, 0.0)))))
+        out[name] = dataclasses.replace(domain, train=domain.train[:keep])
+    return out
 
 
 _DOMAIN_CACHE: dict = {}  # process-level: (name, settings json, tokenizer name) -> Domain

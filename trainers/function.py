@@ -29,8 +29,8 @@ from typing import Literal
 from pydantic import Field, PrivateAttr, field_validator
 
 from skillscale.errors import InputError
-from trainers.capabilities import BackendConfigBase
-from trainers.contract import LOG_FILE, parse_result, spec_payload, write_spec
+from trainers.capabilities import BackendConfigBase, Capabilities
+from trainers.contract import LOG_FILE, REPEATS_DESCRIPTION, parse_result, spec_payload, write_spec
 from trainers.spec import RunResult, RunSpec
 
 
@@ -64,6 +64,7 @@ class PythonConfig(BackendConfigBase):
     name: Literal["python"] = Field(description="selects this backend")
     function: str = Field(description="`package.module:function` called with each run's spec "
                                       "([byo-trainer.md](byo-trainer.md))")
+    repeats: bool = Field(default=False, description=REPEATS_DESCRIPTION)
     _skills: tuple[str, ...] = PrivateAttr(default=())  # the study's skills (with_skills), not part of the YAML
     _skill_evals: dict[str, str] = PrivateAttr(default_factory=dict)  # skill -> eval file, for the trainer
 
@@ -81,6 +82,11 @@ class PythonConfig(BackendConfigBase):
         copy._skills = tuple(skills)
         copy._skill_evals = dict(skill_evals or {})
         return copy
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """Runs on fewer unique tokens than they train on where the config says the function honours them."""
+        return Capabilities(repeats=bool(self.repeats))
 
     def build(self) -> FunctionBackend:
         return FunctionBackend(self.function, skills=self._skills, skill_evals=self._skill_evals)

@@ -7,11 +7,13 @@ Per skill s, the truth is a mixture-aware Chinchilla law (fitting.law.Parametric
 
     L_s(N, D, m) = E + A·N^-α + B·(D·T_s(m))^-β,   T_s(m) = Σ_j t_sj·m_j,  t_ss = 1
 
-observed with multiplicative log-normal noise, L_obs = L_s·exp(σ·z), z ~ N(0, 1) drawn from
-(seed, run_id) so a re-dispatched run reports the same losses. With `seed_replicas: R` a run stands for R models
-trained from R seeds (the torch trainer's trainer.seed_replicas, trainers/replicas.py): it reports the mean of R
-such observations and costs R x 6ND. An optional sleep proportional to
-FLOPs stands in for training time; progress is checkpointed so a resumed run sleeps only the rest.
+A run limited to U unique tokens (RunSpec.unique_tokens, or the world's `unique_tokens`, whichever is fewer) sees
+its D repeated: the law is read at Muennighoff et al.'s effective data D' (fitting.truths.RepeatedDataLaw), and
+the run reports its epochs D / U. Observed with multiplicative log-normal noise, L_obs = L_s·exp(σ·z), z ~ N(0, 1)
+drawn from (seed, run_id) so a re-dispatched run reports the same losses. With `seed_replicas: R` a run stands
+for R models trained from R seeds (the torch trainer's trainer.seed_replicas, trainers/replicas.py): it reports
+the mean of R such observations and costs R x 6ND. An optional sleep proportional to FLOPs stands in for training
+time; progress is checkpointed so a resumed run sleeps only the rest.
 
 Configured in a study as `backend: {name: simulated, truth: knowledge-code, noise: 0.005}` (SimulatedConfig).
 """
@@ -29,7 +31,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from fitting.law import ParametricLaw
-from fitting.truths import FARSEER_SINGLE_EPOCH
+from fitting.truths import FARSEER_SINGLE_EPOCH, RepeatedDataLaw
 from skillscale.atomic import atomic_write_json
 from skillscale.config_types import FieldError, Number
 from skillscale.errors import InputError
@@ -100,6 +102,10 @@ class SimulatedConfig(BackendConfigBase):
         description="run families: correlation of a skill's log-noise between branches of one family")
     seed_replicas: int = Field(default=1, ge=1, description="models per run: the mean of this many noisy "
                                                             "observations, at this many times 6ND")
+    unique_tokens: Number | None = Field(
+        default=None, gt=0, description="unique tokens the simulated world's data hold: a longer run repeats them "
+                                        "and its repeated tokens are worth less (Muennighoff et al. 2023); null: "
+                                        "unlimited")
 
     @field_validator("truth")
     @classmethod
@@ -116,8 +122,9 @@ class SimulatedConfig(BackendConfigBase):
 
     @property
     def capabilities(self) -> Capabilities:
-        """Run families (run_family), and seed_replicas models per run: a run costs that many times 6ND."""
-        return Capabilities(families=True, models_per_run=int(self.seed_replicas))
+        """Run families (run_family), seed_replicas models per run (a run costs that many times 6ND), and runs on
+        fewer unique tokens than they train on (RunSpec.unique_tokens)."""
+        return Capabilities(families=True, models_per_run=int(self.seed_replicas), repeats=True)
 
     def check(self, skills: list[str], spec: RunSpec) -> None:
         """Before a study starts: every skill of the study has a simulated truth."""
@@ -143,7 +150,8 @@ class SimulatedBackend:
     def __init__(self, truth: str | dict = "knowledge-code", noise: float = 0.01,
                  sleep_per_flop: float = 0.0, checkpoint_every_s: float = 0.5,
                  diverge_above_params: float | None = None,
-                 family_noise_correlation: float = FAMILY_NOISE_CORRELATION, seed_replicas: int = 1):
+                 family_noise_correlation: float = FAMILY_NOISE_CORRELATION, seed_replicas: int = 1,
+                 unique_tokens: float | None = None):
         self.truth = resolve_truth(truth)
         if not (0 <= noise <= 1):
             raise InputError(f"backend.noise: expected a number in [0, 1] (std of log L), got {noise!r}")
@@ -155,11 +163,24 @@ class SimulatedBackend:
         if int(seed_replicas) < 1:
             raise InputError(f"backend.seed_replicas: expected a positive integer, got {seed_replicas!r}")
         self.seed_replicas = int(seed_replicas)
+        self.unique_tokens = None if unique_tokens is None else float(unique_tokens)
+
+    def unique(self, spec: RunSpec) -> float:
+        """Unique tokens the run reads: the fewer of its own limit and the world's (inf: unlimited)."""
+        return min(float(spec.unique_tokens or math.inf), self.unique_tokens or math.inf)
 
     def true_losses(self, spec: RunSpec) -> dict[str, float]:
-        """Noiseless losses of every skill for this spec."""
+        """Noiseless losses of every skill for this spec (at the effective data of its repeated tokens)."""
+        unique = self.unique(spec)
+        laws = {s: RepeatedDataLaw(law, unique_tokens=unique) if math.isfinite(unique) else law
+                for s, law in self.truth.items()}
         return {skill: float(law.loss(spec.n_params, spec.n_tokens, spec.mix or None)[0])
-                for skill, law in self.truth.items()}
+                for skill, law in laws.items()}
+
+    def data_epochs(self, spec: RunSpec) -> dict[str, float]:
+        """Times the run reads its unique tokens, per domain of its mix ({} where its data are unlimited)."""
+        unique = self.unique(spec)
+        return {d: spec.n_tokens / unique for d in spec.mix} if math.isfinite(unique) else {}
 
     def run(self, spec: RunSpec, run_dir: Path) -> RunResult:
         run_dir = Path(run_dir)
@@ -173,7 +194,7 @@ class SimulatedBackend:
             losses, status = {skill: float("nan") for skill in losses}, "diverged"
         return RunResult(run_id=spec.run_id, status=status, n_params=spec.n_params, n_tokens=spec.n_tokens,
                          flops=spec.flops * self.seed_replicas, losses=losses, wall_s=time.perf_counter() - start,
-                         shape={"simulated": True})
+                         shape={"simulated": True}, data_epochs=self.data_epochs(spec))
 
     def run_family(self, family: FamilySpec, run_dir: Path) -> list[RunResult]:
         """A run family, simulated honestly: branch i reports the truth at (N, D_i) with log-noise

@@ -23,13 +23,15 @@ def _canonical_mix(mix: dict[str, float]) -> dict[str, float]:
     return {k: round(float(v), 6) for k, v in sorted(mix.items())}
 
 
-def make_run_id(n_params: int, n_tokens: int, mix: dict[str, float], seed: int, hparams: dict) -> str:
-    """Deterministic id for a run: same spec, same id (12 hex digits)."""
-    key = json.dumps(
-        {"n_params": int(n_params), "n_tokens": int(n_tokens), "mix": _canonical_mix(mix),
-         "seed": int(seed), "hparams": hparams},
-        sort_keys=True,
-    )
+def make_run_id(n_params: int, n_tokens: int, mix: dict[str, float], seed: int, hparams: dict,
+                unique_tokens: int | None = None) -> str:
+    """Deterministic id for a run: same spec, same id (12 hex digits). `unique_tokens` enters only when set, so
+    a run on all of its data keeps the id it had before runs could repeat theirs."""
+    fields = {"n_params": int(n_params), "n_tokens": int(n_tokens), "mix": _canonical_mix(mix),
+              "seed": int(seed), "hparams": hparams}
+    if unique_tokens is not None:
+        fields["unique_tokens"] = int(unique_tokens)
+    key = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
@@ -38,7 +40,8 @@ class RunSpec:
     """What to train: a target parameter count, a token budget, a data mix and a seed.
 
     `n_params` is the *requested* N; the trainer realises the nearest shape and reports the exact N
-    in RunResult.
+    in RunResult. `unique_tokens` (None: all the data there is) limits the run to that many distinct tokens,
+    read n_tokens / unique_tokens times over; only a backend that declares `Capabilities.repeats` is given one.
     """
 
     n_params: int
@@ -50,13 +53,21 @@ class RunSpec:
     trial_number: int = -1  # Optuna trial that proposed it (-1: not from a study)
     family_id: str = ""  # the FamilySpec this run is a branch of ("": a plain run); not part of run_id
     branch: int = -1  # index of this branch in its family, in order of n_tokens (-1: a plain run)
+    unique_tokens: int | None = None  # distinct tokens the run reads (None: all the data there is)
 
     def __post_init__(self):
         if self.n_params <= 0 or self.n_tokens <= 0:
             raise ValueError(f"RunSpec: n_params and n_tokens must be positive, got {self.n_params}, {self.n_tokens}")
+        if self.unique_tokens is not None and self.unique_tokens <= 0:
+            raise ValueError(f"RunSpec: unique_tokens must be positive or None, got {self.unique_tokens}")
         if not self.run_id:
             object.__setattr__(self, "run_id", make_run_id(self.n_params, self.n_tokens, self.mix,
-                                                           self.seed, self.hparams))
+                                                           self.seed, self.hparams, self.unique_tokens))
+
+    @property
+    def epochs(self) -> float:
+        """Times the run reads its unique tokens (1.0 when it is not limited to fewer than it trains on)."""
+        return max(self.n_tokens / self.unique_tokens, 1.0) if self.unique_tokens else 1.0
 
     @property
     def flops(self) -> float:

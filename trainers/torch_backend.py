@@ -84,7 +84,15 @@ from skillscale.config_types import one_line
 from skillscale.errors import InputError
 from trainers import checkpoint
 from trainers.bpe import make_tokenizer
-from trainers.data import DataSettings, MixtureSampler, load_domain, skill_examples, skill_names, validate_mix
+from trainers.data import (
+    DataSettings,
+    MixtureSampler,
+    limit_unique,
+    load_domain,
+    skill_examples,
+    skill_names,
+    validate_mix,
+)
 from trainers.distributed import SINGLE_PROCESS, World, rank_rows, rank_share
 from trainers.evaluate import Evaluator, write_curve
 from trainers.hparams import HParams, lr_at, resolve, step_rows
@@ -503,7 +511,8 @@ class TorchBackend(FamilyTraining):
     def _fingerprint(self, spec: RunSpec, cfg: ModelConfig, hp: HParams) -> dict:
         """What a checkpoint must match to be resumed by this run: what is trained, not who asked for it (the
         trial number, family and branch index are left out)."""
-        trained = {k: v for k, v in spec.to_dict().items() if k not in ("trial_number", "family_id", "branch")}
+        trained = {k: v for k, v in spec.to_dict().items() if k not in ("trial_number", "family_id", "branch")
+                   and not (k == "unique_tokens" and v is None)}  # older checkpoints keep matching
         replicas = self.trainer.seed_replicas  # recorded only when > 1: older checkpoints keep matching
         return {**({"seed_replicas": replicas} if replicas > 1 else {}),
             "run_id": spec.run_id,
@@ -517,6 +526,8 @@ class TorchBackend(FamilyTraining):
     def _data(self, plan: RunPlan) -> tuple[MixtureSampler, Evaluator]:
         seq_len = self.trainer.seq_len
         domains = {name: load_domain(name, self.data, self.tokenizer, seq_len) for name in plan.mix}
+        if plan.spec.unique_tokens is not None:
+            domains = limit_unique(domains, plan.mix, plan.spec.unique_tokens, seq_len)
         order_seed = self.data.data_seed if self.data.data_order == "study" else None
         return MixtureSampler(domains, plan.mix, seq_len, plan.spec.seed, order_seed), self._evaluator(domains)
 
