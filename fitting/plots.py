@@ -37,6 +37,7 @@ MAX_CURVES = 6  # isoFLOP curves per panel: the most populated budgets
 BUDGET_REL_TOL = 0.25  # runs whose budgets differ by less share a curve (adaptive designs rarely repeat a C)
 MIN_RUNS_PER_CURVE = 2
 FAMILY_STYLES = {"chinchilla": "-.", "farseer": ":", "data_constrained": (0, (6, 2, 1, 2))}  # one line per law family
+REPEATED_MARK = 4.0  # epochs past which a run is drawn apart: repeated tokens start to be worth less (Muennighoff)
 MIN_FINITE_SHARE = 0.8  # members with a finite optimum needed to draw a band (a study stops only at 95%)
 
 
@@ -59,18 +60,26 @@ def curve_budgets(flops: np.ndarray, max_curves: int = MAX_CURVES) -> tuple[np.n
 def plot_isoflop_panels(runs: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
                         laws: Mapping[str, ParametricLaw], path, *, mix: Mapping[str, float] | None = None,
                         n_range: Callable[[float], tuple[float, float]] | None = None,
-                        optimum_window: tuple[float, float] | None = None) -> None:
+                        optimum_window: tuple[float, float] | None = None,
+                        repeated: Mapping[str, np.ndarray] | None = None) -> None:
     """One panel per skill of `runs` (skill -> (N, D, loss) arrays): observed loss vs N, and the law along
     the isoFLOP line of each curve budget (curve_budgets).
 
     n_range(C) -> (lowest, highest) N to draw a curve over (default: the budget's runs, widened 2x);
-    optimum_window: the law's optimum is marked only inside it (a degenerate fit puts it far away)."""
+    optimum_window: the law's optimum is marked only inside it (a degenerate fit puts it far away);
+    repeated: skill -> mask of the runs that read their data more than ~4 times, drawn hollow and left out of the
+    curves' budgets (the curves are the law at unlimited data, which such runs do not have)."""
     skills = list(runs)
     fig, axes = plt.subplots(1, len(skills), figsize=(5.6 * len(skills), 4.2), squeeze=False,
                              constrained_layout=True)
     for ax, skill in zip(axes[0], skills, strict=True):
         n_params, n_tokens, loss = (np.asarray(a, float) for a in runs[skill])
         law = laws[skill]
+        rep = np.zeros(n_params.shape, bool) if repeated is None else np.asarray(repeated[skill], bool)
+        if rep.any():
+            ax.scatter(n_params[rep], loss[rep], facecolors="none", edgecolors="0.4", s=14,
+                       label=f"repeated data, > {REPEATED_MARK:g} epochs ({rep.sum()} runs)")
+            n_params, n_tokens, loss = n_params[~rep], n_tokens[~rep], loss[~rep]
         flops = FLOPS_PER_PARAM_TOKEN * n_params * n_tokens
         labels, curves = curve_budgets(flops)
         colors = dict(zip(curves, plt.cm.viridis(np.linspace(0, 0.9, max(len(curves), 1))), strict=False))

@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 from fitting.averaging import DEGENERATE  # noqa: E402
 from fitting.conventions import FLOPS_PER_PARAM_TOKEN  # noqa: E402
 from fitting.optimum import composition_whatif  # noqa: E402
-from fitting.plots import N_LABEL, plot_isoflop_panels, plot_optimum, save_figure  # noqa: E402
+from fitting.plots import N_LABEL, REPEATED_MARK, plot_isoflop_panels, plot_optimum, save_figure  # noqa: E402
 from scheduler.config import StudyConfig, load_study_config  # noqa: E402
 from scheduler.estimates import Estimates, fit_inputs, precision_text, refit, target_optimum  # noqa: E402
 from scheduler.ledger import Ledger  # noqa: E402
@@ -52,9 +52,13 @@ def plot_isoflop_runs(cfg: StudyConfig, rows: list[dict], est: Estimates, path: 
     data = fit_inputs(cfg, rows)
     runs = {s: (data["n_params"], data["n_tokens"], data["loss"][s]) for s in cfg.skills}
     mix = cfg.mix.fixed if cfg.mix.space == "fixed" else cfg.target_mix(cfg.targets[0])
+    repeated = None
+    if data["unique"] is not None:  # runs that read their data many times sit above the curves at unlimited data
+        mask = data["n_tokens"] > REPEATED_MARK * data["unique"]
+        repeated = {s: mask for s in cfg.skills}
     plot_isoflop_panels(runs, {s: est.fits[s].law for s in cfg.skills}, path, mix=mix,
                         n_range=lambda c: tuple(float(v) for v in cfg.n_bounds(c)),
-                        optimum_window=(cfg.n_params.lo / 10, cfg.n_params.hi * 10))
+                        optimum_window=(cfg.n_params.lo / 10, cfg.n_params.hi * 10), repeated=repeated)
 
 
 def not_identifiable_laws(est: Estimates) -> dict[str, str]:

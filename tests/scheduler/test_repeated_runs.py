@@ -15,6 +15,7 @@ from fitting.truths import RepeatedDataLaw
 from scheduler import Study, parse_study_config
 from scheduler.proposer import Proposer
 from scheduler.recovery import trial_params
+from scheduler.report import plot_isoflop_runs
 from trainers.data import Domain, MixtureSampler, limit_unique
 from trainers.simulated import CHINCHILLA, SimulatedBackend
 from trainers.spec import RunSpec
@@ -139,3 +140,5 @@ def test_a_repeating_target_is_pinned_with_runs_that_repeat_their_data_and_unres
     assert result["laws"]["all"]["families"]["data_constrained"]["weight"] > 0.5
     low, high = target["n_params_ci95"]
     assert low <= truth <= high, (low, truth, high)
+    plot_isoflop_runs(cfg, study.ledger.rows, study.estimates, tmp_path / "isoflop.png")  # repeated runs drawn apart
+    assert (tmp_path / "isoflop.png").stat().st_size > 0
