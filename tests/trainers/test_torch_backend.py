@@ -295,3 +295,19 @@ def test_a_run_reports_how_often_it_read_each_domain_and_warns_past_four_epochs(
         warnings.simplefilter("error", RuntimeWarning)  # the default streams: far from four epochs, no warning
         quiet = TorchBackend(**tiny_settings).run(TINY, tmp_path / "quiet")
     assert 0 < max(quiet.data_epochs.values()) < 1
+
+
+def test_a_run_limited_to_fewer_unique_tokens_reads_them_repeatedly(tmp_path, tiny_settings):
+    """RunSpec.unique_tokens: each domain keeps its first U x mix tokens (trainers/data.py, limit_unique), so the
+    run reads about D / U epochs of every domain, and the ledger keeps U for the fits (n_unique_tokens)."""
+    import dataclasses
+
+    from scheduler.ledger import ledger_row
+
+    spec = dataclasses.replace(TINY, run_id="", unique_tokens=1_500)
+    with pytest.warns(RuntimeWarning, match="times over"):
+        result = TorchBackend(**tiny_settings).run(spec, tmp_path)
+    assert result.status == "ok" and spec.run_id != TINY.run_id
+    for name, epochs in result.data_epochs.items():  # rows per domain round the mix: about D / U = 4
+        assert 2.5 < epochs < 6.0, (name, epochs)
+    assert ledger_row(spec, result)["n_unique_tokens"] == 1_500
