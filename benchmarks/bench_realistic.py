@@ -243,8 +243,9 @@ def run_random(lab: Lab, rng: np.random.Generator) -> None:
     space, cfg = SearchSpace(lab.study.cfg), lab.study.cfg
 
     def next_point() -> Point | None:
-        n, d, mix = space.from_unit(rng.random((1, space.dims)), cfg.max_run_flops)
-        return space.point(n[0], d[0], mix[0]) if np.isfinite(n[0]) else None
+        u = rng.random((1, space.dims))  # with a repeating target, the last coordinate places the run's epochs
+        n, d, mix = space.from_unit(u, cfg.max_run_flops)
+        return space.point(n[0], d[0], mix[0], space.unique_from_unit(u, d)[0]) if np.isfinite(n[0]) else None
 
     _sequential(lab, next_point)
 

@@ -312,8 +312,9 @@ def run_random(cfg: StudyConfig, truth: str, seed: int, truth_n: np.ndarray) -> 
         if max_flops < cfg.min_run_flops:
             return None
         space = study.space
-        n, d, mix = space.from_unit(rng.random((1, space.dims)), max_flops)
-        return space.point(n[0], d[0], mix[0])
+        u = rng.random((1, space.dims))  # with a repeating target, the last coordinate places the run's epochs
+        n, d, mix = space.from_unit(u, max_flops)
+        return space.point(n[0], d[0], mix[0], space.unique_from_unit(u, d)[0])
 
     return _sequential(cfg, Trace(truth, "random", 1, seed, noise=cfg.backend.noise), truth_n, next_point)
 

@@ -198,7 +198,8 @@ class ProposerConfig(_Model):
     max_epochs: Number | None = Field(
         default=None, ge=1, le=1000,
         description="most times a proposed run may read its unique tokens (runs that repeat their data are bought "
-                    "only for targets with unique_tokens, from a backend that can repeat data). null: 4x the "
+                    "only for targets with unique_tokens, from a backend that can repeat data, and not with run "
+                    "families). null: 4x the "
                     "epochs the most repeating target would read at 20 tokens per parameter, in [4, 100]; 1: no "
                     "run repeats its data")
     bootstrap: Literal["parametric", "residual", "pairs", "laplace"] = Field(
@@ -478,6 +479,8 @@ class StudyConfig(_Model):
             del frozen["skill_evals"]
         if not self.families.enabled:  # off is how studies frozen before families existed read, so they resume
             del frozen["families"]
+        if frozen["backend"].get("repeats") is False:  # absent, as in studies frozen before backends could repeat data
+            del frozen["backend"]["repeats"]
         if self.prior_runs is None:  # absent, as in studies frozen before prior runs existed
             del frozen["prior_runs"]
         else:  # the file's hash: a resume with a changed file is refused (scheduler/prior_runs.py)

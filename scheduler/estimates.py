@@ -165,14 +165,17 @@ def fit_inputs(cfg: StudyConfig, rows: list[dict]) -> dict:
 
 
 def _unique_tokens(rows: list[dict]) -> np.ndarray | None:
-    """Unique tokens each run's data held: `n_unique_tokens` where a run reports it, else D / (its most repeated
-    domain's epochs) where the torch trainer recorded epochs over its text; None when no run repeated its data."""
+    """Unique tokens each run's data held: the fewer of `n_unique_tokens` (a prior run's, or the limit a loop run
+    asked for) and D / (its most repeated domain's epochs) where the backend recorded epochs over its text (a
+    limit the data could not fill, or a world with fewer tokens, repeats more); None when no run repeated its data."""
     out = []
     for r in rows:
         unique = r.get("n_unique_tokens")
+        unique = None if unique is None or not np.isfinite(unique) else float(unique)
         epochs = [float(v) for k, v in r.items() if k.startswith("epochs/") and v is not None and np.isfinite(v)]
-        if unique is None and epochs and max(epochs) > 1.0:
-            unique = float(r["n_tokens"]) / max(epochs)
+        if epochs and max(epochs) > 1.0:
+            read = float(r["n_tokens"]) / max(epochs)
+            unique = read if unique is None else min(unique, read)
         out.append(np.inf if unique is None or not np.isfinite(unique) else float(unique))
     arr = np.array(out, float)
     return arr if np.any(np.isfinite(arr)) else None

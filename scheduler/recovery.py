@@ -197,7 +197,8 @@ def _row_from_trial(cfg, trial, spec, study_dir: Path) -> dict:
             **{f"mix/{d}": float(w) for d, w in sorted(spec.mix.items())},
             **{f"loss/{s}": float(v) for s, v in zip(cfg.skills, trial.values, strict=True)},
             "wall_s": math.nan, "tokens_per_s": math.nan, "mfu": math.nan, "tries": 1,
-            "finished_at": trial.datetime_complete.timestamp() if trial.datetime_complete else math.nan}
+            "finished_at": trial.datetime_complete.timestamp() if trial.datetime_complete else math.nan,
+            **({"n_unique_tokens": float(spec.unique_tokens)} if spec.unique_tokens is not None else {})}
 
 
 def rebuild_ledger_rows(cfg, study_dir: str | os.PathLike, trials: Iterable, spec_of) -> tuple[list[dict], str]:
@@ -237,7 +238,11 @@ def trial_params(trial, names: Iterable[str], optional: dict[str, float] | None 
     `optional` that the trial lacks takes the value given there (a parameter the study did not ask for then)."""
     optional = optional or {}
     names = list(names)
-    for params in (trial.params, getattr(trial, "system_attrs", {}).get("fixed_params") or {}):
+    sources = (trial.params, getattr(trial, "system_attrs", {}).get("fixed_params") or {})
+    for params in sources:  # a source with every name first: a cut journal may hold all but the last one set
+        if all(n in params for n in names):
+            return {n: params[n] for n in names}
+    for params in sources:
         if all(n in params or n in optional for n in names):
             return {n: params.get(n, optional.get(n)) for n in names}
     return None

@@ -225,7 +225,8 @@ class SimulatedBackend:
                 losses, status = {s: float("nan") for s in losses}, "diverged"
             results.append(RunResult(run_id=branch.run_id, status=status, n_params=branch.n_params,
                                      n_tokens=branch.n_tokens, flops=flops, losses=losses, wall_s=wall,
-                                     shape={"simulated": True}, family_id=family.family_id, branch=i))
+                                     shape={"simulated": True}, family_id=family.family_id, branch=i,
+                                     data_epochs=self.data_epochs(branch)))
         return results
 
     def _sleep_with_checkpoints(self, spec: RunSpec, run_dir: Path, flops: float | None = None) -> None:

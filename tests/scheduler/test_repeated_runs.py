@@ -89,6 +89,17 @@ def test_a_trial_asked_before_the_study_could_repeat_data_reads_as_one_on_all_it
     assert params == {"log10_n_params": 7.5, "log10_n_tokens": 9.0, "log10_epochs": 0.0}
     assert space.from_params(params).unique_tokens is None
     assert trial_params(old, space.optuna_distributions()) is None  # without the default it would be lost
+    cut = SimpleNamespace(params=old.params, system_attrs={"fixed_params": {**old.params, "log10_epochs": 0.5}})
+    assert trial_params(cut, space.optuna_distributions(), space.optional_params())["log10_epochs"] == 0.5
+
+
+def test_a_study_frozen_before_backends_could_repeat_data_still_resumes(small_study):
+    """`repeats: false` (the default) is left out of study.yaml, as it was before the field existed."""
+    study = _repeating(small_study)
+    study["backend"] = {"name": "command", "command": ["true"]}
+    assert "repeats" not in parse_study_config(study).frozen_dict()["backend"]
+    study["backend"]["repeats"] = True
+    assert parse_study_config(study).frozen_dict()["backend"]["repeats"] is True
 
 
 def test_the_simulated_backend_reads_a_repeated_run_at_its_effective_data(tmp_path):
@@ -142,3 +153,14 @@ def test_a_repeating_target_is_pinned_with_runs_that_repeat_their_data_and_unres
     assert low <= truth <= high, (low, truth, high)
     plot_isoflop_runs(cfg, study.ledger.rows, study.estimates, tmp_path / "isoflop.png")  # repeated runs drawn apart
     assert (tmp_path / "isoflop.png").stat().st_size > 0
+
+
+def test_the_fit_takes_the_fewer_of_the_unique_tokens_asked_for_and_those_the_run_read():
+    """A limit the data could not fill (a small corpus, a world of fewer tokens) repeats more than asked."""
+    from scheduler.estimates import _unique_tokens
+
+    rows = [{"n_tokens": 1e10, "n_unique_tokens": 1e9, "epochs/all": 20.0},  # read 5e8: the world had fewer
+            {"n_tokens": 1e10, "n_unique_tokens": 1e9, "epochs/all": 10.0},  # read as asked
+            {"n_tokens": 1e9, "n_unique_tokens": None},  # all its data
+            {"n_tokens": 1e9, "n_unique_tokens": float("nan"), "epochs/all": 4.0}]  # a prior run without U
+    assert _unique_tokens(rows).tolist() == [5e8, 1e9, math.inf, 2.5e8]
