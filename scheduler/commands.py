@@ -58,6 +58,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     if status.n_prior_runs:
         console.print(f"  {status.n_prior_runs} prior runs in every fit ({status.flops_prior:.3g} FLOPs, not charged "
                       "to the compute cap; never trained again)")
+    if status.repeated[0]:
+        n, most = status.repeated
+        console.print(f"  {n} runs repeated their data (up to {most:.0f} epochs), to learn what repetition costs the "
+                      "targets with unique_tokens")
     for t in status.targets:
         if not (math.isfinite(t.rel_halfwidth) and math.isfinite(t.n_params)):
             reason = t.degenerate or t.unresolved

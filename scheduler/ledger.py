@@ -144,6 +144,11 @@ class Ledger:
         """FLOPs of the prior runs, reported apart and not charged to compute_cap."""
         return float(sum(r["flops"] for r in self.prior_rows()))
 
+    def repeated(self) -> tuple[int, float]:
+        """(runs the study trained on fewer unique tokens than they read, the most epochs among them; 1.0: none)."""
+        epochs = [r["n_tokens"] / u for r in self.trained_rows() if (u := row_unique_tokens(r)) is not None]
+        return len(epochs), max(epochs, default=1.0)
+
 
 def ledger_row(spec: RunSpec, result: RunResult, tries: int = 1) -> dict:
     """One finished run as the ledger stores it (and as `scheduler.estimates.refit` reads it)."""

@@ -99,6 +99,7 @@ class StudyStatus:
     efficiency: dict | None = None  # model FLOPs over the GPUs' peak (scheduler/efficiency.py); None: no GPU known
     n_prior_runs: int = 0  # prior runs (scheduler/prior_runs.py): in every fit, not counted in n_runs
     flops_prior: float = 0.0  # their FLOPs, not charged to compute_cap (not in flops_spent)
+    repeated: tuple[int, float] = (0, 1.0)  # runs that repeated their data, and the most epochs (Ledger.repeated)
 
     @property
     def precision(self) -> dict[str, float]:
@@ -336,7 +337,7 @@ class Study:
             converged_streak=self.converged_streak, confirm_refits=self.cfg.confirm_refits,
             stop_reason=self.stop_reason(), forecast=self.forecast(), run_price=self.run_price(),
             overhead_flops=float(self.cfg.proposer.overhead_flops), n_prior_runs=len(self.ledger.prior_rows()),
-            flops_prior=self.ledger.flops_prior())
+            flops_prior=self.ledger.flops_prior(), repeated=self.ledger.repeated())
 
     def run_price(self) -> float:
         """FLOPs charged per run when candidates are ranked (the acquisition is information per FLOP + price).
@@ -392,6 +393,8 @@ class Study:
             "n_runs_failed": status.n_runs_failed,
             "n_prior_runs": status.n_prior_runs,
             "flops_prior": status.flops_prior,
+            "n_runs_repeating_data": status.repeated[0],  # runs on fewer unique tokens than they read (docs/laws.md)
+            "most_epochs": status.repeated[1],
             "prior_runs": ({"path": cfg.prior_runs.path, "sha256": self.ledger.prior_rows()[0]["prior_sha256"]}
                            if cfg.prior_runs is not None else None),
             "conventions": conventions_dict(),
@@ -528,4 +531,4 @@ def read_status(study_dir: Path) -> StudyStatus:
         confirm_refits=int(frozen.get("confirm_refits") or 0),
         stop_reason=result["stop_reason"] if result is not None else None, forecast=forecast,
         efficiency=efficiency(ledger.flops_spent(), read_sittings(study_dir), rows),
-        n_prior_runs=len(ledger.prior_rows()), flops_prior=ledger.flops_prior())
+        n_prior_runs=len(ledger.prior_rows()), flops_prior=ledger.flops_prior(), repeated=ledger.repeated())

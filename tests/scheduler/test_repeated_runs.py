@@ -13,6 +13,7 @@ import pytest
 
 from fitting.truths import RepeatedDataLaw
 from scheduler import Study, parse_study_config
+from scheduler.cli import main
 from scheduler.proposer import Proposer
 from scheduler.recovery import trial_params
 from scheduler.report import plot_isoflop_runs
@@ -127,7 +128,7 @@ def test_the_torch_trainer_reads_a_window_of_unique_tokens_per_domain():
 
 
 def test_a_repeating_target_is_pinned_with_runs_that_repeat_their_data_and_unresolved_without(small_study,
-                                                                                             tmp_path):
+                                                                                             tmp_path, capsys):
     """The chinchilla world, target data limited to 2e9 unique tokens. Without runs that repeat their data
     (max_epochs 1) no repetition law can be fitted and the target is unresolved; with them the study stops with
     data_constrained's answer, and its interval holds the true optimum."""
@@ -153,6 +154,9 @@ def test_a_repeating_target_is_pinned_with_runs_that_repeat_their_data_and_unres
     assert low <= truth <= high, (low, truth, high)
     plot_isoflop_runs(cfg, study.ledger.rows, study.estimates, tmp_path / "isoflop.png")  # repeated runs drawn apart
     assert (tmp_path / "isoflop.png").stat().st_size > 0
+    assert result["n_runs_repeating_data"] == len(repeated) and result["most_epochs"] > 4.0
+    assert main(["status", str(tmp_path / "repeating")]) == 0
+    assert f"{len(repeated)} runs repeated their data" in capsys.readouterr().out
 
 
 def test_the_fit_takes_the_fewer_of_the_unique_tokens_asked_for_and_those_the_run_read():
