@@ -198,8 +198,8 @@ class ProposerConfig(_Model):
     max_epochs: Number | None = Field(
         default=None, ge=1, le=1000,
         description="most times a proposed run may read its unique tokens (runs that repeat their data are bought "
-                    "only for targets with unique_tokens, from a backend that can repeat data, and not with run "
-                    "families). null: 4x the "
+                    "only for targets with unique_tokens, from a backend that can repeat data, with law auto or "
+                    "data_constrained, and not with run families). null: 4x the "
                     "epochs the most repeating target would read at 20 tokens per parameter, in [4, 100]; 1: no "
                     "run repeats its data")
     bootstrap: Literal["parametric", "residual", "pairs", "laplace"] = Field(
@@ -437,14 +437,16 @@ class StudyConfig(_Model):
     def max_run_epochs(self) -> float:
         """Most epochs a proposed run reads its unique tokens (1.0: no run repeats its data; scheduler/proposer.py).
 
-        Runs repeat their data only where a target declares unique_tokens and the backend declares
-        Capabilities.repeats, and not in a study of run families (their branches train on all their data).
+        Runs repeat their data only where a target declares unique_tokens, the backend declares Capabilities.repeats
+        and the study's law has a repetition term (auto or data_constrained: a law without one would read a repeated
+        run as a worse fresh one), and not in a study of run families (their branches train on all their data).
         `proposer.max_epochs` sets it; by default it is four times the epochs D*/U the most repeating target reads,
         with D* from Chinchilla's 20 tokens per parameter (C = 6ND, D = 20N; the D* the laws will find may be a few
         times that), clipped to [4, 100]: at least where repetition starts to cost (Muennighoff et al. 2023: ~4
         epochs), at most beyond their runs (up to ~60 epochs)."""
         repeating = [t for t in self.targets if t.unique_tokens is not None]
-        if not repeating or not self.backend.capabilities.repeats or self.families.enabled:
+        if (not repeating or not self.backend.capabilities.repeats or self.families.enabled
+                or self.law not in ("auto", "data_constrained")):
             return 1.0
         if self.proposer.max_epochs is not None:
             return float(self.proposer.max_epochs)

@@ -68,6 +68,9 @@ def test_runs_repeat_data_only_for_a_target_with_unique_tokens_and_a_backend_tha
     assert parse_study_config(command).max_run_epochs == 1.0
     command["backend"]["repeats"] = True
     assert parse_study_config(command).max_run_epochs > 1.0
+    one_law = _repeating(small_study)
+    one_law["law"] = "chinchilla"  # no repetition term: a repeated run would only bias the fit
+    assert parse_study_config(one_law).max_run_epochs == 1.0
 
 
 def test_the_seed_design_holds_runs_on_all_their_data_and_runs_that_repeat_it(small_study):
