@@ -3,12 +3,13 @@
 Search space. A run is (N, D, mix[, U]). Candidates are parametrised as (log C, u, mix[, r]): C = 6ND is drawn
 log-uniformly within the affordable range and u in [0, 1] places log N within the N range that is
 feasible at that C under the N and D bounds; on a simplex the mix is a uniform point on the simplex
-(spacings of sorted uniforms) lifted above `mix.floor`. Where a target declares `unique_tokens` and the backend
-can repeat data (Capabilities.repeats), r places the run's epochs: the lower REPEAT_OFF of its range trains on all
-the data, the rest limits the run to U = D / e unique tokens with e log-uniform in [1, StudyConfig.max_run_epochs]. So
-the seed design already holds runs that repeat their data, the law families with a repetition term can be fitted
-from the start, and the acquisition buys more such runs where the families disagree about what repetition costs
-the target (without them no run could tell: BENCHMARKS.md, Misspecified truths).
+(spacings of sorted uniforms) lifted above `mix.floor`. Where a target declares `unique_tokens`, the backend can
+repeat data and the law has a repetition term (StudyConfig.max_run_epochs > 1), r places the run's epochs: the
+lower REPEAT_OFF of its range trains on all the data, the rest limits the run to U = D / e unique tokens with e
+log-uniform in [1, max_run_epochs]. So the seed design already holds runs that repeat their data, the law
+families with a repetition term can be fitted from the start, and the acquisition buys more such runs where the
+families disagree about what repetition costs the target (without them no run could tell: BENCHMARKS.md,
+Misspecified truths).
 
 Proposer lifecycle (called only by the controller):
     proposer = Proposer(cfg)
